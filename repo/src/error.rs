@@ -1,0 +1,140 @@
+//! The engine's one error type.
+//!
+//! Callers (the CLI, the agent) print an error's `Display` as the one sentence a user reads, so
+//! each message names the input or object at fault and says what to do. Causes go in
+//! `#[source]`, never into the message as well.
+
+use crate::id::{PackId, SnapshotId};
+use crate::lock::LockInfo;
+
+/// Everything the engine can fail with.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The repository string could not be understood.
+    #[error("cannot understand repository location `{input}`: {reason}")]
+    InvalidLocation { input: String, reason: String },
+
+    /// No password was given.
+    #[error(
+        "no repository password: pass --password-file or set LIFEBOAT_PASSWORD or RESTIC_PASSWORD"
+    )]
+    NoPassword,
+
+    /// The password opens none of the repository's keys.
+    #[error("wrong password for the repository at {location}: no key could be opened with it")]
+    WrongPassword { location: String },
+
+    /// There is no repository (no `config` file) at the location.
+    #[error(
+        "there is no repository at {location} (no config file); create one with `lifeboat repo init`"
+    )]
+    NoRepository { location: String },
+
+    /// The bucket or container itself does not exist.
+    #[error("the bucket of {location} does not exist or cannot be listed")]
+    BucketMissing {
+        location: String,
+        #[source]
+        source: crate::store::StoreError,
+    },
+
+    /// `init` on a location that already holds a repository.
+    #[error("a repository already exists at {location}")]
+    AlreadyInitialized { location: String },
+
+    /// Another process holds a lock that conflicts with ours.
+    #[error(
+        "the repository at {location} is locked by {holder}; retry later, or run `lifeboat repo unlock` if that process is gone"
+    )]
+    Locked { location: String, holder: LockInfo },
+
+    /// Our own lock could not be kept fresh, so the operation was stopped before others could
+    /// consider it stale.
+    #[error(
+        "the repository lock at {location} could not be refreshed in time; the operation was stopped"
+    )]
+    LockLost { location: String },
+
+    /// No snapshot matches the given id, prefix or `latest`.
+    #[error("no snapshot matches `{query}`")]
+    SnapshotNotFound { query: String },
+
+    /// An id prefix matches more than one snapshot.
+    #[error("snapshot id prefix `{query}` is ambiguous; give more digits")]
+    SnapshotAmbiguous { query: String },
+
+    /// A path inside a snapshot does not exist.
+    #[error("`{path}` does not exist in snapshot {snapshot}")]
+    PathNotInSnapshot { snapshot: SnapshotId, path: String },
+
+    /// A tree entry would be written outside the restore target.
+    #[error(
+        "snapshot {snapshot} holds the entry `{name}` under `{parent}`, which would escape the restore target; nothing was restored"
+    )]
+    UnsafeEntry {
+        snapshot: SnapshotId,
+        parent: String,
+        name: String,
+    },
+
+    /// The source directory of a backup cannot be read.
+    #[error("cannot back up `{path}`")]
+    Source {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The restore target cannot be used.
+    #[error("cannot restore into `{path}`")]
+    Target {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// `check` found damage; the report lists it. The first damaged pack is named.
+    #[error("{}", match pack { Some(p) => format!("the repository has {errors} error(s); pack {p} is damaged"), None => format!("the repository has {errors} error(s)") })]
+    CheckFailed { errors: usize, pack: Option<PackId> },
+
+    /// An invalid option value.
+    #[error("invalid option: {0}")]
+    InvalidOption(String),
+
+    /// The operation was cancelled by its caller.
+    #[error("the operation was cancelled")]
+    Cancelled,
+
+    /// A storage operation failed.
+    #[error("storage error at {location}")]
+    Store {
+        location: String,
+        #[source]
+        source: crate::store::StoreError,
+    },
+
+    /// The format engine reported an error we have no finer variant for.
+    #[error("{message}")]
+    Engine { message: String },
+}
+
+impl Error {
+    /// Whether the same call may succeed if tried again unchanged.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Store { source, .. } => source.is_retryable(),
+            Error::Locked { .. } | Error::LockLost { .. } => true,
+            _ => false,
+        }
+    }
+
+    pub(crate) fn engine(err: impl std::fmt::Display) -> Self {
+        Error::Engine {
+            message: err.to_string(),
+        }
+    }
+}
+
+/// The engine's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,116 @@
+//! Identifiers of repository objects: the SHA-256 of their stored bytes (packs, files) or of
+//! their plaintext (blobs), written as 64 lowercase hex digits. Each kind is its own type so a
+//! snapshot id cannot be passed where a pack id is meant.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+macro_rules! id_type {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[serde(into = "String", try_from = "String")]
+        pub struct $name([u8; 32]);
+
+        impl $name {
+            /// The raw 32 bytes.
+            pub fn as_bytes(&self) -> &[u8; 32] {
+                &self.0
+            }
+            /// The first 8 hex digits, as restic prints ids.
+            pub fn short(&self) -> String {
+                hex::encode(&self.0[..4])
+            }
+            #[cfg(test)]
+            pub(crate) fn from_bytes(bytes: [u8; 32]) -> Self {
+                Self(bytes)
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&hex::encode(self.0))
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}({})", stringify!($name), self.short())
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = InvalidId;
+            fn from_str(s: &str) -> Result<Self, InvalidId> {
+                let mut bytes = [0u8; 32];
+                hex::decode_to_slice(s, &mut bytes).map_err(|_| InvalidId(s.to_string()))?;
+                Ok(Self(bytes))
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = InvalidId;
+            fn try_from(s: String) -> Result<Self, InvalidId> {
+                s.parse()
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(id: $name) -> String {
+                id.to_string()
+            }
+        }
+    };
+}
+
+id_type!(
+    /// A snapshot: the SHA-256 of its file in `snapshots/`.
+    SnapshotId
+);
+id_type!(
+    /// A pack: the SHA-256 of its file in `data/`.
+    PackId
+);
+id_type!(
+    /// A tree or data blob: the SHA-256 of its plaintext.
+    BlobId
+);
+id_type!(
+    /// A lock file in `locks/`.
+    LockId
+);
+
+/// A string that is not 64 hex digits.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("`{0}` is not a 64-digit hex id")]
+pub struct InvalidId(pub String);
+
+/// SHA-256 of `data`, the name of a stored file.
+pub(crate) fn hash(data: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(data).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn id_round_trips_through_hex_and_json() {
+        let id = SnapshotId::from_bytes(hash(b"lifeboat"));
+        let text = id.to_string();
+        assert_eq!(text.len(), 64);
+        assert_eq!(text.parse::<SnapshotId>().expect("valid"), id);
+        let json = serde_json::to_string(&id).expect("serialise");
+        assert_eq!(json, format!("\"{text}\""));
+        assert_eq!(id.short(), &text[..8]);
+    }
+
+    #[test]
+    fn malformed_id_is_rejected() {
+        assert!("abc".parse::<PackId>().is_err());
+        assert!("zz".repeat(32).parse::<PackId>().is_err());
+    }
+}

@@ -1,0 +1,36 @@
+//! lifeboat-repo: the restic-compatible repository engine.
+//!
+//! A [`Repository`] lives on a [`Store`] (a local directory, S3, GCS or Azure, given as a
+//! [`Location`]) and offers init/open, backup, restore, snapshots, forget, prune, check and
+//! unlock, with restic's locks, progress reporting ([`Progress`]) and cancellation (a
+//! `CancellationToken` in the [`Context`]). Repositories it writes pass `restic check
+//! --read-data`, and it reads what restic writes.
+
+mod bridge;
+mod crypto;
+mod error;
+mod id;
+mod location;
+mod lock;
+mod progress;
+mod repository;
+mod snapshot;
+mod source;
+mod store;
+
+pub use error::{Error, Result};
+pub use id::{BlobId, InvalidId, LockId, PackId, SnapshotId};
+pub use location::Location;
+pub use lock::{LockInfo, LockOptions};
+pub use progress::{NoProgress, Progress, Stage, Unit};
+pub use repository::{
+    BackupOptions, BackupStats, CheckOptions, CheckReport, Context, Finding, ForgetOptions,
+    ForgetStats, KeepPolicy, ParentChoice, PruneStats, Repository, RepositoryOptions,
+    RestoreOptions, RestoreStats,
+};
+pub use snapshot::{Snapshot, SnapshotFilter};
+pub use source::Warning;
+pub use store::{FileKind, Store, StoreError, StoreOptions};
+
+/// Re-exported so callers can cancel operations without depending on tokio-util themselves.
+pub use tokio_util::sync::CancellationToken;

@@ -1,0 +1,899 @@
+//! The repository: open or create one, and run the operations on it.
+//!
+//! Design: rustic_core implements the restic format (packs, indexes, trees, the archiver, the
+//! restorer, check and prune). This module owns everything around it that makes those safe and
+//! ours to call: the storage ([`Store`]), restic's locks ([`crate::lock`]), snapshot selection,
+//! the restore path checks, per-file warnings, progress, cancellation and typed errors. The
+//! rustic_core types never appear in our public API, so its backup and restore paths can be
+//! replaced by our own pipelines without touching callers.
+//!
+//! Threads: rustic_core is synchronous and spawns its own workers. Each operation therefore runs
+//! on one dedicated OS thread (one per operation in flight, never per file), which blocks on the
+//! tokio runtime only for storage I/O. Callers await the result on the runtime.
+//!
+//! Keys: the password is run through scrypt once, at [`Repository::open`]; each operation then
+//! reopens rustic_core's view with the master key, which costs one read of `config`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rustic_core::repofile::{MasterKey as RusticKey, SnapshotFile};
+use rustic_core::{
+    Credentials, Excludes, Grouped, KeyOptions, LocalDestination, LocalSource,
+    LocalSourceFilterOptions, LocalSourceSaveOptions, LsOptions, OpenStatus, ParentOptions,
+    RepositoryBackends, RusticError, SnapshotGroupCriterion, SnapshotOptions,
+};
+use serde::Serialize;
+use tokio::runtime::Handle;
+use tokio_util::sync::CancellationToken;
+
+use crate::bridge::Bridge;
+use crate::crypto::MasterKey;
+use crate::error::{Error, Result};
+use crate::id::{PackId, SnapshotId};
+use crate::location::Location;
+use crate::lock::{LockGuard, LockInfo, LockOptions, Locks};
+use crate::progress::{Adapter, NoProgress, Progress};
+use crate::snapshot::{self, Snapshot, SnapshotFilter};
+use crate::source::{Warning, Warnings, Watched};
+use crate::store::{FileKind, Store, StoreError, StoreOptions};
+
+/// How a repository is accessed.
+#[derive(Debug, Clone, Default)]
+pub struct RepositoryOptions {
+    pub store: StoreOptions,
+    pub lock: LockOptions,
+}
+
+/// What every operation may carry: progress reporting and cancellation.
+#[derive(Debug, Clone)]
+pub struct Context {
+    pub progress: Arc<dyn Progress>,
+    pub cancel: CancellationToken,
+}
+
+impl Default for Context {
+    fn default() -> Self {
+        Self {
+            progress: Arc::new(NoProgress),
+            cancel: CancellationToken::new(),
+        }
+    }
+}
+
+/// Which snapshot a backup compares against to skip unchanged files.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum ParentChoice {
+    /// The newest snapshot with the same host and paths, as restic chooses.
+    #[default]
+    Auto,
+    /// No parent: read every file.
+    None,
+    /// This snapshot (`latest`, an id or an id prefix), whatever its host and paths.
+    Snapshot(String),
+}
+
+/// Options of a backup.
+#[derive(Debug, Clone, Default)]
+pub struct BackupOptions {
+    /// Tags of the snapshot (`key=value` by convention).
+    pub tags: Vec<String>,
+    /// The snapshot's host name; this machine's by default.
+    pub host: Option<String>,
+    /// The path stored in the snapshot instead of the source's own path. A pod volume's host
+    /// path changes with every pod; its logical path does not, and parents are found by it.
+    pub as_path: Option<PathBuf>,
+    pub parent: ParentChoice,
+}
+
+/// What a backup did.
+#[derive(Debug, Clone, Serialize)]
+pub struct BackupStats {
+    pub snapshot: Snapshot,
+    pub files_new: u64,
+    pub files_changed: u64,
+    pub files_unchanged: u64,
+    pub dirs_new: u64,
+    pub dirs_changed: u64,
+    pub dirs_unchanged: u64,
+    /// Bytes of the files looked at (unchanged ones included).
+    pub bytes_processed: u64,
+    /// Bytes of new data, before compression.
+    pub bytes_added: u64,
+    /// Bytes written to the repository for that data (compressed, encrypted).
+    pub bytes_stored: u64,
+    pub duration_secs: f64,
+    /// Files that vanished, could not be read, or changed while read.
+    pub warnings: Vec<Warning>,
+}
+
+/// Options of a restore.
+#[derive(Debug, Clone, Default)]
+pub struct RestoreOptions {
+    /// Among which snapshots `latest` or a prefix is resolved.
+    pub filter: SnapshotFilter,
+}
+
+/// What a restore did.
+#[derive(Debug, Clone, Serialize)]
+pub struct RestoreStats {
+    pub snapshot: SnapshotId,
+    pub files: u64,
+    pub dirs: u64,
+    pub bytes: u64,
+    pub duration_secs: f64,
+}
+
+/// Options of a check.
+#[derive(Debug, Clone, Default)]
+pub struct CheckOptions {
+    /// Read every pack, decrypt and hash every blob.
+    pub read_data: bool,
+}
+
+/// One problem found by check.
+#[derive(Debug, Clone, Serialize)]
+pub struct Finding {
+    pub message: String,
+    /// The pack concerned, when the problem is in one.
+    pub pack: Option<PackId>,
+}
+
+/// What check found.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CheckReport {
+    pub errors: Vec<Finding>,
+    pub warnings: Vec<Finding>,
+}
+
+impl CheckReport {
+    /// `Err(CheckFailed)` naming the first damaged pack, when there are errors.
+    pub fn ensure_ok(&self) -> Result<()> {
+        if self.errors.is_empty() {
+            return Ok(());
+        }
+        Err(Error::CheckFailed {
+            errors: self.errors.len(),
+            pack: self.errors.iter().find_map(|f| f.pack),
+        })
+    }
+}
+
+/// How many snapshots to keep per group (host and paths), newest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeepPolicy {
+    pub last: Option<u32>,
+    pub hourly: Option<u32>,
+    pub daily: Option<u32>,
+    pub weekly: Option<u32>,
+    pub monthly: Option<u32>,
+    pub yearly: Option<u32>,
+}
+
+impl KeepPolicy {
+    /// Whether no rule is set.
+    pub fn is_empty(&self) -> bool {
+        self == &Self::default()
+    }
+}
+
+/// Options of forget.
+#[derive(Debug, Clone, Default)]
+pub struct ForgetOptions {
+    /// Snapshots to remove by id or prefix.
+    pub ids: Vec<String>,
+    /// Or: remove what the policy does not keep, among the snapshots passing `filter`.
+    pub keep: KeepPolicy,
+    pub filter: SnapshotFilter,
+}
+
+/// What forget did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ForgetStats {
+    pub removed: Vec<SnapshotId>,
+    pub kept: Vec<SnapshotId>,
+}
+
+/// What prune did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PruneStats {
+    pub packs_removed: u64,
+    pub packs_repacked: u64,
+    pub packs_kept: u64,
+    pub bytes_removed: u64,
+    pub bytes_repacked: u64,
+}
+
+/// An open repository. Cheap to clone; clones share nothing mutable.
+#[derive(Clone)]
+pub struct Repository {
+    store: Store,
+    key: RusticKey,
+    locks: Locks,
+    version: u32,
+    opts: RepositoryOptions,
+    rt: Handle,
+}
+
+impl std::fmt::Debug for Repository {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Repository({}, v{})",
+            self.store.location(),
+            self.version
+        )
+    }
+}
+
+/// A failure inside an operation thread: rustic_core's, or one of ours.
+enum OpError {
+    Rustic(Box<RusticError>),
+    Ours(Error),
+}
+
+impl From<Box<RusticError>> for OpError {
+    fn from(e: Box<RusticError>) -> Self {
+        OpError::Rustic(e)
+    }
+}
+
+impl From<Error> for OpError {
+    fn from(e: Error) -> Self {
+        OpError::Ours(e)
+    }
+}
+
+type OpResult<T> = std::result::Result<T, OpError>;
+
+fn rustic_options() -> rustic_core::RepositoryOptions {
+    // No local cache: agents run in short-lived pods, and a stale cache is one more thing
+    // to go wrong; indexes and snapshots are read from the store.
+    rustic_core::RepositoryOptions::default().no_cache(true)
+}
+
+/// Runs `f` on its own OS thread and awaits it without blocking the runtime.
+async fn on_thread<T: Send + 'static>(
+    name: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name(format!("lifeboat-{name}"))
+        .spawn(move || {
+            let _ = tx.send(f());
+        })
+        .map_err(|e| Error::engine(format!("cannot start the {name} thread: {e}")))?;
+    rx.await
+        .map_err(|_| Error::engine(format!("the {name} operation panicked; this is a bug")))
+}
+
+/// rustic_core's error text, without its banner.
+fn rustic_message(e: &RusticError) -> String {
+    let text = e.display_log();
+    let text = text.strip_prefix("Error: ").unwrap_or(&text);
+    text.split(" (kind: related to")
+        .next()
+        .unwrap_or(text)
+        .trim()
+        .to_string()
+}
+
+fn store_error(store: &Store, source: StoreError) -> Error {
+    Error::Store {
+        location: store.location().to_string(),
+        source,
+    }
+}
+
+impl Repository {
+    /// Creates a repository (restic format version 2, zstd compression) at `location`,
+    /// protected by `password`. Fails if one exists there already. Must be called on a tokio
+    /// runtime.
+    pub async fn init(
+        location: &Location,
+        password: &str,
+        opts: RepositoryOptions,
+    ) -> Result<Self> {
+        Self::init_with(location, password, opts, None).await
+    }
+
+    async fn init_with(
+        location: &Location,
+        password: &str,
+        opts: RepositoryOptions,
+        config: Option<rustic_core::ConfigOptions>,
+    ) -> Result<Self> {
+        if password.is_empty() {
+            return Err(Error::NoPassword);
+        }
+        let store = Store::open(location, &opts.store)?;
+        store.create().await.map_err(|e| store_error(&store, e))?;
+        if let Err(source) = store.probe().await {
+            return Err(Error::BucketMissing {
+                location: location.to_string(),
+                source,
+            });
+        }
+        if store
+            .size(FileKind::Config, "")
+            .await
+            .map_err(|e| store_error(&store, e))?
+            .is_some()
+        {
+            return Err(Error::AlreadyInitialized {
+                location: location.to_string(),
+            });
+        }
+        let rt = Handle::current();
+        let bridge = Bridge::new(store.clone(), rt.clone(), CancellationToken::new());
+        let password = password.to_string();
+        let b = bridge.clone();
+        let res = on_thread("init", move || -> OpResult<(RusticKey, u32)> {
+            let backends = RepositoryBackends::new(Arc::new(b), None);
+            let config =
+                config.unwrap_or_else(|| rustic_core::ConfigOptions::default().set_version(2u32));
+            let repo = rustic_core::Repository::new(&rustic_options(), &backends)?.init(
+                &Credentials::password(&password),
+                &KeyOptions::default(),
+                &config,
+            )?;
+            Ok((repo.key(), repo.config().version))
+        })
+        .await?;
+        let (key, version) = res.map_err(|e| Self::op_error(e, &store, &bridge, None))?;
+        Ok(Self::assemble(store, key, version, opts, rt))
+    }
+
+    /// Opens the repository at `location` with `password`. Must be called on a tokio runtime.
+    pub async fn open(
+        location: &Location,
+        password: &str,
+        opts: RepositoryOptions,
+    ) -> Result<Self> {
+        if password.is_empty() {
+            return Err(Error::NoPassword);
+        }
+        let store = Store::open(location, &opts.store)?;
+        match store.size(FileKind::Config, "").await {
+            Ok(Some(_)) => {}
+            Ok(None) | Err(StoreError::NotFound { .. }) => {
+                return Err(match store.probe().await {
+                    Err(source) if !matches!(location, Location::Local(_)) => {
+                        Error::BucketMissing {
+                            location: location.to_string(),
+                            source,
+                        }
+                    }
+                    _ => Error::NoRepository {
+                        location: location.to_string(),
+                    },
+                });
+            }
+            Err(e) => return Err(store_error(&store, e)),
+        }
+        let rt = Handle::current();
+        let bridge = Bridge::new(store.clone(), rt.clone(), CancellationToken::new());
+        let b = bridge.clone();
+        let password = password.to_string();
+        let res = on_thread("open", move || -> OpResult<(RusticKey, u32)> {
+            let backends = RepositoryBackends::new(Arc::new(b), None);
+            let repo = rustic_core::Repository::new(&rustic_options(), &backends)?
+                .open(&Credentials::password(&password))?;
+            Ok((repo.key(), repo.config().version))
+        })
+        .await?;
+        let (key, version) = res.map_err(|e| Self::op_error(e, &store, &bridge, None))?;
+        Ok(Self::assemble(store, key, version, opts, rt))
+    }
+
+    fn assemble(
+        store: Store,
+        key: RusticKey,
+        version: u32,
+        opts: RepositoryOptions,
+        rt: Handle,
+    ) -> Self {
+        let locks = Locks::new(store.clone(), MasterKey::from_rustic(&key), version);
+        Self {
+            store,
+            key,
+            locks,
+            version,
+            opts,
+            rt,
+        }
+    }
+
+    /// Where the repository is.
+    pub fn location(&self) -> &Location {
+        self.store.location()
+    }
+
+    /// The repository format version (1 or 2).
+    pub fn version(&self) -> u32 {
+        self.version
+    }
+
+    fn op_error(
+        e: OpError,
+        store: &Store,
+        bridge: &Bridge,
+        cancel: Option<&CancellationToken>,
+    ) -> Error {
+        match e {
+            OpError::Ours(e) => e,
+            OpError::Rustic(_) if cancel.is_some_and(CancellationToken::is_cancelled) => {
+                Error::Cancelled
+            }
+            OpError::Rustic(e) if e.is_incorrect_password() => Error::WrongPassword {
+                location: store.location().to_string(),
+            },
+            OpError::Rustic(e) => match bridge.take_error() {
+                Some(source) => store_error(store, source),
+                None => Error::Engine {
+                    message: rustic_message(&e),
+                },
+            },
+        }
+    }
+
+    /// Runs `f` on rustic_core's view of the repository, on an operation thread.
+    async fn run<T: Send + 'static>(
+        &self,
+        name: &str,
+        ctx: &Context,
+        f: impl FnOnce(rustic_core::Repository<OpenStatus>) -> OpResult<T> + Send + 'static,
+    ) -> Result<T> {
+        let bridge = Bridge::new(self.store.clone(), self.rt.clone(), ctx.cancel.clone());
+        let key = self.key.clone();
+        let b = bridge.clone();
+        let progress = Adapter(ctx.progress.clone());
+        let res = on_thread(name, move || {
+            let backends = RepositoryBackends::new(Arc::new(b), None);
+            let repo =
+                rustic_core::Repository::new_with_progress(&rustic_options(), &backends, progress)?
+                    .open(&Credentials::Masterkey(key))?;
+            f(repo)
+        })
+        .await?;
+        res.map_err(|e| Self::op_error(e, &self.store, &bridge, Some(&ctx.cancel)))
+    }
+
+    /// Runs `op` under a lock, releasing it whatever the outcome.
+    async fn locked<T>(
+        &self,
+        exclusive: bool,
+        ctx: &Context,
+        op: impl AsyncFnOnce(&Context) -> Result<T>,
+    ) -> Result<T> {
+        // The lock may cancel the operation (when it cannot be refreshed), the caller too.
+        let op_ctx = Context {
+            progress: ctx.progress.clone(),
+            cancel: ctx.cancel.child_token(),
+        };
+        let guard: LockGuard = self
+            .locks
+            .acquire(exclusive, &self.opts.lock, &op_ctx.cancel)
+            .await?;
+        let res = op(&op_ctx).await;
+        let lost = guard.was_lost();
+        let released = guard.release().await;
+        if lost {
+            return Err(Error::LockLost {
+                location: self.location().to_string(),
+            });
+        }
+        let value = res?;
+        released.map_err(|e| store_error(&self.store, e))?;
+        Ok(value)
+    }
+
+    /// All snapshots passing `filter`, oldest first.
+    pub async fn snapshots(&self, filter: &SnapshotFilter) -> Result<Vec<Snapshot>> {
+        let all = self
+            .run("snapshots", &Context::default(), |repo| {
+                Ok(repo
+                    .get_all_snapshots()?
+                    .iter()
+                    .map(Snapshot::from_rustic)
+                    .collect::<Vec<_>>())
+            })
+            .await?;
+        let mut list: Vec<Snapshot> = all.into_iter().filter(|s| filter.matches(s)).collect();
+        list.sort_by_key(|s| s.time);
+        Ok(list)
+    }
+
+    /// Resolves `latest`, an id or a prefix among the snapshots passing `filter`.
+    pub async fn find_snapshot(&self, query: &str, filter: &SnapshotFilter) -> Result<Snapshot> {
+        let list = self.snapshots(filter).await?;
+        snapshot::resolve(&list, query).cloned()
+    }
+
+    /// Backs up the directory (or file) `source` into a new snapshot, under a shared lock.
+    pub async fn backup(
+        &self,
+        source: &Path,
+        opts: &BackupOptions,
+        ctx: &Context,
+    ) -> Result<BackupStats> {
+        let started = Instant::now();
+        let source = std::fs::canonicalize(source).map_err(|e| Error::Source {
+            path: source.display().to_string(),
+            source: e,
+        })?;
+        if let Some(p) = &opts.as_path
+            && !p.is_absolute()
+        {
+            return Err(Error::InvalidOption(format!(
+                "--as-path must be absolute, got `{}`",
+                p.display()
+            )));
+        }
+        let explicit_parent = match &opts.parent {
+            ParentChoice::Snapshot(q) => {
+                Some(self.find_snapshot(q, &SnapshotFilter::default()).await?.id)
+            }
+            _ => None,
+        };
+        let opts = opts.clone();
+        let stored_root = opts.as_path.clone().unwrap_or_else(|| source.clone());
+        let warnings = Warnings::new(source.clone(), stored_root);
+        let w = warnings.clone();
+        let snap = self
+            .locked(false, ctx, async |ctx| {
+                self.run("backup", ctx, move |repo| {
+                    let repo = repo.to_indexed_ids()?;
+                    let mut snap = SnapshotOptions::default().to_snapshot()?;
+                    if let Some(host) = &opts.host {
+                        snap.hostname.clone_from(host);
+                    }
+                    for tag in &opts.tags {
+                        snap.tags.add(tag.clone());
+                    }
+                    let mut parent = ParentOptions::default();
+                    match (&opts.parent, explicit_parent) {
+                        (ParentChoice::None, _) => parent = parent.force(true),
+                        (_, Some(id)) => {
+                            // The caller named the parent: use it whatever host or path it has.
+                            parent = parent
+                                .parents(vec![id.to_string()])
+                                .group_by(Some(SnapshotGroupCriterion::new()));
+                        }
+                        _ => {}
+                    }
+                    let backup_opts = rustic_core::BackupOptions::default()
+                        .as_path(opts.as_path.clone())
+                        .parent_opts(parent);
+                    let walker = LocalSource::new(
+                        LocalSourceSaveOptions::default(),
+                        &Excludes::default(),
+                        &LocalSourceFilterOptions::default(),
+                        &[&source],
+                    )?;
+                    let src = Watched {
+                        inner: walker,
+                        warnings: w,
+                    };
+                    Ok(repo.archive(&backup_opts, &src, snap, &[source])?)
+                })
+                .await
+            })
+            .await?;
+        Ok(backup_stats(&snap, warnings.take(), started.elapsed()))
+    }
+
+    /// Restores `snapshot` (`latest`, an id or a prefix), or its `subpath`, into `target`,
+    /// under a shared lock. Every entry name is checked first: a name that would leave the
+    /// target (`..`, `/`, NUL, empty) fails the restore before anything is written.
+    pub async fn restore(
+        &self,
+        snapshot: &str,
+        subpath: Option<&str>,
+        target: &Path,
+        opts: &RestoreOptions,
+        ctx: &Context,
+    ) -> Result<RestoreStats> {
+        let started = Instant::now();
+        let snap = self.find_snapshot(snapshot, &opts.filter).await?;
+        let target_err = |e| Error::Target {
+            path: target.display().to_string(),
+            source: e,
+        };
+        std::fs::create_dir_all(target).map_err(target_err)?;
+        let target = std::fs::canonicalize(target).map_err(target_err)?;
+        let subpath = subpath.unwrap_or("").trim_start_matches('/').to_string();
+        let snap_id = snap.id;
+        let (files, dirs, bytes) = self
+            .locked(false, ctx, async |ctx| {
+                self.run("restore", ctx, move |repo| {
+                    let repo = repo.to_indexed()?;
+                    let snapfile = repo.get_snapshot_from_str(&snap_id.to_string(), |_| true)?;
+                    let node = repo
+                        .node_from_snapshot_and_path(&snapfile, &subpath)
+                        .map_err(|_| Error::PathNotInSnapshot {
+                            snapshot: snap_id,
+                            path: subpath.clone(),
+                        })?;
+                    let ls_opts = LsOptions::default();
+                    let mut files = 0;
+                    let mut dirs = 0;
+                    for item in repo.ls(&node, &ls_opts)? {
+                        let (path, entry) = item?;
+                        check_entry_name(snap_id, &path, &entry.name())?;
+                        if entry.is_dir() {
+                            dirs += 1;
+                        } else {
+                            files += 1;
+                        }
+                    }
+                    let dest_path = if node.is_dir() {
+                        target.clone()
+                    } else {
+                        check_entry_name(snap_id, Path::new(""), &node.name())?;
+                        files = 1;
+                        target.join(node.name())
+                    };
+                    let dest_str = dest_path.to_str().ok_or_else(|| {
+                        Error::InvalidOption(format!(
+                            "the restore target `{}` is not UTF-8",
+                            dest_path.display()
+                        ))
+                    })?;
+                    let dest = LocalDestination::new(dest_str, true, !node.is_dir())?;
+                    let mut ropts = rustic_core::RestoreOptions::default().numeric_id(true);
+                    // Write all-zero blocks as holes, so sparse files stay sparse. rustic_core
+                    // does not export the enum's name; its serde form reaches the variant.
+                    ropts.sparse = serde_json::from_str("\"ByContent\"").ok();
+                    let ls = repo.ls(&node, &ls_opts)?;
+                    let plan = repo.prepare_restore(&ropts, ls.clone(), &dest, false)?;
+                    let bytes = plan.restore_size;
+                    repo.restore(plan, &ropts, ls, &dest)?;
+                    Ok((files, dirs, bytes))
+                })
+                .await
+            })
+            .await?;
+        Ok(RestoreStats {
+            snapshot: snap_id,
+            files,
+            dirs,
+            bytes,
+            duration_secs: started.elapsed().as_secs_f64(),
+        })
+    }
+
+    /// Checks the repository's structure, and with `read_data` every blob, under a shared lock.
+    pub async fn check(&self, opts: &CheckOptions, ctx: &Context) -> Result<CheckReport> {
+        let read_data = opts.read_data;
+        let findings = self
+            .locked(false, ctx, async |ctx| {
+                self.run("check", ctx, move |repo| {
+                    let results =
+                        repo.check(rustic_core::CheckOptions::default().read_data(read_data))?;
+                    Ok(results
+                        .0
+                        .iter()
+                        .map(|(level, e)| (format!("{level:?}") == "Error", e.to_string()))
+                        .collect::<Vec<_>>())
+                })
+                .await
+            })
+            .await?;
+        let packs = self
+            .store
+            .list(FileKind::Pack)
+            .await
+            .map_err(|e| store_error(&self.store, e))?;
+        let mut report = CheckReport::default();
+        for (is_error, message) in findings {
+            let pack = pack_in_message(&message, &packs);
+            let finding = Finding { message, pack };
+            if is_error {
+                report.errors.push(finding);
+            } else {
+                report.warnings.push(finding);
+            }
+        }
+        Ok(report)
+    }
+
+    /// Removes snapshots by id or by keep policy, under an exclusive lock. Data is freed by
+    /// [`Repository::prune`].
+    pub async fn forget(&self, opts: &ForgetOptions, ctx: &Context) -> Result<ForgetStats> {
+        if opts.ids.is_empty() && opts.keep.is_empty() {
+            return Err(Error::InvalidOption(
+                "forget needs snapshot ids or a keep policy (--keep-last, --keep-daily, …)".into(),
+            ));
+        }
+        if !opts.ids.is_empty() && !opts.keep.is_empty() {
+            return Err(Error::InvalidOption(
+                "give either snapshot ids or a keep policy, not both".into(),
+            ));
+        }
+        let opts = opts.clone();
+        self.locked(true, ctx, async |ctx| {
+            let all = self.snapshots(&SnapshotFilter::default()).await?;
+            let mut stats = ForgetStats::default();
+            if opts.ids.is_empty() {
+                let keep = keep_options(&opts.keep);
+                let candidates: Vec<SnapshotId> = all
+                    .iter()
+                    .filter(|s| opts.filter.matches(s))
+                    .map(|s| s.id)
+                    .collect();
+                stats = self
+                    .run("forget", ctx, move |repo| {
+                        let snaps: Vec<SnapshotFile> = repo
+                            .get_all_snapshots()?
+                            .into_iter()
+                            .filter(|s| candidates.contains(&Snapshot::from_rustic(s).id))
+                            .collect();
+                        let grouped = Grouped::from_items(snaps, SnapshotGroupCriterion::default());
+                        let now = jiff::Zoned::now();
+                        let groups =
+                            rustic_core::ForgetGroups::from_grouped_snapshots_with_retention(
+                                grouped, &keep, &now,
+                            )?;
+                        let mut stats = ForgetStats::default();
+                        let mut remove = Vec::new();
+                        for group in groups.0 {
+                            for item in group.items {
+                                let id = Snapshot::from_rustic(&item.snapshot).id;
+                                if item.keep {
+                                    stats.kept.push(id);
+                                } else {
+                                    stats.removed.push(id);
+                                    remove.push(item.snapshot.id);
+                                }
+                            }
+                        }
+                        repo.delete_snapshots(&remove)?;
+                        Ok(stats)
+                    })
+                    .await?;
+            } else {
+                let mut remove = Vec::new();
+                for q in &opts.ids {
+                    let s = snapshot::resolve(&all, q)?;
+                    if !remove.contains(&s.id) {
+                        remove.push(s.id);
+                    }
+                }
+                stats.removed.clone_from(&remove);
+                stats.kept = all
+                    .iter()
+                    .map(|s| s.id)
+                    .filter(|id| !remove.contains(id))
+                    .collect();
+                self.run("forget", ctx, move |repo| {
+                    let ids: Vec<String> = remove.iter().map(ToString::to_string).collect();
+                    let snaps = repo.get_snapshots(&ids)?;
+                    let ids: Vec<_> = snaps.iter().map(|s| s.id).collect();
+                    repo.delete_snapshots(&ids)?;
+                    Ok(())
+                })
+                .await?;
+            }
+            Ok(stats)
+        })
+        .await
+    }
+
+    /// Removes data no snapshot references and repacks partly used packs, under an exclusive
+    /// lock. Packs are deleted at once (as restic does): the exclusive lock guarantees no
+    /// backup is writing.
+    pub async fn prune(&self, ctx: &Context) -> Result<PruneStats> {
+        self.locked(true, ctx, async |ctx| {
+            self.run("prune", ctx, |repo| {
+                let popts = rustic_core::PruneOptions::default().instant_delete(true);
+                let plan = repo.prune_plan(&popts)?;
+                let s = &plan.stats;
+                let stats = PruneStats {
+                    packs_removed: s.packs_to_delete.remove,
+                    packs_repacked: s.packs.repack,
+                    packs_kept: s.packs.keep + s.packs.used,
+                    bytes_removed: s.size_to_delete.remove,
+                    bytes_repacked: s.size_sum().repack,
+                };
+                repo.prune(&popts, plan)?;
+                Ok(stats)
+            })
+            .await
+        })
+        .await
+    }
+
+    /// The locks in the repository.
+    pub async fn locks(&self) -> Result<Vec<LockInfo>> {
+        Ok(self
+            .locks
+            .list()
+            .await
+            .map_err(|e| store_error(&self.store, e))?
+            .into_iter()
+            .map(|l| l.info)
+            .collect())
+    }
+
+    /// Removes stale locks, or every lock with `all`; returns how many were removed.
+    pub async fn unlock(&self, all: bool) -> Result<usize> {
+        self.locks
+            .unlock(all, &self.opts.lock)
+            .await
+            .map_err(|e| store_error(&self.store, e))
+    }
+
+    /// The store under this repository (for tools and tests).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+}
+
+fn check_entry_name(snapshot: SnapshotId, parent: &Path, name: &std::ffi::OsStr) -> OpResult<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = name.as_bytes();
+    let unsafe_name = bytes.is_empty()
+        || bytes == b"."
+        || bytes == b".."
+        || bytes.contains(&b'/')
+        || bytes.contains(&0);
+    if unsafe_name {
+        return Err(OpError::Ours(Error::UnsafeEntry {
+            snapshot,
+            parent: parent
+                .parent()
+                .unwrap_or(Path::new(""))
+                .display()
+                .to_string(),
+            name: name.to_string_lossy().into_owned(),
+        }));
+    }
+    Ok(())
+}
+
+fn keep_options(p: &KeepPolicy) -> rustic_core::KeepOptions {
+    let n = |v: Option<u32>| v.map(|v| i32::try_from(v).unwrap_or(i32::MAX));
+    rustic_core::KeepOptions::default()
+        .keep_last(n(p.last))
+        .keep_hourly(n(p.hourly))
+        .keep_daily(n(p.daily))
+        .keep_weekly(n(p.weekly))
+        .keep_monthly(n(p.monthly))
+        .keep_yearly(n(p.yearly))
+}
+
+/// rustic_core names packs by their first 8 hex digits in messages; find the full id.
+fn pack_in_message(message: &str, packs: &[(String, u64)]) -> Option<PackId> {
+    let after = message.split("pack ").nth(1)?;
+    let short: String = after.chars().take_while(char::is_ascii_hexdigit).collect();
+    if short.len() < 8 {
+        return None;
+    }
+    let mut hits = packs.iter().filter(|(name, _)| name.starts_with(&short));
+    let (name, _) = hits.next()?;
+    if hits.next().is_some() {
+        return None;
+    }
+    name.parse().ok()
+}
+
+fn backup_stats(snap: &SnapshotFile, warnings: Vec<Warning>, elapsed: Duration) -> BackupStats {
+    let s = snap.summary.clone().unwrap_or_default();
+    BackupStats {
+        snapshot: Snapshot::from_rustic(snap),
+        files_new: s.files_new,
+        files_changed: s.files_changed,
+        files_unchanged: s.files_unmodified,
+        dirs_new: s.dirs_new,
+        dirs_changed: s.dirs_changed,
+        dirs_unchanged: s.dirs_unmodified,
+        bytes_processed: s.total_bytes_processed,
+        bytes_added: s.data_added,
+        bytes_stored: s.data_added_packed,
+        duration_secs: elapsed.as_secs_f64(),
+        warnings,
+    }
+}

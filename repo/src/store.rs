@@ -1,0 +1,417 @@
+//! Storage: the repository's files on an object store.
+//!
+//! A [`Store`] maps restic's file kinds onto object names under a prefix (`config`,
+//! `keys/<id>`, `data/<2 hex>/<id>`, `index/<id>`, `snapshots/<id>`, `locks/<id>`) and speaks
+//! `object_store`, so a local directory, S3 (and S3-compatible stores over plain http), GCS and
+//! Azure behave the same.
+//!
+//! Contract, for every backend:
+//! - a write is atomic (a single PUT, or a local write to a temporary file and a rename): a
+//!   reader sees the whole file or none of it; files are content-addressed, so writing the same
+//!   name twice writes the same bytes and is idempotent;
+//! - removing a missing file succeeds (a retried delete is not an error);
+//! - listing returns every file of a kind with its size, including more than one page;
+//! - reads and writes may run concurrently; their number is capped by the store's semaphore.
+//!
+//! HTTP stores retry transient failures inside `object_store` (its default backoff); what
+//! still fails is reported with [`StoreError::is_retryable`].
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use tokio::sync::Semaphore;
+
+use crate::error::{Error, Result};
+use crate::location::Location;
+
+/// The kinds of files in a restic repository.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FileKind {
+    Config,
+    Key,
+    Snapshot,
+    Index,
+    Pack,
+    Lock,
+}
+
+impl FileKind {
+    /// The directory of this kind, as restic names it.
+    pub fn dir(self) -> &'static str {
+        match self {
+            FileKind::Config => "config",
+            FileKind::Key => "keys",
+            FileKind::Snapshot => "snapshots",
+            FileKind::Index => "index",
+            FileKind::Pack => "data",
+            FileKind::Lock => "locks",
+        }
+    }
+}
+
+/// A storage failure.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The object does not exist.
+    #[error("`{path}` does not exist")]
+    NotFound { path: String },
+    /// The store refused our credentials or permissions.
+    #[error("access to `{path}` was denied; check the credentials")]
+    Denied {
+        path: String,
+        #[source]
+        source: object_store::Error,
+    },
+    /// Any other failure of the store.
+    #[error("request for `{path}` failed")]
+    Backend {
+        path: String,
+        #[source]
+        source: object_store::Error,
+    },
+    /// The store could not be set up from its location.
+    #[error("cannot set up the store")]
+    Setup {
+        #[source]
+        source: object_store::Error,
+    },
+    /// A local directory could not be prepared.
+    #[error("cannot prepare `{path}`")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl StoreError {
+    /// Whether retrying the same request may succeed (network and server errors).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            StoreError::Backend { source, .. } => matches!(
+                source,
+                object_store::Error::Generic { .. } | object_store::Error::JoinError { .. }
+            ),
+            _ => false,
+        }
+    }
+
+    fn from_object_store(path: &ObjectPath, err: object_store::Error) -> Self {
+        let path = path.to_string();
+        match err {
+            object_store::Error::NotFound { .. } => StoreError::NotFound { path },
+            e @ (object_store::Error::PermissionDenied { .. }
+            | object_store::Error::Unauthenticated { .. }) => {
+                StoreError::Denied { path, source: e }
+            }
+            source => StoreError::Backend { path, source },
+        }
+    }
+}
+
+/// Tuning of a [`Store`].
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Requests in flight at once. 16 keeps a remote store busy on a fast link without
+    /// opening hundreds of connections; local stores are bounded by the disk anyway.
+    pub connections: usize,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self { connections: 16 }
+    }
+}
+
+/// A repository's files on an object store. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<dyn ObjectStore>,
+    root: String,
+    location: Location,
+    permits: Arc<Semaphore>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Store({})", self.location)
+    }
+}
+
+impl Store {
+    /// Connects to the store at `location`. Credentials come from the environment
+    /// (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_DEFAULT_REGION`, `AWS_ENDPOINT_URL`,
+    /// `GOOGLE_APPLICATION_CREDENTIALS`, `AZURE_STORAGE_ACCOUNT_NAME`/`_KEY` or restic's
+    /// `AZURE_ACCOUNT_NAME`/`_KEY`). Nothing is contacted yet.
+    pub fn open(location: &Location, opts: &StoreOptions) -> Result<Self> {
+        let setup = |source| Error::Store {
+            location: location.to_string(),
+            source: StoreError::Setup { source },
+        };
+        let (inner, root): (Arc<dyn ObjectStore>, String) = match location {
+            Location::Local(path) => {
+                // LocalFileSystem needs the directory to exist; `init` creates it first.
+                std::fs::create_dir_all(path).map_err(|source| Error::Store {
+                    location: location.to_string(),
+                    source: StoreError::Io {
+                        path: path.display().to_string(),
+                        source,
+                    },
+                })?;
+                let fs = object_store::local::LocalFileSystem::new_with_prefix(path)
+                    .map_err(setup)?
+                    .with_automatic_cleanup(false);
+                (Arc::new(fs), String::new())
+            }
+            Location::S3 {
+                bucket,
+                prefix,
+                endpoint,
+                region,
+            } => {
+                use object_store::aws::AmazonS3Builder;
+                let mut b = AmazonS3Builder::from_env().with_bucket_name(bucket);
+                if std::env::var_os("AWS_DEFAULT_REGION").is_none()
+                    && std::env::var_os("AWS_REGION").is_none()
+                {
+                    b = b.with_region(region.clone().unwrap_or_else(|| "us-east-1".into()));
+                } else if let Some(r) = region {
+                    b = b.with_region(r);
+                }
+                let endpoint = endpoint
+                    .clone()
+                    .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok());
+                if let Some(ep) = endpoint {
+                    // On-prem stores: path-style addressing, and plain http when the URL says so.
+                    b = b
+                        .with_endpoint(&ep)
+                        .with_allow_http(ep.starts_with("http://"))
+                        .with_virtual_hosted_style_request(false);
+                }
+                (Arc::new(b.build().map_err(setup)?), prefix.clone())
+            }
+            Location::Gcs { bucket, prefix } => {
+                let b = object_store::gcp::GoogleCloudStorageBuilder::from_env()
+                    .with_bucket_name(bucket);
+                (Arc::new(b.build().map_err(setup)?), prefix.clone())
+            }
+            Location::Azure { container, prefix } => {
+                let mut b = object_store::azure::MicrosoftAzureBuilder::from_env()
+                    .with_container_name(container);
+                if let Ok(account) = std::env::var("AZURE_ACCOUNT_NAME") {
+                    b = b.with_account(account);
+                }
+                if let Ok(key) = std::env::var("AZURE_ACCOUNT_KEY") {
+                    b = b.with_access_key(key);
+                }
+                (Arc::new(b.build().map_err(setup)?), prefix.clone())
+            }
+            Location::Memory { name } => (memory_store(name), String::new()),
+        };
+        Ok(Self {
+            inner,
+            root: root.trim_matches('/').to_string(),
+            location: location.clone(),
+            permits: Arc::new(Semaphore::new(opts.connections.max(1))),
+        })
+    }
+
+    /// Wraps an existing object store (tests, and callers that build their own client).
+    pub fn from_object_store(
+        inner: Arc<dyn ObjectStore>,
+        prefix: &str,
+        location: Location,
+    ) -> Self {
+        Self {
+            inner,
+            root: prefix.trim_matches('/').to_string(),
+            location,
+            permits: Arc::new(Semaphore::new(StoreOptions::default().connections)),
+        }
+    }
+
+    /// Where this store is.
+    pub fn location(&self) -> &Location {
+        &self.location
+    }
+
+    fn path(&self, kind: FileKind, name: &str) -> ObjectPath {
+        let rel = match kind {
+            FileKind::Config => "config".to_string(),
+            FileKind::Pack => format!("data/{}/{name}", &name[..name.len().min(2)]),
+            other => format!("{}/{name}", other.dir()),
+        };
+        if self.root.is_empty() {
+            ObjectPath::from(rel)
+        } else {
+            ObjectPath::from(format!("{}/{rel}", self.root))
+        }
+    }
+
+    fn dir_path(&self, kind: FileKind) -> ObjectPath {
+        if self.root.is_empty() {
+            ObjectPath::from(kind.dir())
+        } else {
+            ObjectPath::from(format!("{}/{}", self.root, kind.dir()))
+        }
+    }
+
+    async fn permit(&self) -> tokio::sync::SemaphorePermit<'_> {
+        self.permits
+            .acquire()
+            .await
+            .expect("the store's semaphore is never closed")
+    }
+
+    /// Prepares an empty repository: on a local directory, restic's directory layout
+    /// (`data/00`…`data/ff` and the others), which restic expects to find; nothing on object
+    /// stores, which have no directories.
+    pub async fn create(&self) -> Result<(), StoreError> {
+        if let Location::Local(root) = &self.location {
+            let mut dirs: Vec<PathBuf> = ["keys", "snapshots", "index", "locks", "data"]
+                .iter()
+                .map(|d| root.join(d))
+                .collect();
+            dirs.extend((0..=255u8).map(|i| root.join("data").join(format!("{i:02x}"))));
+            for dir in dirs {
+                tokio::fs::create_dir_all(&dir)
+                    .await
+                    .map_err(|source| StoreError::Io {
+                        path: dir.display().to_string(),
+                        source,
+                    })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks that the bucket (or directory) can be listed.
+    pub async fn probe(&self) -> Result<(), StoreError> {
+        let _p = self.permit().await;
+        let root = (!self.root.is_empty()).then(|| ObjectPath::from(self.root.as_str()));
+        match self.inner.list_with_delimiter(root.as_ref()).await {
+            Ok(_) => Ok(()),
+            Err(e) => Err(StoreError::from_object_store(
+                root.as_ref().unwrap_or(&ObjectPath::from("/")),
+                e,
+            )),
+        }
+    }
+
+    /// Reads a whole file.
+    pub async fn read(&self, kind: FileKind, name: &str) -> Result<Bytes, StoreError> {
+        let path = self.path(kind, name);
+        let _p = self.permit().await;
+        let res = self.inner.get(&path).await;
+        match res {
+            Ok(r) => r
+                .bytes()
+                .await
+                .map_err(|e| StoreError::from_object_store(&path, e)),
+            Err(e) => Err(StoreError::from_object_store(&path, e)),
+        }
+    }
+
+    /// Reads `length` bytes at `offset`.
+    pub async fn read_range(
+        &self,
+        kind: FileKind,
+        name: &str,
+        offset: u64,
+        length: u64,
+    ) -> Result<Bytes, StoreError> {
+        let path = self.path(kind, name);
+        let _p = self.permit().await;
+        self.inner
+            .get_range(&path, offset..offset + length)
+            .await
+            .map_err(|e| StoreError::from_object_store(&path, e))
+    }
+
+    /// Writes a whole file atomically, replacing any file of that name.
+    pub async fn write(
+        &self,
+        kind: FileKind,
+        name: &str,
+        parts: Vec<Bytes>,
+    ) -> Result<(), StoreError> {
+        let path = self.path(kind, name);
+        let payload: PutPayload = parts.into_iter().collect();
+        let _p = self.permit().await;
+        self.inner
+            .put(&path, payload)
+            .await
+            .map(|_| ())
+            .map_err(|e| StoreError::from_object_store(&path, e))
+    }
+
+    /// Removes a file; a missing file is not an error.
+    pub async fn remove(&self, kind: FileKind, name: &str) -> Result<(), StoreError> {
+        let path = self.path(kind, name);
+        let _p = self.permit().await;
+        match self.inner.delete(&path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(StoreError::from_object_store(&path, e)),
+        }
+    }
+
+    /// Size of a file, or `None` when it does not exist.
+    pub async fn size(&self, kind: FileKind, name: &str) -> Result<Option<u64>, StoreError> {
+        let path = self.path(kind, name);
+        let _p = self.permit().await;
+        match self.inner.head(&path).await {
+            Ok(meta) => Ok(Some(meta.size)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(StoreError::from_object_store(&path, e)),
+        }
+    }
+
+    /// Every file of `kind` whose name is a 64-digit hex id, with its size. Other names
+    /// (temporary files, stray objects) are skipped, as restic does.
+    pub async fn list(&self, kind: FileKind) -> Result<Vec<(String, u64)>, StoreError> {
+        if kind == FileKind::Config {
+            return Ok(self
+                .size(kind, "")
+                .await?
+                .map(|s| vec![("config".to_string(), s)])
+                .unwrap_or_default());
+        }
+        let dir = self.dir_path(kind);
+        let _p = self.permit().await;
+        let entries: Vec<_> = match self.inner.list(Some(&dir)).try_collect().await {
+            Ok(v) => v,
+            // A local repository without the directory simply has no such files.
+            Err(object_store::Error::NotFound { .. }) => Vec::new(),
+            Err(e) => return Err(StoreError::from_object_store(&dir, e)),
+        };
+        Ok(entries
+            .into_iter()
+            .filter_map(|meta| {
+                let name = meta.location.filename()?.to_string();
+                (name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit()))
+                    .then_some((name, meta.size))
+            })
+            .collect())
+    }
+}
+
+/// In-memory stores live as long as the process and are shared by name, so a test can open the
+/// same "repository" twice.
+fn memory_store(name: &str) -> Arc<dyn ObjectStore> {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    static STORES: OnceLock<Mutex<HashMap<String, Arc<dyn ObjectStore>>>> = OnceLock::new();
+    let mut stores = STORES
+        .get_or_init(Default::default)
+        .lock()
+        .expect("the memory store registry is never poisoned: nothing panics while holding it");
+    stores
+        .entry(name.to_string())
+        .or_insert_with(|| Arc::new(object_store::memory::InMemory::new()))
+        .clone()
+}
