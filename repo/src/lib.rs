@@ -23,6 +23,8 @@ pub use id::{BlobId, InvalidId, LockId, PackId, SnapshotId};
 pub use location::Location;
 pub use lock::{LockInfo, LockOptions};
 pub use progress::{NoProgress, Progress, Stage, Unit};
+#[cfg(feature = "testing")]
+pub use repository::testing;
 pub use repository::{
     BackupOptions, BackupStats, CheckOptions, CheckReport, Context, Finding, ForgetOptions,
     ForgetStats, KeepPolicy, ParentChoice, PruneStats, Repository, RepositoryOptions,

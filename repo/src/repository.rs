@@ -897,3 +897,78 @@ fn backup_stats(snap: &SnapshotFile, warnings: Vec<Warning>, elapsed: Duration) 
         warnings,
     }
 }
+
+/// Test helpers: repositories in states a well-behaved writer never produces.
+#[cfg(feature = "testing")]
+pub mod testing {
+    use std::ffi::OsStr;
+    use std::io::Cursor;
+    use std::os::unix::ffi::OsStrExt;
+    use std::path::PathBuf;
+
+    use rustic_core::repofile::{Metadata, Node, NodeType};
+    use rustic_core::{ReadSource, ReadSourceEntry, RusticResult, SnapshotOptions};
+
+    use super::{Context, Repository};
+    use crate::error::Result;
+    use crate::id::SnapshotId;
+
+    struct Crafted(Vec<(PathBuf, Node, Vec<u8>)>);
+
+    impl ReadSource for Crafted {
+        type Open = Cursor<Vec<u8>>;
+        type Iter = std::vec::IntoIter<RusticResult<ReadSourceEntry<Cursor<Vec<u8>>>>>;
+
+        fn size(&self) -> RusticResult<Option<u64>> {
+            Ok(None)
+        }
+
+        fn entries(&self) -> Self::Iter {
+            self.0
+                .iter()
+                .map(|(path, node, data)| {
+                    Ok(ReadSourceEntry {
+                        path: path.clone(),
+                        node: node.clone(),
+                        open: Some(Cursor::new(data.clone())),
+                    })
+                })
+                .collect::<Vec<_>>()
+                .into_iter()
+        }
+    }
+
+    /// Writes a snapshot of `/crafted` holding one file per `(name, content)`, with the names
+    /// stored verbatim — also names no file system allows (`..`, `a/b`, NUL), to prove that
+    /// restore refuses them.
+    pub async fn snapshot_with_names(
+        repo: &Repository,
+        files: &[(&[u8], &[u8])],
+    ) -> Result<SnapshotId> {
+        let entries: Vec<(PathBuf, Node, Vec<u8>)> = files
+            .iter()
+            .enumerate()
+            .map(|(i, (name, data))| {
+                let mut meta = Metadata::default();
+                meta.size = data.len() as u64;
+                meta.mode = Some(0o100_644);
+                meta.mtime = Some(jiff::Timestamp::now());
+                let node = Node::new_node(OsStr::from_bytes(name), NodeType::File, meta);
+                (
+                    PathBuf::from(format!("/crafted/f{i:04}")),
+                    node,
+                    data.to_vec(),
+                )
+            })
+            .collect();
+        let snap = repo
+            .run("backup", &Context::default(), move |r| {
+                let r = r.to_indexed_ids()?;
+                let snap = SnapshotOptions::default().to_snapshot()?;
+                let opts = rustic_core::BackupOptions::default();
+                Ok(r.archive(&opts, &Crafted(entries), snap, &[PathBuf::from("/crafted")])?)
+            })
+            .await?;
+        Ok(crate::snapshot::Snapshot::from_rustic(&snap).id)
+    }
+}

@@ -1,1 +1,13 @@
-//! Test support.
+//! Support code for lifeboat's end-to-end tests and benchmarks: the S3 server on loopback,
+//! the real `restic` and `lifeboat` binaries, seeded datasets, and tree comparison.
+//!
+//! Tests use real parts only. The S3 server is moto (`moto_server`): `scripts/test` installs
+//! it and starts one for the whole run (`LIFEBOAT_TEST_S3_ENDPOINT`); a test run without that
+//! variable starts its own from `PATH`. Every test gets its own bucket.
+
+pub mod bin;
+pub mod s3;
+pub mod tree;
+
+pub use bin::{Lifeboat, Restic};
+pub use s3::S3;

@@ -1,0 +1,202 @@
+//! The real binaries under test: `lifeboat` (built from this workspace) and `restic`.
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The result of one command.
+#[derive(Debug)]
+pub struct Run {
+    pub status: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    fn from(out: Output) -> Self {
+        Self {
+            status: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Panics with both outputs unless the command succeeded.
+    pub fn ok(self) -> Self {
+        assert_eq!(
+            self.status, 0,
+            "command failed\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+
+    /// Panics unless the command failed with exit code 1.
+    pub fn fails(self) -> Self {
+        assert_eq!(
+            self.status, 1,
+            "expected exit 1\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+
+    /// stdout parsed as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", self.stdout))
+    }
+}
+
+/// The password every test repository uses.
+pub const PASSWORD: &str = "correct horse battery staple";
+
+/// A command with a repository and a password, plus extra environment.
+#[derive(Debug, Clone)]
+struct Tool {
+    exe: PathBuf,
+    repo: String,
+    env: Vec<(String, String)>,
+}
+
+impl Tool {
+    fn run<I, S>(&self, args: I) -> Run
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut cmd = Command::new(&self.exe);
+        cmd.args(args)
+            .env("LIFEBOAT_REPOSITORY", &self.repo)
+            .env("RESTIC_REPOSITORY", &self.repo)
+            .env("LIFEBOAT_PASSWORD", PASSWORD)
+            .env("RESTIC_PASSWORD", PASSWORD)
+            .env_remove("LIFEBOAT_PASSWORD_FILE")
+            .env_remove("RESTIC_PASSWORD_FILE");
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        Run::from(
+            cmd.output()
+                .unwrap_or_else(|e| panic!("cannot run {}: {e}", self.exe.display())),
+        )
+    }
+}
+
+/// The `lifeboat` binary of this workspace, on one repository.
+#[derive(Debug, Clone)]
+pub struct Lifeboat(Tool);
+
+/// Where cargo put the `lifeboat` binary: next to the test binary's `deps/` directory.
+pub fn lifeboat_exe() -> PathBuf {
+    if let Ok(p) = std::env::var("LIFEBOAT_BIN") {
+        return p.into();
+    }
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test binaries live in target/<profile>/deps");
+    let bin = profile_dir.join("lifeboat");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it first (`cargo build -p lifeboat-cli`), as scripts/test does",
+        bin.display()
+    );
+    bin
+}
+
+impl Lifeboat {
+    /// lifeboat on `repo` (a path or URL).
+    pub fn new(repo: impl Into<String>) -> Self {
+        Self(Tool {
+            exe: lifeboat_exe(),
+            repo: repo.into(),
+            env: Vec::new(),
+        })
+    }
+
+    /// With extra environment (S3 credentials).
+    pub fn with_env(mut self, env: &[(&str, String)]) -> Self {
+        self.0
+            .env
+            .extend(env.iter().map(|(k, v)| (k.to_string(), v.clone())));
+        self
+    }
+
+    /// `lifeboat repo ARGS…`
+    pub fn repo<I, S>(&self, args: I) -> Run
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut all: Vec<std::ffi::OsString> = vec!["repo".into()];
+        all.extend(args.into_iter().map(|a| a.as_ref().to_os_string()));
+        self.0.run(all)
+    }
+
+    /// Backs up `path` and returns the new snapshot's id.
+    pub fn backup(&self, path: &Path, extra: &[&str]) -> String {
+        let mut args: Vec<std::ffi::OsString> =
+            vec!["backup".into(), path.into(), "-o".into(), "json".into()];
+        args.extend(extra.iter().map(Into::into));
+        let run = self.repo(args).ok();
+        run.json()["snapshot"]["id"]
+            .as_str()
+            .expect("snapshot.id in the backup summary")
+            .to_string()
+    }
+}
+
+/// The real restic 0.14 binary, on one repository.
+#[derive(Debug, Clone)]
+pub struct Restic(Tool);
+
+impl Restic {
+    /// restic on `repo`.
+    pub fn new(repo: impl Into<String>) -> Self {
+        Self(Tool {
+            exe: std::env::var("RESTIC_BIN")
+                .unwrap_or_else(|_| "restic".into())
+                .into(),
+            repo: repo.into(),
+            env: Vec::new(),
+        })
+    }
+
+    /// With extra environment (S3 credentials).
+    pub fn with_env(mut self, env: &[(&str, String)]) -> Self {
+        self.0
+            .env
+            .extend(env.iter().map(|(k, v)| (k.to_string(), v.clone())));
+        self
+    }
+
+    /// `restic ARGS…` without a local cache (our tests must see the repository itself).
+    pub fn run<I, S>(&self, args: I) -> Run
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut all: Vec<std::ffi::OsString> = vec!["--no-cache".into()];
+        all.extend(args.into_iter().map(|a| a.as_ref().to_os_string()));
+        self.0.run(all)
+    }
+
+    /// Backs up `path` and returns the new snapshot's id.
+    pub fn backup(&self, path: &Path, extra: &[&str]) -> String {
+        let mut args: Vec<std::ffi::OsString> = vec!["backup".into(), "--json".into(), path.into()];
+        args.extend(extra.iter().map(Into::into));
+        let run = self.run(args).ok();
+        let summary = run
+            .stdout
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|v| v["message_type"] == "summary")
+            .expect("restic prints a summary line");
+        summary["snapshot_id"]
+            .as_str()
+            .expect("snapshot_id")
+            .to_string()
+    }
+}
