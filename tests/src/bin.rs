@@ -194,9 +194,16 @@ impl Restic {
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
             .find(|v| v["message_type"] == "summary")
             .expect("restic prints a summary line");
-        summary["snapshot_id"]
-            .as_str()
-            .expect("snapshot_id")
+        // restic 0.14 prints the short id in the summary: find the full one.
+        let short = summary["snapshot_id"].as_str().expect("snapshot_id").to_string();
+        let listed = self.run(["snapshots", "--json"]).ok().json();
+        listed
+            .as_array()
+            .expect("a JSON array")
+            .iter()
+            .filter_map(|s| s["id"].as_str())
+            .find(|id| id.starts_with(&short))
+            .expect("the new snapshot is listed")
             .to_string()
     }
 }

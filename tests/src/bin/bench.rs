@@ -1,1 +1,546 @@
-fn main() {}
+//! `bench`: lifeboat against restic (and rustic, when installed) on the same seeded data.
+//!
+//! ```text
+//! cargo run --release -p lifeboat-tests --bin bench -- [--small] [--keep] [--regen] [--dir DIR]
+//! ```
+//!
+//! # What it measures
+//!
+//! For each tool, in one run and each with a fresh repository: `init`; a backup of dataset A
+//! (large files, half text, half random); an incremental backup of C (A with 1% of its bytes
+//! overwritten and one file appended to) with A's snapshot as parent; a backup of B (many
+//! small files in a tree) and a second backup of B with nothing changed; a restore of A's
+//! snapshot; and `check --read-data`. Each command's wall time, CPU time (user + system) and
+//! peak RSS come from `wait4`'s rusage for that process alone; the repository's size on
+//! disk is recorded after each backup. Finally `restic check --read-data` runs on the
+//! repository lifeboat wrote, as proof that restic accepts it.
+//!
+//! # How the comparison is kept fair
+//!
+//! - Same input bytes, same password, same `--host`, the same order of jobs.
+//! - A and C are backed up from one path (`<run>/live`, which each dataset is renamed to in
+//!   turn), so every tool finds A's snapshot as C's parent by host and path, as it would for
+//!   a volume backed up daily.
+//! - No local caches: lifeboat has none, so restic and rustic run with `--no-cache`.
+//! - Page-cached input: each dataset is read once, untimed, before each tool's run (dropping
+//!   the page cache would need root), and `sync` runs before every job so one job's
+//!   write-back is not billed to the next.
+//! - Restores are compared byte for byte with the original, untimed, so a fast but wrong
+//!   restore cannot pass as a result.
+//!
+//! Datasets are generated once per parameter set and cached under the work directory
+//! (default `target/bench-data`); repositories and restore targets live in a per-run
+//! directory that is deleted at the end unless `--keep` is given. Results go to
+//! `<work>/results.json`.
+
+// Only for `wait4` in `measure`, which gives each child's own CPU time and peak RSS.
+#![allow(unsafe_code)]
+
+// A binary's root resolves modules beside it (src/bin/), so point into bench/ explicitly.
+#[path = "bench/dataset.rs"]
+mod dataset;
+#[path = "bench/measure.rs"]
+mod measure;
+#[path = "bench/report.rs"]
+mod report;
+#[path = "bench/tool.rs"]
+mod tool;
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+use anyhow::{Context as _, Result, bail};
+use serde::Serialize;
+
+use crate::dataset::{Datasets, Params};
+use crate::report::Record;
+use crate::tool::{Job, Kind, ListedSnapshot, Tool};
+
+const USAGE: &str = "usage: bench [--small] [--keep] [--regen] [--dir DIR]
+
+  --small   scaled-down datasets (the whole run takes well under a minute)
+  --keep    keep the repositories and restore targets of this run
+  --regen   regenerate the datasets even if cached ones match
+  --dir DIR work directory for datasets, runs and results (default: target/bench-data)";
+
+/// Command-line options. Four flags do not justify a dependency on clap in this crate.
+#[derive(Debug, Default)]
+struct Args {
+    small: bool,
+    keep: bool,
+    regen: bool,
+    dir: Option<PathBuf>,
+}
+
+fn parse_args() -> Result<Args> {
+    let mut args = Args::default();
+    let mut it = std::env::args_os().skip(1);
+    while let Some(arg) = it.next() {
+        match arg.to_str() {
+            Some("--small") => args.small = true,
+            Some("--keep") => args.keep = true,
+            Some("--regen") => args.regen = true,
+            Some("--dir") => {
+                let dir = it.next().context("--dir needs a directory")?;
+                args.dir = Some(PathBuf::from(dir));
+            }
+            Some("-h" | "--help") => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            _ => bail!("unknown argument `{}`\n{USAGE}", arg.to_string_lossy()),
+        }
+    }
+    Ok(args)
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<()> {
+    let args = parse_args()?;
+
+    // The bench runs from target/<profile>/bench; lifeboat is built into target/release.
+    let exe = std::env::current_exe().context("cannot find the bench executable")?;
+    let target_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .context("the bench executable is not inside a cargo target directory")?
+        .to_path_buf();
+    build_lifeboat()?;
+    let lifeboat = target_dir.join("release").join("lifeboat");
+    if !lifeboat.is_file() {
+        bail!("{} is missing after the build", lifeboat.display());
+    }
+    let restic = tool::on_path("restic")
+        .context("restic is not on PATH: install it (apt-get install restic) to compare with it")?;
+    let rustic = tool::on_path("rustic");
+
+    let work = args
+        .dir
+        .clone()
+        .unwrap_or_else(|| target_dir.join("bench-data"));
+    fs::create_dir_all(&work).with_context(|| format!("cannot create {}", work.display()))?;
+    let work = work
+        .canonicalize()
+        .with_context(|| format!("cannot resolve {}", work.display()))?;
+    recover_swapped_datasets(&work)?;
+
+    let (mode, params) = if args.small {
+        ("small", Params::small())
+    } else {
+        ("full", Params::full())
+    };
+    let sets = dataset::prepare(&work.join(format!("datasets-{mode}")), &params, args.regen)?;
+
+    let run_dir = tempfile::Builder::new()
+        .prefix("run-")
+        .tempdir_in(&work)
+        .with_context(|| format!("cannot create a run directory in {}", work.display()))?;
+
+    let tool = |kind, exe: PathBuf, name: &str| Tool {
+        kind,
+        exe,
+        scratch: run_dir.path().join(format!("scratch-{name}")),
+    };
+    let mut tools = vec![
+        tool(Kind::Lifeboat, lifeboat, "lifeboat"),
+        tool(Kind::Restic, restic, "restic"),
+    ];
+    if let Some(exe) = rustic {
+        tools.push(tool(Kind::Rustic, exe, "rustic"));
+    }
+
+    println!();
+    println!("lifeboat benchmark ({mode})");
+    println!("  datasets: {}", params.describe());
+    println!(
+        "  work dir: {}  (run: {})",
+        work.display(),
+        run_dir.path().display()
+    );
+    for t in &tools {
+        println!("  {:<9} {} ({})", t.name(), t.version(), t.exe.display());
+    }
+    if tools.iter().all(|t| t.kind != Kind::Rustic) {
+        println!("  rustic: not installed");
+    }
+    println!(
+        "  restic and rustic run with --no-cache (lifeboat keeps no local cache); all use --host {}",
+        tool::HOST
+    );
+    println!(
+        "  input is page-cached: each dataset is read once, untimed, before each tool's run; \
+         `sync` runs before every job"
+    );
+    println!();
+
+    let mut records = Vec::new();
+    let mut parent_checks = Vec::new();
+    for t in &tools {
+        let outcome = run_tool(t, &sets, run_dir.path(), args.keep)?;
+        records.extend(outcome.records);
+        parent_checks.push(ParentCheck {
+            tool: t.name(),
+            verdict: outcome.parents,
+        });
+    }
+
+    // The compatibility proof: restic reads and verifies every blob lifeboat wrote.
+    let restic_tool = tools
+        .iter()
+        .find(|t| t.kind == Kind::Restic)
+        .context("restic is always among the tools")?;
+    let lifeboat_repo = run_dir.path().join("repo-lifeboat");
+    sync()?;
+    let compat = measure::run(
+        &mut restic_tool.command(&lifeboat_repo, ["check", "--read-data"]),
+        &run_dir.path().join("logs").join("compat-restic-check"),
+    );
+    let compat_ok = compat.is_ok();
+    println!();
+    println!(
+        "restic check --read-data on lifeboat's repository: {}",
+        if compat_ok { "ok" } else { "FAILED" }
+    );
+
+    let names: Vec<&'static str> = tools.iter().map(Tool::name).collect();
+    println!();
+    print!("{}", report::table(&records, &names));
+    println!();
+    let others: Vec<&'static str> = names.iter().copied().filter(|n| *n != "lifeboat").collect();
+    print!("{}", report::summary(&records, &others));
+    for check in &parent_checks {
+        if check.verdict != "ok" {
+            println!(
+                "WARNING: {}: {} (its incremental numbers are not comparable)",
+                check.tool, check.verdict
+            );
+        }
+    }
+
+    let results = Results {
+        mode,
+        params: &params,
+        work_dir: &work,
+        restic_no_cache: true,
+        page_cache_warmed: true,
+        tools: tools
+            .iter()
+            .map(|t| ToolInfo {
+                name: t.name(),
+                version: t.version(),
+                exe: t.exe.clone(),
+            })
+            .collect(),
+        records: &records,
+        parent_checks: &parent_checks,
+        restic_check_of_lifeboat_repo: Compat {
+            ok: compat_ok,
+            wall_s: compat.as_ref().ok().map(|f| f.usage.wall.as_secs_f64()),
+        },
+    };
+    let results_path = work.join("results.json");
+    let json = serde_json::to_vec_pretty(&results).context("cannot encode the results")?;
+    fs::write(&results_path, json)
+        .with_context(|| format!("cannot write {}", results_path.display()))?;
+    println!();
+    println!("results: {}", results_path.display());
+
+    compat.context("restic does not accept the repository lifeboat wrote")?;
+
+    if args.keep {
+        let kept = run_dir.keep();
+        println!(
+            "kept repositories and restore targets in {}",
+            kept.display()
+        );
+    } else {
+        run_dir
+            .close()
+            .context("cannot remove the run directory (repositories and restore targets)")?;
+    }
+    Ok(())
+}
+
+/// Builds lifeboat in release mode so the benchmark never measures a stale binary.
+fn build_lifeboat() -> Result<()> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .context("the tests crate lives inside the workspace")?;
+    let status = Command::new(&cargo)
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "lifeboat-cli",
+            "--bin",
+            "lifeboat",
+        ])
+        .current_dir(workspace)
+        .status()
+        .with_context(|| format!("cannot run {}", cargo.to_string_lossy()))?;
+    if !status.success() {
+        bail!("building lifeboat failed ({status})");
+    }
+    Ok(())
+}
+
+/// What one tool's run produced.
+struct ToolOutcome {
+    records: Vec<Record>,
+    /// "ok" when C's parent was A and the second B backup's parent the first.
+    parents: String,
+}
+
+/// Runs every job for one tool against its own fresh repository.
+fn run_tool(tool: &Tool, sets: &Datasets, run_dir: &Path, keep: bool) -> Result<ToolOutcome> {
+    let name = tool.name();
+    let repo = run_dir.join(format!("repo-{name}"));
+    let live = run_dir.join("live");
+    let target = run_dir.join(format!("restore-{name}"));
+    let logs = run_dir.join("logs");
+    fs::create_dir_all(&logs).with_context(|| format!("cannot create {}", logs.display()))?;
+    tool.make_scratch()?;
+
+    let mut warmed = 0;
+    for dir in sets.all() {
+        warmed += dataset::warm_up(dir)?;
+    }
+    println!("{name}: warm-up read {} MiB", warmed >> 20);
+
+    let mut records = Vec::new();
+    let mut snapshots: HashMap<Job, String> = HashMap::new();
+    for job in Job::ALL {
+        let (source, swap) = match job {
+            Job::BackupA => (live.clone(), Some(Swap::new(&sets.a, &live)?)),
+            Job::BackupC => (live.clone(), Some(Swap::new(&sets.c, &live)?)),
+            _ => (sets.b.clone(), None),
+        };
+        let before = if job.is_backup() {
+            tool::snapshot_ids(&repo)?
+        } else {
+            Vec::new()
+        };
+        let snapshot_a = snapshots.get(&Job::BackupA).cloned().unwrap_or_default();
+        let mut cmd = tool.job(job, &repo, &source, &snapshot_a, &target);
+        sync()?;
+        let finished = measure::run(&mut cmd, &logs.join(format!("{name}-{}", job.slug())));
+        // Put the dataset back before looking at the result, so a failure leaves it in place.
+        if let Some(swap) = swap {
+            swap.undo()?;
+        }
+        let finished = finished?;
+
+        let mut repo_bytes = None;
+        if job.is_backup() {
+            let id = tool::new_snapshot(&before, &tool::snapshot_ids(&repo)?)
+                .with_context(|| format!("{name} {}", job.label()))?;
+            snapshots.insert(job, id);
+        }
+        if job.is_backup() || job == Job::Check {
+            repo_bytes = Some(dataset::size(&repo)?);
+        }
+        let record = Record::new(job, name, &finished.usage, repo_bytes);
+        println!("{}", record.progress_line());
+        records.push(record);
+
+        if job == Job::RestoreA {
+            let root = dataset::restored_root(&target)?;
+            dataset::verify_same(&sets.a, &root)
+                .with_context(|| format!("{name} restored A incorrectly"))?;
+            if !keep {
+                fs::remove_dir_all(&target)
+                    .with_context(|| format!("cannot remove {}", target.display()))?;
+            }
+        }
+    }
+
+    let parents = check_parents(tool, &repo, &logs, &snapshots)?;
+    if parents == "ok" {
+        println!("{name}: restore verified, parents detected as expected");
+    } else {
+        println!("{name}: restore verified; WARNING: {parents}");
+    }
+    Ok(ToolOutcome { records, parents })
+}
+
+/// Checks from the tool's own listing that it chose the expected parents: A for C, and the
+/// first B backup for the second. Returns "ok" or what went wrong.
+fn check_parents(
+    tool: &Tool,
+    repo: &Path,
+    logs: &Path,
+    snapshots: &HashMap<Job, String>,
+) -> Result<String> {
+    let Some(mut cmd) = tool.snapshots_json(repo) else {
+        return Ok("not checked (output format unknown)".to_string());
+    };
+    let finished = measure::run(&mut cmd, &logs.join(format!("{}-snapshots", tool.name())))?;
+    let listed: Vec<ListedSnapshot> = serde_json::from_str(&finished.stdout)
+        .with_context(|| format!("cannot parse {}'s snapshot list", tool.name()))?;
+    // Listings may show ids in full or shortened; compare by prefix.
+    let same =
+        |a: &str, b: &str| !a.is_empty() && !b.is_empty() && (a.starts_with(b) || b.starts_with(a));
+    let mut problems = Vec::new();
+    for (child, parent) in [
+        (Job::BackupC, Job::BackupA),
+        (Job::BackupBUnchanged, Job::BackupB),
+    ] {
+        let (Some(child_id), Some(parent_id)) = (snapshots.get(&child), snapshots.get(&parent))
+        else {
+            continue;
+        };
+        let found = listed.iter().find(|s| same(&s.id, child_id));
+        let got = found.and_then(|s| s.parent.as_deref()).unwrap_or("");
+        if !same(got, parent_id) {
+            problems.push(format!(
+                "{}'s parent is `{got}`, expected {}'s {}",
+                child.label(),
+                parent.label(),
+                &parent_id[..parent_id.len().min(8)]
+            ));
+        }
+    }
+    Ok(if problems.is_empty() {
+        "ok".to_string()
+    } else {
+        problems.join("; ")
+    })
+}
+
+/// A dataset renamed to the shared backup path for one job.
+///
+/// A rename within one filesystem is instant, so A and C can be backed up from the same
+/// path without copying gigabytes. `live.from` beside it records where the dataset came
+/// from, so a run that is killed mid-job can be repaired by the next one.
+#[derive(Debug)]
+struct Swap {
+    from: PathBuf,
+    live: PathBuf,
+    done: bool,
+}
+
+impl Swap {
+    fn new(from: &Path, live: &Path) -> Result<Self> {
+        let marker = marker_for(live);
+        fs::write(&marker, from.as_os_str().as_encoded_bytes())
+            .with_context(|| format!("cannot write {}", marker.display()))?;
+        fs::rename(from, live)
+            .with_context(|| format!("cannot rename {} to {}", from.display(), live.display()))?;
+        Ok(Self {
+            from: from.to_path_buf(),
+            live: live.to_path_buf(),
+            done: false,
+        })
+    }
+
+    fn undo(mut self) -> Result<()> {
+        self.done = true;
+        put_back(&self.live, &self.from)
+    }
+}
+
+impl Drop for Swap {
+    fn drop(&mut self) {
+        if !self.done
+            && let Err(e) = put_back(&self.live, &self.from)
+        {
+            eprintln!("bench: {e:#}");
+        }
+    }
+}
+
+fn marker_for(live: &Path) -> PathBuf {
+    live.with_file_name("live.from")
+}
+
+fn put_back(live: &Path, from: &Path) -> Result<()> {
+    fs::rename(live, from).with_context(|| {
+        format!(
+            "cannot rename {} back to {}",
+            live.display(),
+            from.display()
+        )
+    })?;
+    let marker = marker_for(live);
+    fs::remove_file(&marker).with_context(|| format!("cannot remove {}", marker.display()))
+}
+
+/// Puts back any dataset that a killed run left renamed to its `live` path.
+fn recover_swapped_datasets(work: &Path) -> Result<()> {
+    for entry in fs::read_dir(work).with_context(|| format!("cannot list {}", work.display()))? {
+        let dir = entry?.path();
+        let is_run = dir
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("run-"));
+        let marker = dir.join("live.from");
+        if !is_run || !marker.is_file() {
+            continue;
+        }
+        let from = fs::read_to_string(&marker)
+            .with_context(|| format!("cannot read {}", marker.display()))?;
+        let (live, from) = (dir.join("live"), PathBuf::from(from));
+        if live.is_dir() && !from.exists() {
+            println!(
+                "putting {} back to {} (left by an interrupted run)",
+                live.display(),
+                from.display()
+            );
+            put_back(&live, &from)?;
+        }
+    }
+    Ok(())
+}
+
+/// Flushes dirty pages, so the previous job's write-back does not slow the next one.
+fn sync() -> Result<()> {
+    let status = Command::new("sync").status().context("cannot run sync")?;
+    if !status.success() {
+        bail!("sync failed ({status})");
+    }
+    Ok(())
+}
+
+#[derive(Debug, Serialize)]
+struct ParentCheck {
+    tool: &'static str,
+    verdict: String,
+}
+
+#[derive(Debug, Serialize)]
+struct ToolInfo {
+    name: &'static str,
+    version: String,
+    exe: PathBuf,
+}
+
+#[derive(Debug, Serialize)]
+struct Compat {
+    ok: bool,
+    wall_s: Option<f64>,
+}
+
+/// The contents of `results.json`.
+#[derive(Debug, Serialize)]
+struct Results<'a> {
+    mode: &'a str,
+    params: &'a Params,
+    work_dir: &'a Path,
+    restic_no_cache: bool,
+    page_cache_warmed: bool,
+    tools: Vec<ToolInfo>,
+    records: &'a [Record],
+    parent_checks: &'a [ParentCheck],
+    restic_check_of_lifeboat_repo: Compat,
+}

@@ -1,0 +1,189 @@
+//! The results: one record per job and tool, printed as a table with ratios, and saved as JSON.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::measure::Usage;
+use crate::tool::Job;
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+/// One measured job of one tool.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Record {
+    pub(crate) job: &'static str,
+    pub(crate) tool: &'static str,
+    pub(crate) wall_s: f64,
+    pub(crate) cpu_s: f64,
+    pub(crate) user_s: f64,
+    pub(crate) sys_s: f64,
+    pub(crate) max_rss_kib: u64,
+    /// Size of the repository directory after the job, for the jobs that change it.
+    pub(crate) repo_bytes: Option<u64>,
+}
+
+impl Record {
+    pub(crate) fn new(
+        job: Job,
+        tool: &'static str,
+        usage: &Usage,
+        repo_bytes: Option<u64>,
+    ) -> Self {
+        Self {
+            job: job.label(),
+            tool,
+            wall_s: usage.wall.as_secs_f64(),
+            cpu_s: usage.cpu().as_secs_f64(),
+            user_s: usage.user.as_secs_f64(),
+            sys_s: usage.sys.as_secs_f64(),
+            max_rss_kib: usage.max_rss_kib,
+            repo_bytes,
+        }
+    }
+
+    fn rss_mib(&self) -> f64 {
+        self.max_rss_kib as f64 / 1024.0
+    }
+
+    /// The one line printed as soon as the job finishes.
+    pub(crate) fn progress_line(&self) -> String {
+        let mut line = format!(
+            "  {:<9} {:<18} {:>8.2} s wall {:>8.2} s CPU {:>8.1} MiB RSS",
+            self.tool,
+            self.job,
+            self.wall_s,
+            self.cpu_s,
+            self.rss_mib()
+        );
+        if let Some(bytes) = self.repo_bytes {
+            let _ = write!(line, " {:>9.1} MiB repo", bytes as f64 / MIB);
+        }
+        line
+    }
+}
+
+fn find<'a>(records: &'a [Record], job: &str, tool: &str) -> Option<&'a Record> {
+    records.iter().find(|r| r.job == job && r.tool == tool)
+}
+
+fn ratio(a: f64, b: f64) -> String {
+    if b > 0.0 {
+        format!("{:.2}", a / b)
+    } else {
+        "-".to_string()
+    }
+}
+
+/// The full table: every job for every tool, with each tool's wall time relative to restic.
+pub(crate) fn table(records: &[Record], tools: &[&'static str]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<18} | {:<8} | {:>8} | {:>8} | {:>12} | {:>13} | {:>11}",
+        "job", "tool", "wall s", "CPU s", "peak RSS MiB", "repo size MiB", "wall/restic"
+    );
+    let _ = writeln!(out, "{}", "-".repeat(99));
+    for job in Job::ALL {
+        let restic = find(records, job.label(), "restic");
+        for tool in tools {
+            let Some(r) = find(records, job.label(), tool) else {
+                continue;
+            };
+            let repo = r
+                .repo_bytes
+                .map_or("-".to_string(), |b| format!("{:.1}", b as f64 / MIB));
+            let vs = restic.map_or("-".to_string(), |x| ratio(r.wall_s, x.wall_s));
+            let _ = writeln!(
+                out,
+                "{:<18} | {:<8} | {:>8.2} | {:>8.2} | {:>12.1} | {:>13} | {:>11}",
+                r.job,
+                r.tool,
+                r.wall_s,
+                r.cpu_s,
+                r.rss_mib(),
+                repo,
+                vs
+            );
+        }
+    }
+    out
+}
+
+/// Per job, lifeboat's wall time, CPU time and peak RSS relative to each other tool
+/// (below 1 means lifeboat is faster or smaller), plus the totals over all jobs.
+pub(crate) fn summary(records: &[Record], others: &[&'static str]) -> String {
+    let mut out = String::new();
+    for other in others {
+        let _ = writeln!(
+            out,
+            "lifeboat/{other} (below 1: lifeboat is faster or smaller)"
+        );
+        let _ = writeln!(
+            out,
+            "  {:<18} {:>6} {:>6} {:>6}",
+            "job", "wall", "CPU", "RSS"
+        );
+        let (mut lw, mut lc, mut ow, mut oc) = (0.0, 0.0, 0.0, 0.0);
+        let (mut lr, mut or) = (0u64, 0u64);
+        for job in Job::ALL {
+            let (Some(l), Some(o)) = (
+                find(records, job.label(), "lifeboat"),
+                find(records, job.label(), other),
+            ) else {
+                continue;
+            };
+            (lw, lc, ow, oc) = (lw + l.wall_s, lc + l.cpu_s, ow + o.wall_s, oc + o.cpu_s);
+            (lr, or) = (lr.max(l.max_rss_kib), or.max(o.max_rss_kib));
+            let _ = writeln!(
+                out,
+                "  {:<18} {:>6} {:>6} {:>6}",
+                job.label(),
+                ratio(l.wall_s, o.wall_s),
+                ratio(l.cpu_s, o.cpu_s),
+                ratio(l.max_rss_kib as f64, o.max_rss_kib as f64)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "  {:<18} {:>6} {:>6} {:>6}   (sums of wall and CPU, largest peak RSS)",
+            "all jobs",
+            ratio(lw, ow),
+            ratio(lc, oc),
+            ratio(lr as f64, or as f64)
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(job: Job, tool: &'static str, wall: f64) -> Record {
+        Record {
+            job: job.label(),
+            tool,
+            wall_s: wall,
+            cpu_s: wall,
+            user_s: wall,
+            sys_s: 0.0,
+            max_rss_kib: 1024,
+            repo_bytes: None,
+        }
+    }
+
+    #[test]
+    fn table_shows_wall_time_relative_to_restic() {
+        let records = [
+            record(Job::BackupA, "lifeboat", 1.0),
+            record(Job::BackupA, "restic", 4.0),
+        ];
+        let table = table(&records, &["lifeboat", "restic"]);
+        let lifeboat = table
+            .lines()
+            .find(|l| l.contains("lifeboat"))
+            .expect("a lifeboat row");
+        assert!(lifeboat.ends_with("0.25"), "{lifeboat}");
+    }
+}
