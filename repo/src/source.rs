@@ -193,3 +193,70 @@ impl Read for WatchedReader {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    /// Opens a path, as rustic_core's local source does.
+    struct OpenPath(PathBuf);
+
+    impl ReadSourceOpen for OpenPath {
+        type Reader = File;
+        fn open(self) -> RusticResult<File> {
+            File::open(&self.0)
+                .map_err(|e| rustic_core::RusticError::with_source(rustic_core::ErrorKind::InputOutput, "open failed", e))
+        }
+    }
+
+    fn watched(path: &Path, warnings: &Warnings) -> WatchedOpen<OpenPath> {
+        let meta = std::fs::metadata(path).expect("stat");
+        WatchedOpen {
+            inner: OpenPath(path.to_path_buf()),
+            path: path.to_path_buf(),
+            size: meta.len(),
+            mtime: meta.modified().ok().and_then(|t| jiff::Timestamp::try_from(t).ok()),
+            warnings: warnings.clone(),
+        }
+    }
+
+    #[test]
+    fn a_file_that_vanishes_before_it_is_read_is_a_warning_with_its_stored_path() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("gone.txt");
+        std::fs::write(&file, b"soon gone").expect("write");
+        let warnings = Warnings::new(dir.path().to_path_buf(), PathBuf::from("/data"));
+        let open = watched(&file, &warnings);
+        std::fs::remove_file(&file).expect("remove");
+        assert!(open.open().is_err());
+        let list = warnings.take();
+        assert_eq!(list.len(), 1);
+        assert_eq!(list[0].path, "/data/gone.txt");
+        assert!(list[0].message.contains("vanished"), "{:?}", list[0]);
+    }
+
+    #[test]
+    fn a_file_that_changes_while_read_is_a_warning_and_an_unchanged_one_is_not() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let warnings = Warnings::new(dir.path().to_path_buf(), dir.path().to_path_buf());
+        let stable = dir.path().join("stable.txt");
+        std::fs::write(&stable, b"same").expect("write");
+        let mut r = watched(&stable, &warnings).open().expect("open");
+        std::io::copy(&mut r, &mut std::io::sink()).expect("read");
+        assert!(warnings.take().is_empty());
+
+        let busy = dir.path().join("busy.log");
+        std::fs::write(&busy, b"line 1\n").expect("write");
+        let mut r = watched(&busy, &warnings).open().expect("open");
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&busy)
+            .and_then(|mut f| f.write_all(b"line 2 written during the backup\n"))
+            .expect("append");
+        std::io::copy(&mut r, &mut std::io::sink()).expect("read");
+        let list = warnings.take();
+        assert_eq!(list.len(), 1, "{list:?}");
+        assert!(list[0].message.contains("changed while it was being read"));
+    }
+}

@@ -1,0 +1,171 @@
+//! The engine as a library: restore safety, cancellation, logical paths and progress, through
+//! lifeboat-repo's API on a real local repository.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use lifeboat_repo::{
+    BackupOptions, CheckOptions, Context, Error, Location, ParentChoice, Progress, Repository, RepositoryOptions,
+    RestoreOptions, Stage, Unit, testing,
+};
+use lifeboat_tests::tree::{assert_same_tree, small_files};
+
+const PW: &str = "engine-test";
+
+async fn new_repo(dir: &Path) -> Repository {
+    Repository::init(&Location::Local(dir.join("repo")), PW, RepositoryOptions::default())
+        .await
+        .expect("init")
+}
+
+fn entries(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .expect("read_dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn restore_refuses_entries_that_would_escape_the_target() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let repo = new_repo(dir.path()).await;
+    let before = entries(dir.path());
+    for bad in [&b".."[..], b"a/b", b"x\0y", b"."] {
+        let id = testing::snapshot_with_names(&repo, &[(b"fine.txt", b"ok"), (bad, b"escaped!")])
+            .await
+            .expect("crafted snapshot");
+        let target = dir.path().join("target");
+        let err = repo
+            .restore(&id.to_string(), None, &target, &RestoreOptions::default(), &Context::default())
+            .await
+            .expect_err("must refuse");
+        assert!(matches!(err, Error::UnsafeEntry { .. }), "{err}");
+        assert!(err.to_string().contains("escape the restore target"), "{err}");
+        assert!(entries(&target).is_empty(), "nothing was restored for {bad:?}");
+        std::fs::remove_dir(&target).expect("target is empty");
+        assert_eq!(entries(dir.path()), before, "nothing appeared beside the target");
+    }
+    // The same writer with ordinary names restores fine.
+    let id = testing::snapshot_with_names(&repo, &[(b"fine.txt", b"ok")]).await.expect("snapshot");
+    let target = dir.path().join("good");
+    repo.restore(&id.to_string(), None, &target, &RestoreOptions::default(), &Context::default())
+        .await
+        .expect("restore");
+    assert_eq!(std::fs::read(target.join("crafted/fine.txt")).expect("read"), b"ok");
+}
+
+/// Cancels the operation once `after` bytes were reported.
+#[derive(Debug)]
+struct CancelAfter {
+    after: u64,
+    seen: Arc<AtomicU64>,
+    token: lifeboat_repo::CancellationToken,
+}
+
+struct Counting(Arc<AtomicU64>, u64, lifeboat_repo::CancellationToken);
+
+impl Stage for Counting {
+    fn set_total(&self, _: u64) {}
+    fn advance(&self, n: u64) {
+        if self.0.fetch_add(n, Ordering::SeqCst) + n >= self.1 {
+            self.2.cancel();
+        }
+    }
+    fn finish(&self) {}
+}
+
+impl Progress for CancelAfter {
+    fn stage(&self, _: &str, unit: Unit) -> Box<dyn Stage> {
+        let after = if unit == Unit::Bytes { self.after } else { u64::MAX };
+        Box::new(Counting(self.seen.clone(), after, self.token.clone()))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cancelled_backup_leaves_the_repository_consistent_and_unlocked() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join("src");
+    small_files(&src, 3000, 5);
+    let repo = new_repo(dir.path()).await;
+
+    let token = lifeboat_repo::CancellationToken::new();
+    let seen = Arc::new(AtomicU64::new(0));
+    let ctx = Context {
+        progress: Arc::new(CancelAfter {
+            after: 2 << 20,
+            seen: seen.clone(),
+            token: token.clone(),
+        }),
+        cancel: token,
+    };
+    let err = repo.backup(&src, &BackupOptions::default(), &ctx).await.expect_err("cancelled");
+    assert!(matches!(err, Error::Cancelled), "{err}");
+    assert!(seen.load(Ordering::SeqCst) >= 2 << 20, "progress reported bytes before the cancel");
+    assert!(repo.locks().await.expect("locks").is_empty(), "the lock was released");
+    assert!(repo.snapshots(&Default::default()).await.expect("list").is_empty());
+
+    // A retry finishes the job, and the repository checks clean.
+    repo.backup(&src, &BackupOptions::default(), &Context::default()).await.expect("retry");
+    let report = repo.check(&CheckOptions { read_data: true }, &Context::default()).await.expect("check");
+    assert!(report.errors.is_empty(), "{report:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn as_path_keeps_the_logical_path_so_a_moved_volume_finds_its_parent() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let first_mount = dir.path().join("pods/uid-1/volumes/data");
+    small_files(&first_mount, 200, 6);
+    let repo = new_repo(dir.path()).await;
+    let opts = BackupOptions {
+        as_path: Some("/data".into()),
+        tags: vec!["pvc-uid=1234".into()],
+        ..Default::default()
+    };
+    let first = repo.backup(&first_mount, &opts, &Context::default()).await.expect("first");
+    assert_eq!(first.snapshot.paths, vec!["/data".to_string()]);
+    assert_eq!(first.files_new, 200);
+
+    // The same volume under a new pod's directory: same inodes, different host path.
+    let second_mount = dir.path().join("pods/uid-2/volumes/data");
+    std::fs::create_dir_all(second_mount.parent().expect("parent")).expect("mkdir");
+    std::fs::rename(&first_mount, &second_mount).expect("move");
+    let second = repo.backup(&second_mount, &opts, &Context::default()).await.expect("second");
+    assert_eq!(second.snapshot.parent, Some(first.snapshot.id));
+    assert_eq!(second.files_unchanged, 200, "nothing re-read");
+    assert_eq!(second.bytes_added, 0);
+
+    // An explicit parent is honoured whatever its path, and restore gives the volume back.
+    let third = repo
+        .backup(
+            &second_mount,
+            &BackupOptions {
+                parent: ParentChoice::Snapshot(first.snapshot.id.short()),
+                ..Default::default()
+            },
+            &Context::default(),
+        )
+        .await
+        .expect("third");
+    assert_eq!(third.snapshot.parent, Some(first.snapshot.id));
+    let out = dir.path().join("out");
+    repo.restore(&second.snapshot.id.to_string(), Some("/data"), &out, &RestoreOptions::default(), &Context::default())
+        .await
+        .expect("restore");
+    assert_same_tree(&second_mount, &out);
+
+    let err = repo
+        .backup(
+            &second_mount,
+            &BackupOptions {
+                parent: ParentChoice::Snapshot("deadbeef".into()),
+                ..Default::default()
+            },
+            &Context::default(),
+        )
+        .await
+        .expect_err("unknown parent");
+    assert!(matches!(err, Error::SnapshotNotFound { .. }), "{err}");
+}

@@ -1,0 +1,174 @@
+//! Faults a user meets: a live restic lock, a damaged pack, a wrong password, a missing
+//! repository or bucket. Each must fail with exit code 1 and one sentence naming the cause,
+//! and change nothing.
+
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use lifeboat_tests::bin::PASSWORD;
+use lifeboat_tests::tree::small_files;
+use lifeboat_tests::{Lifeboat, Restic, S3};
+
+fn lock_files(repo: &Path) -> Vec<String> {
+    std::fs::read_dir(repo.join("locks"))
+        .map(|d| d.filter_map(|e| Some(e.ok()?.file_name().to_string_lossy().into_owned())).collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn live_restic_exclusive_lock_blocks_backup_and_a_dead_holders_lock_is_stale() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let repo = dir.path().join("repo");
+    let src = dir.path().join("src");
+    small_files(&src, 20, 1);
+    Restic::new(repo.display().to_string()).run(["init"]).ok();
+
+    // `restic key passwd` takes an exclusive lock, then waits for the new password on stdin:
+    // a live restic holding an exclusive lock for as long as we keep stdin open.
+    let mut holder = Command::new("restic")
+        .args(["--no-cache", "-r", repo.to_str().expect("utf-8"), "key", "passwd"])
+        .env("RESTIC_PASSWORD", PASSWORD)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start restic");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while lock_files(&repo).is_empty() {
+        assert!(Instant::now() < deadline, "restic never took its lock");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let lifeboat = Lifeboat::new(repo.display().to_string());
+    let run = lifeboat.repo(["backup", src.to_str().expect("utf-8")]).fails();
+    assert!(
+        run.stderr.contains("is locked by an exclusive lock of") && run.stderr.contains(&format!("(pid {})", holder.id())),
+        "the error names the holder: {}",
+        run.stderr
+    );
+    assert_eq!(run.stderr.lines().count(), 1, "one sentence: {}", run.stderr);
+    let snaps = lifeboat.repo(["snapshots", "-o", "json"]).ok().json();
+    assert_eq!(snaps.as_array().map(Vec::len), Some(0), "nothing was written");
+
+    // Waiting has a bound too.
+    let started = Instant::now();
+    lifeboat.repo(["backup", src.to_str().expect("utf-8"), "--lock-wait", "2s"]).fails();
+    assert!(started.elapsed() >= Duration::from_secs(2));
+
+    // Kill the holder: its lock stays behind, but its process is gone on this host, which
+    // makes it stale by restic's rule; the next backup removes it and runs.
+    holder.kill().expect("kill restic");
+    holder.wait().expect("reap restic");
+    assert_eq!(lock_files(&repo).len(), 1, "the dead holder's lock is still there");
+    lifeboat.backup(&src, &[]);
+    assert!(lock_files(&repo).is_empty(), "stale lock removed and our own lock released");
+    Restic::new(repo.display().to_string()).run(["check", "--read-data"]).ok();
+}
+
+#[test]
+fn a_damaged_pack_is_named_by_check_read_data() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let repo = dir.path().join("repo");
+    let src = dir.path().join("src");
+    small_files(&src, 50, 2);
+    let lifeboat = Lifeboat::new(repo.display().to_string());
+    lifeboat.repo(["init"]).ok();
+    lifeboat.backup(&src, &[]);
+    lifeboat.repo(["check", "--read-data"]).ok();
+
+    // Flip one byte in the middle of the largest pack.
+    let mut packs: Vec<_> = walk(&repo.join("data"));
+    packs.sort_by_key(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0));
+    let pack = packs.last().expect("a pack").clone();
+    let name = pack.file_name().expect("name").to_string_lossy().into_owned();
+    let mut f = std::fs::OpenOptions::new().read(true).write(true).open(&pack).expect("open pack");
+    let mid = f.metadata().expect("stat").len() / 2;
+    let mut byte = [0u8; 1];
+    f.seek(SeekFrom::Start(mid)).expect("seek");
+    f.read_exact(&mut byte).expect("read");
+    f.seek(SeekFrom::Start(mid)).expect("seek");
+    f.write_all(&[byte[0] ^ 0xff]).expect("write");
+    drop(f);
+
+    let run = lifeboat.repo(["check", "--read-data"]).fails();
+    let last = run.stderr.lines().last().unwrap_or_default();
+    assert!(last.contains(&format!("pack {name} is damaged")), "the damaged pack is named: {}", run.stderr);
+    // Without --read-data the structure is intact.
+    lifeboat.repo(["check"]).ok();
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).expect("read_dir").flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[test]
+fn wrong_password_missing_repository_and_missing_bucket_exit_1_with_the_cause() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let repo = dir.path().join("repo");
+    Lifeboat::new(repo.display().to_string()).repo(["init"]).ok();
+
+    let out = Command::new(lifeboat_tests::bin::lifeboat_exe())
+        .args(["repo", "snapshots", "--repo", repo.to_str().expect("utf-8")])
+        .env("LIFEBOAT_PASSWORD", "not the password")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("wrong password for the repository at"), "{stderr}");
+
+    let run = Lifeboat::new(dir.path().join("nothing-here").display().to_string())
+        .repo(["snapshots"])
+        .fails();
+    assert!(run.stderr.contains("there is no repository at"), "{}", run.stderr);
+
+    let missing = S3::missing_bucket();
+    let run = Lifeboat::new(missing.restic_url("x")).with_env(&missing.env()).repo(["snapshots"]).fails();
+    assert!(run.stderr.contains("does not exist"), "{}", run.stderr);
+    let run = Lifeboat::new(missing.restic_url("x")).with_env(&missing.env()).repo(["init"]).fails();
+    assert!(run.stderr.contains("bucket"), "{}", run.stderr);
+
+    let run = Lifeboat::new("sftp:user@host:/srv").repo(["snapshots"]).fails();
+    assert!(run.stderr.contains("sftp backend is not supported"), "{}", run.stderr);
+
+    let run = Lifeboat::new(repo.display().to_string()).repo(["init"]).fails();
+    assert!(run.stderr.contains("already exists"), "{}", run.stderr);
+}
+
+#[test]
+fn forget_by_policy_and_restore_errors_name_the_input() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let repo = dir.path().join("repo");
+    let src = dir.path().join("src");
+    small_files(&src, 10, 3);
+    let lifeboat = Lifeboat::new(repo.display().to_string());
+    lifeboat.repo(["init"]).ok();
+    for i in 0..3 {
+        std::fs::write(src.join("counter"), format!("{i}")).expect("write");
+        lifeboat.backup(&src, &["--tag", "app=web"]);
+    }
+    lifeboat.repo(["forget"]).fails();
+    let out = lifeboat.repo(["forget", "--keep-last", "1", "-o", "json"]).ok().json();
+    assert_eq!(out["forget"]["removed"].as_array().map(Vec::len), Some(2));
+    assert_eq!(out["forget"]["kept"].as_array().map(Vec::len), Some(1));
+    let listed = lifeboat.repo(["snapshots", "--tag", "app=web", "-o", "json"]).ok().json();
+    assert_eq!(listed.as_array().map(Vec::len), Some(1));
+
+    let target = dir.path().join("out");
+    let run = lifeboat.repo(["restore", "ffffffff", "--target", target.to_str().expect("utf-8")]).fails();
+    assert!(run.stderr.contains("no snapshot matches `ffffffff`"), "{}", run.stderr);
+    let run = lifeboat
+        .repo(["restore", "latest:/no/such/dir", "--target", target.to_str().expect("utf-8")])
+        .fails();
+    assert!(run.stderr.contains("does not exist in snapshot"), "{}", run.stderr);
+}
