@@ -308,6 +308,15 @@ impl Repository {
         if password.is_empty() {
             return Err(Error::NoPassword);
         }
+        if let Location::Local(path) = location {
+            std::fs::create_dir_all(path).map_err(|source| Error::Store {
+                location: location.to_string(),
+                source: StoreError::Io {
+                    path: path.display().to_string(),
+                    source,
+                },
+            })?;
+        }
         let store = Store::open(location, &opts.store)?;
         store.create().await.map_err(|e| store_error(&store, e))?;
         if let Err(source) = store.probe().await {
@@ -354,6 +363,13 @@ impl Repository {
     ) -> Result<Self> {
         if password.is_empty() {
             return Err(Error::NoPassword);
+        }
+        if let Location::Local(path) = location
+            && !path.join("config").is_file()
+        {
+            return Err(Error::NoRepository {
+                location: location.to_string(),
+            });
         }
         let store = Store::open(location, &opts.store)?;
         match store.size(FileKind::Config, "").await {

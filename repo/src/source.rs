@@ -205,8 +205,13 @@ mod tests {
     impl ReadSourceOpen for OpenPath {
         type Reader = File;
         fn open(self) -> RusticResult<File> {
-            File::open(&self.0)
-                .map_err(|e| rustic_core::RusticError::with_source(rustic_core::ErrorKind::InputOutput, "open failed", e))
+            File::open(&self.0).map_err(|e| {
+                rustic_core::RusticError::with_source(
+                    rustic_core::ErrorKind::InputOutput,
+                    "open failed",
+                    e,
+                )
+            })
         }
     }
 
@@ -216,7 +221,10 @@ mod tests {
             inner: OpenPath(path.to_path_buf()),
             path: path.to_path_buf(),
             size: meta.len(),
-            mtime: meta.modified().ok().and_then(|t| jiff::Timestamp::try_from(t).ok()),
+            mtime: meta
+                .modified()
+                .ok()
+                .and_then(|t| jiff::Timestamp::try_from(t).ok()),
             warnings: warnings.clone(),
         }
     }

@@ -144,7 +144,7 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
-    /// Connects to the store at `location`. Credentials come from the environment
+    /// Connects to the store at `location`; a local directory must exist. Credentials come from the environment
     /// (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_DEFAULT_REGION`, `AWS_ENDPOINT_URL`,
     /// `GOOGLE_APPLICATION_CREDENTIALS`, `AZURE_STORAGE_ACCOUNT_NAME`/`_KEY` or restic's
     /// `AZURE_ACCOUNT_NAME`/`_KEY`). Nothing is contacted yet.
@@ -155,18 +155,18 @@ impl Store {
         };
         let (inner, root): (Arc<dyn ObjectStore>, String) = match location {
             Location::Local(path) => {
-                // LocalFileSystem needs the directory to exist; `init` creates it first.
-                std::fs::create_dir_all(path).map_err(|source| Error::Store {
-                    location: location.to_string(),
-                    source: StoreError::Io {
-                        path: path.display().to_string(),
-                        source,
-                    },
-                })?;
-                let fs = object_store::local::LocalFileSystem::new_with_prefix(path)
-                    .map_err(setup)?
-                    .with_automatic_cleanup(false);
-                (Arc::new(fs), String::new())
+                // Opening changes nothing: a missing directory is reported, not created
+                // (`Repository::init` creates it first).
+                let fs =
+                    object_store::local::LocalFileSystem::new_with_prefix(path).map_err(|_| {
+                        Error::Store {
+                            location: location.to_string(),
+                            source: StoreError::NotFound {
+                                path: path.display().to_string(),
+                            },
+                        }
+                    })?;
+                (Arc::new(fs.with_automatic_cleanup(false)), String::new())
             }
             Location::S3 {
                 bucket,

@@ -6,17 +6,21 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use lifeboat_repo::{
-    BackupOptions, CheckOptions, Context, Error, Location, ParentChoice, Progress, Repository, RepositoryOptions,
-    RestoreOptions, Stage, Unit, testing,
+    BackupOptions, CheckOptions, Context, Error, Location, ParentChoice, Progress, Repository,
+    RepositoryOptions, RestoreOptions, Stage, Unit, testing,
 };
 use lifeboat_tests::tree::{assert_same_tree, small_files};
 
 const PW: &str = "engine-test";
 
 async fn new_repo(dir: &Path) -> Repository {
-    Repository::init(&Location::Local(dir.join("repo")), PW, RepositoryOptions::default())
-        .await
-        .expect("init")
+    Repository::init(
+        &Location::Local(dir.join("repo")),
+        PW,
+        RepositoryOptions::default(),
+    )
+    .await
+    .expect("init")
 }
 
 fn entries(dir: &Path) -> Vec<String> {
@@ -39,22 +43,49 @@ async fn restore_refuses_entries_that_would_escape_the_target() {
             .expect("crafted snapshot");
         let target = dir.path().join("target");
         let err = repo
-            .restore(&id.to_string(), None, &target, &RestoreOptions::default(), &Context::default())
+            .restore(
+                &id.to_string(),
+                None,
+                &target,
+                &RestoreOptions::default(),
+                &Context::default(),
+            )
             .await
             .expect_err("must refuse");
         assert!(matches!(err, Error::UnsafeEntry { .. }), "{err}");
-        assert!(err.to_string().contains("escape the restore target"), "{err}");
-        assert!(entries(&target).is_empty(), "nothing was restored for {bad:?}");
+        assert!(
+            err.to_string().contains("escape the restore target"),
+            "{err}"
+        );
+        assert!(
+            entries(&target).is_empty(),
+            "nothing was restored for {bad:?}"
+        );
         std::fs::remove_dir(&target).expect("target is empty");
-        assert_eq!(entries(dir.path()), before, "nothing appeared beside the target");
+        assert_eq!(
+            entries(dir.path()),
+            before,
+            "nothing appeared beside the target"
+        );
     }
     // The same writer with ordinary names restores fine.
-    let id = testing::snapshot_with_names(&repo, &[(b"fine.txt", b"ok")]).await.expect("snapshot");
-    let target = dir.path().join("good");
-    repo.restore(&id.to_string(), None, &target, &RestoreOptions::default(), &Context::default())
+    let id = testing::snapshot_with_names(&repo, &[(b"fine.txt", b"ok")])
         .await
-        .expect("restore");
-    assert_eq!(std::fs::read(target.join("crafted/fine.txt")).expect("read"), b"ok");
+        .expect("snapshot");
+    let target = dir.path().join("good");
+    repo.restore(
+        &id.to_string(),
+        None,
+        &target,
+        &RestoreOptions::default(),
+        &Context::default(),
+    )
+    .await
+    .expect("restore");
+    assert_eq!(
+        std::fs::read(target.join("crafted/fine.txt")).expect("read"),
+        b"ok"
+    );
 }
 
 /// Cancels the operation once `after` bytes were reported.
@@ -79,7 +110,11 @@ impl Stage for Counting {
 
 impl Progress for CancelAfter {
     fn stage(&self, _: &str, unit: Unit) -> Box<dyn Stage> {
-        let after = if unit == Unit::Bytes { self.after } else { u64::MAX };
+        let after = if unit == Unit::Bytes {
+            self.after
+        } else {
+            u64::MAX
+        };
         Box::new(Counting(self.seen.clone(), after, self.token.clone()))
     }
 }
@@ -101,15 +136,34 @@ async fn a_cancelled_backup_leaves_the_repository_consistent_and_unlocked() {
         }),
         cancel: token,
     };
-    let err = repo.backup(&src, &BackupOptions::default(), &ctx).await.expect_err("cancelled");
+    let err = repo
+        .backup(&src, &BackupOptions::default(), &ctx)
+        .await
+        .expect_err("cancelled");
     assert!(matches!(err, Error::Cancelled), "{err}");
-    assert!(seen.load(Ordering::SeqCst) >= 2 << 20, "progress reported bytes before the cancel");
-    assert!(repo.locks().await.expect("locks").is_empty(), "the lock was released");
-    assert!(repo.snapshots(&Default::default()).await.expect("list").is_empty());
+    assert!(
+        seen.load(Ordering::SeqCst) >= 2 << 20,
+        "progress reported bytes before the cancel"
+    );
+    assert!(
+        repo.locks().await.expect("locks").is_empty(),
+        "the lock was released"
+    );
+    assert!(
+        repo.snapshots(&Default::default())
+            .await
+            .expect("list")
+            .is_empty()
+    );
 
     // A retry finishes the job, and the repository checks clean.
-    repo.backup(&src, &BackupOptions::default(), &Context::default()).await.expect("retry");
-    let report = repo.check(&CheckOptions { read_data: true }, &Context::default()).await.expect("check");
+    repo.backup(&src, &BackupOptions::default(), &Context::default())
+        .await
+        .expect("retry");
+    let report = repo
+        .check(&CheckOptions { read_data: true }, &Context::default())
+        .await
+        .expect("check");
     assert!(report.errors.is_empty(), "{report:?}");
 }
 
@@ -124,7 +178,10 @@ async fn as_path_keeps_the_logical_path_so_a_moved_volume_finds_its_parent() {
         tags: vec!["pvc-uid=1234".into()],
         ..Default::default()
     };
-    let first = repo.backup(&first_mount, &opts, &Context::default()).await.expect("first");
+    let first = repo
+        .backup(&first_mount, &opts, &Context::default())
+        .await
+        .expect("first");
     assert_eq!(first.snapshot.paths, vec!["/data".to_string()]);
     assert_eq!(first.files_new, 200);
 
@@ -132,7 +189,10 @@ async fn as_path_keeps_the_logical_path_so_a_moved_volume_finds_its_parent() {
     let second_mount = dir.path().join("pods/uid-2/volumes/data");
     std::fs::create_dir_all(second_mount.parent().expect("parent")).expect("mkdir");
     std::fs::rename(&first_mount, &second_mount).expect("move");
-    let second = repo.backup(&second_mount, &opts, &Context::default()).await.expect("second");
+    let second = repo
+        .backup(&second_mount, &opts, &Context::default())
+        .await
+        .expect("second");
     assert_eq!(second.snapshot.parent, Some(first.snapshot.id));
     assert_eq!(second.files_unchanged, 200, "nothing re-read");
     assert_eq!(second.bytes_added, 0);
@@ -151,9 +211,15 @@ async fn as_path_keeps_the_logical_path_so_a_moved_volume_finds_its_parent() {
         .expect("third");
     assert_eq!(third.snapshot.parent, Some(first.snapshot.id));
     let out = dir.path().join("out");
-    repo.restore(&second.snapshot.id.to_string(), Some("/data"), &out, &RestoreOptions::default(), &Context::default())
-        .await
-        .expect("restore");
+    repo.restore(
+        &second.snapshot.id.to_string(),
+        Some("/data"),
+        &out,
+        &RestoreOptions::default(),
+        &Context::default(),
+    )
+    .await
+    .expect("restore");
     assert_same_tree(&second_mount, &out);
 
     let err = repo

@@ -13,7 +13,10 @@ use lifeboat_tests::{Lifeboat, Restic, S3};
 
 fn lock_files(repo: &Path) -> Vec<String> {
     std::fs::read_dir(repo.join("locks"))
-        .map(|d| d.filter_map(|e| Some(e.ok()?.file_name().to_string_lossy().into_owned())).collect())
+        .map(|d| {
+            d.filter_map(|e| Some(e.ok()?.file_name().to_string_lossy().into_owned()))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -28,7 +31,13 @@ fn live_restic_exclusive_lock_blocks_backup_and_a_dead_holders_lock_is_stale() {
     // `restic key passwd` takes an exclusive lock, then waits for the new password on stdin:
     // a live restic holding an exclusive lock for as long as we keep stdin open.
     let mut holder = Command::new("restic")
-        .args(["--no-cache", "-r", repo.to_str().expect("utf-8"), "key", "passwd"])
+        .args([
+            "--no-cache",
+            "-r",
+            repo.to_str().expect("utf-8"),
+            "key",
+            "passwd",
+        ])
         .env("RESTIC_PASSWORD", PASSWORD)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
@@ -42,29 +51,52 @@ fn live_restic_exclusive_lock_blocks_backup_and_a_dead_holders_lock_is_stale() {
     }
 
     let lifeboat = Lifeboat::new(repo.display().to_string());
-    let run = lifeboat.repo(["backup", src.to_str().expect("utf-8")]).fails();
+    let run = lifeboat
+        .repo(["backup", src.to_str().expect("utf-8")])
+        .fails();
     assert!(
-        run.stderr.contains("is locked by an exclusive lock of") && run.stderr.contains(&format!("(pid {})", holder.id())),
+        run.stderr.contains("is locked by an exclusive lock of")
+            && run.stderr.contains(&format!("(pid {})", holder.id())),
         "the error names the holder: {}",
         run.stderr
     );
-    assert_eq!(run.stderr.lines().count(), 1, "one sentence: {}", run.stderr);
+    assert_eq!(
+        run.stderr.lines().count(),
+        1,
+        "one sentence: {}",
+        run.stderr
+    );
     let snaps = lifeboat.repo(["snapshots", "-o", "json"]).ok().json();
-    assert_eq!(snaps.as_array().map(Vec::len), Some(0), "nothing was written");
+    assert_eq!(
+        snaps.as_array().map(Vec::len),
+        Some(0),
+        "nothing was written"
+    );
 
     // Waiting has a bound too.
     let started = Instant::now();
-    lifeboat.repo(["backup", src.to_str().expect("utf-8"), "--lock-wait", "2s"]).fails();
+    lifeboat
+        .repo(["backup", src.to_str().expect("utf-8"), "--lock-wait", "2s"])
+        .fails();
     assert!(started.elapsed() >= Duration::from_secs(2));
 
     // Kill the holder: its lock stays behind, but its process is gone on this host, which
     // makes it stale by restic's rule; the next backup removes it and runs.
     holder.kill().expect("kill restic");
     holder.wait().expect("reap restic");
-    assert_eq!(lock_files(&repo).len(), 1, "the dead holder's lock is still there");
+    assert_eq!(
+        lock_files(&repo).len(),
+        1,
+        "the dead holder's lock is still there"
+    );
     lifeboat.backup(&src, &[]);
-    assert!(lock_files(&repo).is_empty(), "stale lock removed and our own lock released");
-    Restic::new(repo.display().to_string()).run(["check", "--read-data"]).ok();
+    assert!(
+        lock_files(&repo).is_empty(),
+        "stale lock removed and our own lock released"
+    );
+    Restic::new(repo.display().to_string())
+        .run(["check", "--read-data"])
+        .ok();
 }
 
 #[test]
@@ -82,8 +114,16 @@ fn a_damaged_pack_is_named_by_check_read_data() {
     let mut packs: Vec<_> = walk(&repo.join("data"));
     packs.sort_by_key(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0));
     let pack = packs.last().expect("a pack").clone();
-    let name = pack.file_name().expect("name").to_string_lossy().into_owned();
-    let mut f = std::fs::OpenOptions::new().read(true).write(true).open(&pack).expect("open pack");
+    let name = pack
+        .file_name()
+        .expect("name")
+        .to_string_lossy()
+        .into_owned();
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&pack)
+        .expect("open pack");
     let mid = f.metadata().expect("stat").len() / 2;
     let mut byte = [0u8; 1];
     f.seek(SeekFrom::Start(mid)).expect("seek");
@@ -94,7 +134,11 @@ fn a_damaged_pack_is_named_by_check_read_data() {
 
     let run = lifeboat.repo(["check", "--read-data"]).fails();
     let last = run.stderr.lines().last().unwrap_or_default();
-    assert!(last.contains(&format!("pack {name} is damaged")), "the damaged pack is named: {}", run.stderr);
+    assert!(
+        last.contains(&format!("pack {name} is damaged")),
+        "the damaged pack is named: {}",
+        run.stderr
+    );
     // Without --read-data the structure is intact.
     lifeboat.repo(["check"]).ok();
 }
@@ -116,7 +160,9 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
 fn wrong_password_missing_repository_and_missing_bucket_exit_1_with_the_cause() {
     let dir = tempfile::tempdir().expect("tempdir");
     let repo = dir.path().join("repo");
-    Lifeboat::new(repo.display().to_string()).repo(["init"]).ok();
+    Lifeboat::new(repo.display().to_string())
+        .repo(["init"])
+        .ok();
 
     let out = Command::new(lifeboat_tests::bin::lifeboat_exe())
         .args(["repo", "snapshots", "--repo", repo.to_str().expect("utf-8")])
@@ -125,23 +171,48 @@ fn wrong_password_missing_repository_and_missing_bucket_exit_1_with_the_cause() 
         .expect("run");
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("wrong password for the repository at"), "{stderr}");
+    assert!(
+        stderr.contains("wrong password for the repository at"),
+        "{stderr}"
+    );
 
     let run = Lifeboat::new(dir.path().join("nothing-here").display().to_string())
         .repo(["snapshots"])
         .fails();
-    assert!(run.stderr.contains("there is no repository at"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("there is no repository at"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        !dir.path().join("nothing-here").exists(),
+        "a failed open creates nothing"
+    );
 
     let missing = S3::missing_bucket();
-    let run = Lifeboat::new(missing.restic_url("x")).with_env(&missing.env()).repo(["snapshots"]).fails();
+    let run = Lifeboat::new(missing.restic_url("x"))
+        .with_env(&missing.env())
+        .repo(["snapshots"])
+        .fails();
     assert!(run.stderr.contains("does not exist"), "{}", run.stderr);
-    let run = Lifeboat::new(missing.restic_url("x")).with_env(&missing.env()).repo(["init"]).fails();
+    let run = Lifeboat::new(missing.restic_url("x"))
+        .with_env(&missing.env())
+        .repo(["init"])
+        .fails();
     assert!(run.stderr.contains("bucket"), "{}", run.stderr);
 
-    let run = Lifeboat::new("sftp:user@host:/srv").repo(["snapshots"]).fails();
-    assert!(run.stderr.contains("sftp backend is not supported"), "{}", run.stderr);
+    let run = Lifeboat::new("sftp:user@host:/srv")
+        .repo(["snapshots"])
+        .fails();
+    assert!(
+        run.stderr.contains("sftp backend is not supported"),
+        "{}",
+        run.stderr
+    );
 
-    let run = Lifeboat::new(repo.display().to_string()).repo(["init"]).fails();
+    let run = Lifeboat::new(repo.display().to_string())
+        .repo(["init"])
+        .fails();
     assert!(run.stderr.contains("already exists"), "{}", run.stderr);
 }
 
@@ -158,17 +229,43 @@ fn forget_by_policy_and_restore_errors_name_the_input() {
         lifeboat.backup(&src, &["--tag", "app=web"]);
     }
     lifeboat.repo(["forget"]).fails();
-    let out = lifeboat.repo(["forget", "--keep-last", "1", "-o", "json"]).ok().json();
+    let out = lifeboat
+        .repo(["forget", "--keep-last", "1", "-o", "json"])
+        .ok()
+        .json();
     assert_eq!(out["forget"]["removed"].as_array().map(Vec::len), Some(2));
     assert_eq!(out["forget"]["kept"].as_array().map(Vec::len), Some(1));
-    let listed = lifeboat.repo(["snapshots", "--tag", "app=web", "-o", "json"]).ok().json();
+    let listed = lifeboat
+        .repo(["snapshots", "--tag", "app=web", "-o", "json"])
+        .ok()
+        .json();
     assert_eq!(listed.as_array().map(Vec::len), Some(1));
 
     let target = dir.path().join("out");
-    let run = lifeboat.repo(["restore", "ffffffff", "--target", target.to_str().expect("utf-8")]).fails();
-    assert!(run.stderr.contains("no snapshot matches `ffffffff`"), "{}", run.stderr);
     let run = lifeboat
-        .repo(["restore", "latest:/no/such/dir", "--target", target.to_str().expect("utf-8")])
+        .repo([
+            "restore",
+            "ffffffff",
+            "--target",
+            target.to_str().expect("utf-8"),
+        ])
         .fails();
-    assert!(run.stderr.contains("does not exist in snapshot"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("no snapshot matches `ffffffff`"),
+        "{}",
+        run.stderr
+    );
+    let run = lifeboat
+        .repo([
+            "restore",
+            "latest:/no/such/dir",
+            "--target",
+            target.to_str().expect("utf-8"),
+        ])
+        .fails();
+    assert!(
+        run.stderr.contains("does not exist in snapshot"),
+        "{}",
+        run.stderr
+    );
 }

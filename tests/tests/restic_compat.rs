@@ -75,10 +75,18 @@ fn lifeboat_writes_what_restic_checks_and_restores(backend: Backend) {
 
     let by_lifeboat = c.out("lifeboat-restored");
     c.lifeboat
-        .repo(["restore", &c.sub(&id), "--target", by_lifeboat.to_str().expect("utf-8")])
+        .repo([
+            "restore",
+            &c.sub(&id),
+            "--target",
+            by_lifeboat.to_str().expect("utf-8"),
+        ])
         .ok();
     assert_same_tree(&c.src, &by_lifeboat);
-    assert!(is_sparse(&by_lifeboat.join("sparse.img")), "lifeboat restores sparse files sparse");
+    assert!(
+        is_sparse(&by_lifeboat.join("sparse.img")),
+        "lifeboat restores sparse files sparse"
+    );
 }
 
 fn restic_writes_what_lifeboat_restores(backend: Backend) {
@@ -92,7 +100,12 @@ fn restic_writes_what_lifeboat_restores(backend: Backend) {
 
     let out = c.out("restored");
     c.lifeboat
-        .repo(["restore", &c.sub(&id[..8]), "--target", out.to_str().expect("utf-8")])
+        .repo([
+            "restore",
+            &c.sub(&id[..8]),
+            "--target",
+            out.to_str().expect("utf-8"),
+        ])
         .ok();
     assert_same_tree(&c.src, &out);
     assert!(is_sparse(&out.join("sparse.img")));
@@ -133,10 +146,21 @@ fn lifeboat_incremental_backup_uses_restic_snapshot_as_parent() {
 
     let run = c
         .lifeboat
-        .repo(["backup", c.src.to_str().expect("utf-8"), "--host", "node-1", "-o", "json"])
+        .repo([
+            "backup",
+            c.src.to_str().expect("utf-8"),
+            "--host",
+            "node-1",
+            "-o",
+            "json",
+        ])
         .ok();
     let stats = run.json();
-    assert_eq!(stats["snapshot"]["parent"], first.as_str(), "restic's snapshot is the parent");
+    assert_eq!(
+        stats["snapshot"]["parent"],
+        first.as_str(),
+        "restic's snapshot is the parent"
+    );
     // Unchanged regular files (and the fifo) are matched against restic's tree and not read.
     // The two symlinks count as changed: restic's and rustic_core's symlink nodes differ in
     // metadata fields, and a symlink has no data to read either way.
@@ -164,7 +188,12 @@ fn restic_prune_on_lifeboat_repository_leaves_it_checkable() {
     c.restic.run(["check", "--read-data"]).ok();
     let out = c.out("restored");
     c.lifeboat
-        .repo(["restore", &c.sub("latest"), "--target", out.to_str().expect("utf-8")])
+        .repo([
+            "restore",
+            &c.sub("latest"),
+            "--target",
+            out.to_str().expect("utf-8"),
+        ])
         .ok();
     assert_same_tree(&c.src, &out);
 }
@@ -180,7 +209,9 @@ fn lifeboat_prune_on_restic_repository_leaves_it_checkable() {
 
     let pruned = c.lifeboat.repo(["prune", "-o", "json"]).ok().json();
     assert!(
-        pruned["packs_removed"].as_u64().expect("count") + pruned["packs_repacked"].as_u64().expect("count") > 0,
+        pruned["packs_removed"].as_u64().expect("count")
+            + pruned["packs_repacked"].as_u64().expect("count")
+            > 0,
         "the forgotten snapshot's random.bin must be freed: {pruned}"
     );
     c.restic.run(["check", "--read-data"]).ok();

@@ -148,6 +148,7 @@ async fn memory_store_conforms() {
 #[tokio::test]
 async fn local_store_conforms() {
     let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(dir.path().join("repo")).expect("mkdir");
     let store = Store::open(
         &Location::Local(dir.path().join("repo")),
         &StoreOptions::default(),
