@@ -80,6 +80,11 @@ pub enum StoreError {
         #[source]
         source: object_store::Error,
     },
+    /// No credentials were given for a store that needs them.
+    #[error(
+        "no credentials for the S3 endpoint {endpoint}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+    )]
+    NoCredentials { endpoint: String },
     /// A local directory could not be prepared.
     #[error("cannot prepare `{path}`")]
     Io {
@@ -187,6 +192,14 @@ impl Store {
                     .clone()
                     .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok());
                 if let Some(ep) = endpoint {
+                    // Without keys object_store would ask the cloud metadata service, which an
+                    // on-prem endpoint never has: say what is missing instead.
+                    if std::env::var_os("AWS_ACCESS_KEY_ID").is_none() {
+                        return Err(Error::Store {
+                            location: location.to_string(),
+                            source: StoreError::NoCredentials { endpoint: ep },
+                        });
+                    }
                     // On-prem stores: path-style addressing, and plain http when the URL says so.
                     b = b
                         .with_endpoint(&ep)

@@ -201,6 +201,19 @@ fn wrong_password_missing_repository_and_missing_bucket_exit_1_with_the_cause() 
         .fails();
     assert!(run.stderr.contains("bucket"), "{}", run.stderr);
 
+    let out = Command::new(lifeboat_tests::bin::lifeboat_exe())
+        .args(["repo", "snapshots", "--repo", &missing.restic_url("x")])
+        .env("LIFEBOAT_PASSWORD", PASSWORD)
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("no credentials for the S3 endpoint"),
+        "{stderr}"
+    );
+
     let run = Lifeboat::new("sftp:user@host:/srv")
         .repo(["snapshots"])
         .fails();
