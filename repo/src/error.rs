@@ -36,7 +36,7 @@ pub enum Error {
     BucketMissing {
         location: String,
         #[source]
-        source: crate::store::StoreError,
+        source: Box<crate::store::StoreError>,
     },
 
     /// `init` on a location that already holds a repository.
@@ -47,7 +47,10 @@ pub enum Error {
     #[error(
         "the repository at {location} is locked by {holder}; retry later, or run `lifeboat repo unlock` if that process is gone"
     )]
-    Locked { location: String, holder: LockInfo },
+    Locked {
+        location: String,
+        holder: Box<LockInfo>,
+    },
 
     /// Our own lock could not be kept fresh, so the operation was stopped before others could
     /// consider it stale.
@@ -111,7 +114,7 @@ pub enum Error {
     Store {
         location: String,
         #[source]
-        source: crate::store::StoreError,
+        source: Box<crate::store::StoreError>,
     },
 
     /// The format engine reported an error we have no finer variant for.
@@ -126,6 +129,16 @@ impl Error {
             Error::Store { source, .. } => source.is_retryable(),
             Error::Locked { .. } | Error::LockLost { .. } => true,
             _ => false,
+        }
+    }
+
+    pub(crate) fn store(
+        location: impl std::fmt::Display,
+        source: crate::store::StoreError,
+    ) -> Self {
+        Error::Store {
+            location: location.to_string(),
+            source: Box::new(source),
         }
     }
 

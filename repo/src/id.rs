@@ -23,10 +23,6 @@ macro_rules! id_type {
             pub fn short(&self) -> String {
                 hex::encode(&self.0[..4])
             }
-            #[cfg(test)]
-            pub(crate) fn from_bytes(bytes: [u8; 32]) -> Self {
-                Self(bytes)
-            }
         }
 
         impl fmt::Display for $name {
@@ -99,7 +95,7 @@ mod tests {
 
     #[test]
     fn id_round_trips_through_hex_and_json() {
-        let id = SnapshotId::from_bytes(hash(b"lifeboat"));
+        let id = SnapshotId(hash(b"lifeboat"));
         let text = id.to_string();
         assert_eq!(text.len(), 64);
         assert_eq!(text.parse::<SnapshotId>().expect("valid"), id);

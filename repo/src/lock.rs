@@ -220,10 +220,7 @@ impl Locks {
         op: &CancellationToken,
     ) -> Result<LockGuard> {
         let deadline = tokio::time::Instant::now() + opts.wait;
-        let store_err = |source| Error::Store {
-            location: self.store.location().to_string(),
-            source,
-        };
+        let store_err = |source| Error::store(self.store.location(), source);
         loop {
             let holder = match self
                 .conflict(exclusive, None, opts)
@@ -258,7 +255,7 @@ impl Locks {
             if tokio::time::Instant::now() >= deadline {
                 return Err(Error::Locked {
                     location: self.store.location().to_string(),
-                    holder,
+                    holder: Box::new(holder),
                 });
             }
             tokio::select! {

@@ -281,10 +281,7 @@ fn rustic_message(e: &RusticError) -> String {
 }
 
 fn store_error(store: &Store, source: StoreError) -> Error {
-    Error::Store {
-        location: store.location().to_string(),
-        source,
-    }
+    Error::store(store.location(), source)
 }
 
 impl Repository {
@@ -309,12 +306,14 @@ impl Repository {
             return Err(Error::NoPassword);
         }
         if let Location::Local(path) = location {
-            std::fs::create_dir_all(path).map_err(|source| Error::Store {
-                location: location.to_string(),
-                source: StoreError::Io {
-                    path: path.display().to_string(),
-                    source,
-                },
+            std::fs::create_dir_all(path).map_err(|source| {
+                Error::store(
+                    location,
+                    StoreError::Io {
+                        path: path.display().to_string(),
+                        source,
+                    },
+                )
             })?;
         }
         let store = Store::open(location, &opts.store)?;
@@ -322,7 +321,7 @@ impl Repository {
         if let Err(source) = store.probe().await {
             return Err(Error::BucketMissing {
                 location: location.to_string(),
-                source,
+                source: Box::new(source),
             });
         }
         if store
@@ -379,7 +378,7 @@ impl Repository {
                     Err(source) if !matches!(location, Location::Local(_)) => {
                         Error::BucketMissing {
                             location: location.to_string(),
-                            source,
+                            source: Box::new(source),
                         }
                     }
                     _ => Error::NoRepository {
@@ -957,6 +956,8 @@ pub mod testing {
     /// Writes a snapshot of `/crafted` holding one file per `(name, content)`, with the names
     /// stored verbatim — also names no file system allows (`..`, `a/b`, NUL), to prove that
     /// restore refuses them.
+    // `Metadata` is non-exhaustive: it can only be built from its default, then filled in.
+    #[allow(clippy::field_reassign_with_default)]
     pub async fn snapshot_with_names(
         repo: &Repository,
         files: &[(&[u8], &[u8])],

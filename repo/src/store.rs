@@ -154,22 +154,19 @@ impl Store {
     /// `GOOGLE_APPLICATION_CREDENTIALS`, `AZURE_STORAGE_ACCOUNT_NAME`/`_KEY` or restic's
     /// `AZURE_ACCOUNT_NAME`/`_KEY`). Nothing is contacted yet.
     pub fn open(location: &Location, opts: &StoreOptions) -> Result<Self> {
-        let setup = |source| Error::Store {
-            location: location.to_string(),
-            source: StoreError::Setup { source },
-        };
+        let setup = |source| Error::store(location, StoreError::Setup { source });
         let (inner, root): (Arc<dyn ObjectStore>, String) = match location {
             Location::Local(path) => {
                 // Opening changes nothing: a missing directory is reported, not created
                 // (`Repository::init` creates it first).
                 let fs =
                     object_store::local::LocalFileSystem::new_with_prefix(path).map_err(|_| {
-                        Error::Store {
-                            location: location.to_string(),
-                            source: StoreError::NotFound {
+                        Error::store(
+                            location,
+                            StoreError::NotFound {
                                 path: path.display().to_string(),
                             },
-                        }
+                        )
                     })?;
                 (Arc::new(fs.with_automatic_cleanup(false)), String::new())
             }
@@ -195,10 +192,10 @@ impl Store {
                     // Without keys object_store would ask the cloud metadata service, which an
                     // on-prem endpoint never has: say what is missing instead.
                     if std::env::var_os("AWS_ACCESS_KEY_ID").is_none() {
-                        return Err(Error::Store {
-                            location: location.to_string(),
-                            source: StoreError::NoCredentials { endpoint: ep },
-                        });
+                        return Err(Error::store(
+                            location,
+                            StoreError::NoCredentials { endpoint: ep },
+                        ));
                     }
                     // On-prem stores: path-style addressing, and plain http when the URL says so.
                     b = b

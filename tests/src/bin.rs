@@ -195,7 +195,10 @@ impl Restic {
             .find(|v| v["message_type"] == "summary")
             .expect("restic prints a summary line");
         // restic 0.14 prints the short id in the summary: find the full one.
-        let short = summary["snapshot_id"].as_str().expect("snapshot_id").to_string();
+        let short = summary["snapshot_id"]
+            .as_str()
+            .expect("snapshot_id")
+            .to_string();
         let listed = self.run(["snapshots", "--json"]).ok().json();
         listed
             .as_array()
