@@ -55,18 +55,36 @@ pub const PASSWORD: &str = "correct horse battery staple";
 #[derive(Debug, Clone)]
 struct Tool {
     exe: PathBuf,
+    /// Arguments before the caller's: `repo` for lifeboat, `--no-cache` for restic.
+    prefix: &'static str,
     repo: String,
     env: Vec<(String, String)>,
 }
 
 impl Tool {
+    fn new(exe: PathBuf, prefix: &'static str, repo: String) -> Self {
+        Self {
+            exe,
+            prefix,
+            repo,
+            env: Vec::new(),
+        }
+    }
+
+    fn with_env(mut self, env: &[(&str, String)]) -> Self {
+        self.env
+            .extend(env.iter().map(|(k, v)| (k.to_string(), v.clone())));
+        self
+    }
+
     fn run<I, S>(&self, args: I) -> Run
     where
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
         let mut cmd = Command::new(&self.exe);
-        cmd.args(args)
+        cmd.arg(self.prefix)
+            .args(args)
             .env("LIFEBOAT_REPOSITORY", &self.repo)
             .env("RESTIC_REPOSITORY", &self.repo)
             .env("LIFEBOAT_PASSWORD", PASSWORD)
@@ -109,19 +127,12 @@ pub fn lifeboat_exe() -> PathBuf {
 impl Lifeboat {
     /// lifeboat on `repo` (a path or URL).
     pub fn new(repo: impl Into<String>) -> Self {
-        Self(Tool {
-            exe: lifeboat_exe(),
-            repo: repo.into(),
-            env: Vec::new(),
-        })
+        Self(Tool::new(lifeboat_exe(), "repo", repo.into()))
     }
 
     /// With extra environment (S3 credentials).
-    pub fn with_env(mut self, env: &[(&str, String)]) -> Self {
-        self.0
-            .env
-            .extend(env.iter().map(|(k, v)| (k.to_string(), v.clone())));
-        self
+    pub fn with_env(self, env: &[(&str, String)]) -> Self {
+        Self(self.0.with_env(env))
     }
 
     /// `lifeboat repo ARGS…`
@@ -130,9 +141,7 @@ impl Lifeboat {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        let mut all: Vec<std::ffi::OsString> = vec!["repo".into()];
-        all.extend(args.into_iter().map(|a| a.as_ref().to_os_string()));
-        self.0.run(all)
+        self.0.run(args)
     }
 
     /// Backs up `path` and returns the new snapshot's id.
@@ -155,21 +164,13 @@ pub struct Restic(Tool);
 impl Restic {
     /// restic on `repo`.
     pub fn new(repo: impl Into<String>) -> Self {
-        Self(Tool {
-            exe: std::env::var("RESTIC_BIN")
-                .unwrap_or_else(|_| "restic".into())
-                .into(),
-            repo: repo.into(),
-            env: Vec::new(),
-        })
+        let exe = std::env::var("RESTIC_BIN").unwrap_or_else(|_| "restic".into());
+        Self(Tool::new(exe.into(), "--no-cache", repo.into()))
     }
 
     /// With extra environment (S3 credentials).
-    pub fn with_env(mut self, env: &[(&str, String)]) -> Self {
-        self.0
-            .env
-            .extend(env.iter().map(|(k, v)| (k.to_string(), v.clone())));
-        self
+    pub fn with_env(self, env: &[(&str, String)]) -> Self {
+        Self(self.0.with_env(env))
     }
 
     /// `restic ARGS…` without a local cache (our tests must see the repository itself).
@@ -178,9 +179,7 @@ impl Restic {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        let mut all: Vec<std::ffi::OsString> = vec!["--no-cache".into()];
-        all.extend(args.into_iter().map(|a| a.as_ref().to_os_string()));
-        self.0.run(all)
+        self.0.run(args)
     }
 
     /// Backs up `path` and returns the new snapshot's id.
