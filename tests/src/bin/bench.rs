@@ -1,7 +1,7 @@
 //! `bench`: lifeboat against restic (and rustic, when installed) on the same seeded data.
 //!
 //! ```text
-//! cargo run --release -p lifeboat-tests --bin bench -- [--small] [--keep] [--regen] [--dir DIR]
+//! cargo run --release -p lifeboat-tests --bin bench -- [--small] [--keep] [--regen] [--no-build] [--dir DIR]
 //! ```
 //!
 //! # What it measures
@@ -52,48 +52,32 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 use anyhow::{Context as _, Result, bail};
+use clap::Parser;
 use serde::Serialize;
 
 use crate::dataset::{Datasets, Params};
 use crate::report::Record;
 use crate::tool::{Job, Kind, ListedSnapshot, Tool};
 
-const USAGE: &str = "usage: bench [--small] [--keep] [--regen] [--dir DIR]
-
-  --small   scaled-down datasets (the whole run takes well under a minute)
-  --keep    keep the repositories and restore targets of this run
-  --regen   regenerate the datasets even if cached ones match
-  --dir DIR work directory for datasets, runs and results (default: target/bench-data)";
-
-/// Command-line options. Four flags do not justify a dependency on clap in this crate.
-#[derive(Debug, Default)]
+/// lifeboat against restic (and rustic) on the same seeded data.
+#[derive(Debug, Parser)]
+#[command(name = "bench")]
 struct Args {
+    /// Scaled-down datasets: the whole run takes well under a minute.
+    #[arg(long)]
     small: bool,
+    /// Keep the repositories and restore targets of this run.
+    #[arg(long)]
     keep: bool,
+    /// Regenerate the datasets even if cached ones match.
+    #[arg(long)]
     regen: bool,
+    /// Use the lifeboat binary beside the bench as it is instead of building it first.
+    #[arg(long)]
+    no_build: bool,
+    /// Work directory for datasets, runs and results (default: target/bench-data).
+    #[arg(long)]
     dir: Option<PathBuf>,
-}
-
-fn parse_args() -> Result<Args> {
-    let mut args = Args::default();
-    let mut it = std::env::args_os().skip(1);
-    while let Some(arg) = it.next() {
-        match arg.to_str() {
-            Some("--small") => args.small = true,
-            Some("--keep") => args.keep = true,
-            Some("--regen") => args.regen = true,
-            Some("--dir") => {
-                let dir = it.next().context("--dir needs a directory")?;
-                args.dir = Some(PathBuf::from(dir));
-            }
-            Some("-h" | "--help") => {
-                println!("{USAGE}");
-                std::process::exit(0);
-            }
-            _ => bail!("unknown argument `{}`\n{USAGE}", arg.to_string_lossy()),
-        }
-    }
-    Ok(args)
 }
 
 fn main() -> ExitCode {
@@ -107,17 +91,24 @@ fn main() -> ExitCode {
 }
 
 fn run() -> Result<()> {
-    let args = parse_args()?;
+    let args = Args::parse();
 
-    // The bench runs from target/<profile>/bench; lifeboat is built into target/release.
+    // The bench runs from target/<profile>/bench; lifeboat is built in the same profile
+    // (dependencies are optimised in the dev profile too, so CI's dev-profile run measures
+    // the same engine without a second, release, build of everything).
     let exe = std::env::current_exe().context("cannot find the bench executable")?;
-    let target_dir = exe
+    let profile_dir = exe
         .parent()
-        .and_then(Path::parent)
+        .context("the bench executable is not inside a cargo target directory")?;
+    let target_dir = profile_dir
+        .parent()
         .context("the bench executable is not inside a cargo target directory")?
         .to_path_buf();
-    build_lifeboat()?;
-    let lifeboat = target_dir.join("release").join("lifeboat");
+    let release = profile_dir.file_name().is_some_and(|n| n == "release");
+    if !args.no_build {
+        build_lifeboat(release)?;
+    }
+    let lifeboat = profile_dir.join("lifeboat");
     if !lifeboat.is_file() {
         bail!("{} is missing after the build", lifeboat.display());
     }
@@ -160,16 +151,68 @@ fn run() -> Result<()> {
         tools.push(tool(Kind::Rustic, exe, "rustic"));
     }
 
+    let setup = Setup {
+        mode,
+        params,
+        work,
+        sets,
+        tools,
+        run_dir: run_dir.path().to_path_buf(),
+        keep: args.keep,
+    };
+    let result = bench(&setup);
+
+    // Clean up on failure too: a failed full run can leave gigabytes of repositories.
+    let cleanup = if args.keep {
+        let kept = run_dir.keep();
+        println!(
+            "kept repositories, restore targets and every command's output (logs/) in {}",
+            kept.display()
+        );
+        Ok(())
+    } else {
+        run_dir
+            .close()
+            .context("cannot remove the run directory (repositories and restore targets)")
+    };
+    result.and(cleanup)
+}
+
+/// Everything a run needs once the datasets and tools are ready.
+#[derive(Debug)]
+struct Setup {
+    mode: &'static str,
+    params: Params,
+    work: PathBuf,
+    sets: Datasets,
+    tools: Vec<Tool>,
+    /// This run's repositories, restore targets, logs and tool scratch directories.
+    run_dir: PathBuf,
+    keep: bool,
+}
+
+/// Runs every tool, the compatibility check, and reports.
+fn bench(setup: &Setup) -> Result<()> {
+    let Setup {
+        mode,
+        params,
+        work,
+        sets,
+        tools,
+        run_dir,
+        keep,
+    } = setup;
     println!();
     println!("lifeboat benchmark ({mode})");
     println!("  datasets: {}", params.describe());
     println!(
         "  work dir: {}  (run: {})",
         work.display(),
-        run_dir.path().display()
+        run_dir.display()
     );
-    for t in &tools {
-        println!("  {:<9} {} ({})", t.name(), t.version(), t.exe.display());
+    let versions: Vec<String> = tools.iter().map(Tool::version).collect();
+    for (t, version) in tools.iter().zip(&versions) {
+        println!("  {:<9} {version} ({})", t.name(), t.exe.display());
     }
     if tools.iter().all(|t| t.kind != Kind::Rustic) {
         println!("  rustic: not installed");
@@ -186,8 +229,8 @@ fn run() -> Result<()> {
 
     let mut records = Vec::new();
     let mut parent_checks = Vec::new();
-    for t in &tools {
-        let outcome = run_tool(t, &sets, run_dir.path(), args.keep)?;
+    for t in tools {
+        let outcome = run_tool(t, sets, run_dir, *keep)?;
         records.extend(outcome.records);
         parent_checks.push(ParentCheck {
             tool: t.name(),
@@ -200,11 +243,11 @@ fn run() -> Result<()> {
         .iter()
         .find(|t| t.kind == Kind::Restic)
         .context("restic is always among the tools")?;
-    let lifeboat_repo = run_dir.path().join("repo-lifeboat");
+    let lifeboat_repo = run_dir.join("repo-lifeboat");
     sync()?;
     let compat = measure::run(
         &mut restic_tool.command(&lifeboat_repo, ["check", "--read-data"]),
-        &run_dir.path().join("logs").join("compat-restic-check"),
+        &run_dir.join("logs").join("compat-restic-check"),
     );
     let compat_ok = compat.is_ok();
     println!();
@@ -230,15 +273,16 @@ fn run() -> Result<()> {
 
     let results = Results {
         mode,
-        params: &params,
-        work_dir: &work,
+        params,
+        work_dir: work,
         restic_no_cache: true,
         page_cache_warmed: true,
         tools: tools
             .iter()
-            .map(|t| ToolInfo {
+            .zip(versions)
+            .map(|(t, version)| ToolInfo {
                 name: t.name(),
-                version: t.version(),
+                version,
                 exe: t.exe.clone(),
             })
             .collect(),
@@ -256,37 +300,20 @@ fn run() -> Result<()> {
     println!();
     println!("results: {}", results_path.display());
 
-    compat.context("restic does not accept the repository lifeboat wrote")?;
-
-    if args.keep {
-        let kept = run_dir.keep();
-        println!(
-            "kept repositories and restore targets in {}",
-            kept.display()
-        );
-    } else {
-        run_dir
-            .close()
-            .context("cannot remove the run directory (repositories and restore targets)")?;
-    }
-    Ok(())
+    compat
+        .map(|_| ())
+        .context("restic does not accept the repository lifeboat wrote")
 }
 
-/// Builds lifeboat in release mode so the benchmark never measures a stale binary.
-fn build_lifeboat() -> Result<()> {
+/// Builds lifeboat (in the bench's own profile) so the benchmark never measures a stale binary.
+fn build_lifeboat(release: bool) -> Result<()> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .context("the tests crate lives inside the workspace")?;
     let status = Command::new(&cargo)
-        .args([
-            "build",
-            "--release",
-            "-p",
-            "lifeboat-cli",
-            "--bin",
-            "lifeboat",
-        ])
+        .args(["build", "-p", "lifeboat-cli", "--bin", "lifeboat"])
+        .args(release.then_some("--release"))
         .current_dir(workspace)
         .status()
         .with_context(|| format!("cannot run {}", cargo.to_string_lossy()))?;

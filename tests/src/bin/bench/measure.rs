@@ -66,8 +66,7 @@ pub(crate) fn run(cmd: &mut Command, log: &Path) -> Result<Finished> {
         let tail: Vec<&str> = stderr.lines().rev().take(40).collect();
         let tail: Vec<&str> = tail.into_iter().rev().collect();
         bail!(
-            "`{line}` failed ({status}); its stderr ({}) ends with:\n{}",
-            err_path.display(),
+            "`{line}` failed ({status}); its stderr ends with:\n{}",
             tail.join("\n")
         );
     }
