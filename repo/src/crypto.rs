@@ -2,6 +2,13 @@
 //! `IV(16) ‖ AES-256-CTR ciphertext ‖ Poly1305-AES MAC(16)`, and for repository version 2 a
 //! plaintext of `0x02 ‖ zstd(JSON)`. Readers accept both compressed and plain JSON, as restic
 //! does. Packs, trees, indexes and snapshots are written by the format engine.
+//!
+//! Key files are ours too: restic's JSON (`kdf: scrypt`, N, r, p, salt, data), with the master
+//! key encrypted under the 64 bytes scrypt derives from the password. We choose N = 2^15,
+//! r = 8 (32 MiB of memory per derivation, within restic's own calibration cap of 60 MiB) and
+//! p = 4 for a derivation time close to restic's 0.5 s target, instead of the 2^17 (128 MiB)
+//! the format engine would pick: every open of the repository, on every agent, pays that
+//! memory, and the agent's whole budget is 256 MiB by default.
 
 use aes256ctr_poly1305aes::Aes256CtrPoly1305Aes;
 use aes256ctr_poly1305aes::aead::Aead;
@@ -62,6 +69,40 @@ impl MasterKey {
     }
 }
 
+/// scrypt parameters of the key files we write (see the module comment).
+pub(crate) const KDF_LOG_N: u8 = 15;
+pub(crate) const KDF_R: u32 = 8;
+pub(crate) const KDF_P: u32 = 4;
+
+/// A key file for `master` protected by `password`: its name (SHA-256 of the bytes) and bytes.
+pub(crate) fn key_file(
+    master: &rustic_core::repofile::MasterKey,
+    password: &str,
+) -> (String, Vec<u8>) {
+    let mut salt = vec![0u8; 64];
+    rand::rng().fill_bytes(&mut salt);
+    let params =
+        scrypt::Params::new(KDF_LOG_N, KDF_R, KDF_P).expect("fixed scrypt parameters are valid");
+    let mut derived = aes256ctr_poly1305aes::Key::default();
+    scrypt::scrypt(password.as_bytes(), &salt, &params, &mut derived)
+        .expect("64 bytes is a valid scrypt output length");
+    let user_key = MasterKey(derived);
+    let master_json = serde_json::to_vec(master).expect("a master key always serialises");
+    let file = rustic_core::repofile::KeyFile {
+        hostname: Some(gethostname::gethostname().to_string_lossy().into_owned()),
+        username: std::env::var("USER").ok(),
+        created: Some(jiff::Zoned::now()),
+        kdf: "scrypt".into(),
+        n: 1 << KDF_LOG_N,
+        r: KDF_R,
+        p: KDF_P,
+        data: user_key.encrypt(&master_json),
+        salt,
+    };
+    let bytes = serde_json::to_vec(&file).expect("a key file always serialises");
+    (hex::encode(crate::id::hash(&bytes)), bytes)
+}
+
 /// Plaintext of an unpacked file for repository `version`: v2 compresses.
 pub(crate) fn pack_json(version: u32, json: &[u8]) -> Vec<u8> {
     if version >= 2 {
@@ -98,6 +139,33 @@ mod tests {
         damaged[20] ^= 1;
         assert!(key.decrypt(&damaged).is_err());
         assert!(MasterKey::random().decrypt(&sealed).is_err());
+    }
+
+    #[test]
+    fn key_file_holds_the_master_key_under_the_password_with_restic_sized_scrypt() {
+        let master = rustic_core::repofile::MasterKey::new();
+        let (name, bytes) = key_file(&master, "pw");
+        assert_eq!(name, hex::encode(crate::id::hash(&bytes)));
+        let file: rustic_core::repofile::KeyFile =
+            serde_json::from_slice(&bytes).expect("key file JSON");
+        assert_eq!(
+            (file.kdf.as_str(), file.n, file.r, file.p),
+            ("scrypt", 32768, 8, 4)
+        );
+        assert_eq!(file.salt.len(), 64);
+        let params = scrypt::Params::new(KDF_LOG_N, KDF_R, KDF_P).expect("params");
+        let mut derived = aes256ctr_poly1305aes::Key::default();
+        scrypt::scrypt(b"pw", &file.salt, &params, &mut derived).expect("scrypt");
+        let plain = MasterKey(derived)
+            .decrypt(&file.data)
+            .expect("decrypts with the password");
+        let back: rustic_core::repofile::MasterKey =
+            serde_json::from_slice(&plain).expect("master key JSON");
+        assert_eq!(back.encrypt, master.encrypt);
+        assert_eq!((back.mac.k, back.mac.r), (master.mac.k, master.mac.r));
+        let mut wrong = aes256ctr_poly1305aes::Key::default();
+        scrypt::scrypt(b"not pw", &file.salt, &params, &mut wrong).expect("scrypt");
+        assert!(MasterKey(wrong).decrypt(&file.data).is_err());
     }
 
     #[test]

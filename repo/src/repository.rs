@@ -29,7 +29,7 @@ use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 
 use crate::bridge::Bridge;
-use crate::crypto::MasterKey;
+use crate::crypto::{self, MasterKey};
 use crate::error::{Error, Result};
 use crate::id::{PackId, SnapshotId};
 use crate::location::Location;
@@ -293,15 +293,6 @@ impl Repository {
         password: &str,
         opts: RepositoryOptions,
     ) -> Result<Self> {
-        Self::init_with(location, password, opts, None).await
-    }
-
-    async fn init_with(
-        location: &Location,
-        password: &str,
-        opts: RepositoryOptions,
-        config: Option<rustic_core::ConfigOptions>,
-    ) -> Result<Self> {
         if password.is_empty() {
             return Err(Error::NoPassword);
         }
@@ -336,21 +327,31 @@ impl Repository {
         }
         let rt = Handle::current();
         let bridge = Bridge::new(store.clone(), rt.clone(), CancellationToken::new());
-        let password = password.to_string();
         let b = bridge.clone();
-        let res = on_thread("init", move || -> OpResult<(RusticKey, u32)> {
+        // The format engine writes the config under a fresh master key; the key file is ours
+        // (see `crypto::key_file` for its scrypt parameters). The key is written last: a
+        // crash in between leaves a config no password opens, and init can be retried after
+        // removing it.
+        let master = RusticKey::new();
+        let m = master.clone();
+        let res = on_thread("init", move || -> OpResult<u32> {
             let backends = RepositoryBackends::new(Arc::new(b), None);
-            let config =
-                config.unwrap_or_else(|| rustic_core::ConfigOptions::default().set_version(2u32));
+            let config = rustic_core::ConfigOptions::default().set_version(2u32);
             let repo = rustic_core::Repository::new(&rustic_options(), &backends)?.init(
-                &Credentials::password(&password),
+                &Credentials::Masterkey(m),
                 &KeyOptions::default(),
                 &config,
             )?;
-            Ok((repo.key(), repo.config().version))
+            Ok(repo.config().version)
         })
         .await?;
-        let (key, version) = res.map_err(|e| Self::op_error(e, &store, &bridge, None))?;
+        let version = res.map_err(|e| Self::op_error(e, &store, &bridge, None))?;
+        let (name, bytes) = crypto::key_file(&master, password);
+        store
+            .write(FileKind::Key, &name, vec![bytes.into()])
+            .await
+            .map_err(|e| store_error(&store, e))?;
+        let key = master;
         Ok(Self::assemble(store, key, version, opts, rt))
     }
 
