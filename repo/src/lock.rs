@@ -369,6 +369,12 @@ impl LockGuard {
         self.lost.load(std::sync::atomic::Ordering::SeqCst)
     }
 
+    /// Where the lock is.
+    #[cfg(feature = "testing")]
+    pub(crate) fn location(&self) -> String {
+        self.locks.store.location().to_string()
+    }
+
     /// Stops refreshing and removes the lock file.
     pub(crate) async fn release(mut self) -> Result<(), StoreError> {
         self.stop.cancel();

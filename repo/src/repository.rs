@@ -929,6 +929,34 @@ pub mod testing {
     use crate::error::Result;
     use crate::id::SnapshotId;
 
+    /// A lock held by a test, released on `release` (or in the background when dropped).
+    #[derive(Debug)]
+    pub struct HeldLock(crate::lock::LockGuard);
+
+    impl HeldLock {
+        /// Removes the lock file.
+        pub async fn release(self) -> Result<()> {
+            let location = self.0.location();
+            self.0
+                .release()
+                .await
+                .map_err(|e| crate::error::Error::store(location, e))
+        }
+    }
+
+    /// Takes a lock the way an operation does, and holds it until released.
+    pub async fn hold_lock(repo: &Repository, exclusive: bool) -> Result<HeldLock> {
+        let guard = repo
+            .locks
+            .acquire(
+                exclusive,
+                &repo.opts.lock,
+                &tokio_util::sync::CancellationToken::new(),
+            )
+            .await?;
+        Ok(HeldLock(guard))
+    }
+
     struct Crafted(Vec<(PathBuf, Node, Vec<u8>)>);
 
     impl ReadSource for Crafted {

@@ -219,3 +219,68 @@ fn lifeboat_prune_on_restic_repository_leaves_it_checkable() {
     let out = c.restic_restore("latest", "restored");
     assert_same_tree(&c.src, &out);
 }
+
+#[test]
+fn restic_honours_lifeboat_locks() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let repo_dir = dir.path().join("repo");
+    let restic = Restic::new(repo_dir.display().to_string());
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let repo = rt
+        .block_on(lifeboat_repo::Repository::init(
+            &lifeboat_repo::Location::Local(repo_dir.clone()),
+            lifeboat_tests::bin::PASSWORD,
+            Default::default(),
+        ))
+        .expect("init");
+
+    // Our shared lock: restic may read, but not prune.
+    let held = rt
+        .block_on(lifeboat_repo::testing::hold_lock(&repo, false))
+        .expect("lock");
+    restic.run(["snapshots"]).ok();
+    let run = restic.run(["prune"]);
+    assert_ne!(run.status, 0, "restic must not prune under our lock");
+    assert!(run.stderr.contains("already locked"), "{}", run.stderr);
+    rt.block_on(held.release()).expect("release");
+    restic.run(["prune"]).ok();
+
+    // Our exclusive lock: restic may not even back up.
+    let held = rt
+        .block_on(lifeboat_repo::testing::hold_lock(&repo, true))
+        .expect("lock");
+    let src = dir.path().join("src");
+    std::fs::create_dir(&src).expect("mkdir");
+    let run = restic.run(["backup", src.to_str().expect("utf-8")]);
+    assert_ne!(
+        run.status, 0,
+        "restic must not back up under our exclusive lock"
+    );
+    assert!(
+        run.stderr.contains("already locked exclusively"),
+        "{}",
+        run.stderr
+    );
+    rt.block_on(held.release()).expect("release");
+}
+
+#[test]
+fn lifeboat_backs_up_into_a_version_1_repository_as_velero_1_5_made_them() {
+    let c = Case::new("v1", Backend::Local);
+    // Velero 1.5 shipped restic 0.9: repositories of format version 1, without compression.
+    c.restic.run(["init", "--repository-version", "1"]).ok();
+    c.restic.backup(&c.src, &[]);
+    let run = c
+        .lifeboat
+        .repo(["backup", c.src.to_str().expect("utf-8"), "-o", "json"])
+        .ok();
+    let id = run.json()["snapshot"]["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    c.restic.run(["check", "--read-data"]).ok();
+    let out = c.restic_restore(&id, "restored");
+    assert_same_tree(&c.src, &out);
+    let config = c.restic.run(["cat", "config"]).ok().json();
+    assert_eq!(config["version"], 1, "the repository stays at version 1");
+}
