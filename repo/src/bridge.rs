@@ -24,6 +24,8 @@ pub(crate) struct Bridge {
     rt: Handle,
     cancel: CancellationToken,
     first_error: Arc<Mutex<Option<StoreError>>>,
+    /// Caps ranged pack reads in flight (restore, check); see `RepositoryOptions::pack_reads`.
+    pack_reads: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for Bridge {
@@ -43,12 +45,18 @@ fn kind(tpe: FileType) -> FileKind {
 }
 
 impl Bridge {
-    pub(crate) fn new(store: Store, rt: Handle, cancel: CancellationToken) -> Self {
+    pub(crate) fn new(
+        store: Store,
+        rt: Handle,
+        cancel: CancellationToken,
+        pack_reads: usize,
+    ) -> Self {
         Self {
             store,
             rt,
             cancel,
             first_error: Arc::default(),
+            pack_reads: Arc::new(tokio::sync::Semaphore::new(pack_reads.max(1))),
         }
     }
 
@@ -124,11 +132,17 @@ impl ReadBackend for Bridge {
         length: u32,
     ) -> RusticResult<Bytes> {
         let name = id.to_hex();
-        self.run(
-            "reading",
-            self.store
-                .read_range(kind(tpe), name.as_str(), offset.into(), length.into()),
-        )
+        let permits = self.pack_reads.clone();
+        let store = self.store.clone();
+        self.run("reading", async move {
+            let _permit = permits
+                .acquire_owned()
+                .await
+                .expect("the semaphore is never closed");
+            store
+                .read_range(kind(tpe), name.as_str(), offset.into(), length.into())
+                .await
+        })
     }
 
     fn warmup_path(&self, tpe: FileType, id: &Id) -> String {

@@ -40,10 +40,25 @@ use crate::source::{Warning, Warnings, Watched};
 use crate::store::{FileKind, Store, StoreError, StoreOptions};
 
 /// How a repository is accessed.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct RepositoryOptions {
     pub store: StoreOptions,
     pub lock: LockOptions,
+    /// Ranged pack reads in flight during restore and check. The format engine's restorer
+    /// reads from 20 threads and holds each read until its blobs are written; 2 reads keep
+    /// both cores busy and, measured on a 2 GiB restore here, cut its peak RSS from 1.25–1.32
+    /// GiB to 0.69–0.72 GiB at the same wall time.
+    pub pack_reads: usize,
+}
+
+impl Default for RepositoryOptions {
+    fn default() -> Self {
+        Self {
+            store: StoreOptions::default(),
+            lock: LockOptions::default(),
+            pack_reads: 2,
+        }
+    }
 }
 
 /// What every operation may carry: progress reporting and cancellation.
@@ -326,7 +341,12 @@ impl Repository {
             });
         }
         let rt = Handle::current();
-        let bridge = Bridge::new(store.clone(), rt.clone(), CancellationToken::new());
+        let bridge = Bridge::new(
+            store.clone(),
+            rt.clone(),
+            CancellationToken::new(),
+            opts.pack_reads,
+        );
         let b = bridge.clone();
         // The format engine writes the config under a fresh master key; the key file is ours
         // (see `crypto::key_file` for its scrypt parameters). The key is written last: a
@@ -390,7 +410,12 @@ impl Repository {
             Err(e) => return Err(store_error(&store, e)),
         }
         let rt = Handle::current();
-        let bridge = Bridge::new(store.clone(), rt.clone(), CancellationToken::new());
+        let bridge = Bridge::new(
+            store.clone(),
+            rt.clone(),
+            CancellationToken::new(),
+            opts.pack_reads,
+        );
         let b = bridge.clone();
         let password = password.to_string();
         let res = on_thread("open", move || -> OpResult<(RusticKey, u32)> {
@@ -462,7 +487,12 @@ impl Repository {
         ctx: &Context,
         f: impl FnOnce(rustic_core::Repository<OpenStatus>) -> OpResult<T> + Send + 'static,
     ) -> Result<T> {
-        let bridge = Bridge::new(self.store.clone(), self.rt.clone(), ctx.cancel.clone());
+        let bridge = Bridge::new(
+            self.store.clone(),
+            self.rt.clone(),
+            ctx.cancel.clone(),
+            self.opts.pack_reads,
+        );
         let key = self.key.clone();
         let b = bridge.clone();
         let progress = Adapter(ctx.progress.clone());
