@@ -243,11 +243,16 @@ fn forget_by_policy_and_restore_errors_name_the_input() {
     }
     lifeboat.repo(["forget"]).fails();
     let out = lifeboat
-        .repo(["forget", "--keep-last", "1", "-o", "json"])
+        .repo(["forget", "--keep-last", "1", "--prune", "-o", "json"])
         .ok()
         .json();
     assert_eq!(out["forget"]["removed"].as_array().map(Vec::len), Some(2));
     assert_eq!(out["forget"]["kept"].as_array().map(Vec::len), Some(1));
+    assert!(
+        out["prune"]["packs_kept"].as_u64().is_some(),
+        "--prune ran: {out}"
+    );
+    lifeboat.repo(["check", "--read-data"]).ok();
     let listed = lifeboat
         .repo(["snapshots", "--tag", "app=web", "-o", "json"])
         .ok()

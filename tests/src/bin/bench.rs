@@ -312,7 +312,9 @@ fn build_lifeboat(release: bool) -> Result<()> {
         .parent()
         .context("the tests crate lives inside the workspace")?;
     let status = Command::new(&cargo)
-        .args(["build", "-p", "lifeboat-cli", "--bin", "lifeboat"])
+        // The whole workspace's binaries, as `scripts/test` builds them: building the one
+        // package alone would select other features and rebuild the engine.
+        .args(["build", "--workspace", "--bins"])
         .args(release.then_some("--release"))
         .current_dir(workspace)
         .status()
