@@ -1,1 +1,4 @@
-//! The server: controllers, the velero.io/v1 API types and the agent service. Filled in by the cluster issues.
+//! lifeboat-server: the `velero.io/v1` API types (used by the CLI too); the controllers and the
+//! agent service join them with the cluster issues.
+
+pub mod api;
