@@ -663,6 +663,9 @@ impl Repository {
                             snapshot: snap_id,
                             path: subpath.clone(),
                         })?;
+                    // A full pass over the tree before the restore proper: the restorer creates
+                    // directories as it walks, so a bad name must be found before it starts.
+                    // The second walk reads the tree blobs again: small next to the file data.
                     let ls_opts = LsOptions::default();
                     let mut files = 0;
                     let mut dirs = 0;
@@ -728,11 +731,15 @@ impl Repository {
                 .await
             })
             .await?;
-        let packs = self
-            .store
-            .list(FileKind::Pack)
-            .await
-            .map_err(|e| store_error(&self.store, e))?;
+        // Findings name packs by a short prefix; the full ids are only needed then.
+        let packs = if findings.iter().any(|(_, m)| m.contains("pack ")) {
+            self.store
+                .list(FileKind::Pack)
+                .await
+                .map_err(|e| store_error(&self.store, e))?
+        } else {
+            Vec::new()
+        };
         let mut report = CheckReport::default();
         for (is_error, message) in findings {
             let pack = pack_in_message(&message, &packs);
@@ -761,21 +768,15 @@ impl Repository {
         }
         let opts = opts.clone();
         self.locked(true, ctx, async |ctx| {
-            let all = self.snapshots(&SnapshotFilter::default()).await?;
-            let mut stats = ForgetStats::default();
             if opts.ids.is_empty() {
                 let keep = keep_options(&opts.keep);
-                let candidates: Vec<SnapshotId> = all
-                    .iter()
-                    .filter(|s| opts.filter.matches(s))
-                    .map(|s| s.id)
-                    .collect();
-                stats = self
+                let filter = opts.filter.clone();
+                return self
                     .run("forget", ctx, move |repo| {
                         let snaps: Vec<SnapshotFile> = repo
                             .get_all_snapshots()?
                             .into_iter()
-                            .filter(|s| candidates.contains(&Snapshot::from_rustic(s).id))
+                            .filter(|s| filter.matches(&Snapshot::from_rustic(s)))
                             .collect();
                         let grouped = Grouped::from_items(snaps, SnapshotGroupCriterion::default());
                         let now = jiff::Zoned::now();
@@ -799,30 +800,33 @@ impl Repository {
                         repo.delete_snapshots(&remove)?;
                         Ok(stats)
                     })
-                    .await?;
-            } else {
-                let mut remove = Vec::new();
-                for q in &opts.ids {
-                    let s = snapshot::resolve(&all, q)?;
-                    if !remove.contains(&s.id) {
-                        remove.push(s.id);
-                    }
+                    .await;
+            }
+            let all = self.snapshots(&SnapshotFilter::default()).await?;
+            let mut remove = Vec::new();
+            for q in &opts.ids {
+                let s = snapshot::resolve(&all, q)?;
+                if !remove.contains(&s.id) {
+                    remove.push(s.id);
                 }
-                stats.removed.clone_from(&remove);
-                stats.kept = all
+            }
+            let stats = ForgetStats {
+                kept: all
                     .iter()
                     .map(|s| s.id)
                     .filter(|id| !remove.contains(id))
-                    .collect();
-                self.run("forget", ctx, move |repo| {
-                    let ids: Vec<String> = remove.iter().map(ToString::to_string).collect();
-                    let snaps = repo.get_snapshots(&ids)?;
-                    let ids: Vec<_> = snaps.iter().map(|s| s.id).collect();
-                    repo.delete_snapshots(&ids)?;
-                    Ok(())
-                })
-                .await?;
-            }
+                    .collect(),
+                removed: remove.clone(),
+            };
+            self.run("forget", ctx, move |repo| {
+                let ids = remove
+                    .iter()
+                    .map(|id| Ok(id.to_string().parse::<rustic_core::Id>()?.into()))
+                    .collect::<OpResult<Vec<rustic_core::repofile::SnapshotId>>>()?;
+                repo.delete_snapshots(&ids)?;
+                Ok(())
+            })
+            .await?;
             Ok(stats)
         })
         .await

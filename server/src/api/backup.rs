@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::Extra;
 
 /// What a backup takes: resources by namespace, kind and label, and how volumes are protected.
+#[serde_with::skip_serializing_none]
 #[derive(CustomResource, Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[kube(
     group = "velero.io",
@@ -33,28 +34,20 @@ pub struct BackupSpec {
     pub included_resources: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub excluded_resources: Vec<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label_selector: Option<LabelSelector>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub or_label_selectors: Vec<LabelSelector>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot_volumes: Option<bool>,
     /// How long the backup is kept, as a duration string (`720h0m0s`); the server's default
     /// applies when empty.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub include_cluster_resources: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hooks: Option<BackupHooks>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage_location: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub volume_snapshot_locations: Vec<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_volumes_to_restic: Option<bool>,
     /// Velero ≥ 1.10's name for `defaultVolumesToRestic`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_volumes_to_fs_backup: Option<bool>,
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub ordered_resources: std::collections::BTreeMap<String, String>,
@@ -64,6 +57,7 @@ pub struct BackupSpec {
 }
 
 /// Hooks run in pods around their backup.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-preserve-unknown-fields" = true))]
@@ -76,6 +70,7 @@ pub struct BackupHooks {
 }
 
 /// The hooks for the pods a selector picks.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-preserve-unknown-fields" = true))]
@@ -89,7 +84,6 @@ pub struct BackupResourceHookSpec {
     pub included_resources: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub excluded_resources: Vec<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label_selector: Option<LabelSelector>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pre: Vec<BackupResourceHook>,
@@ -101,11 +95,11 @@ pub struct BackupResourceHookSpec {
 }
 
 /// One hook.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-preserve-unknown-fields" = true))]
 pub struct BackupResourceHook {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exec: Option<ExecHook>,
     #[serde(flatten)]
     #[schemars(skip)]
@@ -113,6 +107,7 @@ pub struct BackupResourceHook {
 }
 
 /// A command run in a container.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-preserve-unknown-fields" = true))]
@@ -121,9 +116,7 @@ pub struct ExecHook {
     pub container: String,
     pub command: Vec<String>,
     /// `Continue` or `Fail`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_error: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<String>,
     #[serde(flatten)]
     #[schemars(skip)]
@@ -147,42 +140,32 @@ pub enum BackupPhase {
 }
 
 /// Counts of items while a backup runs.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BackupProgress {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub total_items: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub items_backed_up: Option<i64>,
 }
 
 /// What happened to a backup.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-preserve-unknown-fields" = true))]
 pub struct BackupStatus {
     /// `1.1.0`: the layout of the resource tarball.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format_version: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expiration: Option<Time>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<BackupPhase>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub validation_errors: Vec<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_timestamp: Option<Time>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completion_timestamp: Option<Time>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub volume_snapshots_attempted: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub volume_snapshots_completed: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warnings: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub errors: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<BackupProgress>,
     #[serde(flatten)]
     #[schemars(skip)]
@@ -190,6 +173,7 @@ pub struct BackupStatus {
 }
 
 /// Backups taken on a cron schedule from a template.
+#[serde_with::skip_serializing_none]
 #[derive(CustomResource, Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[kube(
     group = "velero.io",
@@ -208,7 +192,6 @@ pub struct ScheduleSpec {
     pub template: BackupSpec,
     /// Five-field cron, or `@every 6h`.
     pub schedule: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub use_owner_references_in_backup: Option<bool>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub paused: bool,
@@ -229,13 +212,12 @@ pub enum SchedulePhase {
 }
 
 /// What a schedule has done.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-preserve-unknown-fields" = true))]
 pub struct ScheduleStatus {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<SchedulePhase>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_backup: Option<Time>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub validation_errors: Vec<String>,
@@ -245,6 +227,7 @@ pub struct ScheduleStatus {
 }
 
 /// A request to delete a backup with everything it stored.
+#[serde_with::skip_serializing_none]
 #[derive(CustomResource, Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[kube(
     group = "velero.io",
@@ -276,11 +259,11 @@ pub enum DeleteBackupRequestPhase {
 }
 
 /// What a deletion did.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-preserve-unknown-fields" = true))]
 pub struct DeleteBackupRequestStatus {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<DeleteBackupRequestPhase>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<String>,

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::Extra;
 
 /// Where backups are stored: a bucket and prefix of a provider.
+#[serde_with::skip_serializing_none]
 #[derive(CustomResource, Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[kube(
     group = "velero.io",
@@ -34,16 +35,12 @@ pub struct BackupStorageLocationSpec {
     /// `profile`, `resticRepoPrefix`…
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub config: BTreeMap<String, String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credential: Option<SecretKeySelector>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub default: bool,
     /// `ReadWrite` (the default) or `ReadOnly`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access_mode: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup_sync_period: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub validation_frequency: Option<String>,
     #[serde(flatten)]
     #[schemars(skip)]
@@ -51,6 +48,7 @@ pub struct BackupStorageLocationSpec {
 }
 
 /// The bucket and prefix.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-preserve-unknown-fields" = true))]
@@ -59,7 +57,6 @@ pub struct ObjectStorageLocation {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub prefix: String,
     /// PEM bundle for a self-signed endpoint, as the base64 text Kubernetes writes for `[]byte`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("format" = "byte"))]
     pub ca_cert: Option<String>,
     #[serde(flatten)]
@@ -78,17 +75,14 @@ pub enum LocationPhase {
 }
 
 /// What validation and sync found.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-preserve-unknown-fields" = true))]
 pub struct BackupStorageLocationStatus {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<LocationPhase>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_synced_time: Option<Time>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_validation_time: Option<Time>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
     #[serde(flatten)]
     #[schemars(skip)]
@@ -96,6 +90,7 @@ pub struct BackupStorageLocationStatus {
 }
 
 /// Where volume snapshots would be taken (recorded; lifeboat protects volume data with file-level backups).
+#[serde_with::skip_serializing_none]
 #[derive(CustomResource, Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[kube(
     group = "velero.io",
@@ -113,7 +108,6 @@ pub struct VolumeSnapshotLocationSpec {
     pub provider: String,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub config: BTreeMap<String, String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credential: Option<SecretKeySelector>,
     #[serde(flatten)]
     #[schemars(skip)]
@@ -121,11 +115,11 @@ pub struct VolumeSnapshotLocationSpec {
 }
 
 /// A snapshot location's state.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-preserve-unknown-fields" = true))]
 pub struct VolumeSnapshotLocationStatus {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<LocationPhase>,
     #[serde(flatten)]
     #[schemars(skip)]

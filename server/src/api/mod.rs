@@ -5,8 +5,10 @@
 //! Every spec and status keeps the fields it does not know in `extra` and writes them back,
 //! and its schema says `x-kubernetes-preserve-unknown-fields`, so neither we nor the API server
 //! drop a field a newer Velero (or a user) set. Durations are Kubernetes duration strings
-//! (`720h0m0s`), kept as written. The CRD YAML under `deploy/crds/` is generated from these
-//! types by `cargo run -p lifeboat-server --bin gen-crds`, and a test fails when it is stale.
+//! (`720h0m0s`), kept as written. Unset optional fields are left out when written
+//! (`skip_serializing_none` on each struct), as Go's `omitempty` does. The CRD YAML under
+//! `deploy/crds/` is generated from these types by `cargo run -p lifeboat-server --bin
+//! gen-crds`, and a test fails when it is stale.
 
 mod backup;
 mod location;

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::Extra;
 
 /// What to restore from which backup, and where.
+#[serde_with::skip_serializing_none]
 #[derive(CustomResource, Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[kube(
     group = "velero.io",
@@ -28,7 +29,6 @@ use super::Extra;
 pub struct RestoreSpec {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub backup_name: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule_name: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub included_namespaces: Vec<String>,
@@ -40,22 +40,14 @@ pub struct RestoreSpec {
     pub excluded_resources: Vec<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub namespace_mapping: BTreeMap<String, String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label_selector: Option<LabelSelector>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub or_label_selectors: Vec<LabelSelector>,
-    #[serde(
-        default,
-        rename = "restorePVs",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "restorePVs")]
     pub restore_pvs: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub include_cluster_resources: Option<bool>,
     /// `none` (the default) or `update`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub existing_resource_policy: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preserve_node_ports: Option<bool>,
     #[serde(flatten)]
     #[schemars(skip)]
@@ -77,35 +69,28 @@ pub enum RestorePhase {
 }
 
 /// Counts of items while a restore runs.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RestoreProgress {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub total_items: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub items_restored: Option<i64>,
 }
 
 /// What happened to a restore.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-preserve-unknown-fields" = true))]
 pub struct RestoreStatus {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<RestorePhase>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub validation_errors: Vec<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warnings: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub errors: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure_reason: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_timestamp: Option<Time>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completion_timestamp: Option<Time>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<RestoreProgress>,
     #[serde(flatten)]
     #[schemars(skip)]

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::Extra;
 
 /// One pod volume to back up, handed to the agent on the pod's node.
+#[serde_with::skip_serializing_none]
 #[derive(CustomResource, Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[kube(
     group = "velero.io",
@@ -36,7 +37,6 @@ pub struct PodVolumeBackupSpec {
     pub repo_identifier: String,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub tags: BTreeMap<String, String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uploader_type: Option<String>,
     #[serde(flatten)]
     #[schemars(skip)]
@@ -56,38 +56,28 @@ pub enum PodVolumePhase {
 }
 
 /// Bytes done of a volume.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PodVolumeProgress {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub total_bytes: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bytes_done: Option<i64>,
 }
 
 /// What happened to a volume backup.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-preserve-unknown-fields" = true))]
 pub struct PodVolumeBackupStatus {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<PodVolumePhase>,
     /// The path backed up, as stored in the snapshot.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
-    #[serde(
-        default,
-        rename = "snapshotID",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "snapshotID")]
     pub snapshot_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_timestamp: Option<Time>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completion_timestamp: Option<Time>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<PodVolumeProgress>,
     #[serde(flatten)]
     #[schemars(skip)]
@@ -95,6 +85,7 @@ pub struct PodVolumeBackupStatus {
 }
 
 /// One pod volume to restore from a snapshot.
+#[serde_with::skip_serializing_none]
 #[derive(CustomResource, Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[kube(
     group = "velero.io",
@@ -118,9 +109,7 @@ pub struct PodVolumeRestoreSpec {
     #[serde(rename = "snapshotID")]
     pub snapshot_id: String,
     /// The namespace the volume was backed up in (its repository), when mapped to another.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_namespace: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uploader_type: Option<String>,
     #[serde(flatten)]
     #[schemars(skip)]
@@ -128,19 +117,15 @@ pub struct PodVolumeRestoreSpec {
 }
 
 /// What happened to a volume restore.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-preserve-unknown-fields" = true))]
 pub struct PodVolumeRestoreStatus {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<PodVolumePhase>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_timestamp: Option<Time>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completion_timestamp: Option<Time>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<PodVolumeProgress>,
     #[serde(flatten)]
     #[schemars(skip)]
@@ -148,6 +133,7 @@ pub struct PodVolumeRestoreStatus {
 }
 
 /// One restic repository: a namespace's volumes on one storage location.
+#[serde_with::skip_serializing_none]
 #[derive(CustomResource, Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[kube(
     group = "velero.io",
@@ -184,15 +170,13 @@ pub enum RepositoryPhase {
 }
 
 /// A repository's state.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-preserve-unknown-fields" = true))]
 pub struct ResticRepositoryStatus {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<RepositoryPhase>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_maintenance_time: Option<Time>,
     #[serde(flatten)]
     #[schemars(skip)]
