@@ -1,10 +1,18 @@
-//! The one `lifeboat` binary: the local repository commands (`lifeboat repo …`) now; the
-//! cluster client commands, `server` and `agent` join it as they are built.
+//! The one `lifeboat` binary: the client commands a Velero user types (`install`,
+//! `backup-location`, `snapshot-location`, `client config`, `completion`, …), the local
+//! repository commands (`lifeboat repo …`), and the two processes of a cluster install,
+//! `lifeboat server` and `lifeboat agent`.
 //!
 //! Exit codes: 0 on success, 1 on failure with one sentence on stderr naming what is wrong.
 
+mod cluster;
+mod completion;
+mod config;
+mod install;
+mod location;
 mod progress;
 mod repo;
+mod serve;
 
 use std::process::ExitCode;
 
@@ -20,6 +28,24 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Install lifeboat into a cluster (or print what would be installed with --dry-run).
+    Install(install::InstallArgs),
+    /// Remove what `install` created.
+    Uninstall(install::UninstallArgs),
+    /// Work with backup storage locations.
+    #[command(name = "backup-location")]
+    BackupLocation(location::BackupLocationArgs),
+    /// Work with volume snapshot locations.
+    #[command(name = "snapshot-location")]
+    SnapshotLocation(location::SnapshotLocationArgs),
+    /// The client's own settings.
+    Client(config::ClientArgs),
+    /// Print a shell completion script: `source <(lifeboat completion bash)`.
+    Completion(completion::CompletionArgs),
+    /// Run the server: the controllers and the agents' service (in the cluster's Deployment).
+    Server(serve::ServerArgs),
+    /// Run the node agent (in the cluster's DaemonSet).
+    Agent(serve::AgentArgs),
     /// Work with a repository directly: init, backup, snapshots, restore, check, forget, prune, unlock.
     Repo(repo::RepoArgs),
 }
@@ -27,7 +53,12 @@ enum Command {
 /// Parses the arguments, runs the command, and turns errors into one line and exit code 1.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    init_logging(matches!(
+        cli.command,
+        Command::Server(_) | Command::Agent(_)
+    ));
+    // kube, tonic and object_store all speak rustls; one crypto provider (ring) for all of them.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -40,6 +71,14 @@ pub fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
+            Command::Install(args) => install::install(args).await,
+            Command::Uninstall(args) => install::uninstall(args).await,
+            Command::BackupLocation(args) => location::run_backup_location(args).await,
+            Command::SnapshotLocation(args) => location::run_snapshot_location(args).await,
+            Command::Client(args) => config::run(args),
+            Command::Completion(args) => completion::run::<Cli>(args),
+            Command::Server(args) => serve::server(args).await,
+            Command::Agent(args) => serve::agent(args).await,
             Command::Repo(args) => repo::run(args).await,
         }
     });
@@ -64,12 +103,13 @@ fn sentence(err: &anyhow::Error) -> String {
     parts.join(": ")
 }
 
-fn init_logging() {
+fn init_logging(daemon: bool) {
     use tracing_subscriber::EnvFilter;
-    // Quiet unless asked: warnings of the format engine about single files are reported in
-    // the command's result instead.
+    // Client commands are quiet unless asked: warnings of the format engine about single files
+    // are reported in the command's result instead. The server and agent log what they do.
+    let default = if daemon { "info" } else { "error" };
     let filter =
-        EnvFilter::try_from_env("LIFEBOAT_LOG").unwrap_or_else(|_| EnvFilter::new("error"));
+        EnvFilter::try_from_env("LIFEBOAT_LOG").unwrap_or_else(|_| EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
