@@ -6,3 +6,8 @@ pub mod proto {
     #![allow(missing_debug_implementations, clippy::unwrap_used)]
     tonic::include_proto!("lifeboat.agent.v1");
 }
+mod session;
+mod tls;
+
+pub use session::{AgentOptions, Error, run};
+pub use tls::{DEFAULT_TLS_DIR, TlsError, TlsMaterial};

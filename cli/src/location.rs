@@ -1,18 +1,569 @@
-//! `lifeboat backup-location` and `lifeboat snapshot-location` (being written).
+//! `lifeboat backup-location create|get|set|delete` and `lifeboat snapshot-location
+//! create|get|set`, with Velero's flags, table and `-o json|yaml` output.
+//!
+//! Exactly one backup storage location is the default: `--default` on create or set moves the
+//! mark, clearing it from every other location.
 
-use anyhow::{Result, bail};
-use clap::Args;
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::path::PathBuf;
 
-#[derive(Debug, Args)]
-pub(crate) struct BackupLocationArgs {}
+use anyhow::{Context as _, Result, bail};
+use base64::Engine as _;
+use clap::{Args, Subcommand, ValueEnum};
+use k8s_openapi::api::core::v1::SecretKeySelector;
+use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::{Resource, ResourceExt};
+use lifeboat_server::api::{
+    BackupStorageLocation, BackupStorageLocationSpec, ObjectStorageLocation,
+    VolumeSnapshotLocation, VolumeSnapshotLocationSpec,
+};
+use serde::Serialize;
 
-#[derive(Debug, Args)]
-pub(crate) struct SnapshotLocationArgs {}
+use crate::cluster::ClusterArgs;
 
-pub(crate) async fn run_backup_location(_args: BackupLocationArgs) -> Result<()> {
-    bail!("backup-location is not built yet")
+/// Output formats of `get`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Output {
+    Table,
+    Json,
+    Yaml,
 }
 
-pub(crate) async fn run_snapshot_location(_args: SnapshotLocationArgs) -> Result<()> {
-    bail!("snapshot-location is not built yet")
+#[derive(Debug, Args)]
+pub(crate) struct BackupLocationArgs {
+    #[command(flatten)]
+    cluster: ClusterArgs,
+    #[command(subcommand)]
+    command: BackupLocationCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum BackupLocationCommand {
+    /// Create a backup storage location.
+    Create {
+        name: String,
+        /// aws (and S3-compatible stores), gcp, azure or filesystem.
+        #[arg(long)]
+        provider: String,
+        /// The bucket (a directory for the filesystem provider).
+        #[arg(long)]
+        bucket: String,
+        /// A prefix inside the bucket.
+        #[arg(long, default_value = "")]
+        prefix: String,
+        /// Provider config, key=value pairs separated by commas (region, s3Url, s3ForcePathStyle, …).
+        #[arg(long)]
+        config: Vec<String>,
+        /// The Secret key holding this location's credentials, as secret-name=key.
+        #[arg(long)]
+        credential: Option<String>,
+        /// Make this the default location (clearing the mark from the others).
+        #[arg(long)]
+        default: bool,
+        /// ReadWrite or ReadOnly.
+        #[arg(long, default_value = "ReadWrite", value_parser = ["ReadWrite", "ReadOnly"])]
+        access_mode: String,
+        /// How often to sync backups from the bucket (e.g. 1m; 0 disables).
+        #[arg(long)]
+        backup_sync_period: Option<String>,
+        /// How often to validate the location (e.g. 1m; 0 validates on changes only).
+        #[arg(long)]
+        validation_frequency: Option<String>,
+        /// PEM file with the CA of a self-signed endpoint.
+        #[arg(long)]
+        cacert: Option<PathBuf>,
+        /// Labels for the location, key=value pairs separated by commas.
+        #[arg(long)]
+        labels: Vec<String>,
+    },
+    /// List backup storage locations, or show one.
+    Get {
+        name: Option<String>,
+        /// Only the default location.
+        #[arg(long)]
+        default: bool,
+        #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+    /// Change a backup storage location.
+    Set {
+        name: String,
+        /// Make this the default location (clearing the mark from the others).
+        #[arg(long)]
+        default: bool,
+        /// The Secret key holding this location's credentials, as secret-name=key.
+        #[arg(long)]
+        credential: Option<String>,
+        /// PEM file with the CA of a self-signed endpoint.
+        #[arg(long)]
+        cacert: Option<PathBuf>,
+    },
+    /// Delete backup storage locations.
+    Delete {
+        names: Vec<String>,
+        /// Delete every location.
+        #[arg(long)]
+        all: bool,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        confirm: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SnapshotLocationArgs {
+    #[command(flatten)]
+    cluster: ClusterArgs,
+    #[command(subcommand)]
+    command: SnapshotLocationCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum SnapshotLocationCommand {
+    /// Create a volume snapshot location.
+    Create {
+        name: String,
+        #[arg(long)]
+        provider: String,
+        /// Provider config, key=value pairs separated by commas.
+        #[arg(long)]
+        config: Vec<String>,
+        /// The Secret key holding this location's credentials, as secret-name=key.
+        #[arg(long)]
+        credential: Option<String>,
+        /// Labels, key=value pairs separated by commas.
+        #[arg(long)]
+        labels: Vec<String>,
+    },
+    /// List volume snapshot locations, or show one.
+    Get {
+        name: Option<String>,
+        #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+    /// Change a volume snapshot location.
+    Set {
+        name: String,
+        /// The Secret key holding this location's credentials, as secret-name=key.
+        #[arg(long)]
+        credential: Option<String>,
+    },
+}
+
+/// `k=v,k2=v2` pairs (repeatable flag); values may hold `=`, `:` and `/` (URLs).
+pub(crate) fn parse_pairs(flag: &str, values: &[String]) -> Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for value in values {
+        for pair in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let Some((k, v)) = pair.split_once('=') else {
+                bail!("--{flag} takes key=value pairs separated by commas; `{pair}` has no `=`");
+            };
+            let k = k.trim();
+            if k.is_empty() {
+                bail!("--{flag}: `{pair}` has an empty key");
+            }
+            out.insert(k.to_string(), v.trim().trim_matches('"').to_string());
+        }
+    }
+    Ok(out)
+}
+
+fn parse_credential(text: &str) -> Result<SecretKeySelector> {
+    match text.split_once('=') {
+        Some((name, key)) if !name.trim().is_empty() && !key.trim().is_empty() => {
+            Ok(SecretKeySelector {
+                name: name.trim().to_string(),
+                key: key.trim().to_string(),
+                optional: None,
+            })
+        }
+        _ => bail!("--credential takes secret-name=key, not `{text}`"),
+    }
+}
+
+fn read_cacert(path: &PathBuf) -> Result<String> {
+    let pem = std::fs::read(path)
+        .with_context(|| format!("cannot read the CA certificate {}", path.display()))?;
+    if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
+        bail!("{} is not a PEM certificate", path.display());
+    }
+    Ok(base64::engine::general_purpose::STANDARD.encode(pem))
+}
+
+pub(crate) async fn run_backup_location(args: BackupLocationArgs) -> Result<()> {
+    let namespace = args.cluster.namespace()?;
+    // Validate everything the user typed before contacting the cluster.
+    let command = args.command;
+    let client = args.cluster.client().await?;
+    let api: Api<BackupStorageLocation> = Api::namespaced(client, &namespace);
+    match command {
+        BackupLocationCommand::Create {
+            name,
+            provider,
+            bucket,
+            prefix,
+            config,
+            credential,
+            default,
+            access_mode,
+            backup_sync_period,
+            validation_frequency,
+            cacert,
+            labels,
+        } => {
+            let config = parse_pairs("config", &config)?;
+            let labels = parse_pairs("labels", &labels)?;
+            let credential = credential.as_deref().map(parse_credential).transpose()?;
+            let ca_cert = cacert.as_ref().map(read_cacert).transpose()?;
+            for (flag, value) in [
+                ("backup-sync-period", &backup_sync_period),
+                ("validation-frequency", &validation_frequency),
+            ] {
+                if let Some(v) = value
+                    && lifeboat_server::parse_duration(v).is_none()
+                {
+                    bail!("--{flag} `{v}` is not a duration such as 30s, 1m or 1h");
+                }
+            }
+            let location = BackupStorageLocation {
+                metadata: ObjectMeta {
+                    name: Some(name.clone()),
+                    namespace: Some(namespace.clone()),
+                    labels: (!labels.is_empty()).then_some(labels),
+                    ..Default::default()
+                },
+                spec: BackupStorageLocationSpec {
+                    provider,
+                    object_storage: ObjectStorageLocation {
+                        bucket,
+                        prefix,
+                        ca_cert,
+                        ..Default::default()
+                    },
+                    config,
+                    credential,
+                    default,
+                    access_mode: Some(access_mode),
+                    backup_sync_period,
+                    validation_frequency,
+                    ..Default::default()
+                },
+                status: None,
+            };
+            api.create(&PostParams::default(), &location)
+                .await
+                .map_err(|e| already_exists(e, "Backup storage location", &name))?;
+            if default {
+                clear_other_defaults(&api, &name).await?;
+            }
+            println!("Backup storage location {name:?} configured successfully.");
+        }
+        BackupLocationCommand::Get {
+            name,
+            default,
+            output,
+        } => {
+            let mut items = match &name {
+                Some(n) => vec![get_named(&api, "Backup storage location", n).await?],
+                None => api.list(&ListParams::default()).await?.items,
+            };
+            if default {
+                items.retain(|l| l.spec.default);
+            }
+            items.sort_by_key(ResourceExt::name_any);
+            match output {
+                Output::Table => print_table(
+                    &[
+                        "NAME",
+                        "PROVIDER",
+                        "BUCKET/PREFIX",
+                        "PHASE",
+                        "LAST VALIDATED",
+                        "ACCESS MODE",
+                        "DEFAULT",
+                    ],
+                    items
+                        .iter()
+                        .map(|l| {
+                            let status = l.status.clone().unwrap_or_default();
+                            let os = &l.spec.object_storage;
+                            vec![
+                                l.name_any(),
+                                l.spec.provider.clone(),
+                                if os.prefix.is_empty() {
+                                    os.bucket.clone()
+                                } else {
+                                    format!("{}/{}", os.bucket, os.prefix)
+                                },
+                                status
+                                    .phase
+                                    .map_or("Unknown".into(), |p| format!("{p:?}")),
+                                status
+                                    .last_validation_time
+                                    .map_or("<never>".into(), |t| t.0.to_string()),
+                                l.spec.access_mode.clone().unwrap_or("ReadWrite".into()),
+                                if l.spec.default { "true" } else { "" }.into(),
+                            ]
+                        })
+                        .collect(),
+                ),
+                format => print_objects(name.is_some(), &items, format)?,
+            }
+        }
+        BackupLocationCommand::Set {
+            name,
+            default,
+            credential,
+            cacert,
+        } => {
+            let mut spec = serde_json::Map::new();
+            if default {
+                spec.insert("default".into(), true.into());
+            }
+            if let Some(c) = credential {
+                spec.insert("credential".into(), serde_json::to_value(parse_credential(&c)?)?);
+            }
+            if let Some(path) = cacert {
+                spec.insert(
+                    "objectStorage".into(),
+                    serde_json::json!({ "caCert": read_cacert(&path)? }),
+                );
+            }
+            if spec.is_empty() {
+                bail!("nothing to set: pass --default, --credential or --cacert");
+            }
+            get_named(&api, "Backup storage location", &name).await?;
+            api.patch(
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({ "spec": spec })),
+            )
+            .await?;
+            if default {
+                clear_other_defaults(&api, &name).await?;
+            }
+            println!("Backup storage location {name:?} configured successfully.");
+        }
+        BackupLocationCommand::Delete {
+            names,
+            all,
+            confirm,
+        } => {
+            let names = if all {
+                if !names.is_empty() {
+                    bail!("pass either location names or --all, not both");
+                }
+                api.list(&ListParams::default())
+                    .await?
+                    .items
+                    .iter()
+                    .map(ResourceExt::name_any)
+                    .collect()
+            } else if names.is_empty() {
+                bail!("name the locations to delete, or pass --all");
+            } else {
+                names
+            };
+            if names.is_empty() {
+                println!("No backup storage locations found.");
+                return Ok(());
+            }
+            if !confirm && !confirmed(&format!(
+                "You are about to delete backup storage location(s) {}. Are you sure you want to continue (Y/N)? ",
+                names.join(", ")
+            ))? {
+                bail!("not deleted; pass --confirm to delete without asking");
+            }
+            for name in names {
+                get_named(&api, "Backup storage location", &name).await?;
+                api.delete(&name, &DeleteParams::default()).await?;
+                println!("Backup storage location {name:?} deleted successfully.");
+            }
+        }
+    }
+    Ok(())
+}
+
+pub(crate) async fn run_snapshot_location(args: SnapshotLocationArgs) -> Result<()> {
+    let namespace = args.cluster.namespace()?;
+    let command = args.command;
+    let client = args.cluster.client().await?;
+    let api: Api<VolumeSnapshotLocation> = Api::namespaced(client, &namespace);
+    match command {
+        SnapshotLocationCommand::Create {
+            name,
+            provider,
+            config,
+            credential,
+            labels,
+        } => {
+            let config = parse_pairs("config", &config)?;
+            let labels = parse_pairs("labels", &labels)?;
+            let credential = credential.as_deref().map(parse_credential).transpose()?;
+            let location = VolumeSnapshotLocation {
+                metadata: ObjectMeta {
+                    name: Some(name.clone()),
+                    namespace: Some(namespace.clone()),
+                    labels: (!labels.is_empty()).then_some(labels),
+                    ..Default::default()
+                },
+                spec: VolumeSnapshotLocationSpec {
+                    provider,
+                    config,
+                    credential,
+                    ..Default::default()
+                },
+                status: None,
+            };
+            api.create(&PostParams::default(), &location)
+                .await
+                .map_err(|e| already_exists(e, "Snapshot location", &name))?;
+            println!("Snapshot location {name:?} configured successfully.");
+        }
+        SnapshotLocationCommand::Get { name, output } => {
+            let mut items = match &name {
+                Some(n) => vec![get_named(&api, "Snapshot location", n).await?],
+                None => api.list(&ListParams::default()).await?.items,
+            };
+            items.sort_by_key(ResourceExt::name_any);
+            match output {
+                Output::Table => print_table(
+                    &["NAME", "PROVIDER"],
+                    items
+                        .iter()
+                        .map(|l| vec![l.name_any(), l.spec.provider.clone()])
+                        .collect(),
+                ),
+                format => print_objects(name.is_some(), &items, format)?,
+            }
+        }
+        SnapshotLocationCommand::Set { name, credential } => {
+            let Some(c) = credential else {
+                bail!("nothing to set: pass --credential");
+            };
+            get_named(&api, "Snapshot location", &name).await?;
+            let patch = serde_json::json!({ "spec": { "credential": parse_credential(&c)? } });
+            api.patch(&name, &PatchParams::default(), &Patch::Merge(patch))
+                .await?;
+            println!("Snapshot location {name:?} configured successfully.");
+        }
+    }
+    Ok(())
+}
+
+/// Clears `spec.default` on every location but `keep`.
+async fn clear_other_defaults(api: &Api<BackupStorageLocation>, keep: &str) -> Result<()> {
+    for other in api.list(&ListParams::default()).await?.items {
+        let other_name = other.name_any();
+        if other_name != keep && other.spec.default {
+            api.patch(
+                &other_name,
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({ "spec": { "default": false } })),
+            )
+            .await?;
+            println!("Backup storage location {other_name:?} is no longer the default.");
+        }
+    }
+    Ok(())
+}
+
+async fn get_named<K>(api: &Api<K>, what: &str, name: &str) -> Result<K>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    match api.get_opt(name).await? {
+        Some(obj) => Ok(obj),
+        None => bail!("{what} {name:?} does not exist"),
+    }
+}
+
+fn already_exists(e: kube::Error, what: &str, name: &str) -> anyhow::Error {
+    match e {
+        kube::Error::Api(s) if s.code == 409 => {
+            anyhow::anyhow!("{what} {name:?} already exists; change it with `set` or delete it first")
+        }
+        other => other.into(),
+    }
+}
+
+fn confirmed(question: &str) -> Result<bool> {
+    if !std::io::stdin().is_terminal() {
+        return Ok(false);
+    }
+    eprint!("{question}");
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes" | "Yes"))
+}
+
+/// Prints one object (when one was named) or a `v1` List, as kubectl does.
+pub(crate) fn print_objects<T: Serialize>(single: bool, items: &[T], format: Output) -> Result<()> {
+    let value = match (single, items) {
+        (true, [one]) => serde_json::to_value(one)?,
+        _ => serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "List",
+            "items": items,
+        }),
+    };
+    match format {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&value)?),
+        Output::Yaml => print!("{}", serde_yaml::to_string(&value)?),
+        Output::Table => unreachable!("tables are printed by the caller"),
+    }
+    Ok(())
+}
+
+/// Prints rows under a header, columns padded to their widest cell.
+pub(crate) fn print_table(header: &[&str], rows: Vec<Vec<String>>) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut out = String::new();
+        for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
+            if i + 1 == cells.len() {
+                out.push_str(cell);
+            } else {
+                out.push_str(&format!("{cell:<w$}   "));
+            }
+        }
+        println!("{}", out.trim_end());
+    };
+    line(header.to_vec());
+    for row in &rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pairs_keep_urls_and_split_on_commas() {
+        let pairs = parse_pairs(
+            "config",
+            &["region=minio,s3ForcePathStyle=\"true\"".into(), "s3Url=http://minio:9000/x=y".into()],
+        )
+        .unwrap();
+        assert_eq!(pairs["region"], "minio");
+        assert_eq!(pairs["s3ForcePathStyle"], "true");
+        assert_eq!(pairs["s3Url"], "http://minio:9000/x=y");
+        assert!(parse_pairs("config", &["region".into()]).is_err());
+        assert!(parse_pairs("config", &["=x".into()]).is_err());
+    }
+
+    #[test]
+    fn credentials_are_secret_equals_key() {
+        let sel = parse_credential("bsl-creds=cloud").unwrap();
+        assert_eq!((sel.name.as_str(), sel.key.as_str()), ("bsl-creds", "cloud"));
+        assert!(parse_credential("bsl-creds").is_err());
+        assert!(parse_credential("=cloud").is_err());
+    }
 }

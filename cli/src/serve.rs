@@ -1,18 +1,177 @@
-//! `lifeboat server` and `lifeboat agent` (being written).
+//! `lifeboat server` and `lifeboat agent`: the two long-running processes of an install, with
+//! flags and environment as the Deployment and DaemonSet set them. Both stop cleanly on SIGTERM
+//! (what Kubernetes sends) or Ctrl-C.
 
-use anyhow::{Result, bail};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, bail};
 use clap::Args;
+use lifeboat_agent::{AgentOptions, DEFAULT_TLS_DIR, TlsMaterial};
+use lifeboat_server::{ServerOptions, Settings};
+use tokio_util::sync::CancellationToken;
+
+use crate::cluster::DEFAULT_NAMESPACE;
+use crate::config::split_features;
 
 #[derive(Debug, Args)]
-pub(crate) struct ServerArgs {}
-
-#[derive(Debug, Args)]
-pub(crate) struct AgentArgs {}
-
-pub(crate) async fn server(_args: ServerArgs) -> Result<()> {
-    bail!("server is not built yet")
+pub(crate) struct ServerArgs {
+    /// The namespace of the install (set from the pod's namespace by the Deployment).
+    #[arg(long, env = "VELERO_NAMESPACE", default_value = DEFAULT_NAMESPACE)]
+    namespace: String,
+    /// Address of /healthz, /readyz, /metrics and /agents.
+    #[arg(long, default_value = "0.0.0.0:8085")]
+    metrics_address: SocketAddr,
+    /// Address of the agents' gRPC service.
+    #[arg(long, default_value = "0.0.0.0:8443")]
+    grpc_address: SocketAddr,
+    /// Directory with tls.crt, tls.key and ca.crt (the Secret lifeboat-server-tls).
+    #[arg(long, default_value = DEFAULT_TLS_DIR)]
+    tls_dir: PathBuf,
+    /// How often agents send heartbeats; one silent for three of these counts as gone.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    agent_heartbeat: Duration,
+    /// Backup storage locations validated at once.
+    #[arg(long, default_value_t = 4)]
+    location_concurrency: u16,
+    /// How long one location's validation may take.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    location_validation_timeout: Duration,
+    /// Server-side feature flags, comma-separated.
+    #[arg(long, default_value = "")]
+    features: String,
+    /// Back up every pod volume unless excluded (Velero's opt-out mode); backups may override.
+    #[arg(long, alias = "default-volumes-to-fs-backup")]
+    default_volumes_to_restic: bool,
+    /// TTL of backups that do not set one.
+    #[arg(long, default_value = "720h", value_parser = parse_duration)]
+    default_backup_ttl: Duration,
+    /// How long a backup's pod volumes may take in all.
+    #[arg(long, alias = "fs-backup-timeout", default_value = "4h", value_parser = parse_duration)]
+    restic_timeout: Duration,
 }
 
-pub(crate) async fn agent(_args: AgentArgs) -> Result<()> {
-    bail!("agent is not built yet")
+#[derive(Debug, Args)]
+pub(crate) struct AgentArgs {
+    /// The namespace of the install (set from the pod's namespace by the DaemonSet).
+    #[arg(long, env = "VELERO_NAMESPACE", default_value = DEFAULT_NAMESPACE)]
+    namespace: String,
+    /// This node's name (NODE_NAME from the downward API).
+    #[arg(long, env = "NODE_NAME")]
+    node: Option<String>,
+    /// The server's gRPC address (default: https://lifeboat.<namespace>.svc:8443).
+    #[arg(long, env = "LIFEBOAT_SERVER")]
+    server: Option<String>,
+    /// The name the server's certificate must carry (default: lifeboat.<namespace>.svc).
+    #[arg(long)]
+    server_name: Option<String>,
+    /// Where the host's /var/lib/kubelet/pods is mounted.
+    #[arg(long, default_value = "/host_pods")]
+    host_pods: PathBuf,
+    /// Volumes backed up or restored at once (default: the CPUs this process may use).
+    #[arg(long)]
+    concurrency: Option<usize>,
+    /// Directory with tls.crt, tls.key and ca.crt (the Secret lifeboat-agent-tls).
+    #[arg(long, default_value = DEFAULT_TLS_DIR)]
+    tls_dir: PathBuf,
+    /// Server-side feature flags, comma-separated (as given to install).
+    #[arg(long, default_value = "")]
+    features: String,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    lifeboat_server::parse_duration(text)
+        .ok_or_else(|| format!("`{text}` is not a duration such as 30s, 5m or 720h"))
+}
+
+/// A token cancelled on SIGTERM or Ctrl-C.
+fn shutdown_token() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!("cannot watch SIGTERM: {e}");
+                    let _ = tokio::signal::ctrl_c().await;
+                    t.cancel();
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = tokio::signal::ctrl_c() => tracing::info!("interrupted: shutting down"),
+        }
+        t.cancel();
+    });
+    token
+}
+
+pub(crate) async fn server(args: ServerArgs) -> Result<()> {
+    let tls = TlsMaterial::load(&args.tls_dir)?;
+    let client = kube::Client::try_default()
+        .await
+        .context("cannot reach the API server (in-cluster config or KUBECONFIG)")?;
+    let opts = ServerOptions {
+        namespace: args.namespace,
+        metrics_address: args.metrics_address,
+        grpc_address: args.grpc_address,
+        tls,
+        heartbeat: args.agent_heartbeat,
+        features: split_features(&args.features),
+        settings: Settings {
+            location_concurrency: args.location_concurrency.max(1),
+            validation_timeout: args.location_validation_timeout,
+            ..Settings::default()
+        },
+    };
+    // Recorded for the backup and volume controllers that use them.
+    tracing::info!(
+        default_volumes_to_restic = args.default_volumes_to_restic,
+        default_backup_ttl = ?args.default_backup_ttl,
+        restic_timeout = ?args.restic_timeout,
+        "backup defaults"
+    );
+    lifeboat_server::run(client, opts, shutdown_token()).await?;
+    Ok(())
+}
+
+pub(crate) async fn agent(args: AgentArgs) -> Result<()> {
+    let Some(node) = args.node.filter(|n| !n.trim().is_empty()) else {
+        bail!("the agent needs its node's name: set NODE_NAME (the DaemonSet sets it from spec.nodeName) or pass --node");
+    };
+    let tls = TlsMaterial::load(&args.tls_dir)?;
+    if !args.host_pods.is_dir() {
+        bail!(
+            "the host-pods root {} is not a directory; mount the host's /var/lib/kubelet/pods there or pass --host-pods",
+            args.host_pods.display()
+        );
+    }
+    let server = args
+        .server
+        .unwrap_or_else(|| format!("https://lifeboat.{}.svc:8443", args.namespace));
+    let server_name = args
+        .server_name
+        .unwrap_or_else(|| format!("lifeboat.{}.svc", args.namespace));
+    // One volume per CPU keeps every core busy with chunking and compression; more would
+    // only add memory.
+    let concurrency = args.concurrency.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    });
+    tracing::info!(%node, %server, concurrency, features = ?split_features(&args.features), "lifeboat agent starting");
+    lifeboat_agent::run(
+        AgentOptions {
+            server,
+            server_name,
+            node,
+            host_pods: args.host_pods,
+            concurrency: concurrency.max(1),
+            tls,
+        },
+        shutdown_token(),
+    )
+    .await?;
+    Ok(())
 }

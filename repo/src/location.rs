@@ -173,6 +173,49 @@ fn parse_restic_s3(rest: &str) -> Option<Location> {
     })
 }
 
+impl Location {
+    /// The location of `dir` under this one (a repository under a backup location's prefix).
+    pub fn join(&self, dir: &str) -> Location {
+        let dir = dir.trim_matches('/');
+        if dir.is_empty() {
+            return self.clone();
+        }
+        let under = |prefix: &str| {
+            let prefix = prefix.trim_matches('/');
+            if prefix.is_empty() {
+                dir.to_string()
+            } else {
+                format!("{prefix}/{dir}")
+            }
+        };
+        match self {
+            Location::Local(path) => Location::Local(path.join(dir)),
+            Location::S3 {
+                bucket,
+                prefix,
+                endpoint,
+                region,
+            } => Location::S3 {
+                bucket: bucket.clone(),
+                prefix: under(prefix),
+                endpoint: endpoint.clone(),
+                region: region.clone(),
+            },
+            Location::Gcs { bucket, prefix } => Location::Gcs {
+                bucket: bucket.clone(),
+                prefix: under(prefix),
+            },
+            Location::Azure { container, prefix } => Location::Azure {
+                container: container.clone(),
+                prefix: under(prefix),
+            },
+            Location::Memory { name } => Location::Memory {
+                name: format!("{}/{dir}", name.trim_end_matches('/')),
+            },
+        }
+    }
+}
+
 impl fmt::Display for Location {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fn join(bucket: &str, prefix: &str) -> String {
@@ -209,6 +252,22 @@ mod tests {
             endpoint: endpoint.map(Into::into),
             region: region.map(Into::into),
         }
+    }
+
+    #[test]
+    fn join_puts_a_directory_under_the_prefix() {
+        let base = Location::parse("s3:http://127.0.0.1:9000/bucket/prefix").unwrap();
+        assert_eq!(
+            base.join("restic/app").to_string(),
+            "s3:http://127.0.0.1:9000/bucket/prefix/restic/app"
+        );
+        let bare = Location::parse("s3://bucket").unwrap();
+        assert_eq!(bare.join("/restic/app/").to_string(), "s3://bucket/restic/app");
+        assert_eq!(
+            Location::parse("/srv/b").unwrap().join("restic/x"),
+            Location::Local("/srv/b/restic/x".into())
+        );
+        assert_eq!(bare.join(""), bare);
     }
 
     #[test]

@@ -119,42 +119,87 @@ impl StoreError {
     }
 }
 
-/// Tuning of a [`Store`].
+/// How to reach a store: connection settings beyond what the [`Location`] says.
+///
+/// A backup storage location carries its own credentials and TLS settings; the CLI leaves them
+/// unset and takes credentials from the environment as restic does.
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
     /// Requests in flight at once. 16 keeps a remote store busy on a fast link without
     /// opening hundreds of connections; local stores are bounded by the disk anyway.
     pub connections: usize,
+    /// Credentials to use instead of the environment's.
+    pub credentials: Option<Credentials>,
+    /// PEM certificates to trust for an endpoint with a private CA (a location's `caCert`).
+    pub ca_certificates: Option<Vec<u8>>,
+    /// Accept any certificate (a location's `insecureSkipTLSVerify`).
+    pub insecure_skip_tls_verify: bool,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        Self { connections: 16 }
+        Self {
+            connections: 16,
+            credentials: None,
+            ca_certificates: None,
+            insecure_skip_tls_verify: false,
+        }
     }
 }
 
-/// A repository's files on an object store. Cheap to clone.
+/// Credentials for one provider. `Debug` never prints a secret.
+#[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Credentials {
+    /// An S3 access key.
+    Aws {
+        access_key_id: String,
+        secret_access_key: String,
+        session_token: Option<String>,
+    },
+    /// A Google service account key (its JSON).
+    Gcp { service_account_key: String },
+    /// An Azure storage account and its key.
+    Azure { account: String, key: String },
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Credentials::Aws { access_key_id, .. } => {
+                write!(f, "Aws {{ access_key_id: {access_key_id:?}, .. }}")
+            }
+            Credentials::Gcp { .. } => f.write_str("Gcp { .. }"),
+            Credentials::Azure { account, .. } => write!(f, "Azure {{ account: {account:?}, .. }}"),
+        }
+    }
+}
+
+/// Any object under a location's prefix: the backup storage location's view (validation,
+/// backup files), on which repository [`Store`]s are built. Cheap to clone.
 #[derive(Clone)]
-pub struct Store {
+pub struct Bucket {
     inner: Arc<dyn ObjectStore>,
     root: String,
     location: Location,
     permits: Arc<Semaphore>,
 }
 
-impl std::fmt::Debug for Store {
+impl std::fmt::Debug for Bucket {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Store({})", self.location)
+        write!(f, "Bucket({})", self.location)
     }
 }
 
-impl Store {
-    /// Connects to the store at `location`; a local directory must exist. Credentials come from the environment
-    /// (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_DEFAULT_REGION`, `AWS_ENDPOINT_URL`,
-    /// `GOOGLE_APPLICATION_CREDENTIALS`, `AZURE_STORAGE_ACCOUNT_NAME`/`_KEY` or restic's
-    /// `AZURE_ACCOUNT_NAME`/`_KEY`). Nothing is contacted yet.
+impl Bucket {
+    /// Connects to the store at `location`; a local directory must exist. Credentials come from
+    /// `opts`, else from the environment (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+    /// `AWS_DEFAULT_REGION`, `AWS_ENDPOINT_URL`, `GOOGLE_APPLICATION_CREDENTIALS`,
+    /// `AZURE_STORAGE_ACCOUNT_NAME`/`_KEY` or restic's `AZURE_ACCOUNT_NAME`/`_KEY`). Nothing is
+    /// contacted yet.
     pub fn open(location: &Location, opts: &StoreOptions) -> Result<Self> {
         let setup = |source| Error::store(location, StoreError::Setup { source });
+        let client = client_options(location, opts)?;
         let (inner, root): (Arc<dyn ObjectStore>, String) = match location {
             Location::Local(path) => {
                 // Opening changes nothing: a missing directory is reported, not created
@@ -177,7 +222,9 @@ impl Store {
                 region,
             } => {
                 use object_store::aws::AmazonS3Builder;
-                let mut b = AmazonS3Builder::from_env().with_bucket_name(bucket);
+                let mut b = AmazonS3Builder::from_env()
+                    .with_bucket_name(bucket)
+                    .with_client_options(client);
                 if std::env::var_os("AWS_DEFAULT_REGION").is_none()
                     && std::env::var_os("AWS_REGION").is_none()
                 {
@@ -185,13 +232,29 @@ impl Store {
                 } else if let Some(r) = region {
                     b = b.with_region(r);
                 }
+                let has_keys = match &opts.credentials {
+                    Some(Credentials::Aws {
+                        access_key_id,
+                        secret_access_key,
+                        session_token,
+                    }) => {
+                        b = b
+                            .with_access_key_id(access_key_id)
+                            .with_secret_access_key(secret_access_key);
+                        if let Some(token) = session_token {
+                            b = b.with_token(token);
+                        }
+                        true
+                    }
+                    _ => std::env::var_os("AWS_ACCESS_KEY_ID").is_some(),
+                };
                 let endpoint = endpoint
                     .clone()
                     .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok());
                 if let Some(ep) = endpoint {
                     // Without keys object_store would ask the cloud metadata service, which an
                     // on-prem endpoint never has: say what is missing instead.
-                    if std::env::var_os("AWS_ACCESS_KEY_ID").is_none() {
+                    if !has_keys {
                         return Err(Error::store(
                             location,
                             StoreError::NoCredentials { endpoint: ep },
@@ -206,22 +269,38 @@ impl Store {
                 (Arc::new(b.build().map_err(setup)?), prefix.clone())
             }
             Location::Gcs { bucket, prefix } => {
-                let b = object_store::gcp::GoogleCloudStorageBuilder::from_env()
-                    .with_bucket_name(bucket);
+                let mut b = object_store::gcp::GoogleCloudStorageBuilder::from_env()
+                    .with_bucket_name(bucket)
+                    .with_client_options(client);
+                if let Some(Credentials::Gcp {
+                    service_account_key,
+                }) = &opts.credentials
+                {
+                    b = b.with_service_account_key(service_account_key);
+                }
                 (Arc::new(b.build().map_err(setup)?), prefix.clone())
             }
             Location::Azure { container, prefix } => {
                 let mut b = object_store::azure::MicrosoftAzureBuilder::from_env()
-                    .with_container_name(container);
+                    .with_container_name(container)
+                    .with_client_options(client);
                 if let Ok(account) = std::env::var("AZURE_ACCOUNT_NAME") {
                     b = b.with_account(account);
                 }
                 if let Ok(key) = std::env::var("AZURE_ACCOUNT_KEY") {
                     b = b.with_access_key(key);
                 }
+                if let Some(Credentials::Azure { account, key }) = &opts.credentials {
+                    b = b.with_account(account).with_access_key(key);
+                }
                 (Arc::new(b.build().map_err(setup)?), prefix.clone())
             }
-            Location::Memory { name } => (memory_store(name), String::new()),
+            // `memory:NAME/dir` is `dir` inside the in-memory store NAME, so a repository
+            // opened by its joined location is the one a bucket handed out.
+            Location::Memory { name } => match name.split_once('/') {
+                Some((store, dir)) => (memory_store(store), dir.to_string()),
+                None => (memory_store(name), String::new()),
+            },
         };
         Ok(Self {
             inner,
@@ -229,6 +308,143 @@ impl Store {
             location: location.clone(),
             permits: Arc::new(Semaphore::new(opts.connections.max(1))),
         })
+    }
+
+    /// Where this bucket (and prefix) is.
+    pub fn location(&self) -> &Location {
+        &self.location
+    }
+
+    fn key(&self, key: &str) -> ObjectPath {
+        let key = key.trim_matches('/');
+        match (self.root.is_empty(), key.is_empty()) {
+            (true, _) => ObjectPath::from(key),
+            (false, true) => ObjectPath::from(self.root.as_str()),
+            (false, false) => ObjectPath::from(format!("{}/{key}", self.root)),
+        }
+    }
+
+    async fn permit(&self) -> tokio::sync::SemaphorePermit<'_> {
+        self.permits
+            .acquire()
+            .await
+            .expect("the store's semaphore is never closed")
+    }
+
+    /// The names of the "directories" directly under `dir` (relative to the prefix): the common
+    /// prefixes of a delimited listing. Fails when the bucket does not exist or cannot be listed.
+    pub async fn list_dirs(&self, dir: &str) -> Result<Vec<String>, StoreError> {
+        let path = self.key(dir);
+        let path = (!path.as_ref().is_empty()).then_some(path);
+        let _p = self.permit().await;
+        match self.inner.list_with_delimiter(path.as_ref()).await {
+            Ok(listing) => Ok(listing
+                .common_prefixes
+                .iter()
+                .filter_map(|p| p.filename().map(str::to_string))
+                .collect()),
+            // A local prefix directory that does not exist yet simply holds nothing.
+            Err(object_store::Error::NotFound { .. })
+                if matches!(self.location, Location::Local(_)) && path.is_some() =>
+            {
+                Ok(Vec::new())
+            }
+            Err(e) => Err(StoreError::from_object_store(
+                path.as_ref().unwrap_or(&ObjectPath::from("/")),
+                e,
+            )),
+        }
+    }
+
+    /// Reads a whole object.
+    pub async fn get(&self, key: &str) -> Result<Bytes, StoreError> {
+        let path = self.key(key);
+        let _p = self.permit().await;
+        match self.inner.get(&path).await {
+            Ok(r) => r
+                .bytes()
+                .await
+                .map_err(|e| StoreError::from_object_store(&path, e)),
+            Err(e) => Err(StoreError::from_object_store(&path, e)),
+        }
+    }
+
+    /// Writes a whole object atomically.
+    pub async fn put(&self, key: &str, bytes: Bytes) -> Result<(), StoreError> {
+        let path = self.key(key);
+        let _p = self.permit().await;
+        self.inner
+            .put(&path, bytes.into())
+            .await
+            .map(|_| ())
+            .map_err(|e| StoreError::from_object_store(&path, e))
+    }
+
+    /// Removes an object; a missing object is not an error.
+    pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        let path = self.key(key);
+        let _p = self.permit().await;
+        match self.inner.delete(&path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(StoreError::from_object_store(&path, e)),
+        }
+    }
+
+    /// The repository store at `dir` under this bucket's prefix (`restic/<namespace>`).
+    pub fn store(&self, dir: &str) -> Store {
+        let dir = dir.trim_matches('/');
+        let root = match (self.root.is_empty(), dir.is_empty()) {
+            (true, _) => dir.to_string(),
+            (false, true) => self.root.clone(),
+            (false, false) => format!("{}/{dir}", self.root),
+        };
+        let location = self.location.join(dir);
+        Store {
+            inner: self.inner.clone(),
+            root,
+            location,
+            permits: self.permits.clone(),
+        }
+    }
+}
+
+/// The HTTP client settings of a store: a private CA and certificate checking.
+fn client_options(
+    location: &Location,
+    opts: &StoreOptions,
+) -> Result<object_store::ClientOptions> {
+    let mut client = object_store::ClientOptions::new()
+        .with_allow_invalid_certificates(opts.insecure_skip_tls_verify);
+    if let Some(pem) = &opts.ca_certificates {
+        let certs = object_store::Certificate::from_pem_bundle(pem)
+            .map_err(|source| Error::store(location, StoreError::Setup { source }))?;
+        for cert in certs {
+            client = client.with_root_certificate(cert);
+        }
+    }
+    Ok(client)
+}
+
+/// A repository's files on an object store. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<dyn ObjectStore>,
+    root: String,
+    location: Location,
+    permits: Arc<Semaphore>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Store({})", self.location)
+    }
+}
+
+impl Store {
+    /// Connects to the repository at `location` (see [`Bucket::open`]); a local directory must
+    /// exist. Nothing is contacted yet.
+    pub fn open(location: &Location, opts: &StoreOptions) -> Result<Self> {
+        Ok(Bucket::open(location, opts)?.store(""))
     }
 
     /// Wraps an existing object store (tests, and callers that build their own client).

@@ -1,0 +1,167 @@
+//! The agent's side of the server connection: dial, introduce the node, keep the session alive
+//! with heartbeats, and dial again when it breaks.
+//!
+//! The session is one gRPC bidirectional stream (see `proto/agent.proto`). A broken
+//! connection is retried with exponential backoff (1 s doubling to 30 s), so a server restart
+//! or a rolling upgrade costs an agent seconds, not a pod restart. Bad local settings (unreadable
+//! certificates, an invalid server address) end the agent at once with one sentence instead.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use futures::StreamExt;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::proto::agents_client::AgentsClient;
+use crate::proto::{AgentMessage, Heartbeat, Hello, agent_message, server_message};
+use crate::tls::TlsMaterial;
+
+/// How an agent reaches its server, and what it says about itself.
+#[derive(Debug, Clone)]
+pub struct AgentOptions {
+    /// The server's gRPC address, e.g. `https://lifeboat.velero.svc:8443`.
+    pub server: String,
+    /// The name the server's certificate must carry (defaults to the address's host).
+    pub server_name: String,
+    /// This node's name (NODE_NAME from the downward API).
+    pub node: String,
+    /// Where the host's kubelet pod directories are mounted (`/host_pods`).
+    pub host_pods: PathBuf,
+    /// Volumes backed up or restored at once.
+    pub concurrency: usize,
+    /// This side's certificate, key and the CA.
+    pub tls: TlsMaterial,
+}
+
+/// Why the agent stopped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error("the server address `{address}` is not valid")]
+    BadAddress {
+        address: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
+    #[error("the agent's TLS settings cannot be used")]
+    Tls(#[source] tonic::transport::Error),
+}
+
+/// Runs the agent until `cancel` fires: holds a session with the server, reconnecting as needed.
+pub async fn run(opts: AgentOptions, cancel: CancellationToken) -> Result<(), Error> {
+    let endpoint = Endpoint::from_shared(opts.server.clone())
+        .map_err(|source| Error::BadAddress {
+            address: opts.server.clone(),
+            source,
+        })?
+        .tls_config(opts.tls.client_config(&opts.server_name))
+        .map_err(Error::Tls)?
+        .connect_timeout(Duration::from_secs(10))
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(10))
+        .keep_alive_while_idle(true);
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        let outcome = tokio::select! {
+            _ = cancel.cancelled() => return Ok(()),
+            outcome = session(&endpoint, &opts, &cancel) => outcome,
+        };
+        match outcome {
+            // A session that got as far as Welcome resets the backoff: the server is up.
+            Ok(()) => {
+                tracing::warn!(server = %opts.server, "the session with the server ended; dialling again");
+                backoff = Duration::from_secs(1);
+            }
+            Err(reason) => {
+                tracing::warn!(server = %opts.server, retry_in = ?backoff, "cannot hold a session with the server: {reason}");
+            }
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(30));
+    }
+}
+
+/// One session: returns Ok when it ran and ended, Err with the reason when it could not start.
+async fn session(
+    endpoint: &Endpoint,
+    opts: &AgentOptions,
+    cancel: &CancellationToken,
+) -> Result<(), String> {
+    let channel: Channel = endpoint.connect().await.map_err(|e| chain(&e))?;
+    let mut client = AgentsClient::new(channel);
+    // Outbound messages: Hello, then heartbeats. 16 is plenty for a heartbeat every few seconds.
+    let (tx, rx) = mpsc::channel::<AgentMessage>(16);
+    tx.send(AgentMessage {
+        body: Some(agent_message::Body::Hello(Hello {
+            node: opts.node.clone(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            concurrency: u32::try_from(opts.concurrency).unwrap_or(u32::MAX),
+            host_pods: opts.host_pods.display().to_string(),
+        })),
+    })
+    .await
+    .map_err(|_| "the outbound queue closed".to_string())?;
+    let response = client
+        .session(ReceiverStream::new(rx))
+        .await
+        .map_err(|status| describe(&status))?;
+    let mut inbound = response.into_inner();
+    let welcome = match inbound.next().await {
+        Some(Ok(msg)) => match msg.body {
+            Some(server_message::Body::Welcome(w)) => w,
+            None => return Err("the server's first message was not Welcome".into()),
+        },
+        Some(Err(status)) => return Err(describe(&status)),
+        None => return Err("the server closed the session before welcoming the agent".into()),
+    };
+    let interval = Duration::from_millis(welcome.heartbeat_interval_ms.max(100));
+    tracing::info!(node = %opts.node, server_version = %welcome.server_version, heartbeat = ?interval, "session with the server open");
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return Ok(()),
+            _ = ticker.tick() => {
+                let beat = AgentMessage { body: Some(agent_message::Body::Heartbeat(Heartbeat { running: 0 })) };
+                if tx.send(beat).await.is_err() {
+                    return Ok(());
+                }
+            }
+            msg = inbound.next() => match msg {
+                Some(Ok(_)) => {}
+                Some(Err(status)) => {
+                    tracing::warn!("the server ended the session: {}", describe(&status));
+                    return Ok(());
+                }
+                None => return Ok(()),
+            }
+        }
+    }
+}
+
+fn describe(status: &tonic::Status) -> String {
+    use std::error::Error as _;
+    match status.source() {
+        Some(source) if status.message().is_empty() => chain(source),
+        _ => format!("{} ({:?})", status.message(), status.code()),
+    }
+}
+
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        let text = err.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        cur = err.source();
+    }
+    parts.join(": ")
+}

@@ -1,0 +1,175 @@
+//! The BackupStorageLocation controller: validates each location on its `validationFrequency`
+//! and records the outcome in `status.phase` (Available / Unavailable), `status.message` and
+//! `status.lastValidationTime`.
+//!
+//! Our own status writes wake the controller again (they are watch events like any other), so
+//! the reconciler remembers when it last validated each location at which generation and does
+//! nothing until that generation's next validation is due: a spec change validates at once, a
+//! status write costs nothing. `validationFrequency: 0` validates on spec changes only.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::{Action, Config, Controller};
+use kube::runtime::events::{Event, EventType};
+use kube::runtime::watcher;
+use kube::{Resource, ResourceExt};
+use tokio_util::sync::CancellationToken;
+
+use super::{Context, MANAGER, parse_duration};
+use crate::api::{BackupStorageLocation, LocationPhase};
+use crate::error::{Error, Result};
+use crate::storage::{LocationStore, chain};
+
+const NAME: &str = "backup-storage-location";
+
+/// When each location was last validated, and at which generation.
+#[derive(Debug, Default)]
+pub(crate) struct State {
+    validated: Mutex<HashMap<String, (Option<i64>, Instant)>>,
+}
+
+impl State {
+    fn last(&self, name: &str) -> Option<(Option<i64>, Instant)> {
+        self.validated
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .copied()
+    }
+
+    fn record(&self, name: &str, generation: Option<i64>) {
+        self.validated
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_string(), (generation, Instant::now()));
+    }
+
+    fn forget(&self, name: &str) {
+        self.validated
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
+    }
+}
+
+/// Runs the controller until `shutdown` fires.
+pub(crate) async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
+    let api: Api<BackupStorageLocation> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    let concurrency = ctx.settings.location_concurrency;
+    Controller::new(api, watcher::Config::default())
+        .with_config(Config::default().concurrency(concurrency))
+        .graceful_shutdown_on(async move { shutdown.cancelled().await })
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(controller = NAME, "{}", chain(&e));
+            }
+        })
+        .await;
+}
+
+async fn reconcile(bsl: Arc<BackupStorageLocation>, ctx: Arc<Context>) -> Result<Action> {
+    let name = bsl.name_any();
+    if bsl.meta().deletion_timestamp.is_some() {
+        ctx.locations.forget(&name);
+        return Ok(Action::await_change());
+    }
+    let frequency = match bsl.spec.validation_frequency.as_deref() {
+        None | Some("") => ctx.settings.default_validation_frequency,
+        Some(text) => parse_duration(text).unwrap_or(ctx.settings.default_validation_frequency),
+    };
+    let generation = bsl.meta().generation;
+    if let Some((validated_generation, at)) = ctx.locations.last(&name)
+        && validated_generation == generation
+    {
+        if frequency.is_zero() {
+            return Ok(Action::await_change());
+        }
+        let age = at.elapsed();
+        if age < frequency {
+            return Ok(Action::requeue(frequency - age));
+        }
+    }
+
+    let outcome = validate(&bsl, &ctx).await;
+    let (phase, message) = match &outcome {
+        Ok(()) => (LocationPhase::Available, None),
+        Err(message) => (LocationPhase::Unavailable, Some(message.clone())),
+    };
+    let previous = bsl.status.as_ref().and_then(|s| s.phase);
+    let status = serde_json::json!({
+        "status": {
+            "phase": phase,
+            "message": message,
+            "lastValidationTime": Time(jiff::Timestamp::now()),
+        }
+    });
+    let api: Api<BackupStorageLocation> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    api.patch_status(&name, &PatchParams::apply(MANAGER), &Patch::Merge(&status))
+        .await?;
+    ctx.locations.record(&name, generation);
+    ctx.metrics.reconciled(NAME, true);
+    ctx.metrics.location(&name, phase == LocationPhase::Available);
+    if previous != Some(phase) {
+        match &message {
+            None => tracing::info!(location = %name, "backup storage location is available"),
+            Some(m) => tracing::warn!(location = %name, "backup storage location is unavailable: {m}"),
+        }
+        let event = Event {
+            type_: if message.is_none() {
+                EventType::Normal
+            } else {
+                EventType::Warning
+            },
+            reason: if message.is_none() {
+                "Available".into()
+            } else {
+                "Unavailable".into()
+            },
+            note: message.clone(),
+            action: "Validate".into(),
+            secondary: None,
+        };
+        if let Err(e) = ctx
+            .recorder
+            .publish(&event, &bsl.object_ref(&()))
+            .await
+        {
+            tracing::debug!(location = %name, "cannot publish an event: {e}");
+        }
+    }
+    Ok(if frequency.is_zero() {
+        Action::await_change()
+    } else {
+        Action::requeue(frequency)
+    })
+}
+
+/// Validates the location; the error is the status message.
+async fn validate(bsl: &BackupStorageLocation, ctx: &Context) -> std::result::Result<(), String> {
+    let credential = match &bsl.spec.credential {
+        Some(sel) => Some(
+            ctx.secret_key(&sel.name, &sel.key)
+                .await
+                .map_err(|e| format!("credential: {}", chain(&e)))?,
+        ),
+        None => None,
+    };
+    let store = LocationStore::open(&bsl.spec, credential.as_deref()).map_err(|e| chain(&e))?;
+    store.validate(ctx.settings.validation_timeout).await
+}
+
+fn error_policy(bsl: Arc<BackupStorageLocation>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.reconciled(NAME, false);
+    tracing::warn!(location = %bsl.name_any(), "reconcile failed: {}", chain(error));
+    Action::requeue(if error.is_retryable() {
+        Duration::from_secs(5)
+    } else {
+        Duration::from_secs(60)
+    })
+}

@@ -1,0 +1,125 @@
+//! The controllers, in the style of controller-rs: one file per resource exposing `run`, a thin
+//! `reconcile` and an `error_policy`, sharing one [`Context`].
+//!
+//! Reconcilers are level-triggered: they look at the object and the world and make them agree,
+//! whatever event woke them. Status is written with the field manager [`MANAGER`]; Events are
+//! published on transitions only.
+
+pub(crate) mod location;
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::Api;
+use kube::runtime::events::{Recorder, Reporter};
+
+use crate::agents::Agents;
+use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+
+/// The field manager of every write the server makes.
+pub const MANAGER: &str = "lifeboat-server";
+
+/// Settings of the controllers, from the server's flags.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Locations reconciled at once. Validation is mostly waiting on the store, so a few in
+    /// parallel keep one slow store from delaying the others.
+    pub location_concurrency: u16,
+    /// How long one location's validation may take before it counts as unreachable.
+    pub validation_timeout: Duration,
+    /// Validation frequency of a location that does not set one (Velero's default: 1m).
+    pub default_validation_frequency: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            location_concurrency: 4,
+            validation_timeout: Duration::from_secs(30),
+            default_validation_frequency: Duration::from_secs(60),
+        }
+    }
+}
+
+/// What every reconciler shares.
+pub(crate) struct Context {
+    pub client: kube::Client,
+    pub namespace: String,
+    pub recorder: Recorder,
+    pub metrics: Metrics,
+    #[allow(dead_code)]
+    pub agents: Agents,
+    pub settings: Settings,
+    pub locations: location::State,
+}
+
+impl Context {
+    pub fn new(
+        client: kube::Client,
+        namespace: String,
+        metrics: Metrics,
+        agents: Agents,
+        settings: Settings,
+    ) -> Self {
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: MANAGER.into(),
+                instance: std::env::var("POD_NAME").ok(),
+            },
+        );
+        Self {
+            client,
+            namespace,
+            recorder,
+            metrics,
+            agents,
+            settings,
+            locations: location::State::default(),
+        }
+    }
+
+    /// The bytes of `key` in the Secret `name` of the server's namespace.
+    pub async fn secret_key(&self, name: &str, key: &str) -> Result<Vec<u8>> {
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), &self.namespace);
+        let missing = || Error::SecretKey {
+            namespace: self.namespace.clone(),
+            name: name.to_string(),
+            key: key.to_string(),
+        };
+        let secret = api.get_opt(name).await?.ok_or_else(missing)?;
+        if let Some(v) = secret.data.as_ref().and_then(|d| d.get(key)) {
+            return Ok(v.0.clone());
+        }
+        if let Some(v) = secret.string_data.as_ref().and_then(|d| d.get(key)) {
+            return Ok(v.clone().into_bytes());
+        }
+        Err(missing())
+    }
+}
+
+/// A Kubernetes duration (`1m0s`, `720h`, `90s`) as Velero's manifests write them; `0` is zero.
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let t = text.trim();
+    if t == "0" {
+        return Some(Duration::ZERO);
+    }
+    humantime::parse_duration(t).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kubernetes_durations_parse() {
+        assert_eq!(parse_duration("1m0s"), Some(Duration::from_secs(60)));
+        assert_eq!(parse_duration("720h0m0s"), Some(Duration::from_secs(720 * 3600)));
+        assert_eq!(parse_duration("90s"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_duration("1h30m"), Some(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("0"), Some(Duration::ZERO));
+        assert_eq!(parse_duration("0s"), Some(Duration::ZERO));
+        assert_eq!(parse_duration("soon"), None);
+    }
+}

@@ -1,0 +1,117 @@
+//! The server process: the controllers, the agents' gRPC service and the health/metrics
+//! endpoint, started together and stopped together.
+//!
+//! Listening sockets are bound before anything else starts, so a taken port fails the start
+//! with one clear error. `/readyz` turns ready once the API server has answered and the
+//! controllers run. On shutdown (the token) the controllers finish their current reconciles,
+//! the gRPC server stops taking sessions and the endpoint stops; agents then dial again until
+//! the next server is up.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use lifeboat_agent::TlsMaterial;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::agents::Agents;
+use crate::controller::{self, Context, Settings};
+use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+
+/// Everything the server needs to run.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    /// The namespace of the install, whose velero.io objects this server owns.
+    pub namespace: String,
+    /// `/healthz`, `/readyz`, `/metrics`, `/agents` (Velero's metrics port is 8085).
+    pub metrics_address: SocketAddr,
+    /// The agents' gRPC service.
+    pub grpc_address: SocketAddr,
+    /// The server's certificate, key and the install's CA.
+    pub tls: TlsMaterial,
+    /// How often agents send heartbeats; an agent silent for three of these is gone.
+    pub heartbeat: Duration,
+    /// Server-side feature flags (`--features`).
+    pub features: Vec<String>,
+    /// The controllers' settings.
+    pub settings: Settings,
+}
+
+/// Runs the server until `shutdown` fires or a part of it fails.
+pub async fn run(client: kube::Client, opts: ServerOptions, shutdown: CancellationToken) -> Result<()> {
+    let bind = |address: SocketAddr| async move {
+        tokio::net::TcpListener::bind(address)
+            .await
+            .map_err(|source| Error::Bind { address, source })
+    };
+    let http_listener = bind(opts.metrics_address).await?;
+    let grpc_listener = bind(opts.grpc_address).await?;
+    tracing::info!(
+        namespace = %opts.namespace,
+        metrics = %http_listener.local_addr().unwrap_or(opts.metrics_address),
+        grpc = %grpc_listener.local_addr().unwrap_or(opts.grpc_address),
+        features = ?opts.features,
+        "lifeboat server starting"
+    );
+
+    let metrics = Metrics::new();
+    let agents = Agents::new(opts.heartbeat, metrics.clone());
+    let ready = Arc::new(AtomicBool::new(false));
+
+    let http = tokio::spawn(crate::http::serve(
+        http_listener,
+        ready.clone(),
+        metrics.clone(),
+        agents.clone(),
+        shutdown.clone(),
+    ));
+    let grpc = {
+        let server = tonic::transport::Server::builder()
+            .tls_config(opts.tls.server_config())?
+            .http2_keepalive_interval(Some(Duration::from_secs(10)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+            .add_service(agents.service());
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            server
+                .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), async move {
+                    shutdown.cancelled().await
+                })
+                .await
+        })
+    };
+
+    // The API server must answer before the controllers start: a wrong kubeconfig or missing
+    // RBAC is then one error at start-up rather than a log of failing watches.
+    let version = client.apiserver_version().await?;
+    tracing::info!(version = %version.git_version, "connected to the API server");
+
+    let ctx = Arc::new(Context::new(
+        client,
+        opts.namespace.clone(),
+        metrics,
+        agents,
+        opts.settings.clone(),
+    ));
+    let controllers = tokio::spawn(controller::location::run(ctx, shutdown.clone()));
+    ready.store(true, Ordering::Release);
+
+    // Whichever part ends first ends the server; the others stop with the token.
+    let outcome = tokio::select! {
+        r = http => r.map(|r| r.map_err(Error::Http)),
+        r = grpc => r.map(|r| r.map_err(Error::Transport)),
+        r = controllers => r.map(Ok),
+        _ = shutdown.cancelled() => Ok(Ok(())),
+    };
+    shutdown.cancel();
+    match outcome {
+        Ok(result) => result,
+        Err(join) => {
+            tracing::error!("a server task ended abnormally: {join}");
+            Ok(())
+        }
+    }
+}
