@@ -43,7 +43,10 @@ impl TlsMaterial {
             match std::fs::read(&path) {
                 Ok(bytes) if bytes.is_empty() => Err(TlsError {
                     path,
-                    source: std::io::Error::new(std::io::ErrorKind::InvalidData, "the file is empty"),
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        "the file is empty",
+                    ),
                 }),
                 Ok(bytes) => Ok(bytes),
                 Err(source) => Err(TlsError { path, source }),

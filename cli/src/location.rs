@@ -296,9 +296,7 @@ pub(crate) async fn run_backup_location(args: BackupLocationArgs) -> Result<()> 
                                 } else {
                                     format!("{}/{}", os.bucket, os.prefix)
                                 },
-                                status
-                                    .phase
-                                    .map_or("Unknown".into(), |p| format!("{p:?}")),
+                                status.phase.map_or("Unknown".into(), |p| format!("{p:?}")),
                                 status
                                     .last_validation_time
                                     .map_or("<never>".into(), |t| t.0.to_string()),
@@ -322,7 +320,10 @@ pub(crate) async fn run_backup_location(args: BackupLocationArgs) -> Result<()> 
                 spec.insert("default".into(), true.into());
             }
             if let Some(c) = credential {
-                spec.insert("credential".into(), serde_json::to_value(parse_credential(&c)?)?);
+                spec.insert(
+                    "credential".into(),
+                    serde_json::to_value(parse_credential(&c)?)?,
+                );
             }
             if let Some(path) = cacert {
                 spec.insert(
@@ -369,10 +370,12 @@ pub(crate) async fn run_backup_location(args: BackupLocationArgs) -> Result<()> 
                 println!("No backup storage locations found.");
                 return Ok(());
             }
-            if !confirm && !confirmed(&format!(
-                "You are about to delete backup storage location(s) {}. Are you sure you want to continue (Y/N)? ",
-                names.join(", ")
-            ))? {
+            if !confirm
+                && !confirmed(&format!(
+                    "You are about to delete backup storage location(s) {}. Are you sure you want to continue (Y/N)? ",
+                    names.join(", ")
+                ))?
+            {
                 bail!("not deleted; pass --confirm to delete without asking");
             }
             for name in names {
@@ -482,7 +485,9 @@ where
 fn already_exists(e: kube::Error, what: &str, name: &str) -> anyhow::Error {
     match e {
         kube::Error::Api(s) if s.code == 409 => {
-            anyhow::anyhow!("{what} {name:?} already exists; change it with `set` or delete it first")
+            anyhow::anyhow!(
+                "{what} {name:?} already exists; change it with `set` or delete it first"
+            )
         }
         other => other.into(),
     }
@@ -549,7 +554,10 @@ mod tests {
     fn pairs_keep_urls_and_split_on_commas() {
         let pairs = parse_pairs(
             "config",
-            &["region=minio,s3ForcePathStyle=\"true\"".into(), "s3Url=http://minio:9000/x=y".into()],
+            &[
+                "region=minio,s3ForcePathStyle=\"true\"".into(),
+                "s3Url=http://minio:9000/x=y".into(),
+            ],
         )
         .unwrap();
         assert_eq!(pairs["region"], "minio");
@@ -562,7 +570,10 @@ mod tests {
     #[test]
     fn credentials_are_secret_equals_key() {
         let sel = parse_credential("bsl-creds=cloud").unwrap();
-        assert_eq!((sel.name.as_str(), sel.key.as_str()), ("bsl-creds", "cloud"));
+        assert_eq!(
+            (sel.name.as_str(), sel.key.as_str()),
+            ("bsl-creds", "cloud")
+        );
         assert!(parse_credential("bsl-creds").is_err());
         assert!(parse_credential("=cloud").is_err());
     }

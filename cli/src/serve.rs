@@ -140,7 +140,9 @@ pub(crate) async fn server(args: ServerArgs) -> Result<()> {
 
 pub(crate) async fn agent(args: AgentArgs) -> Result<()> {
     let Some(node) = args.node.filter(|n| !n.trim().is_empty()) else {
-        bail!("the agent needs its node's name: set NODE_NAME (the DaemonSet sets it from spec.nodeName) or pass --node");
+        bail!(
+            "the agent needs its node's name: set NODE_NAME (the DaemonSet sets it from spec.nodeName) or pass --node"
+        );
     };
     let tls = TlsMaterial::load(&args.tls_dir)?;
     if !args.host_pods.is_dir() {

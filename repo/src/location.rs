@@ -262,7 +262,10 @@ mod tests {
             "s3:http://127.0.0.1:9000/bucket/prefix/restic/app"
         );
         let bare = Location::parse("s3://bucket").unwrap();
-        assert_eq!(bare.join("/restic/app/").to_string(), "s3://bucket/restic/app");
+        assert_eq!(
+            bare.join("/restic/app/").to_string(),
+            "s3://bucket/restic/app"
+        );
         assert_eq!(
             Location::parse("/srv/b").unwrap().join("restic/x"),
             Location::Local("/srv/b/restic/x".into())

@@ -409,10 +409,7 @@ impl Bucket {
 }
 
 /// The HTTP client settings of a store: a private CA and certificate checking.
-fn client_options(
-    location: &Location,
-    opts: &StoreOptions,
-) -> Result<object_store::ClientOptions> {
+fn client_options(location: &Location, opts: &StoreOptions) -> Result<object_store::ClientOptions> {
     let mut client = object_store::ClientOptions::new()
         .with_allow_invalid_certificates(opts.insecure_skip_tls_verify);
     if let Some(pem) = &opts.ca_certificates {

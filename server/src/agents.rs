@@ -159,7 +159,9 @@ impl Agents {
             match tokio::time::timeout(deadline, inbound.next()).await {
                 Err(_) => break format!("no heartbeat for {}s", deadline.as_secs_f32()),
                 Ok(None) => break "the agent closed the session".to_string(),
-                Ok(Some(Err(status))) => break format!("the connection broke: {}", status.message()),
+                Ok(Some(Err(status))) => {
+                    break format!("the connection broke: {}", status.message());
+                }
                 Ok(Some(Ok(msg))) => {
                     if !self.touch(&node, session) {
                         break "replaced by a newer session".to_string();

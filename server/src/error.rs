@@ -35,7 +35,9 @@ impl Error {
     /// Whether the failing request may succeed when repeated.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Error::Kube(kube::Error::Api(status)) => status.code >= 500 || status.code == 429 || status.code == 409,
+            Error::Kube(kube::Error::Api(status)) => {
+                status.code >= 500 || status.code == 429 || status.code == 409
+            }
             Error::Kube(_) => true,
             _ => false,
         }

@@ -41,7 +41,11 @@ pub struct ServerOptions {
 }
 
 /// Runs the server until `shutdown` fires or a part of it fails.
-pub async fn run(client: kube::Client, opts: ServerOptions, shutdown: CancellationToken) -> Result<()> {
+pub async fn run(
+    client: kube::Client,
+    opts: ServerOptions,
+    shutdown: CancellationToken,
+) -> Result<()> {
     let bind = |address: SocketAddr| async move {
         tokio::net::TcpListener::bind(address)
             .await

@@ -20,14 +20,17 @@ use crate::api::BackupStorageLocationSpec;
 /// The top-level directories a backup store may hold under its prefix (Velero's list, plus
 /// kopia's so a bucket shared with a newer Velero validates). Anything else means the prefix
 /// is used by something that is not a backup store, and writing there would mix data.
-pub const KNOWN_TOP_LEVEL_DIRS: &[&str] =
-    &["backups", "restores", "restic", "metadata", "plugins", "kopia"];
+pub const KNOWN_TOP_LEVEL_DIRS: &[&str] = &[
+    "backups", "restores", "restic", "metadata", "plugins", "kopia",
+];
 
 /// What is wrong with a location's settings.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SettingsError {
-    #[error("provider `{0}` is not supported; use aws (or any S3-compatible store), gcp, azure or filesystem")]
+    #[error(
+        "provider `{0}` is not supported; use aws (or any S3-compatible store), gcp, azure or filesystem"
+    )]
     UnknownProvider(String),
     #[error("objectStorage.bucket is empty")]
     NoBucket,
@@ -39,11 +42,15 @@ pub enum SettingsError {
         value: String,
         reason: String,
     },
-    #[error("the credentials file has no profile `{profile}` with aws_access_key_id and aws_secret_access_key")]
+    #[error(
+        "the credentials file has no profile `{profile}` with aws_access_key_id and aws_secret_access_key"
+    )]
     NoProfile { profile: String },
     #[error("the credentials are not a valid AWS credentials file")]
     BadCredentialsFile(#[source] ini::ParseError),
-    #[error("the azure location needs config storageAccount and a credentials file with AZURE_STORAGE_ACCOUNT_ACCESS_KEY")]
+    #[error(
+        "the azure location needs config storageAccount and a credentials file with AZURE_STORAGE_ACCOUNT_ACCESS_KEY"
+    )]
     NoAzureAccount,
     #[error("objectStorage.caCert is not valid base64")]
     BadCaCert,
@@ -97,12 +104,14 @@ impl LocationStore {
                 return Ok(Some(bytes.to_vec()));
             }
             match std::env::var_os(env) {
-                Some(path) if !path.is_empty() => std::fs::read(&path).map(Some).map_err(|source| {
-                    SettingsError::CredentialsFile {
-                        path: PathBuf::from(path).display().to_string(),
-                        source,
-                    }
-                }),
+                Some(path) if !path.is_empty() => {
+                    std::fs::read(&path).map(Some).map_err(|source| {
+                        SettingsError::CredentialsFile {
+                            path: PathBuf::from(path).display().to_string(),
+                            source,
+                        }
+                    })
+                }
                 _ => Ok(None),
             }
         };
@@ -395,9 +404,7 @@ mod tests {
         };
         assert!(err(spec("oracle", "b", &[]), None).contains("provider `oracle`"));
         assert!(err(spec("aws", " ", &[]), None).contains("bucket is empty"));
-        assert!(
-            err(spec("aws", "b", &[("s3Url", "minio:9000")]), Some(CREDS)).contains("s3Url")
-        );
+        assert!(err(spec("aws", "b", &[("s3Url", "minio:9000")]), Some(CREDS)).contains("s3Url"));
         assert!(
             err(spec("aws", "b", &[("insecureSkipTLSVerify", "yes")]), None)
                 .contains("insecureSkipTLSVerify")
@@ -435,7 +442,11 @@ mod tests {
         let s = spec("filesystem", dir.path().to_str().unwrap(), &[]);
         let store = LocationStore::open(&s, None).unwrap();
         store.validate(Duration::from_secs(5)).await.unwrap();
-        assert!(!dir.path().join("cluster-a/metadata/lifeboat-write-check").exists());
+        assert!(
+            !dir.path()
+                .join("cluster-a/metadata/lifeboat-write-check")
+                .exists()
+        );
         std::fs::create_dir_all(dir.path().join("cluster-a/photos")).unwrap();
         let msg = store.validate(Duration::from_secs(5)).await.unwrap_err();
         assert!(msg.contains("photos"), "{msg}");

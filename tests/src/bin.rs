@@ -13,7 +13,8 @@ pub struct Run {
 }
 
 impl Run {
-    fn from(out: Output) -> Self {
+    /// The result of a finished process.
+    pub fn from_output(out: Output) -> Self {
         Self {
             status: out.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -94,7 +95,7 @@ impl Tool {
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
-        Run::from(
+        Run::from_output(
             cmd.output()
                 .unwrap_or_else(|e| panic!("cannot run {}: {e}", self.exe.display())),
         )
@@ -111,11 +112,16 @@ pub fn lifeboat_exe() -> PathBuf {
         return p.into();
     }
     let exe = std::env::current_exe().expect("the test binary's path");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("test binaries live in target/<profile>/deps");
-    let bin = profile_dir.join("lifeboat");
+    // Test binaries live in target/<profile>/deps, other binaries (testcluster, bench) in
+    // target/<profile> itself, next to lifeboat.
+    let dir = exe.parent().expect("binaries live in a directory");
+    let bin = if dir.join("lifeboat").exists() {
+        dir.join("lifeboat")
+    } else {
+        dir.parent()
+            .expect("test binaries live in target/<profile>/deps")
+            .join("lifeboat")
+    };
     assert!(
         bin.exists(),
         "{} is missing: build it first (`cargo build -p lifeboat-cli`), as scripts/test does",

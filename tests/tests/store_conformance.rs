@@ -177,3 +177,100 @@ async fn s3_missing_bucket_fails_the_probe() {
     let store = Store::open(&location, &StoreOptions::default()).expect("open");
     assert!(store.probe().await.is_err());
 }
+
+/// The bucket view of a location: objects by key, the directories under the prefix, and
+/// repository stores under it that are the same repository as their joined location.
+async fn bucket_conformance(location: Location, opts: StoreOptions) {
+    use lifeboat_repo::Bucket;
+    let bucket = Bucket::open(&location, &opts).expect("open bucket");
+    assert!(
+        bucket
+            .list_dirs("")
+            .await
+            .expect("list an empty prefix")
+            .is_empty()
+    );
+    assert!(matches!(
+        bucket.get("backups/b1/velero-backup.json").await,
+        Err(StoreError::NotFound { .. })
+    ));
+    bucket
+        .put("backups/b1/velero-backup.json", Bytes::from_static(b"{}"))
+        .await
+        .expect("put");
+    bucket
+        .put("metadata/revision", Bytes::from_static(b"r1"))
+        .await
+        .expect("put");
+    assert_eq!(
+        &bucket
+            .get("backups/b1/velero-backup.json")
+            .await
+            .expect("get")[..],
+        b"{}"
+    );
+    let mut dirs = bucket.list_dirs("").await.expect("list dirs");
+    dirs.sort();
+    assert_eq!(dirs, ["backups", "metadata"]);
+    assert_eq!(bucket.list_dirs("backups").await.expect("list"), ["b1"]);
+    bucket.delete("metadata/revision").await.expect("delete");
+    bucket
+        .delete("metadata/revision")
+        .await
+        .expect("deleting a missing object succeeds");
+
+    // A repository under the bucket is the one its joined location opens.
+    let under = bucket.store("restic/app");
+    under.create().await.expect("create");
+    under
+        .write(
+            FileKind::Snapshot,
+            &id(7),
+            vec![Bytes::from_static(b"snap")],
+        )
+        .await
+        .expect("write");
+    let joined = Store::open(&location.join("restic/app"), &opts).expect("open joined");
+    assert_eq!(
+        &joined.read(FileKind::Snapshot, &id(7)).await.expect("read")[..],
+        b"snap"
+    );
+    assert_eq!(under.location(), &location.join("restic/app"));
+}
+
+#[tokio::test]
+async fn memory_bucket_conforms() {
+    bucket_conformance(
+        Location::Memory {
+            name: "bucket-conformance".into(),
+        },
+        StoreOptions::default(),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn local_bucket_conforms() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    bucket_conformance(
+        Location::Local(dir.path().to_path_buf()),
+        StoreOptions::default(),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn s3_bucket_conforms_with_explicit_credentials() {
+    let s3 = S3::bucket("bucket-conformance");
+    let location = Location::parse(&s3.restic_url("cluster-a")).expect("parse");
+    // Credentials from the options, not the environment: what a location's Secret gives.
+    let opts = StoreOptions {
+        credentials: Some(lifeboat_repo::Credentials::Aws {
+            access_key_id: "test".into(),
+            secret_access_key: "test".into(),
+            session_token: None,
+        }),
+        ..StoreOptions::default()
+    };
+    bucket_conformance(location, opts).await;
+}

@@ -114,11 +114,14 @@ async fn reconcile(bsl: Arc<BackupStorageLocation>, ctx: Arc<Context>) -> Result
         .await?;
     ctx.locations.record(&name, generation);
     ctx.metrics.reconciled(NAME, true);
-    ctx.metrics.location(&name, phase == LocationPhase::Available);
+    ctx.metrics
+        .location(&name, phase == LocationPhase::Available);
     if previous != Some(phase) {
         match &message {
             None => tracing::info!(location = %name, "backup storage location is available"),
-            Some(m) => tracing::warn!(location = %name, "backup storage location is unavailable: {m}"),
+            Some(m) => {
+                tracing::warn!(location = %name, "backup storage location is unavailable: {m}")
+            }
         }
         let event = Event {
             type_: if message.is_none() {
@@ -135,11 +138,7 @@ async fn reconcile(bsl: Arc<BackupStorageLocation>, ctx: Arc<Context>) -> Result
             action: "Validate".into(),
             secondary: None,
         };
-        if let Err(e) = ctx
-            .recorder
-            .publish(&event, &bsl.object_ref(&()))
-            .await
-        {
+        if let Err(e) = ctx.recorder.publish(&event, &bsl.object_ref(&())).await {
             tracing::debug!(location = %name, "cannot publish an event: {e}");
         }
     }

@@ -115,7 +115,10 @@ mod tests {
     #[test]
     fn kubernetes_durations_parse() {
         assert_eq!(parse_duration("1m0s"), Some(Duration::from_secs(60)));
-        assert_eq!(parse_duration("720h0m0s"), Some(Duration::from_secs(720 * 3600)));
+        assert_eq!(
+            parse_duration("720h0m0s"),
+            Some(Duration::from_secs(720 * 3600))
+        );
         assert_eq!(parse_duration("90s"), Some(Duration::from_secs(90)));
         assert_eq!(parse_duration("1h30m"), Some(Duration::from_secs(5400)));
         assert_eq!(parse_duration("0"), Some(Duration::ZERO));
