@@ -1,0 +1,172 @@
+//! A Kubernetes API server stand-in for system tests: kube's client, watcher, reflector,
+//! `Controller`, finalizer helper and discovery, and the `lifeboat` CLI, run against it exactly
+//! as against a real cluster (no real API server can run on the test machines; see
+//! TESTING.md, "The Kubernetes API stand-in").
+//!
+//! It serves plain HTTP/1.1 on 127.0.0.1 from its own thread and tokio runtime, so a test that
+//! blocks its own runtime never stalls it. State lives in memory and dies with the server.
+//! What it does and does not do: discovery for the built-in kinds and every CRD created through
+//! it; get, list (paging, label and field selectors), watch (resume, bookmarks, 410 after
+//! `compact`), create, replace, merge/json/apply patch, delete with finalizers, delete of
+//! collections; server-managed metadata, status subresources, namespace termination. No auth,
+//! no admission, no schema validation, no garbage collection by owner reference, no field
+//! ownership for server-side apply.
+//!
+//! Split by concern: `routing` (URLs and verbs), `store` (objects, write rules, watch log),
+//! `watch` (streaming), `selector`, `patch`, `discovery` (the registry of resources) and
+//! `failure` (Status errors).
+
+mod discovery;
+mod failure;
+mod patch;
+mod routing;
+mod selector;
+mod store;
+mod watch;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use anyhow::Context as _;
+use serde_json::{Value, json};
+
+use self::routing::Shared;
+
+/// A running API server stand-in; dropping it stops the server and ends its open watches.
+pub struct ApiServer {
+    url: String,
+    shared: Arc<Shared>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for ApiServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiServer").field("url", &self.url).finish_non_exhaustive()
+    }
+}
+
+impl ApiServer {
+    /// Starts on 127.0.0.1 on a free port, on its own thread with its own tokio runtime, so a
+    /// test that blocks its own runtime (waiting on processes) never stalls the server.
+    pub fn start() -> anyhow::Result<ApiServer> {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").context("cannot bind a loopback port")?;
+        listener
+            .set_nonblocking(true)
+            .context("cannot make the listening socket non-blocking")?;
+        let port = listener.local_addr().context("cannot read the bound address")?.port();
+        // One thread is plenty: every request is short work under one lock, and watches sleep.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("cannot build the API server's runtime")?;
+        let shared = Arc::new(Shared::new());
+        let app = routing::router(shared.clone());
+        let (shutdown, stop) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name(format!("apiserver-{port}"))
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let listener = match tokio::net::TcpListener::from_std(listener) {
+                        Ok(listener) => listener,
+                        Err(e) => {
+                            eprintln!("API server stand-in: cannot listen: {e}");
+                            return;
+                        }
+                    };
+                    tokio::select! {
+                        served = axum::serve(listener, app) => {
+                            if let Err(e) = served {
+                                eprintln!("API server stand-in stopped: {e}");
+                            }
+                        }
+                        _ = stop => {}
+                    }
+                });
+                // Dropping the runtime here ends every connection task, open watches included.
+                drop(runtime);
+            })
+            .context("cannot start the API server's thread")?;
+        Ok(ApiServer {
+            url: format!("http://127.0.0.1:{port}"),
+            shared,
+            shutdown: Some(shutdown),
+            thread: Some(thread),
+        })
+    }
+
+    /// `http://127.0.0.1:PORT`
+    pub fn url(&self) -> String {
+        self.url.clone()
+    }
+
+    /// Writes a kubeconfig (cluster `stand-in` at url(), context `stand-in`, a user with no
+    /// credentials, namespace unset) to `path`.
+    pub fn write_kubeconfig(&self, path: &Path) -> anyhow::Result<()> {
+        let config = json!({
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "stand-in", "cluster": {"server": self.url}}],
+            "users": [{"name": "stand-in", "user": {}}],
+            "contexts": [{"name": "stand-in", "context": {"cluster": "stand-in", "user": "stand-in"}}],
+            "current-context": "stand-in",
+            "preferences": {},
+        });
+        let text = serde_yaml::to_string(&config).context("cannot render the kubeconfig")?;
+        std::fs::write(path, text).with_context(|| format!("cannot write the kubeconfig {}", path.display()))
+    }
+
+    /// A kube::Client for this server (for test code); its default namespace is `default`.
+    pub async fn client(&self) -> anyhow::Result<kube::Client> {
+        let url = self.url.parse().context("the server URL is a valid URI")?;
+        kube::Client::try_from(kube::Config::new(url)).context("cannot build a client for the API server stand-in")
+    }
+
+    /// Forgets the watch history, so a watch resuming from any older resourceVersion gets an
+    /// ERROR event with a 410 Gone Status (kube's watcher then relists). Watches open now get
+    /// that too, at once: compaction is how a test makes every watcher relist.
+    pub fn compact(&self) {
+        self.shared.store().compact();
+    }
+
+    /// A snapshot of one stored object as JSON (None if absent), for assertions without a client.
+    pub fn get(&self, api_version: &str, plural: &str, namespace: Option<&str>, name: &str) -> Option<Value> {
+        let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+        let store = self.shared.store();
+        let resource = store.registry().find(group, version, plural)?.clone();
+        store
+            .get_raw(&resource.collection(), namespace.unwrap_or_default(), name)
+            .map(|o| store::present(&resource, o))
+    }
+
+    /// Stores `object` (its apiVersion and kind name the resource) as given, status included,
+    /// creating or replacing it, with the usual ADDED or MODIFIED event; returns it as stored.
+    /// For seeding state a client could only reach in several steps (a pod with its status).
+    pub fn put_object(&self, object: Value) -> anyhow::Result<Value> {
+        Ok(self.shared.store().put(object)?)
+    }
+
+    /// The latest resourceVersion.
+    pub fn resource_version(&self) -> u64 {
+        self.shared.store().resource_version()
+    }
+
+    /// Every request served so far as `METHOD /path?query`, oldest first.
+    pub fn requests(&self) -> Vec<String> {
+        self.shared.requests()
+    }
+}
+
+impl Drop for ApiServer {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            // Err only when the server already stopped by itself.
+            let _ = shutdown.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            // A panic on the server thread was already printed there.
+            let _ = thread.join();
+        }
+    }
+}
