@@ -8,6 +8,7 @@
 
 pub mod apiserver;
 pub mod bin;
+pub mod cluster;
 pub mod s3;
 pub mod tree;
 

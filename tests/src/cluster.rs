@@ -1,0 +1,453 @@
+//! The test cluster: the API-server stand-in, a bucket on the S3 server, one `lifeboat server`
+//! process and one `lifeboat agent` process per simulated node (each with its own host-pods
+//! directory), all on loopback, driven through the real `lifeboat` CLI.
+//!
+//! It is what a test (or a person, through the `testcluster` binary) gets instead of a real
+//! cluster: the only stand-in is the API server; every lifeboat part is the real binary.
+//! Processes are killed when the cluster is dropped, however the test ends.
+
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::apiserver::ApiServer;
+use crate::bin::{Run, lifeboat_exe};
+
+/// Where the backups go.
+#[derive(Debug, Clone)]
+pub enum Storage {
+    /// A bucket on the S3 server (moto), reached with an AWS credentials file.
+    S3(crate::s3::S3),
+    /// A directory (the `filesystem` provider).
+    Directory(PathBuf),
+}
+
+/// A running lifeboat process and its log file.
+#[derive(Debug)]
+struct Proc {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Proc {
+    fn spawn(mut cmd: Command, log: PathBuf) -> Self {
+        let out = File::create(&log).expect("create a process log");
+        let err = out.try_clone().expect("clone the log handle");
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(out))
+            .stderr(Stdio::from(err))
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+        Self { child, log }
+    }
+
+    fn stop(&mut self) {
+        // SIGTERM first: the processes shut down cleanly on it (as in a pod); kill if they hang.
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).unwrap_or(i32::MAX));
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+/// A simulated cluster with lifeboat's processes.
+pub struct Cluster {
+    pub api: ApiServer,
+    /// Scratch space: kubeconfig, logs, certificates, host-pods roots.
+    pub dir: tempfile::TempDir,
+    pub kubeconfig: PathBuf,
+    /// The install namespace.
+    pub namespace: String,
+    pub storage: Storage,
+    /// The cloud credentials file given to install and the server.
+    pub credentials: PathBuf,
+    metrics_port: u16,
+    grpc_port: u16,
+    server: Option<Proc>,
+    agents: BTreeMap<String, Proc>,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("api", &self.api.url())
+            .field("dir", &self.dir.path())
+            .field("storage", &self.storage)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for agent in self.agents.values_mut() {
+            agent.stop();
+        }
+        if let Some(server) = &mut self.server {
+            server.stop();
+        }
+    }
+}
+
+impl Cluster {
+    /// A cluster whose backups go to a new bucket on the S3 server.
+    pub fn with_s3(test: &str) -> Self {
+        Self::new(Storage::S3(crate::s3::S3::bucket(test)))
+    }
+
+    /// A cluster for `storage`, with nothing installed yet.
+    pub fn new(storage: Storage) -> Self {
+        let api = ApiServer::start().expect("start the API-server stand-in");
+        let dir = tempfile::tempdir().expect("a scratch directory");
+        let kubeconfig = dir.path().join("kubeconfig");
+        api.write_kubeconfig(&kubeconfig)
+            .expect("write the kubeconfig");
+        let credentials = dir.path().join("credentials-velero");
+        // moto accepts any keys; the server must still send some.
+        std::fs::write(
+            &credentials,
+            "[default]\naws_access_key_id = test\naws_secret_access_key = test\n",
+        )
+        .expect("write the credentials file");
+        Self {
+            api,
+            kubeconfig,
+            namespace: "velero".into(),
+            storage,
+            credentials,
+            metrics_port: free_port(),
+            grpc_port: free_port(),
+            server: None,
+            agents: BTreeMap::new(),
+            dir,
+        }
+    }
+
+    /// The `lifeboat` command with this cluster's kubeconfig and a private client config.
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new(lifeboat_exe());
+        cmd.env("KUBECONFIG", &self.kubeconfig)
+            .env("LIFEBOAT_CONFIG", self.dir.path().join("client-config.json"))
+            .env_remove("VELERO_NAMESPACE")
+            .env_remove("LIFEBOAT_NAMESPACE")
+            .env("LIFEBOAT_LOG", "error");
+        cmd
+    }
+
+    /// Runs `lifeboat ARGS` as a user would, against this cluster.
+    pub fn lifeboat<I, S>(&self, args: I) -> Run
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let out = self
+            .command()
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run lifeboat");
+        Run::from_output(out)
+    }
+
+    /// The install flags for this cluster's storage.
+    pub fn install_args(&self) -> Vec<String> {
+        let mut args: Vec<String> = vec!["install".into(), "--use-restic".into()];
+        match &self.storage {
+            Storage::S3(s3) => args.extend([
+                "--provider".into(),
+                "aws".into(),
+                "--bucket".into(),
+                s3.bucket.clone(),
+                "--prefix".into(),
+                "cluster-a".into(),
+                "--backup-location-config".into(),
+                format!("region=us-east-1,s3ForcePathStyle=true,s3Url={}", s3.endpoint),
+                "--secret-file".into(),
+                self.credentials.display().to_string(),
+            ]),
+            Storage::Directory(dir) => args.extend([
+                "--provider".into(),
+                "filesystem".into(),
+                "--bucket".into(),
+                dir.display().to_string(),
+                "--prefix".into(),
+                "cluster-a".into(),
+                "--no-secret".into(),
+            ]),
+        }
+        args
+    }
+
+    /// `lifeboat install --use-restic …` for this cluster's storage; panics unless it succeeds.
+    pub fn install(&self) -> Run {
+        self.lifeboat(self.install_args()).ok()
+    }
+
+    /// Writes the `tls.crt`, `tls.key` and `ca.crt` of the Secret `name` (as install created
+    /// it) into a directory, as the pod's Secret volume would, and returns the directory.
+    pub fn tls_dir(&self, secret: &str) -> PathBuf {
+        use base64::Engine as _;
+        let obj = self
+            .api
+            .get("v1", "secrets", Some(&self.namespace), secret)
+            .unwrap_or_else(|| panic!("the Secret {secret} does not exist: run install first"));
+        let dir = self.dir.path().join("secrets").join(secret);
+        std::fs::create_dir_all(&dir).expect("create the secret directory");
+        for key in ["tls.crt", "tls.key", "ca.crt"] {
+            let text = obj["data"][key]
+                .as_str()
+                .unwrap_or_else(|| panic!("the Secret {secret} has no {key}"));
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(text)
+                .expect("Secret data is base64");
+            std::fs::write(dir.join(key), bytes).expect("write a certificate file");
+        }
+        dir
+    }
+
+    /// `http://127.0.0.1:PORT` of the server's health and metrics endpoint.
+    pub fn metrics_address(&self) -> String {
+        format!("127.0.0.1:{}", self.metrics_port)
+    }
+
+    /// The server's gRPC address as agents dial it.
+    pub fn grpc_url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.grpc_port)
+    }
+
+    /// Starts `lifeboat server` as the Deployment would, and waits until it is ready.
+    pub fn start_server(&mut self) {
+        let tls = self.tls_dir("lifeboat-server-tls");
+        let mut cmd = self.command();
+        cmd.args([
+            "server",
+            "--metrics-address",
+            &self.metrics_address(),
+            "--grpc-address",
+            &format!("127.0.0.1:{}", self.grpc_port),
+            "--agent-heartbeat",
+            "1s",
+            "--location-validation-timeout",
+            "10s",
+        ])
+        .arg("--tls-dir")
+        .arg(&tls)
+        .env("VELERO_NAMESPACE", &self.namespace)
+        .env("AWS_SHARED_CREDENTIALS_FILE", &self.credentials)
+        .env("LIFEBOAT_LOG", "info,kube=warn,tower=warn,h2=warn,hyper=warn");
+        let log = self.dir.path().join("server.log");
+        let mut proc = Proc::spawn(cmd, log);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some((200, _)) = http_get(&self.metrics_address(), "/readyz") {
+                break;
+            }
+            assert!(
+                proc.alive(),
+                "the server exited:\n{}",
+                std::fs::read_to_string(&proc.log).unwrap_or_default()
+            );
+            assert!(
+                Instant::now() < deadline,
+                "the server did not become ready in 30 s:\n{}",
+                std::fs::read_to_string(&proc.log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        self.server = Some(proc);
+    }
+
+    /// The host-pods root of `node` (kubelet's `/var/lib/kubelet/pods` on that node).
+    pub fn host_pods(&self, node: &str) -> PathBuf {
+        self.dir.path().join("nodes").join(node).join("pods")
+    }
+
+    /// Starts `lifeboat agent` for `node` with the install's agent certificate.
+    pub fn start_agent(&mut self, node: &str) {
+        let tls = self.tls_dir("lifeboat-agent-tls");
+        self.start_agent_with_tls(node, &tls);
+    }
+
+    /// Starts `lifeboat agent` for `node` with the certificates in `tls`.
+    pub fn start_agent_with_tls(&mut self, node: &str, tls: &Path) {
+        let host_pods = self.host_pods(node);
+        std::fs::create_dir_all(&host_pods).expect("create the host-pods root");
+        let mut cmd = self.command();
+        cmd.args(["agent", "--server", &self.grpc_url()])
+            .arg("--server-name")
+            .arg(format!("lifeboat.{}.svc", self.namespace))
+            .arg("--host-pods")
+            .arg(&host_pods)
+            .arg("--tls-dir")
+            .arg(tls)
+            .env("NODE_NAME", node)
+            .env("VELERO_NAMESPACE", &self.namespace)
+            .env("LIFEBOAT_LOG", "info,h2=warn,hyper=warn,tower=warn");
+        let log = self.dir.path().join(format!("agent-{node}.log"));
+        if let Some(mut old) = self.agents.remove(node) {
+            old.stop();
+        }
+        self.agents.insert(node.to_string(), Proc::spawn(cmd, log));
+    }
+
+    /// Kills the agent of `node` with SIGKILL, as an OOM kill or node failure would.
+    pub fn kill_agent(&mut self, node: &str) {
+        let mut proc = self
+            .agents
+            .remove(node)
+            .unwrap_or_else(|| panic!("no agent runs for {node}"));
+        let _ = proc.child.kill();
+        let _ = proc.child.wait();
+    }
+
+    /// Whether the agent process of `node` still runs.
+    pub fn agent_running(&mut self, node: &str) -> bool {
+        self.agents.get_mut(node).is_some_and(Proc::alive)
+    }
+
+    /// The nodes the server counts as having a live agent (its `/agents` endpoint).
+    pub fn live_agents(&self) -> Vec<String> {
+        let Some((200, body)) = http_get(&self.metrics_address(), "/agents") else {
+            return Vec::new();
+        };
+        let agents: Vec<serde_json::Value> =
+            serde_json::from_str(&body).expect("/agents answers JSON");
+        agents
+            .iter()
+            .filter_map(|a| a["node"].as_str().map(str::to_string))
+            .collect()
+    }
+
+    /// The server's `/metrics` text.
+    pub fn metrics(&self) -> String {
+        http_get(&self.metrics_address(), "/metrics")
+            .map(|(_, body)| body)
+            .unwrap_or_default()
+    }
+
+    /// The server's log so far.
+    pub fn server_log(&self) -> String {
+        self.server
+            .as_ref()
+            .map(|p| std::fs::read_to_string(&p.log).unwrap_or_default())
+            .unwrap_or_default()
+    }
+
+    /// The log of `node`'s agent so far.
+    pub fn agent_log(&self, node: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("agent-{node}.log")))
+            .unwrap_or_default()
+    }
+
+    /// Creates the Secret `name` in the install namespace holding `key` = `value`.
+    pub fn create_secret(&self, name: &str, key: &str, value: &[u8]) {
+        use k8s_openapi::api::core::v1::Secret;
+        use k8s_openapi::ByteString;
+        let secret = Secret {
+            metadata: kube::api::ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some(self.namespace.clone()),
+                ..Default::default()
+            },
+            data: Some([(key.to_string(), ByteString(value.to_vec()))].into()),
+            ..Default::default()
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        rt.block_on(async {
+            let client = self.api.client().await.expect("a client");
+            kube::Api::<Secret>::namespaced(client, &self.namespace)
+                .create(&Default::default(), &secret)
+                .await
+                .expect("create the Secret");
+        });
+    }
+
+    /// Stops the server with SIGTERM, as Kubernetes does, and returns its exit code.
+    pub fn stop_server(&mut self) -> Option<i32> {
+        let mut proc = self.server.take()?;
+        proc.stop();
+        proc.child.wait().ok().and_then(|s| s.code())
+    }
+
+    /// One object of the install namespace as JSON, read straight from the stand-in.
+    pub fn velero_object(&self, plural: &str, name: &str) -> Option<serde_json::Value> {
+        self.api
+            .get("velero.io/v1", plural, Some(&self.namespace), name)
+    }
+}
+
+/// Polls `check` every 100 ms until it returns `Some`, or panics after `timeout` naming `what`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A free loopback port.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// `GET path` on `addr` over plain HTTP/1.1; the status and body, or None when nothing answers.
+pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect(addr).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let status = response.split_whitespace().nth(1)?.parse().ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    let chunked = head
+        .lines()
+        .any(|l| l.to_ascii_lowercase().starts_with("transfer-encoding: chunked"));
+    Some((status, if chunked { dechunk(body) } else { body.to_string() }))
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        body = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
