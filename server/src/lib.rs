@@ -2,3 +2,5 @@
 //! agent service join them with the cluster issues.
 
 pub mod api;
+pub mod install;
+pub mod pki;
