@@ -1,18 +1,467 @@
-//! `lifeboat install` and `lifeboat uninstall` (being written).
+//! `lifeboat install` and `lifeboat uninstall`, with Velero's flags and rules.
+//!
+//! The objects are rendered by `lifeboat_server::install::render`; this module turns flags into
+//! its options (refusing bad input with one sentence naming the flag), prints them with
+//! `--dry-run -o yaml|json` as Velero's `v1` `List`, or applies them and waits. Velero's flags
+//! that have no meaning for lifeboat are accepted so users' scripts keep working: `--plugins`
+//! (providers are built in) is ignored with a note on stderr.
 
-use anyhow::{Result, bail};
-use clap::Args;
+use std::collections::BTreeMap;
+use std::io::{BufRead as _, IsTerminal as _, Write as _};
+use std::path::{Path, PathBuf};
 
-#[derive(Debug, Args)]
-pub(crate) struct InstallArgs {}
+use anyhow::{Context as _, Result, bail};
+use clap::{Args, ValueEnum};
+use lifeboat_server::install::{
+    self, BackupLocationOptions, InstallOptions, PodResources, Progress, SnapshotLocationOptions,
+};
+use lifeboat_server::pki;
 
-#[derive(Debug, Args)]
-pub(crate) struct UninstallArgs {}
+use crate::cluster::ClusterArgs;
+use crate::config::split_features;
 
-pub(crate) async fn install(_args: InstallArgs) -> Result<()> {
-    bail!("install is not built yet")
+/// How `--dry-run` prints the objects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Output {
+    Yaml,
+    Json,
 }
 
-pub(crate) async fn uninstall(_args: UninstallArgs) -> Result<()> {
-    bail!("uninstall is not built yet")
+#[derive(Debug, Args)]
+pub(crate) struct InstallArgs {
+    #[command(flatten)]
+    cluster: ClusterArgs,
+    /// The storage provider: aws (and S3-compatible stores), gcp, azure.
+    #[arg(long)]
+    provider: Option<String>,
+    /// The bucket backups are stored in.
+    #[arg(long)]
+    bucket: Option<String>,
+    /// The prefix within the bucket.
+    #[arg(long, default_value = "")]
+    prefix: String,
+    /// Settings of the backup storage location: key=value,key2=value2 (region, s3Url,
+    /// s3ForcePathStyle, …).
+    #[arg(long, value_name = "K=V,…")]
+    backup_location_config: Option<String>,
+    /// Settings of the volume snapshot location (creates one): key=value,….
+    #[arg(long, value_name = "K=V,…")]
+    snapshot_location_config: Option<String>,
+    /// File with the provider's credentials, installed as the Secret cloud-credentials.
+    #[arg(long, value_name = "FILE")]
+    secret_file: Option<PathBuf>,
+    /// Install no credentials Secret (the nodes' or pods' own identity reaches the bucket).
+    #[arg(long)]
+    no_secret: bool,
+    /// PEM bundle of the CA of a storage endpoint with a private certificate.
+    #[arg(long, value_name = "FILE")]
+    cacert: Option<PathBuf>,
+    /// Run the node agents (DaemonSet restic) that back up pod volumes.
+    #[arg(long, visible_alias = "use-node-agent")]
+    use_restic: bool,
+    /// Back up every pod volume unless excluded, by default for every backup.
+    #[arg(long, visible_alias = "default-volumes-to-fs-backup")]
+    default_volumes_to_restic: bool,
+    /// CPU request of the server pod.
+    #[arg(long, default_value = "500m")]
+    velero_pod_cpu_request: String,
+    /// Memory request of the server pod.
+    #[arg(long, default_value = "128Mi")]
+    velero_pod_mem_request: String,
+    /// CPU limit of the server pod (0: none).
+    #[arg(long, default_value = "1000m")]
+    velero_pod_cpu_limit: String,
+    /// Memory limit of the server pod (0: none).
+    #[arg(long, default_value = "512Mi")]
+    velero_pod_mem_limit: String,
+    /// CPU request of each agent pod.
+    #[arg(long, visible_alias = "node-agent-pod-cpu-request", default_value = "500m")]
+    restic_pod_cpu_request: String,
+    /// Memory request of each agent pod.
+    #[arg(long, visible_alias = "node-agent-pod-mem-request", default_value = "512Mi")]
+    restic_pod_mem_request: String,
+    /// CPU limit of each agent pod (0: none).
+    #[arg(long, visible_alias = "node-agent-pod-cpu-limit", default_value = "1000m")]
+    restic_pod_cpu_limit: String,
+    /// Memory limit of each agent pod (0: none).
+    #[arg(long, visible_alias = "node-agent-pod-mem-limit", default_value = "1Gi")]
+    restic_pod_mem_limit: String,
+    /// Server-side feature flags, comma-separated; passed to the server and the agents.
+    #[arg(long, default_value = "")]
+    features: String,
+    /// The image of the server and the agents.
+    #[arg(long, default_value_t = install::default_image())]
+    image: String,
+    /// Install (or print) the CRDs only.
+    #[arg(long)]
+    crds_only: bool,
+    /// Print the objects instead of applying them (with -o yaml|json; yaml by default).
+    #[arg(long)]
+    dry_run: bool,
+    /// How --dry-run prints the objects.
+    #[arg(long, short = 'o', value_enum)]
+    output: Option<Output>,
+    /// Wait until the server (and the agents) are ready.
+    #[arg(long)]
+    wait: bool,
+    /// Accepted for Velero's scripts and ignored: lifeboat's providers are built in.
+    #[arg(long, value_name = "IMAGES")]
+    plugins: Option<String>,
+    /// Create the volume snapshot location `default` (true) or not (false, the default unless
+    /// --snapshot-location-config is given).
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_name = "BOOL")]
+    use_volume_snapshots: Option<bool>,
+    /// Create no backup storage location (then --provider and --bucket are not needed).
+    #[arg(long)]
+    no_default_backup_location: bool,
+    /// Annotations added to the server and agent pods: key=value,….
+    #[arg(long, value_name = "K=V,…")]
+    pod_annotations: Option<String>,
+    /// Labels added to the server and agent pods: key=value,….
+    #[arg(long, value_name = "K=V,…")]
+    pod_labels: Option<String>,
+    /// The data mover: restic (the only one lifeboat has).
+    #[arg(long, value_name = "TYPE")]
+    uploader_type: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct UninstallArgs {
+    #[command(flatten)]
+    cluster: ClusterArgs,
+    /// Uninstall without asking (required without a terminal).
+    #[arg(long)]
+    force: bool,
+    /// Wait until the namespace and the CRDs are gone.
+    #[arg(long)]
+    wait: bool,
+}
+
+/// Parses `k=v,k2=v2` (values may hold `=`, `:` and `/`, as URLs do) for the named flag.
+fn parse_map(flag: &str, text: Option<&str>) -> Result<BTreeMap<String, String>> {
+    let mut map = BTreeMap::new();
+    for pair in text.unwrap_or("").split(',').map(str::trim) {
+        if pair.is_empty() {
+            continue;
+        }
+        match pair.split_once('=') {
+            Some((key, value)) if !key.trim().is_empty() => {
+                map.insert(key.trim().to_string(), value.trim().to_string());
+            }
+            _ => bail!("`{pair}` in --{flag} is not KEY=VALUE; write --{flag} key1=value1,key2=value2"),
+        }
+    }
+    Ok(map)
+}
+
+fn read_file(flag: &str, path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("cannot read --{flag} {}", path.display()))
+}
+
+fn resources(
+    prefix: &str,
+    [cpu_request, memory_request, cpu_limit, memory_limit]: [&str; 4],
+) -> Result<PodResources> {
+    for (name, value) in [
+        ("cpu-request", cpu_request),
+        ("mem-request", memory_request),
+        ("cpu-limit", cpu_limit),
+        ("mem-limit", memory_limit),
+    ] {
+        if !value.is_empty() && !install::is_quantity(value) {
+            bail!(
+                "--{prefix}-{name} `{value}` is not a Kubernetes quantity such as 500m, 1, 512Mi or 1Gi"
+            );
+        }
+    }
+    Ok(PodResources {
+        cpu_request: cpu_request.to_string(),
+        memory_request: memory_request.to_string(),
+        cpu_limit: cpu_limit.to_string(),
+        memory_limit: memory_limit.to_string(),
+    })
+}
+
+/// The render options the flags describe, without the TLS material (issued once the
+/// namespace, and any CA already in it, is known); refuses what Velero refuses.
+fn options(args: &InstallArgs, namespace: &str, tls: pki::Bundle) -> Result<InstallOptions> {
+    if args.output.is_some() && !args.dry_run {
+        bail!("-o/--output prints what --dry-run would install; add --dry-run or leave -o out");
+    }
+    if let Some(uploader) = args.uploader_type.as_deref()
+        && uploader != "restic"
+    {
+        if uploader == "kopia" {
+            bail!(
+                "--uploader-type kopia is not supported: lifeboat writes restic repositories; use --uploader-type restic or leave it out"
+            );
+        }
+        bail!("--uploader-type `{uploader}` is unknown; the one uploader is restic");
+    }
+    let mut options = InstallOptions::new(namespace, tls);
+    options.crds_only = args.crds_only;
+    options.image = args.image.clone();
+    options.features = split_features(&args.features);
+    options.use_restic = args.use_restic;
+    options.default_volumes_to_restic = args.default_volumes_to_restic;
+    options.pod_labels = parse_map("pod-labels", args.pod_labels.as_deref())?;
+    options.pod_annotations = parse_map("pod-annotations", args.pod_annotations.as_deref())?;
+    options.server_resources = resources(
+        "velero-pod",
+        [
+            &args.velero_pod_cpu_request,
+            &args.velero_pod_mem_request,
+            &args.velero_pod_cpu_limit,
+            &args.velero_pod_mem_limit,
+        ],
+    )?;
+    options.agent_resources = resources(
+        "restic-pod",
+        [
+            &args.restic_pod_cpu_request,
+            &args.restic_pod_mem_request,
+            &args.restic_pod_cpu_limit,
+            &args.restic_pod_mem_limit,
+        ],
+    )?;
+    if args.crds_only {
+        return Ok(options);
+    }
+
+    if args.secret_file.is_some() && args.no_secret {
+        bail!("--secret-file and --no-secret contradict each other; give one");
+    }
+    options.credentials = match (&args.secret_file, args.no_secret) {
+        (Some(path), _) => Some(read_file("secret-file", path)?),
+        (None, true) => None,
+        (None, false) => bail!(
+            "give --secret-file with the provider's credentials, or --no-secret when the cluster's own identity reaches the bucket"
+        ),
+    };
+
+    let provider = args.provider.as_deref().filter(|p| !p.is_empty());
+    if !args.no_default_backup_location {
+        let Some(provider) = provider else {
+            bail!("--provider is required (or --no-default-backup-location)");
+        };
+        let Some(bucket) = args.bucket.as_deref().filter(|b| !b.is_empty()) else {
+            bail!("--bucket is required (or --no-default-backup-location)");
+        };
+        options.backup_location = Some(BackupLocationOptions {
+            provider: provider.to_string(),
+            bucket: bucket.to_string(),
+            prefix: args.prefix.trim_matches('/').to_string(),
+            config: parse_map("backup-location-config", args.backup_location_config.as_deref())?,
+            ca_cert: args
+                .cacert
+                .as_deref()
+                .map(|path| read_file("cacert", path))
+                .transpose()?,
+        });
+    }
+
+    let snapshot_config =
+        parse_map("snapshot-location-config", args.snapshot_location_config.as_deref())?;
+    let want_snapshots = match args.use_volume_snapshots {
+        Some(explicit) => explicit,
+        None => args.snapshot_location_config.is_some(),
+    };
+    if want_snapshots {
+        let Some(provider) = provider else {
+            bail!("--provider is required for the volume snapshot location");
+        };
+        options.snapshot_location = Some(SnapshotLocationOptions {
+            provider: provider.to_string(),
+            config: snapshot_config,
+        });
+    }
+    Ok(options)
+}
+
+/// Prints the objects as Velero's `--dry-run -o` does: one `v1` `List`.
+fn print_list(objects: Vec<serde_json::Value>, output: Output) -> Result<()> {
+    let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": objects});
+    let text = match output {
+        Output::Yaml => serde_yaml::to_string(&list).context("cannot write the objects as YAML")?,
+        Output::Json => {
+            let mut text =
+                serde_json::to_string_pretty(&list).context("cannot write the objects as JSON")?;
+            text.push('\n');
+            text
+        }
+    };
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+        .context("cannot write to stdout")
+}
+
+fn say(progress: &Progress) {
+    println!("{progress}");
+}
+
+pub(crate) async fn install(args: InstallArgs) -> Result<()> {
+    if args.plugins.is_some() {
+        eprintln!("lifeboat: --plugins ignored: lifeboat's storage providers are built in");
+    }
+    let namespace = args.cluster.namespace()?;
+    if args.dry_run {
+        // Touches nothing: a fresh CA, as a first install would make.
+        let tls = pki::Bundle::generate(&namespace).context("cannot make the certificates")?;
+        let options = options(&args, &namespace, tls)?;
+        return print_list(install::render(&options), args.output.unwrap_or(Output::Yaml));
+    }
+
+    // Check the flags before reaching for the cluster, so a typo fails at once.
+    let placeholder = pki::Bundle::generate(&namespace).context("cannot make the certificates")?;
+    let mut options = options(&args, &namespace, placeholder)?;
+    let client = args.cluster.client().await?;
+    if !args.crds_only {
+        // An earlier install's CA keeps issuing, so running agents keep trusting the server.
+        if let Some(authority) = install::existing_authority(&client, &namespace).await? {
+            options.tls = pki::Bundle::issue(&authority, &namespace)
+                .context("cannot issue certificates from the existing CA")?;
+        }
+    }
+    let objects = install::render(&options);
+    install::apply(&client, &objects, say).await?;
+    if args.crds_only {
+        println!("The lifeboat CRDs are installed.");
+        return Ok(());
+    }
+    if args.wait {
+        install::wait_ready(&client, &namespace, args.use_restic, say).await?;
+    }
+    println!(
+        "lifeboat is installed! ⛵ Use 'kubectl logs deployment/{} -n {namespace}' to view the status.",
+        install::DEPLOYMENT
+    );
+    Ok(())
+}
+
+pub(crate) async fn uninstall(args: UninstallArgs) -> Result<()> {
+    let namespace = args.cluster.namespace()?;
+    if !args.force {
+        if !std::io::stdin().is_terminal() {
+            bail!("uninstall deletes lifeboat and its CRDs; without a terminal to confirm on, pass --force");
+        }
+        print!(
+            "You are about to uninstall lifeboat from namespace {namespace}. Are you sure you want to continue (Y/N)? "
+        );
+        std::io::stdout().flush().context("cannot write to stdout")?;
+        let mut answer = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut answer)
+            .context("cannot read the answer")?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes" | "Yes" | "YES") {
+            println!("Uninstall cancelled.");
+            return Ok(());
+        }
+    }
+    let client = args.cluster.client().await?;
+    let mut namespace_deleted = false;
+    install::uninstall(&client, &namespace, |progress| {
+        if let Progress::Object { kind, outcome, .. } = progress {
+            if kind == "Namespace" && *outcome == install::Outcome::Deleted {
+                namespace_deleted = true;
+            }
+            if *outcome == install::Outcome::Missing {
+                return;
+            }
+        }
+        say(progress);
+    })
+    .await?;
+    if args.wait {
+        install::wait_uninstalled(&client, &namespace, namespace_deleted, say).await?;
+    }
+    println!("lifeboat is uninstalled from namespace {namespace}.");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: InstallArgs,
+    }
+
+    fn parse(args: &[&str]) -> InstallArgs {
+        Cli::try_parse_from(std::iter::once("install").chain(args.iter().copied()))
+            .unwrap()
+            .args
+    }
+
+    fn tls() -> pki::Bundle {
+        pki::Bundle::generate("velero").unwrap()
+    }
+
+    #[test]
+    fn maps_keep_equals_colons_and_slashes_in_values() {
+        let map = parse_map(
+            "backup-location-config",
+            Some("region=minio,s3ForcePathStyle=true,s3Url=http://minio:9000/x?a=b"),
+        )
+        .unwrap();
+        assert_eq!(map["s3Url"], "http://minio:9000/x?a=b");
+        assert_eq!(map["region"], "minio");
+        let err = parse_map("pod-labels", Some("a=b,oops")).unwrap_err();
+        assert!(err.to_string().contains("--pod-labels"), "{err}");
+        assert!(parse_map("x", None).unwrap().is_empty());
+    }
+
+    #[test]
+    fn aliases_and_velero_defaults() {
+        let args = parse(&[
+            "--use-node-agent",
+            "--default-volumes-to-fs-backup",
+            "--node-agent-pod-mem-limit=3Gi",
+            "--no-secret",
+            "--provider=aws",
+            "--bucket=b",
+        ]);
+        let options = options(&args, "velero", tls()).unwrap();
+        assert!(options.use_restic && options.default_volumes_to_restic);
+        assert_eq!(options.agent_resources.memory_limit, "3Gi");
+        assert_eq!(options.server_resources, PodResources::server_default());
+        assert!(options.snapshot_location.is_none(), "no VSL unless asked");
+        assert!(options.credentials.is_none());
+    }
+
+    #[test]
+    fn a_snapshot_location_when_configured_or_asked_for_explicitly() {
+        let base = ["--no-secret", "--provider=aws", "--bucket=b"];
+        let with = |extra: &[&str]| {
+            let all: Vec<&str> = base.iter().chain(extra).copied().collect();
+            options(&parse(&all), "velero", tls()).unwrap().snapshot_location
+        };
+        assert!(with(&["--snapshot-location-config", "region=x"]).is_some());
+        assert!(with(&["--use-volume-snapshots"]).is_some());
+        assert!(with(&["--use-volume-snapshots=true"]).is_some());
+        assert!(with(&["--use-volume-snapshots=false", "--snapshot-location-config=region=x"]).is_none());
+        assert!(with(&[]).is_none());
+    }
+
+    #[test]
+    fn bad_input_is_one_sentence_naming_the_flag() {
+        let err = |args: &[&str]| options(&parse(args), "velero", tls()).unwrap_err().to_string();
+        assert!(err(&["--no-secret", "--bucket=b"]).contains("--provider"));
+        assert!(err(&["--no-secret", "--provider=aws"]).contains("--bucket"));
+        assert!(err(&["--provider=aws", "--bucket=b"]).contains("--secret-file"));
+        assert!(err(&["--no-secret", "--provider=aws", "--bucket=b", "-o", "yaml"]).contains("--dry-run"));
+        assert!(err(&["--no-secret", "--provider=aws", "--bucket=b", "--uploader-type=kopia"]).contains("kopia"));
+        assert!(err(&["--no-secret", "--provider=aws", "--bucket=b", "--velero-pod-cpu-limit=lots"]).contains("--velero-pod-cpu-limit"));
+        assert!(err(&["--no-secret", "--provider=aws", "--bucket=b", "--restic-pod-mem-request=1GB"]).contains("--restic-pod-mem-request"));
+        assert!(err(&["--no-secret", "--no-default-backup-location", "--use-volume-snapshots"]).contains("--provider"));
+        // Neither a location nor a secret is needed for the CRDs alone.
+        assert!(options(&parse(&["--crds-only"]), "velero", tls()).is_ok());
+        assert!(options(&parse(&["--no-secret", "--no-default-backup-location"]), "velero", tls()).unwrap().backup_location.is_none());
+    }
 }

@@ -1,12 +1,15 @@
-//! lifeboat-server: the `velero.io/v1` API types (used by the CLI too), the controllers, the
-//! agents' gRPC service, and the server process that runs them.
+//! lifeboat-server: the `velero.io/v1` API types (used by the CLI too), what `install` renders
+//! and the certificates it issues, the controllers, the agents' gRPC service, and the server
+//! process that runs them.
 
 pub mod agents;
 pub mod api;
 mod controller;
 mod error;
 mod http;
+pub mod install;
 pub mod metrics;
+pub mod pki;
 mod server;
 pub mod storage;
 
