@@ -27,8 +27,16 @@ pub(crate) enum Output {
     Json,
 }
 
+/// `lifeboat install`'s flags, boxed: Velero's many flags would make every command's
+/// arguments as large as these.
 #[derive(Debug, Args)]
 pub(crate) struct InstallArgs {
+    #[command(flatten)]
+    flags: Box<InstallFlags>,
+}
+
+#[derive(Debug, Args)]
+struct InstallFlags {
     #[command(flatten)]
     cluster: ClusterArgs,
     /// The storage provider: aws (and S3-compatible stores), gcp, azure.
@@ -75,16 +83,32 @@ pub(crate) struct InstallArgs {
     #[arg(long, default_value = "512Mi")]
     velero_pod_mem_limit: String,
     /// CPU request of each agent pod.
-    #[arg(long, visible_alias = "node-agent-pod-cpu-request", default_value = "500m")]
+    #[arg(
+        long,
+        visible_alias = "node-agent-pod-cpu-request",
+        default_value = "500m"
+    )]
     restic_pod_cpu_request: String,
     /// Memory request of each agent pod.
-    #[arg(long, visible_alias = "node-agent-pod-mem-request", default_value = "512Mi")]
+    #[arg(
+        long,
+        visible_alias = "node-agent-pod-mem-request",
+        default_value = "512Mi"
+    )]
     restic_pod_mem_request: String,
     /// CPU limit of each agent pod (0: none).
-    #[arg(long, visible_alias = "node-agent-pod-cpu-limit", default_value = "1000m")]
+    #[arg(
+        long,
+        visible_alias = "node-agent-pod-cpu-limit",
+        default_value = "1000m"
+    )]
     restic_pod_cpu_limit: String,
     /// Memory limit of each agent pod (0: none).
-    #[arg(long, visible_alias = "node-agent-pod-mem-limit", default_value = "1Gi")]
+    #[arg(
+        long,
+        visible_alias = "node-agent-pod-mem-limit",
+        default_value = "1Gi"
+    )]
     restic_pod_mem_limit: String,
     /// Server-side feature flags, comma-separated; passed to the server and the agents.
     #[arg(long, default_value = "")]
@@ -148,7 +172,9 @@ fn parse_map(flag: &str, text: Option<&str>) -> Result<BTreeMap<String, String>>
             Some((key, value)) if !key.trim().is_empty() => {
                 map.insert(key.trim().to_string(), value.trim().to_string());
             }
-            _ => bail!("`{pair}` in --{flag} is not KEY=VALUE; write --{flag} key1=value1,key2=value2"),
+            _ => bail!(
+                "`{pair}` in --{flag} is not KEY=VALUE; write --{flag} key1=value1,key2=value2"
+            ),
         }
     }
     Ok(map)
@@ -184,7 +210,7 @@ fn resources(
 
 /// The render options the flags describe, without the TLS material (issued once the
 /// namespace, and any CA already in it, is known); refuses what Velero refuses.
-fn options(args: &InstallArgs, namespace: &str, tls: pki::Bundle) -> Result<InstallOptions> {
+fn options(args: &InstallFlags, namespace: &str, tls: pki::Bundle) -> Result<InstallOptions> {
     if args.output.is_some() && !args.dry_run {
         bail!("-o/--output prints what --dry-run would install; add --dry-run or leave -o out");
     }
@@ -251,7 +277,10 @@ fn options(args: &InstallArgs, namespace: &str, tls: pki::Bundle) -> Result<Inst
             provider: provider.to_string(),
             bucket: bucket.to_string(),
             prefix: args.prefix.trim_matches('/').to_string(),
-            config: parse_map("backup-location-config", args.backup_location_config.as_deref())?,
+            config: parse_map(
+                "backup-location-config",
+                args.backup_location_config.as_deref(),
+            )?,
             ca_cert: args
                 .cacert
                 .as_deref()
@@ -260,8 +289,10 @@ fn options(args: &InstallArgs, namespace: &str, tls: pki::Bundle) -> Result<Inst
         });
     }
 
-    let snapshot_config =
-        parse_map("snapshot-location-config", args.snapshot_location_config.as_deref())?;
+    let snapshot_config = parse_map(
+        "snapshot-location-config",
+        args.snapshot_location_config.as_deref(),
+    )?;
     let want_snapshots = match args.use_volume_snapshots {
         Some(explicit) => explicit,
         None => args.snapshot_location_config.is_some(),
@@ -291,10 +322,14 @@ fn print_list(objects: Vec<serde_json::Value>, output: Output) -> Result<()> {
         }
     };
     let mut stdout = std::io::stdout().lock();
-    stdout
+    match stdout
         .write_all(text.as_bytes())
         .and_then(|()| stdout.flush())
-        .context("cannot write to stdout")
+    {
+        // `lifeboat install --dry-run | head` is not a failure.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        result => result.context("cannot write to stdout"),
+    }
 }
 
 fn say(progress: &Progress) {
@@ -302,6 +337,7 @@ fn say(progress: &Progress) {
 }
 
 pub(crate) async fn install(args: InstallArgs) -> Result<()> {
+    let args = args.flags;
     if args.plugins.is_some() {
         eprintln!("lifeboat: --plugins ignored: lifeboat's storage providers are built in");
     }
@@ -310,7 +346,10 @@ pub(crate) async fn install(args: InstallArgs) -> Result<()> {
         // Touches nothing: a fresh CA, as a first install would make.
         let tls = pki::Bundle::generate(&namespace).context("cannot make the certificates")?;
         let options = options(&args, &namespace, tls)?;
-        return print_list(install::render(&options), args.output.unwrap_or(Output::Yaml));
+        return print_list(
+            install::render(&options),
+            args.output.unwrap_or(Output::Yaml),
+        );
     }
 
     // Check the flags before reaching for the cluster, so a typo fails at once.
@@ -344,12 +383,16 @@ pub(crate) async fn uninstall(args: UninstallArgs) -> Result<()> {
     let namespace = args.cluster.namespace()?;
     if !args.force {
         if !std::io::stdin().is_terminal() {
-            bail!("uninstall deletes lifeboat and its CRDs; without a terminal to confirm on, pass --force");
+            bail!(
+                "uninstall deletes lifeboat and its CRDs; without a terminal to confirm on, pass --force"
+            );
         }
         print!(
             "You are about to uninstall lifeboat from namespace {namespace}. Are you sure you want to continue (Y/N)? "
         );
-        std::io::stdout().flush().context("cannot write to stdout")?;
+        std::io::stdout()
+            .flush()
+            .context("cannot write to stdout")?;
         let mut answer = String::new();
         std::io::stdin()
             .lock()
@@ -393,10 +436,11 @@ mod tests {
         args: InstallArgs,
     }
 
-    fn parse(args: &[&str]) -> InstallArgs {
+    fn parse(args: &[&str]) -> Box<InstallFlags> {
         Cli::try_parse_from(std::iter::once("install").chain(args.iter().copied()))
             .unwrap()
             .args
+            .flags
     }
 
     fn tls() -> pki::Bundle {
@@ -440,28 +484,83 @@ mod tests {
         let base = ["--no-secret", "--provider=aws", "--bucket=b"];
         let with = |extra: &[&str]| {
             let all: Vec<&str> = base.iter().chain(extra).copied().collect();
-            options(&parse(&all), "velero", tls()).unwrap().snapshot_location
+            options(&parse(&all), "velero", tls())
+                .unwrap()
+                .snapshot_location
         };
         assert!(with(&["--snapshot-location-config", "region=x"]).is_some());
         assert!(with(&["--use-volume-snapshots"]).is_some());
         assert!(with(&["--use-volume-snapshots=true"]).is_some());
-        assert!(with(&["--use-volume-snapshots=false", "--snapshot-location-config=region=x"]).is_none());
+        assert!(
+            with(&[
+                "--use-volume-snapshots=false",
+                "--snapshot-location-config=region=x"
+            ])
+            .is_none()
+        );
         assert!(with(&[]).is_none());
     }
 
     #[test]
     fn bad_input_is_one_sentence_naming_the_flag() {
-        let err = |args: &[&str]| options(&parse(args), "velero", tls()).unwrap_err().to_string();
+        let err = |args: &[&str]| {
+            options(&parse(args), "velero", tls())
+                .unwrap_err()
+                .to_string()
+        };
         assert!(err(&["--no-secret", "--bucket=b"]).contains("--provider"));
         assert!(err(&["--no-secret", "--provider=aws"]).contains("--bucket"));
         assert!(err(&["--provider=aws", "--bucket=b"]).contains("--secret-file"));
-        assert!(err(&["--no-secret", "--provider=aws", "--bucket=b", "-o", "yaml"]).contains("--dry-run"));
-        assert!(err(&["--no-secret", "--provider=aws", "--bucket=b", "--uploader-type=kopia"]).contains("kopia"));
-        assert!(err(&["--no-secret", "--provider=aws", "--bucket=b", "--velero-pod-cpu-limit=lots"]).contains("--velero-pod-cpu-limit"));
-        assert!(err(&["--no-secret", "--provider=aws", "--bucket=b", "--restic-pod-mem-request=1GB"]).contains("--restic-pod-mem-request"));
-        assert!(err(&["--no-secret", "--no-default-backup-location", "--use-volume-snapshots"]).contains("--provider"));
+        assert!(
+            err(&["--no-secret", "--provider=aws", "--bucket=b", "-o", "yaml"])
+                .contains("--dry-run")
+        );
+        assert!(
+            err(&[
+                "--no-secret",
+                "--provider=aws",
+                "--bucket=b",
+                "--uploader-type=kopia"
+            ])
+            .contains("kopia")
+        );
+        assert!(
+            err(&[
+                "--no-secret",
+                "--provider=aws",
+                "--bucket=b",
+                "--velero-pod-cpu-limit=lots"
+            ])
+            .contains("--velero-pod-cpu-limit")
+        );
+        assert!(
+            err(&[
+                "--no-secret",
+                "--provider=aws",
+                "--bucket=b",
+                "--restic-pod-mem-request=1GB"
+            ])
+            .contains("--restic-pod-mem-request")
+        );
+        assert!(
+            err(&[
+                "--no-secret",
+                "--no-default-backup-location",
+                "--use-volume-snapshots"
+            ])
+            .contains("--provider")
+        );
         // Neither a location nor a secret is needed for the CRDs alone.
         assert!(options(&parse(&["--crds-only"]), "velero", tls()).is_ok());
-        assert!(options(&parse(&["--no-secret", "--no-default-backup-location"]), "velero", tls()).unwrap().backup_location.is_none());
+        assert!(
+            options(
+                &parse(&["--no-secret", "--no-default-backup-location"]),
+                "velero",
+                tls()
+            )
+            .unwrap()
+            .backup_location
+            .is_none()
+        );
     }
 }

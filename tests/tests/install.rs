@@ -38,14 +38,20 @@ const CACERT: &str = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE---
 
 impl Files {
     fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("credentials-velero"), CREDENTIALS).unwrap();
-        std::fs::write(dir.path().join("ca.pem"), CACERT).unwrap();
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        std::fs::write(dir.path().join("credentials-velero"), CREDENTIALS)
+            .expect("write the credentials file");
+        std::fs::write(dir.path().join("ca.pem"), CACERT).expect("write the CA file");
         Self { dir }
     }
 
     fn path(&self, name: &str) -> String {
-        self.dir.path().join(name).to_str().unwrap().to_string()
+        self.dir
+            .path()
+            .join(name)
+            .to_str()
+            .expect("a UTF-8 path")
+            .to_string()
     }
 
     fn run(&self, args: &[&str]) -> Run {
@@ -145,10 +151,14 @@ fn env_of(container: &Value) -> BTreeMap<String, Value> {
         .expect("env")
         .iter()
         .map(|e| {
-            let value = e.get("value").cloned().unwrap_or_else(|| {
-                e["valueFrom"]["fieldRef"]["fieldPath"].clone()
-            });
-            (e["name"].as_str().unwrap().to_string(), value)
+            let value = e
+                .get("value")
+                .cloned()
+                .unwrap_or_else(|| e["valueFrom"]["fieldRef"]["fieldPath"].clone());
+            (
+                e["name"].as_str().expect("a named env var").to_string(),
+                value,
+            )
         })
         .collect()
 }
@@ -159,15 +169,20 @@ fn mounts_by_volume(spec: &Value) -> BTreeMap<String, (Value, Value)> {
         .as_array()
         .expect("volumes")
         .iter()
-        .map(|v| (v["name"].as_str().unwrap().to_string(), v.clone()))
+        .map(|v| {
+            (
+                v["name"].as_str().expect("a named volume").to_string(),
+                v.clone(),
+            )
+        })
         .collect();
     spec["containers"][0]["volumeMounts"]
         .as_array()
         .expect("volumeMounts")
         .iter()
         .map(|m| {
-            let path = m["mountPath"].as_str().unwrap().to_string();
-            let volume = volumes[m["name"].as_str().unwrap()].clone();
+            let path = m["mountPath"].as_str().expect("a mount path").to_string();
+            let volume = volumes[m["name"].as_str().expect("a mounted volume name")].clone();
             (path, (m.clone(), volume))
         })
         .collect()
@@ -181,7 +196,10 @@ fn yaml(run: &Run) -> Value {
 /// Checks every object and every flag of [`full_flags`].
 fn check_full_install(list: &Value) {
     let objects = items(list);
-    let mut kinds: Vec<&str> = objects.iter().map(|o| o["kind"].as_str().unwrap()).collect();
+    let mut kinds: Vec<&str> = objects
+        .iter()
+        .map(|o| o["kind"].as_str().expect("a kind"))
+        .collect();
     kinds.dedup();
     assert_eq!(
         kinds,
@@ -241,7 +259,8 @@ fn check_full_install(list: &Value) {
     let credentials = find(objects, "Secret", "cloud-credentials");
     assert_eq!(secret_data(credentials)["cloud"], CREDENTIALS.as_bytes());
     let password = secret_data(find(objects, "Secret", "velero-restic-credentials"));
-    let password = String::from_utf8(password["repository-password"].clone()).unwrap();
+    let password =
+        String::from_utf8(password["repository-password"].clone()).expect("a UTF-8 password");
     assert!(password.len() >= 32, "a strong password: {password}");
     assert_ne!(password, "static-passw0rd");
     let ca = secret_data(find(objects, "Secret", "lifeboat-ca"));
@@ -250,10 +269,13 @@ fn check_full_install(list: &Value) {
         assert_eq!(secret["type"], "kubernetes.io/tls");
         let data = secret_data(secret);
         for key in ["tls.crt", "tls.key", "ca.crt"] {
-            let text = String::from_utf8(data[key].clone()).unwrap();
+            let text = String::from_utf8(data[key].clone()).expect("UTF-8 PEM");
             assert!(text.starts_with("-----BEGIN "), "{name} {key}");
         }
-        assert_eq!(data["ca.crt"], ca["tls.crt"], "{name} trusts the install's CA");
+        assert_eq!(
+            data["ca.crt"], ca["tls.crt"],
+            "{name} trusts the install's CA"
+        );
     }
     assert_ne!(
         secret_data(find(objects, "Secret", "lifeboat-server-tls"))["tls.key"],
@@ -285,17 +307,24 @@ fn check_full_install(list: &Value) {
     assert_eq!(server["command"], json!(["/lifeboat"]));
     assert_eq!(
         server["args"],
-        json!(["server", "--features=EnableCSI,Other", "--default-volumes-to-restic"])
+        json!([
+            "server",
+            "--features=EnableCSI,Other",
+            "--default-volumes-to-restic"
+        ])
     );
     let ports: Vec<(Value, Value)> = server["ports"]
         .as_array()
-        .unwrap()
+        .expect("ports")
         .iter()
         .map(|p| (p["name"].clone(), p["containerPort"].clone()))
         .collect();
     assert_eq!(
         ports,
-        [(json!("metrics"), json!(8085)), (json!("grpc"), json!(8443))]
+        [
+            (json!("metrics"), json!(8085)),
+            (json!("grpc"), json!(8443))
+        ]
     );
     assert_eq!(server["livenessProbe"]["httpGet"]["path"], "/healthz");
     assert_eq!(server["livenessProbe"]["httpGet"]["port"], "metrics");
@@ -344,7 +373,10 @@ fn check_full_install(list: &Value) {
     assert_eq!(agent["name"], "restic");
     assert_eq!(agent["image"], "registry.local/lifeboat:v9");
     assert_eq!(agent["command"], json!(["/lifeboat"]));
-    assert_eq!(agent["args"], json!(["agent", "--features=EnableCSI,Other"]));
+    assert_eq!(
+        agent["args"],
+        json!(["agent", "--features=EnableCSI,Other"])
+    );
     assert_eq!(
         agent["resources"],
         json!({"requests": {"cpu": "100m", "memory": "64Mi"},
@@ -380,7 +412,10 @@ fn check_full_install(list: &Value) {
         "data": {"ca": bsl["spec"]["objectStorage"]["caCert"]}
     }))
     .expect("caCert is base64");
-    assert_eq!(ca_cert.data.unwrap()["ca"].0, CACERT.as_bytes());
+    assert_eq!(
+        ca_cert.data.expect("caCert decoded")["ca"].0,
+        CACERT.as_bytes()
+    );
     assert_eq!(
         bsl["spec"]["config"],
         json!({"region": "minio", "s3ForcePathStyle": "true",
@@ -465,10 +500,16 @@ fn node_agent_aliases_no_secret_and_velero_defaults() {
             .iter()
             .any(|o| o["kind"] == "Secret" && o["metadata"]["name"] == "cloud-credentials")
     );
-    assert!(!has(objects, "VolumeSnapshotLocation"), "no VSL unless asked");
+    assert!(
+        !has(objects, "VolumeSnapshotLocation"),
+        "no VSL unless asked"
+    );
     let server = &find(objects, "Deployment", "velero")["spec"]["template"]["spec"];
     let container = &server["containers"][0];
-    assert_eq!(container["args"], json!(["server", "--default-volumes-to-restic"]));
+    assert_eq!(
+        container["args"],
+        json!(["server", "--default-volumes-to-restic"])
+    );
     assert_eq!(
         container["image"],
         format!("lifeboat/lifeboat:v{}", env!("CARGO_PKG_VERSION"))
@@ -545,10 +586,7 @@ fn bad_flags_are_refused_with_one_sentence_naming_them() {
     let secret = files.path("credentials-velero");
     let dry = ["install", "--dry-run", "-o", "yaml"];
     let with = |extra: &[&str]| -> Vec<String> {
-        dry.iter()
-            .chain(extra)
-            .map(|s| s.to_string())
-            .collect()
+        dry.iter().chain(extra).map(|s| s.to_string()).collect()
     };
     let run = |args: Vec<String>| {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -568,7 +606,14 @@ fn bad_flags_are_refused_with_one_sentence_naming_them() {
     );
     let missing = files.path("no-such-file");
     refused(
-        run(with(&["--provider", "aws", "--bucket", "b", "--secret-file", &missing])),
+        run(with(&[
+            "--provider",
+            "aws",
+            "--bucket",
+            "b",
+            "--secret-file",
+            &missing,
+        ])),
         "no-such-file",
     );
     refused(

@@ -58,7 +58,7 @@ pub enum Error {
         /// The object's name.
         name: String,
         #[source]
-        source: kube::Error,
+        source: Box<kube::Error>,
     },
     /// The API server did not answer discovery.
     #[error("cannot read the API server's discovery of {group_version}")]
@@ -66,7 +66,7 @@ pub enum Error {
         /// `velero.io/v1`.
         group_version: String,
         #[source]
-        source: kube::Error,
+        source: Box<kube::Error>,
     },
     /// The CRDs were created but not served in time.
     #[error("the API server did not serve {group_version} {missing} within {}s of creating its CRDs", timeout.as_secs())]
@@ -117,13 +117,15 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         match self {
             Self::NotServed { .. } | Self::NotReady { .. } | Self::NotGone { .. } => true,
-            Self::Request { source, .. } | Self::Discovery { source, .. } => match source {
-                kube::Error::Api(status) => {
-                    status.code == 429 || status.code >= 500 || status.is_conflict()
+            Self::Request { source, .. } | Self::Discovery { source, .. } => {
+                match source.as_ref() {
+                    kube::Error::Api(status) => {
+                        status.code == 429 || status.code >= 500 || status.is_conflict()
+                    }
+                    kube::Error::HyperError(_) | kube::Error::Service(_) => true,
+                    _ => false,
                 }
-                kube::Error::HyperError(_) | kube::Error::Service(_) => true,
-                _ => false,
-            },
+            }
             _ => false,
         }
     }
@@ -235,7 +237,7 @@ pub async fn existing_authority(
             action: "read",
             kind: "Secret".into(),
             name: CA_SECRET.into(),
-            source,
+            source: Box::new(source),
         })?;
     let Some(secret) = secret else {
         return Ok(None);
@@ -287,7 +289,7 @@ pub async fn apply(
             action,
             kind: resource.kind.clone(),
             name: name.clone(),
-            source,
+            source: Box::new(source),
         };
         let outcome = match api.create(&PostParams::default(), &object).await {
             Ok(_) => Outcome::Created,
@@ -353,7 +355,7 @@ async fn wait_served(
                 Err(source) => {
                     return Err(Error::Discovery {
                         group_version: group_version.clone(),
-                        source,
+                        source: Box::new(source),
                     });
                 }
             };
@@ -418,7 +420,7 @@ where
         action: "read",
         kind: K::kind(&()).into_owned(),
         name: name.to_string(),
-        source,
+        source: Box::new(source),
     })
 }
 
@@ -543,7 +545,7 @@ pub async fn uninstall(
             action: "read",
             kind: "Namespace".into(),
             name: namespace.into(),
-            source,
+            source: Box::new(source),
         })?;
     let outcome = match existing {
         None => Outcome::Missing,
@@ -602,7 +604,7 @@ async fn delete(
             action: "delete",
             kind: resource.kind.clone(),
             name: name.to_string(),
-            source,
+            source: Box::new(source),
         }),
     }
 }
@@ -638,7 +640,7 @@ pub async fn wait_uninstalled(
                 action: "read",
                 kind: resource.kind.clone(),
                 name: name.clone(),
-                source,
+                source: Box::new(source),
             })?;
             if found.is_some() {
                 still.push((resource, name));
@@ -738,6 +740,293 @@ mod tests {
         let no_status: DaemonSet =
             serde_json::from_value(serde_json::json!({"metadata": {"name": "restic"}})).unwrap();
         assert!(!daemon_set_ready(&Some(no_status)));
+    }
+
+    /// A small API server: objects by path, 409 AlreadyExists on a second create, discovery of
+    /// `velero.io/v1` from the CRDs it holds, and a log of the writes it saw.
+    mod fake {
+        use std::collections::BTreeMap;
+        use std::sync::{Arc, Mutex};
+
+        use axum::Router;
+        use axum::body::Bytes;
+        use axum::extract::State;
+        use axum::http::{HeaderMap, Method, StatusCode, Uri};
+        use axum::response::{IntoResponse, Response};
+        use serde_json::{Value, json};
+
+        #[derive(Debug, Default)]
+        pub struct World {
+            pub objects: BTreeMap<String, Value>,
+            /// `METHOD path?query content-type` of each write.
+            pub writes: Vec<String>,
+        }
+
+        pub type Shared = Arc<Mutex<World>>;
+
+        fn status(code: StatusCode, reason: &str) -> Response {
+            let body = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                              "message": reason, "reason": reason, "code": code.as_u16()});
+            (code, axum::Json(body)).into_response()
+        }
+
+        async fn handle(
+            State(world): State<Shared>,
+            method: Method,
+            uri: Uri,
+            headers: HeaderMap,
+            body: Bytes,
+        ) -> Response {
+            let path = uri.path().to_string();
+            let mut world = world.lock().expect("not poisoned");
+            if method != Method::GET {
+                let content_type = headers
+                    .get("content-type")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("");
+                world.writes.push(format!(
+                    "{method} {path}?{} {content_type}",
+                    uri.query().unwrap_or("")
+                ));
+            }
+            if method == Method::GET && path == "/apis/velero.io/v1" {
+                let resources: Vec<Value> = world
+                    .objects
+                    .values()
+                    .filter(|o| o["kind"] == "CustomResourceDefinition")
+                    .map(|crd| {
+                        json!({"name": crd["spec"]["names"]["plural"], "singularName": "",
+                               "namespaced": true, "kind": crd["spec"]["names"]["kind"],
+                               "verbs": ["get", "list", "create"]})
+                    })
+                    .collect();
+                if resources.is_empty() {
+                    return status(StatusCode::NOT_FOUND, "NotFound");
+                }
+                return axum::Json(json!({"kind": "APIResourceList", "apiVersion": "v1",
+                                         "groupVersion": "velero.io/v1", "resources": resources}))
+                .into_response();
+            }
+            match method {
+                Method::POST => {
+                    let object: Value = serde_json::from_slice(&body).expect("JSON body");
+                    let key = format!("{path}/{}", object["metadata"]["name"].as_str().unwrap());
+                    if world.objects.contains_key(&key) {
+                        return status(StatusCode::CONFLICT, "AlreadyExists");
+                    }
+                    world.objects.insert(key, object.clone());
+                    (StatusCode::CREATED, axum::Json(object)).into_response()
+                }
+                Method::PATCH => {
+                    let object: Value = serde_json::from_slice(&body).expect("JSON body");
+                    world.objects.insert(path, object.clone());
+                    axum::Json(object).into_response()
+                }
+                Method::GET => match world.objects.get(&path) {
+                    Some(object) => axum::Json(object.clone()).into_response(),
+                    None => status(StatusCode::NOT_FOUND, "NotFound"),
+                },
+                Method::DELETE => match world.objects.remove(&path) {
+                    Some(object) => axum::Json(object).into_response(),
+                    None => status(StatusCode::NOT_FOUND, "NotFound"),
+                },
+                _ => status(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed"),
+            }
+        }
+
+        /// Serves a fresh world on loopback; the client talks plain HTTP to it.
+        pub async fn start() -> (kube::Client, Shared) {
+            // kube builds a rustls connector even for plain HTTP; the binary installs ring.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let world = Shared::default();
+            let app = Router::new().fallback(handle).with_state(world.clone());
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let url = format!("http://{}", listener.local_addr().unwrap());
+            tokio::spawn(async move { axum::serve(listener, app).await });
+            let config = kube::Config::new(url.parse().unwrap());
+            (kube::Client::try_from(config).unwrap(), world)
+        }
+    }
+
+    fn options_in(namespace: &str) -> InstallOptions {
+        let mut options = InstallOptions::new(namespace, pki::Bundle::generate(namespace).unwrap());
+        options.use_restic = true;
+        options.credentials = Some(b"[default]\n".to_vec());
+        options.backup_location = Some(BackupLocationOptions {
+            provider: "aws".into(),
+            bucket: "b".into(),
+            ..Default::default()
+        });
+        options
+    }
+
+    fn lines(progress: &[Progress]) -> Vec<String> {
+        progress.iter().map(ToString::to_string).collect()
+    }
+
+    #[tokio::test]
+    async fn apply_creates_then_updates_what_it_owns_and_keeps_keys_and_locations() {
+        let (client, world) = fake::start().await;
+        let options = options_in("backup");
+        let first = render(&options);
+        let mut seen = Vec::new();
+        apply(&client, &first, |p| seen.push(p.clone()))
+            .await
+            .unwrap();
+        let seen = lines(&seen);
+        assert!(seen.contains(&"CustomResourceDefinition/backups.velero.io: created".to_string()));
+        assert!(seen.contains(&"Deployment/velero: created".to_string()));
+        assert!(seen.contains(&"BackupStorageLocation/default: created".to_string()));
+        let waited = seen
+            .iter()
+            .position(|l| l.starts_with("Waiting for"))
+            .unwrap();
+        let last_crd = seen
+            .iter()
+            .rposition(|l| l.starts_with("CustomResourceDefinition/"))
+            .unwrap();
+        assert_eq!(
+            waited,
+            last_crd + 1,
+            "discovery is awaited right after the CRDs"
+        );
+        let password_path = "/api/v1/namespaces/backup/secrets/velero-restic-credentials";
+        let stored_password = world.lock().unwrap().objects[password_path].clone();
+
+        // A second install: a new password and CA are rendered, but the stored ones stay.
+        let again = render(&options_in("backup"));
+        let mut seen = Vec::new();
+        apply(&client, &again, |p| seen.push(p.clone()))
+            .await
+            .unwrap();
+        let seen = lines(&seen);
+        for kept in [
+            "Secret/velero-restic-credentials: already exists, kept",
+            "Secret/lifeboat-ca: already exists, kept",
+            "Secret/cloud-credentials: already exists, kept",
+            "BackupStorageLocation/default: already exists, kept",
+        ] {
+            assert!(seen.contains(&kept.to_string()), "{kept} in {seen:?}");
+        }
+        for updated in [
+            "Namespace/backup: already exists, updated",
+            "DaemonSet/restic: already exists, updated",
+            "ClusterRoleBinding/velero-backup: already exists, updated",
+            "CustomResourceDefinition/backups.velero.io: already exists, updated",
+        ] {
+            assert!(seen.contains(&updated.to_string()), "{updated} in {seen:?}");
+        }
+        let world = world.lock().unwrap();
+        assert_eq!(world.objects[password_path], stored_password);
+        let applies: Vec<&String> = world
+            .writes
+            .iter()
+            .filter(|w| w.starts_with("PATCH"))
+            .collect();
+        assert!(!applies.is_empty());
+        for patch in applies {
+            assert!(
+                patch.contains("fieldManager=lifeboat-install")
+                    && patch.contains("force=true")
+                    && patch.ends_with("application/apply-patch+yaml"),
+                "{patch}"
+            );
+            assert!(
+                !patch.contains("/secrets/") && !patch.contains("/backupstoragelocations/"),
+                "{patch}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_later_install_issues_from_the_stored_ca() {
+        let (client, _world) = fake::start().await;
+        assert!(
+            existing_authority(&client, "velero")
+                .await
+                .unwrap()
+                .is_none()
+        );
+        let options = options_in("velero");
+        apply(&client, &render(&options), |_| {}).await.unwrap();
+        let authority = existing_authority(&client, "velero")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(authority.own(), &options.tls.ca);
+        let reissued = pki::Bundle::issue(&authority, "velero").unwrap();
+        assert_eq!(reissued.ca, options.tls.ca);
+    }
+
+    #[tokio::test]
+    async fn uninstall_deletes_everything_install_applied_and_is_idempotent() {
+        let (client, world) = fake::start().await;
+        let mut options = options_in("backup");
+        options.snapshot_location = Some(SnapshotLocationOptions {
+            provider: "aws".into(),
+            ..Default::default()
+        });
+        apply(&client, &render(&options), |_| {}).await.unwrap();
+        let mut seen = Vec::new();
+        uninstall(&client, "backup", |p| seen.push(p.clone()))
+            .await
+            .unwrap();
+        assert!(
+            world.lock().unwrap().objects.is_empty(),
+            "left behind: {:?}",
+            world.lock().unwrap().objects.keys().collect::<Vec<_>>()
+        );
+        let seen = lines(&seen);
+        assert!(seen.contains(&"Namespace/backup: deleted".to_string()));
+        let crb = seen
+            .iter()
+            .position(|l| l.starts_with("ClusterRoleBinding/"))
+            .unwrap();
+        let first_crd = seen
+            .iter()
+            .position(|l| l.starts_with("CustomResourceDefinition/"))
+            .unwrap();
+        assert!(crb < first_crd, "the CRDs go last");
+        wait_uninstalled(&client, "backup", true, |_| {})
+            .await
+            .unwrap();
+
+        let mut again = Vec::new();
+        uninstall(&client, "backup", |p| again.push(p.clone()))
+            .await
+            .unwrap();
+        assert!(again.iter().all(|p| matches!(
+            p,
+            Progress::Object {
+                outcome: Outcome::Missing,
+                ..
+            }
+        )));
+    }
+
+    #[tokio::test]
+    async fn uninstall_spares_a_namespace_install_did_not_label() {
+        let (client, world) = fake::start().await;
+        world.lock().unwrap().objects.insert(
+            "/api/v1/namespaces/shared".into(),
+            serde_json::json!({"apiVersion": "v1", "kind": "Namespace",
+                               "metadata": {"name": "shared", "labels": {"team": "x"}}}),
+        );
+        let mut seen = Vec::new();
+        uninstall(&client, "shared", |p| seen.push(p.clone()))
+            .await
+            .unwrap();
+        assert!(
+            world
+                .lock()
+                .unwrap()
+                .objects
+                .contains_key("/api/v1/namespaces/shared")
+        );
+        assert!(seen.iter().any(|p| matches!(
+            p,
+            Progress::Object { kind, outcome: Outcome::Spared, .. } if kind == "Namespace"
+        )));
     }
 
     #[test]
