@@ -50,7 +50,13 @@ impl std::fmt::Debug for ApiServer {
 impl ApiServer {
     /// Starts on 127.0.0.1 on a free port, on its own thread with its own tokio runtime, so a
     /// test that blocks its own runtime (waiting on processes) never stalls the server.
+    ///
+    /// Also installs rustls' ring crypto provider for the process (as the `lifeboat` binary
+    /// does at startup): kube's client builds a TLS connector even for `http://` clusters, and
+    /// with more than one provider compiled into the workspace rustls cannot pick one itself.
     pub fn start() -> anyhow::Result<ApiServer> {
+        // Err only when a provider is already installed, which is what we want.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let listener = std::net::TcpListener::bind("127.0.0.1:0").context("cannot bind a loopback port")?;
         listener
             .set_nonblocking(true)
