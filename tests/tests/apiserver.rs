@@ -12,8 +12,8 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{
-    ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, ObjectMeta, Patch, PatchParams,
-    PostParams, WatchEvent, WatchParams,
+    ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, ObjectMeta, Patch,
+    PatchParams, PostParams, WatchEvent, WatchParams,
 };
 use kube::core::{Expression, Object, Selector};
 use kube::discovery::{Discovery, Scope};
@@ -38,7 +38,12 @@ fn config_map(name: &str, labels: &[(&str, &str)]) -> ConfigMap {
     ConfigMap {
         metadata: ObjectMeta {
             name: Some(name.into()),
-            labels: Some(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
+            labels: Some(
+                labels
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            ),
             ..ObjectMeta::default()
         },
         data: Some(BTreeMap::from([("k".to_string(), "v".to_string())])),
@@ -69,7 +74,11 @@ async fn next<S: Stream + Unpin>(stream: &mut S) -> S::Item {
 }
 
 /// Waits until `name` satisfies `condition`, driven by a watch (no polling).
-async fn wait_for<K>(api: &Api<K>, name: &str, condition: impl kube::runtime::wait::Condition<K>) -> Option<K>
+async fn wait_for<K>(
+    api: &Api<K>,
+    name: &str,
+    condition: impl kube::runtime::wait::Condition<K>,
+) -> Option<K>
 where
     K: Clone + Debug + Send + serde::de::DeserializeOwned + kube::Resource + 'static,
 {
@@ -101,17 +110,35 @@ async fn typed_create_get_replace_delete_and_their_errors() {
     let replaced = api.replace("a", &pp, &changed).await.unwrap();
     assert_eq!(replaced.data, changed.data);
     assert_eq!(replaced.metadata.uid, created.metadata.uid);
-    assert_ne!(replaced.metadata.resource_version, created.metadata.resource_version);
+    assert_ne!(
+        replaced.metadata.resource_version,
+        created.metadata.resource_version
+    );
     // `changed` still carries the old resourceVersion: a stale write.
     assert_eq!(code(api.replace("a", &pp, &changed).await), 409);
     changed.metadata.resource_version = None;
     changed.data = Some(BTreeMap::from([("k".to_string(), "x".to_string())]));
-    assert_eq!(api.replace("a", &pp, &changed).await.unwrap().data, changed.data);
-    assert_eq!(code(api.replace("nope", &pp, &config_map("nope", &[])).await), 404);
+    assert_eq!(
+        api.replace("a", &pp, &changed).await.unwrap().data,
+        changed.data
+    );
+    assert_eq!(
+        code(api.replace("nope", &pp, &config_map("nope", &[])).await),
+        404
+    );
 
     assert_eq!(code(api.create(&pp, &ConfigMap::default()).await), 422);
-    assert_eq!(code(api.create(&pp, &config_map("Upper_Case", &[])).await), 422);
-    assert_eq!(code(api.create(&pp, &config_map("bad-label", &[("k", "has space")])).await), 422);
+    assert_eq!(
+        code(api.create(&pp, &config_map("Upper_Case", &[])).await),
+        422
+    );
+    assert_eq!(
+        code(
+            api.create(&pp, &config_map("bad-label", &[("k", "has space")]))
+                .await
+        ),
+        422
+    );
     let generated = ConfigMap {
         metadata: ObjectMeta {
             generate_name: Some("gen-".into()),
@@ -122,7 +149,10 @@ async fn typed_create_get_replace_delete_and_their_errors() {
     let generated = api.create(&pp, &generated).await.unwrap();
     assert!(generated.name_any().starts_with("gen-") && generated.name_any().len() == 9);
     let elsewhere: Api<ConfigMap> = Api::namespaced(client.clone(), "nowhere");
-    assert_eq!(code(elsewhere.create(&pp, &config_map("a", &[])).await), 404);
+    assert_eq!(
+        code(elsewhere.create(&pp, &config_map("a", &[])).await),
+        404
+    );
     let mut wrong_namespace = config_map("b", &[]);
     wrong_namespace.metadata.namespace = Some("kube-system".into());
     assert_eq!(code(api.create(&pp, &wrong_namespace).await), 400);
@@ -130,16 +160,35 @@ async fn typed_create_get_replace_delete_and_their_errors() {
     with_rv.metadata.resource_version = Some("5".into());
     assert_eq!(code(api.create(&pp, &with_rv).await), 500);
 
-    assert!(server.get("v1", "configmaps", Some("default"), "a").is_some());
+    assert!(
+        server
+            .get("v1", "configmaps", Some("default"), "a")
+            .is_some()
+    );
     let deleted = api.delete("a", &DeleteParams::default()).await.unwrap();
     assert_eq!(deleted.left().map(|cm| cm.name_any()).as_deref(), Some("a"));
     assert_eq!(code(api.get("a").await), 404);
     assert_eq!(code(api.delete("a", &DeleteParams::default()).await), 404);
-    assert!(server.get("v1", "configmaps", Some("default"), "a").is_none());
+    assert!(
+        server
+            .get("v1", "configmaps", Some("default"), "a")
+            .is_none()
+    );
 
-    let unknown = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("nope.example.com", "v1", "Nope"), "nopes");
+    let unknown = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("nope.example.com", "v1", "Nope"),
+        "nopes",
+    );
     let unknown: Api<DynamicObject> = Api::all_with(client.clone(), &unknown);
     assert_eq!(code(unknown.list(&ListParams::default()).await), 404);
+    let put_collection = axum::http::Request::put("/api/v1/namespaces/default/configmaps")
+        .body(b"{}".to_vec())
+        .unwrap();
+    assert_eq!(code(client.request_text(put_collection).await), 405);
+    let nonsense = axum::http::Request::get("/nonsense")
+        .body(Vec::new())
+        .unwrap();
+    assert_eq!(code(client.request_text(nonsense).await), 404);
     let namespaces: Api<Namespace> = Api::all(client);
     assert_eq!(
         names(namespaces.list(&ListParams::default()).await.unwrap()),
@@ -162,24 +211,54 @@ async fn status_subresource_and_generation_rules_on_a_deployment() {
         "status": {"replicas": 5},
     }))
     .unwrap();
-    let created = api.create(&PostParams::default(), &deployment).await.unwrap();
+    let created = api
+        .create(&PostParams::default(), &deployment)
+        .await
+        .unwrap();
     assert_eq!(created.metadata.generation, Some(1));
-    assert_eq!(created.status, None, "create ignores status for kinds with a status subresource");
+    assert_eq!(
+        created.status, None,
+        "create ignores status for kinds with a status subresource"
+    );
 
     let status = Patch::Merge(json!({"status": {"replicas": 1, "observedGeneration": 1}}));
-    let with_status = api.patch_status("web", &PatchParams::default(), &status).await.unwrap();
-    assert_eq!(with_status.status.as_ref().and_then(|s| s.replicas), Some(1));
-    assert_eq!(with_status.metadata.generation, Some(1), "status writes keep the generation");
+    let with_status = api
+        .patch_status("web", &PatchParams::default(), &status)
+        .await
+        .unwrap();
+    assert_eq!(
+        with_status.status.as_ref().and_then(|s| s.replicas),
+        Some(1)
+    );
+    assert_eq!(
+        with_status.metadata.generation,
+        Some(1),
+        "status writes keep the generation"
+    );
 
     let scaled = Patch::Merge(json!({"spec": {"replicas": 3}}));
-    let scaled = api.patch("web", &PatchParams::default(), &scaled).await.unwrap();
-    assert_eq!(scaled.metadata.generation, Some(2), "spec changes bump the generation");
+    let scaled = api
+        .patch("web", &PatchParams::default(), &scaled)
+        .await
+        .unwrap();
+    assert_eq!(
+        scaled.metadata.generation,
+        Some(2),
+        "spec changes bump the generation"
+    );
     assert_eq!(scaled.status.as_ref().and_then(|s| s.replicas), Some(1));
 
     let mut status_via_main = scaled.clone();
     status_via_main.status.as_mut().unwrap().replicas = Some(9);
-    let unchanged = api.replace("web", &PostParams::default(), &status_via_main).await.unwrap();
-    assert_eq!(unchanged.status.as_ref().and_then(|s| s.replicas), Some(1), "the main endpoint ignores status");
+    let unchanged = api
+        .replace("web", &PostParams::default(), &status_via_main)
+        .await
+        .unwrap();
+    assert_eq!(
+        unchanged.status.as_ref().and_then(|s| s.replicas),
+        Some(1),
+        "the main endpoint ignores status"
+    );
     assert_eq!(
         unchanged.metadata.resource_version, scaled.metadata.resource_version,
         "a write that changes nothing is not stored"
@@ -188,14 +267,28 @@ async fn status_subresource_and_generation_rules_on_a_deployment() {
     let mut spec_via_status = unchanged.clone();
     spec_via_status.spec.as_mut().unwrap().replicas = Some(7);
     spec_via_status.status.as_mut().unwrap().replicas = Some(2);
-    let after = api.replace_status("web", &PostParams::default(), &spec_via_status).await.unwrap();
-    assert_eq!(after.spec.as_ref().and_then(|s| s.replicas), Some(3), "/status ignores spec");
+    let after = api
+        .replace_status("web", &PostParams::default(), &spec_via_status)
+        .await
+        .unwrap();
+    assert_eq!(
+        after.spec.as_ref().and_then(|s| s.replicas),
+        Some(3),
+        "/status ignores spec"
+    );
     assert_eq!(after.status.as_ref().and_then(|s| s.replicas), Some(2));
     assert_eq!(after.metadata.generation, Some(2));
 
     let labelled = Patch::Merge(json!({"metadata": {"labels": {"team": "a"}}}));
-    let labelled = api.patch("web", &PatchParams::default(), &labelled).await.unwrap();
-    assert_eq!(labelled.metadata.generation, Some(2), "metadata changes keep the generation");
+    let labelled = api
+        .patch("web", &PatchParams::default(), &labelled)
+        .await
+        .unwrap();
+    assert_eq!(
+        labelled.metadata.generation,
+        Some(2),
+        "metadata changes keep the generation"
+    );
 }
 
 #[tokio::test]
@@ -203,7 +296,9 @@ async fn list_pages_with_limit_and_continue() {
     let (_server, client) = start().await;
     let api: Api<ConfigMap> = Api::namespaced(client, "default");
     for i in 0..5 {
-        api.create(&PostParams::default(), &config_map(&format!("cm-{i}"), &[])).await.unwrap();
+        api.create(&PostParams::default(), &config_map(&format!("cm-{i}"), &[]))
+            .await
+            .unwrap();
     }
     let mut params = ListParams::default().limit(2);
     let mut pages = Vec::new();
@@ -218,11 +313,24 @@ async fn list_pages_with_limit_and_continue() {
         }
         if pages.len() == 1 {
             // A write between pages neither breaks the token nor moves the list's RV.
-            api.create(&PostParams::default(), &config_map("late", &[])).await.unwrap();
+            api.create(&PostParams::default(), &config_map("late", &[]))
+                .await
+                .unwrap();
         }
     }
-    assert_eq!(pages, [vec!["cm-0", "cm-1"], vec!["cm-2", "cm-3"], vec!["cm-4", "late"]]);
-    assert_eq!(list_rvs.len(), 1, "every page reports the first page's resourceVersion");
+    assert_eq!(
+        pages,
+        [
+            vec!["cm-0", "cm-1"],
+            vec!["cm-2", "cm-3"],
+            vec!["cm-4", "late"]
+        ]
+    );
+    assert_eq!(
+        list_rvs.len(),
+        1,
+        "every page reports the first page's resourceVersion"
+    );
     let all = api.list(&ListParams::default()).await.unwrap();
     assert_eq!(all.items.len(), 6);
     assert_eq!(all.metadata.continue_, None);
@@ -243,7 +351,13 @@ async fn label_selectors_of_every_form() {
     }
     let select = |selector: &'static str| {
         let api = api.clone();
-        async move { names(api.list(&ListParams::default().labels(selector)).await.unwrap()) }
+        async move {
+            names(
+                api.list(&ListParams::default().labels(selector))
+                    .await
+                    .unwrap(),
+            )
+        }
     };
     assert_eq!(select("app=web").await, ["a", "b"]);
     assert_eq!(select("app==web").await, ["a", "b"]);
@@ -253,14 +367,23 @@ async fn label_selectors_of_every_form() {
     assert_eq!(select("tier").await, ["a", "b"]);
     assert_eq!(select("!tier").await, ["c", "d"]);
     assert_eq!(select("app=web,tier!=front").await, ["b"]);
-    assert_eq!(select("app in (web),tier notin (back),!missing").await, ["a"]);
+    assert_eq!(
+        select("app in (web),tier notin (back),!missing").await,
+        ["a"]
+    );
     let typed = Selector::from_iter([
         Expression::In("app".into(), ["web".into(), "db".into()].into()),
         Expression::DoesNotExist("tier".into()),
     ]);
-    let typed = api.list(&ListParams::default().labels_from(&typed)).await.unwrap();
+    let typed = api
+        .list(&ListParams::default().labels_from(&typed))
+        .await
+        .unwrap();
     assert_eq!(names(typed), ["c"]);
-    assert_eq!(code(api.list(&ListParams::default().labels("app in web")).await), 400);
+    assert_eq!(
+        code(api.list(&ListParams::default().labels("app in web")).await),
+        400
+    );
 }
 
 #[tokio::test]
@@ -274,9 +397,19 @@ async fn field_selectors_and_delete_collection() {
         },
         ..Namespace::default()
     };
-    let other = namespaces.create(&PostParams::default(), &other).await.unwrap();
-    assert_eq!(other.status.and_then(|s| s.phase).as_deref(), Some("Active"));
-    for (namespace, name, node) in [("default", "p1", "a"), ("default", "p2", "b"), ("other", "p3", "a")] {
+    let other = namespaces
+        .create(&PostParams::default(), &other)
+        .await
+        .unwrap();
+    assert_eq!(
+        other.status.and_then(|s| s.phase).as_deref(),
+        Some("Active")
+    );
+    for (namespace, name, node) in [
+        ("default", "p1", "a"),
+        ("default", "p2", "b"),
+        ("other", "p3", "a"),
+    ] {
         let pod: Pod = serde_json::from_value(json!({
             "metadata": {"name": name, "labels": {"node": node}},
             "spec": {"nodeName": node, "containers": [{"name": "c", "image": "i"}]},
@@ -287,24 +420,47 @@ async fn field_selectors_and_delete_collection() {
     }
     let default_pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     let running = Patch::Merge(json!({"status": {"phase": "Running"}}));
-    default_pods.patch_status("p1", &PatchParams::default(), &running).await.unwrap();
+    default_pods
+        .patch_status("p1", &PatchParams::default(), &running)
+        .await
+        .unwrap();
 
     let all: Api<Pod> = Api::all(client.clone());
     let select = |api: &Api<Pod>, selector: &'static str| {
         let api = api.clone();
-        async move { names(api.list(&ListParams::default().fields(selector)).await.unwrap()) }
+        async move {
+            names(
+                api.list(&ListParams::default().fields(selector))
+                    .await
+                    .unwrap(),
+            )
+        }
     };
-    assert_eq!(select(&all, "").await, ["p1", "p2", "p3"], "a namespaced kind listed without a namespace");
+    assert_eq!(
+        select(&all, "").await,
+        ["p1", "p2", "p3"],
+        "a namespaced kind listed without a namespace"
+    );
     assert_eq!(select(&all, "spec.nodeName=a").await, ["p1", "p3"]);
     assert_eq!(select(&all, "metadata.namespace=other").await, ["p3"]);
     assert_eq!(select(&all, "metadata.name==p2").await, ["p2"]);
     assert_eq!(select(&all, "status.phase=Running").await, ["p1"]);
-    assert_eq!(select(&all, "status.phase=Pending").await, ["p2", "p3"], "pods start Pending");
+    assert_eq!(
+        select(&all, "status.phase=Pending").await,
+        ["p2", "p3"],
+        "pods start Pending"
+    );
     assert_eq!(select(&default_pods, "spec.nodeName!=a").await, ["p2"]);
-    assert_eq!(select(&all, "spec.nodeName=a,metadata.namespace!=other").await, ["p1"]);
+    assert_eq!(
+        select(&all, "spec.nodeName=a,metadata.namespace!=other").await,
+        ["p1"]
+    );
 
     let deleted = default_pods
-        .delete_collection(&DeleteParams::default(), &ListParams::default().labels("node=a"))
+        .delete_collection(
+            &DeleteParams::default(),
+            &ListParams::default().labels("node=a"),
+        )
         .await
         .unwrap();
     assert_eq!(names(deleted.left().unwrap()), ["p1"]);
@@ -315,17 +471,27 @@ async fn field_selectors_and_delete_collection() {
 async fn watcher_sees_changes_and_relists_after_compaction() {
     let (server, client) = start().await;
     let api: Api<ConfigMap> = Api::namespaced(client, "default");
-    api.create(&PostParams::default(), &config_map("before", &[])).await.unwrap();
+    api.create(&PostParams::default(), &config_map("before", &[]))
+        .await
+        .unwrap();
     let mut events = watcher(api.clone(), watcher::Config::default()).boxed();
 
-    assert!(matches!(next(&mut events).await.unwrap(), watcher::Event::Init));
+    assert!(matches!(
+        next(&mut events).await.unwrap(),
+        watcher::Event::Init
+    ));
     match next(&mut events).await.unwrap() {
         watcher::Event::InitApply(cm) => assert_eq!(cm.name_any(), "before"),
         other => panic!("expected InitApply, got {other:?}"),
     }
-    assert!(matches!(next(&mut events).await.unwrap(), watcher::Event::InitDone));
+    assert!(matches!(
+        next(&mut events).await.unwrap(),
+        watcher::Event::InitDone
+    ));
 
-    api.create(&PostParams::default(), &config_map("live", &[])).await.unwrap();
+    api.create(&PostParams::default(), &config_map("live", &[]))
+        .await
+        .unwrap();
     match next(&mut events).await.unwrap() {
         watcher::Event::Apply(cm) => assert_eq!(cm.name_any(), "live"),
         other => panic!("expected Apply, got {other:?}"),
@@ -338,19 +504,29 @@ async fn watcher_sees_changes_and_relists_after_compaction() {
 
     server.compact();
     match next(&mut events).await {
-        Err(watcher::Error::WatchError(status)) => assert_eq!((status.code, status.reason.as_str()), (410, "Expired")),
+        Err(watcher::Error::WatchError(status)) => {
+            assert_eq!((status.code, status.reason.as_str()), (410, "Expired"))
+        }
         other => panic!("expected the watch to end with 410 Expired, got {other:?}"),
     }
-    assert!(matches!(next(&mut events).await.unwrap(), watcher::Event::Init));
+    assert!(matches!(
+        next(&mut events).await.unwrap(),
+        watcher::Event::Init
+    ));
     match next(&mut events).await.unwrap() {
         watcher::Event::InitApply(cm) => assert_eq!(cm.name_any(), "before"),
         other => panic!("expected InitApply after the relist, got {other:?}"),
     }
-    assert!(matches!(next(&mut events).await.unwrap(), watcher::Event::InitDone));
+    assert!(matches!(
+        next(&mut events).await.unwrap(),
+        watcher::Event::InitDone
+    ));
     let lists = server
         .requests()
         .iter()
-        .filter(|r| r.starts_with("GET /api/v1/namespaces/default/configmaps?") && !r.contains("watch=true"))
+        .filter(|r| {
+            r.starts_with("GET /api/v1/namespaces/default/configmaps?") && !r.contains("watch=true")
+        })
         .count();
     assert_eq!(lists, 2, "one list at the start, one after the 410");
 }
@@ -359,12 +535,25 @@ async fn watcher_sees_changes_and_relists_after_compaction() {
 async fn watcher_streaming_list_gets_initial_events_then_a_bookmark() {
     let (_server, client) = start().await;
     let api: Api<ConfigMap> = Api::namespaced(client, "default");
-    api.create(&PostParams::default(), &config_map("one", &[])).await.unwrap();
+    api.create(&PostParams::default(), &config_map("one", &[]))
+        .await
+        .unwrap();
     let mut events = watcher(api.clone(), watcher::Config::default().streaming_lists()).boxed();
-    assert!(matches!(next(&mut events).await.unwrap(), watcher::Event::Init));
-    assert!(matches!(next(&mut events).await.unwrap(), watcher::Event::InitApply(_)));
-    assert!(matches!(next(&mut events).await.unwrap(), watcher::Event::InitDone));
-    api.create(&PostParams::default(), &config_map("two", &[])).await.unwrap();
+    assert!(matches!(
+        next(&mut events).await.unwrap(),
+        watcher::Event::Init
+    ));
+    assert!(matches!(
+        next(&mut events).await.unwrap(),
+        watcher::Event::InitApply(_)
+    ));
+    assert!(matches!(
+        next(&mut events).await.unwrap(),
+        watcher::Event::InitDone
+    ));
+    api.create(&PostParams::default(), &config_map("two", &[]))
+        .await
+        .unwrap();
     match next(&mut events).await.unwrap() {
         watcher::Event::Apply(cm) => assert_eq!(cm.name_any(), "two"),
         other => panic!("expected Apply, got {other:?}"),
@@ -375,36 +564,71 @@ async fn watcher_streaming_list_gets_initial_events_then_a_bookmark() {
 async fn raw_watch_resumes_sends_bookmarks_times_out_and_expires() {
     let (server, client) = start().await;
     let api: Api<ConfigMap> = Api::namespaced(client, "default");
-    let created = api.create(&PostParams::default(), &config_map("w", &[])).await.unwrap();
+    let created = api
+        .create(&PostParams::default(), &config_map("w", &[]))
+        .await
+        .unwrap();
     let from = created.resource_version().unwrap();
     let patch = Patch::Merge(json!({"data": {"k": "changed"}}));
-    let changed = api.patch("w", &PatchParams::default(), &patch).await.unwrap();
+    let changed = api
+        .patch("w", &PatchParams::default(), &patch)
+        .await
+        .unwrap();
 
-    let mut stream = api.watch(&WatchParams::default().timeout(2), &from).await.unwrap().boxed();
+    let mut stream = api
+        .watch(&WatchParams::default().timeout(2), &from)
+        .await
+        .unwrap()
+        .boxed();
     match next(&mut stream).await.unwrap() {
         WatchEvent::Modified(cm) => assert_eq!(cm.resource_version(), changed.resource_version()),
         other => panic!("expected the MODIFIED after {from} from the history, got {other:?}"),
     }
     match next(&mut stream).await.unwrap() {
-        WatchEvent::Bookmark(b) => assert_eq!(Some(b.metadata.resource_version), changed.resource_version()),
+        WatchEvent::Bookmark(b) => assert_eq!(
+            Some(b.metadata.resource_version),
+            changed.resource_version()
+        ),
         other => panic!("expected a bookmark, got {other:?}"),
     }
-    let rest: Vec<_> = tokio::time::timeout(WAIT, stream.collect::<Vec<_>>()).await.expect("the watch times out");
-    assert!(rest.iter().all(|e| matches!(e, Ok(WatchEvent::Bookmark(_)))), "{rest:?}");
+    let rest: Vec<_> = tokio::time::timeout(WAIT, stream.collect::<Vec<_>>())
+        .await
+        .expect("the watch times out");
+    assert!(
+        rest.iter()
+            .all(|e| matches!(e, Ok(WatchEvent::Bookmark(_)))),
+        "{rest:?}"
+    );
 
-    let mut from_zero = api.watch(&WatchParams::default().timeout(2), "0").await.unwrap().boxed();
+    let mut from_zero = api
+        .watch(&WatchParams::default().timeout(2), "0")
+        .await
+        .unwrap()
+        .boxed();
     match next(&mut from_zero).await.unwrap() {
         WatchEvent::Added(cm) => assert_eq!(cm.data, changed.data),
         other => panic!("expected a synthetic ADDED, got {other:?}"),
     }
 
     server.compact();
-    let mut expired = api.watch(&WatchParams::default(), &from).await.unwrap().boxed();
+    let mut expired = api
+        .watch(&WatchParams::default(), &from)
+        .await
+        .unwrap()
+        .boxed();
     match next(&mut expired).await.unwrap() {
-        WatchEvent::Error(status) => assert_eq!((status.code, status.reason.as_str()), (410, "Expired")),
+        WatchEvent::Error(status) => {
+            assert_eq!((status.code, status.reason.as_str()), (410, "Expired"))
+        }
         other => panic!("expected 410 Expired, got {other:?}"),
     }
-    assert!(tokio::time::timeout(WAIT, expired.next()).await.unwrap().is_none(), "the stream ends after the error");
+    assert!(
+        tokio::time::timeout(WAIT, expired.next())
+            .await
+            .unwrap()
+            .is_none(),
+        "the stream ends after the error"
+    );
 }
 
 #[tokio::test]
@@ -412,11 +636,22 @@ async fn reflector_store_fills_and_follows() {
     let (_server, client) = start().await;
     let api: Api<ConfigMap> = Api::namespaced(client, "default");
     let (reader, writer) = reflector::store::<ConfigMap>();
-    let mut events = reflector(writer, watcher(api.clone(), watcher::Config::default().labels("app=r"))).boxed();
+    let mut events = reflector(
+        writer,
+        watcher(api.clone(), watcher::Config::default().labels("app=r")),
+    )
+    .boxed();
     for name in ["r-1", "r-2", "r-3"] {
-        api.create(&PostParams::default(), &config_map(name, &[("app", "r")])).await.unwrap();
+        api.create(&PostParams::default(), &config_map(name, &[("app", "r")]))
+            .await
+            .unwrap();
     }
-    api.create(&PostParams::default(), &config_map("other", &[("app", "x")])).await.unwrap();
+    api.create(
+        &PostParams::default(),
+        &config_map("other", &[("app", "x")]),
+    )
+    .await
+    .unwrap();
     while reader.state().len() < 3 {
         next(&mut events).await.unwrap();
     }
@@ -424,7 +659,10 @@ async fn reflector_store_fills_and_follows() {
     while reader.state().len() > 2 {
         next(&mut events).await.unwrap();
     }
-    assert_eq!(names(reader.state().iter().map(|cm| (**cm).clone())), ["r-1", "r-3"]);
+    assert_eq!(
+        names(reader.state().iter().map(|cm| (**cm).clone())),
+        ["r-1", "r-3"]
+    );
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -460,7 +698,10 @@ fn widget_crd() -> CustomResourceDefinition {
 }
 
 fn widget_resource() -> ApiResource {
-    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("example.com", "v1", "Widget"), "widgets")
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("example.com", "v1", "Widget"),
+        "widgets",
+    )
 }
 
 struct WidgetContext {
@@ -468,15 +709,26 @@ struct WidgetContext {
     reconciles: AtomicUsize,
 }
 
-async fn reconcile_widget(widget: Arc<Widget>, ctx: Arc<WidgetContext>) -> Result<Action, kube::Error> {
+async fn reconcile_widget(
+    widget: Arc<Widget>,
+    ctx: Arc<WidgetContext>,
+) -> Result<Action, kube::Error> {
     ctx.reconciles.fetch_add(1, Ordering::SeqCst);
-    let api: Api<Widget> = Api::namespaced_with(ctx.client.clone(), &widget.namespace().unwrap(), &widget_resource());
+    let api: Api<Widget> = Api::namespaced_with(
+        ctx.client.clone(),
+        &widget.namespace().unwrap(),
+        &widget_resource(),
+    );
     let status = json!({"status": {
         "observedGeneration": widget.metadata.generation.unwrap(),
         "size": widget.spec.size,
     }});
-    api.patch_status(&widget.name_any(), &PatchParams::default(), &Patch::Merge(status))
-        .await?;
+    api.patch_status(
+        &widget.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(status),
+    )
+    .await?;
     Ok(Action::await_change())
 }
 
@@ -488,8 +740,15 @@ fn retry<K>(_: Arc<K>, error: &kube::Error, _: Arc<WidgetContext>) -> Action {
 async fn controller_reconciles_a_custom_resource() {
     let (_server, client) = start().await;
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    crds.create(&PostParams::default(), &widget_crd()).await.unwrap();
-    wait_for(&crds, "widgets.example.com", conditions::is_crd_established()).await;
+    crds.create(&PostParams::default(), &widget_crd())
+        .await
+        .unwrap();
+    wait_for(
+        &crds,
+        "widgets.example.com",
+        conditions::is_crd_established(),
+    )
+    .await;
 
     let ar = widget_resource();
     let widgets: Api<Widget> = Api::namespaced_with(client.clone(), "default", &ar);
@@ -503,29 +762,61 @@ async fn controller_reconciles_a_custom_resource() {
     let controller = tokio::spawn(controller);
 
     widgets
-        .create(&PostParams::default(), &Widget::new("w1", &ar, WidgetSpec { size: 1 }))
+        .create(
+            &PostParams::default(),
+            &Widget::new("w1", &ar, WidgetSpec { size: 1 }),
+        )
         .await
         .unwrap();
     let observed = |generation: i64| {
-        move |w: Option<&Widget>| w.and_then(|w| w.status.as_ref()).is_some_and(|s| s.observed_generation == generation)
+        move |w: Option<&Widget>| {
+            w.and_then(|w| w.status.as_ref())
+                .is_some_and(|s| s.observed_generation == generation)
+        }
     };
     let seen = wait_for(&widgets, "w1", observed(1)).await.unwrap();
-    assert_eq!(seen.metadata.generation, Some(1), "the status write kept the generation");
-    assert_eq!(seen.status, Some(WidgetStatus { observed_generation: 1, size: 1 }));
+    assert_eq!(
+        seen.metadata.generation,
+        Some(1),
+        "the status write kept the generation"
+    );
+    assert_eq!(
+        seen.status,
+        Some(WidgetStatus {
+            observed_generation: 1,
+            size: 1
+        })
+    );
 
     let grow = Patch::Merge(json!({"spec": {"size": 2}}));
-    let grown = widgets.patch("w1", &PatchParams::default(), &grow).await.unwrap();
-    assert_eq!(grown.metadata.generation, Some(2), "the spec change bumped the generation");
+    let grown = widgets
+        .patch("w1", &PatchParams::default(), &grow)
+        .await
+        .unwrap();
+    assert_eq!(
+        grown.metadata.generation,
+        Some(2),
+        "the spec change bumped the generation"
+    );
     let seen = wait_for(&widgets, "w1", observed(2)).await.unwrap();
     assert_eq!(seen.metadata.generation, Some(2));
-    assert_eq!(seen.status, Some(WidgetStatus { observed_generation: 2, size: 2 }));
+    assert_eq!(
+        seen.status,
+        Some(WidgetStatus {
+            observed_generation: 2,
+            size: 2
+        })
+    );
 
     let mut forged = seen.clone();
     forged.status = Some(WidgetStatus {
         observed_generation: 99,
         size: 99,
     });
-    let kept = widgets.replace("w1", &PostParams::default(), &forged).await.unwrap();
+    let kept = widgets
+        .replace("w1", &PostParams::default(), &forged)
+        .await
+        .unwrap();
     assert_eq!(kept.status, seen.status, "the main endpoint ignores status");
     assert!(ctx.reconciles.load(Ordering::SeqCst) >= 2);
     controller.abort();
@@ -538,7 +829,10 @@ async fn finalizer_helper_adds_then_removes_its_finalizer_across_a_delete() {
         client: Client,
         cleanups: AtomicUsize,
     }
-    async fn reconcile(cm: Arc<ConfigMap>, ctx: Arc<Ctx>) -> Result<Action, finalizer::Error<std::convert::Infallible>> {
+    async fn reconcile(
+        cm: Arc<ConfigMap>,
+        ctx: Arc<Ctx>,
+    ) -> Result<Action, finalizer::Error<std::convert::Infallible>> {
         let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &cm.namespace().unwrap());
         finalizer(&api, FINALIZER, cm, |event| async move {
             if let finalizer::Event::Cleanup(_) = event {
@@ -548,7 +842,11 @@ async fn finalizer_helper_adds_then_removes_its_finalizer_across_a_delete() {
         })
         .await
     }
-    fn error_policy(_: Arc<ConfigMap>, error: &finalizer::Error<std::convert::Infallible>, _: Arc<Ctx>) -> Action {
+    fn error_policy(
+        _: Arc<ConfigMap>,
+        error: &finalizer::Error<std::convert::Infallible>,
+        _: Arc<Ctx>,
+    ) -> Action {
         panic!("reconcile failed: {error}");
     }
 
@@ -563,16 +861,34 @@ async fn finalizer_helper_adds_then_removes_its_finalizer_across_a_delete() {
         .for_each(|_| futures::future::ready(()));
     let controller = tokio::spawn(controller);
 
-    let created = api.create(&PostParams::default(), &config_map("guarded", &[])).await.unwrap();
-    let has_finalizer = |cm: Option<&ConfigMap>| cm.is_some_and(|cm| cm.finalizers() == [FINALIZER]);
+    let created = api
+        .create(&PostParams::default(), &config_map("guarded", &[]))
+        .await
+        .unwrap();
+    let has_finalizer =
+        |cm: Option<&ConfigMap>| cm.is_some_and(|cm| cm.finalizers() == [FINALIZER]);
     wait_for(&api, "guarded", has_finalizer).await;
 
-    let deleting = api.delete("guarded", &DeleteParams::default()).await.unwrap();
-    let deleting = deleting.left().expect("the object comes back while finalizers remain");
+    let deleting = api
+        .delete("guarded", &DeleteParams::default())
+        .await
+        .unwrap();
+    let deleting = deleting
+        .left()
+        .expect("the object comes back while finalizers remain");
     assert!(deleting.metadata.deletion_timestamp.is_some());
-    wait_for(&api, "guarded", conditions::is_deleted(&created.uid().unwrap())).await;
+    wait_for(
+        &api,
+        "guarded",
+        conditions::is_deleted(&created.uid().unwrap()),
+    )
+    .await;
     assert_eq!(ctx.cleanups.load(Ordering::SeqCst), 1);
-    assert!(server.get("v1", "configmaps", Some("default"), "guarded").is_none());
+    assert!(
+        server
+            .get("v1", "configmaps", Some("default"), "guarded")
+            .is_none()
+    );
     controller.abort();
 }
 
@@ -580,7 +896,9 @@ async fn finalizer_helper_adds_then_removes_its_finalizer_across_a_delete() {
 async fn json_patch_test_operation_semantics() {
     let (_server, client) = start().await;
     let api: Api<ConfigMap> = Api::namespaced(client, "default");
-    api.create(&PostParams::default(), &config_map("j", &[])).await.unwrap();
+    api.create(&PostParams::default(), &config_map("j", &[]))
+        .await
+        .unwrap();
     let json_patch = |ops: Value| Patch::Json::<()>(serde_json::from_value(ops).unwrap());
     let pp = PatchParams::default();
 
@@ -589,8 +907,16 @@ async fn json_patch_test_operation_semantics() {
         {"op": "add", "path": "/metadata/finalizers", "value": ["a"]},
     ]));
     let patched = api.patch("j", &pp, &add_first).await.unwrap();
-    assert_eq!(patched.finalizers(), ["a"], "a test of null passes on an absent path");
-    assert_eq!(code(api.patch("j", &pp, &add_first).await), 422, "and fails once the path exists");
+    assert_eq!(
+        patched.finalizers(),
+        ["a"],
+        "a test of null passes on an absent path"
+    );
+    assert_eq!(
+        code(api.patch("j", &pp, &add_first).await),
+        422,
+        "and fails once the path exists"
+    );
 
     let remove = json_patch(json!([
         {"op": "test", "path": "/metadata/finalizers/0", "value": "a"},
@@ -598,7 +924,10 @@ async fn json_patch_test_operation_semantics() {
     ]));
     let patched = api.patch("j", &pp, &remove).await.unwrap();
     assert!(patched.finalizers().is_empty());
-    assert_eq!(patched.metadata.finalizers, None, "an emptied list is dropped, as a real server does");
+    assert_eq!(
+        patched.metadata.finalizers, None,
+        "an emptied list is dropped, as a real server does"
+    );
 
     let wrong = json_patch(json!([{"op": "test", "path": "/data/k", "value": "wrong"}]));
     assert_eq!(code(api.patch("j", &pp, &wrong).await), 422);
@@ -608,7 +937,10 @@ async fn json_patch_test_operation_semantics() {
         {"op": "move", "from": "/data/c", "path": "/data/m"},
     ]));
     let patched = api.patch("j", &pp, &ops).await.unwrap();
-    let expected = BTreeMap::from([("k".to_string(), "r".to_string()), ("m".to_string(), "r".to_string())]);
+    let expected = BTreeMap::from([
+        ("k".to_string(), "r".to_string()),
+        ("m".to_string(), "r".to_string()),
+    ]);
     assert_eq!(patched.data, Some(expected));
 }
 
@@ -618,22 +950,43 @@ async fn apply_patch_creates_then_updates() {
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
     let pp = PatchParams::apply("x").force();
     let first = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "applied"}, "data": {"a": "1"}});
-    let created = api.patch("applied", &pp, &Patch::Apply(&first)).await.unwrap();
-    assert_eq!(created.data, Some(BTreeMap::from([("a".to_string(), "1".to_string())])));
+    let created = api
+        .patch("applied", &pp, &Patch::Apply(&first))
+        .await
+        .unwrap();
+    assert_eq!(
+        created.data,
+        Some(BTreeMap::from([("a".to_string(), "1".to_string())]))
+    );
     let second = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "applied"}, "data": {"a": "2", "b": "3"}});
-    let updated = api.patch("applied", &pp, &Patch::Apply(&second)).await.unwrap();
+    let updated = api
+        .patch("applied", &pp, &Patch::Apply(&second))
+        .await
+        .unwrap();
     assert_eq!(updated.uid(), created.uid());
     assert_eq!(updated.data.as_ref().map(|d| d.len()), Some(2));
-    assert_eq!(updated.data.as_ref().and_then(|d| d.get("a")).map(String::as_str), Some("2"));
+    assert_eq!(
+        updated
+            .data
+            .as_ref()
+            .and_then(|d| d.get("a"))
+            .map(String::as_str),
+        Some("2")
+    );
 
     // kube sends JSON, which is YAML; the server also takes YAML proper.
     let yaml = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: from-yaml\ndata:\n  y: \"1\"\n";
-    let request = axum::http::Request::patch("/api/v1/namespaces/default/configmaps/from-yaml?fieldManager=x&force=true")
-        .header("content-type", "application/apply-patch+yaml")
-        .body(yaml.as_bytes().to_vec())
-        .unwrap();
+    let request = axum::http::Request::patch(
+        "/api/v1/namespaces/default/configmaps/from-yaml?fieldManager=x&force=true",
+    )
+    .header("content-type", "application/apply-patch+yaml")
+    .body(yaml.as_bytes().to_vec())
+    .unwrap();
     let from_yaml: ConfigMap = client.request(request).await.unwrap();
-    assert_eq!(from_yaml.data, Some(BTreeMap::from([("y".to_string(), "1".to_string())])));
+    assert_eq!(
+        from_yaml.data,
+        Some(BTreeMap::from([("y".to_string(), "1".to_string())]))
+    );
 }
 
 #[tokio::test]
@@ -645,6 +998,17 @@ async fn discovery_finds_a_new_crd_and_dynamic_objects_follow_it() {
         .resolve_gvk(&GroupVersionKind::gvk("apps", "v1", "Deployment"))
         .unwrap();
     assert_eq!(deployments.plural, "deployments");
+    // An aggregated-discovery Accept header gets the plain document.
+    let aggregated = axum::http::Request::get("/apis")
+        .header(
+            "accept",
+            "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json",
+        )
+        .body(Vec::new())
+        .unwrap();
+    let groups: k8s_openapi::apimachinery::pkg::apis::meta::v1::APIGroupList =
+        client.request(aggregated).await.unwrap();
+    assert!(groups.groups.iter().any(|g| g.name == "apps"));
     let version = client.apiserver_version().await.unwrap();
     assert_eq!(version.git_version, "v1.33.0");
 
@@ -665,17 +1029,29 @@ async fn discovery_finds_a_new_crd_and_dynamic_objects_follow_it() {
     crds.create(&PostParams::default(), &crd).await.unwrap();
 
     let discovery = Discovery::new(client.clone()).run().await.unwrap();
-    let group = discovery.get("example.org").expect("the new group is discovered");
+    let group = discovery
+        .get("example.org")
+        .expect("the new group is discovered");
     assert_eq!(group.preferred_version_or_latest(), "v1");
     let (ar, caps) = discovery
         .resolve_gvk(&GroupVersionKind::gvk("example.org", "v1", "Gadget"))
         .unwrap();
-    assert_eq!((ar.plural.as_str(), caps.scope.clone()), ("gadgets", Scope::Cluster));
-    assert!(caps.subresources.iter().any(|(sub, _)| sub.plural == "status"));
+    assert_eq!(
+        (ar.plural.as_str(), caps.scope.clone()),
+        ("gadgets", Scope::Cluster)
+    );
+    assert!(
+        caps.subresources
+            .iter()
+            .any(|(sub, _)| sub.plural == "status")
+    );
 
     let gadgets: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
     let gadget = DynamicObject::new("g1", &ar).data(json!({"spec": {"x": 1}}));
-    gadgets.create(&PostParams::default(), &gadget).await.unwrap();
+    gadgets
+        .create(&PostParams::default(), &gadget)
+        .await
+        .unwrap();
     let (beta, _) = discovery
         .resolve_gvk(&GroupVersionKind::gvk("example.org", "v1beta1", "Gadget"))
         .unwrap();
@@ -684,9 +1060,15 @@ async fn discovery_finds_a_new_crd_and_dynamic_objects_follow_it() {
     assert_eq!(got.types.unwrap().api_version, "example.org/v1beta1");
     assert_eq!(got.data["spec"]["x"], 1);
 
-    crds.delete("gadgets.example.org", &DeleteParams::default()).await.unwrap();
+    crds.delete("gadgets.example.org", &DeleteParams::default())
+        .await
+        .unwrap();
     assert_eq!(code(gadgets.list(&ListParams::default()).await), 404);
-    assert!(server.get("example.org/v1", "gadgets", None, "g1").is_none());
+    assert!(
+        server
+            .get("example.org/v1", "gadgets", None, "g1")
+            .is_none()
+    );
     let discovery = Discovery::new(client).run().await.unwrap();
     assert!(!discovery.has_group("example.org"));
 }
@@ -702,27 +1084,66 @@ async fn deleting_a_namespace_deletes_its_contents() {
         },
         ..Namespace::default()
     };
-    namespaces.create(&PostParams::default(), &doomed).await.unwrap();
+    namespaces
+        .create(&PostParams::default(), &doomed)
+        .await
+        .unwrap();
     let inside: Api<ConfigMap> = Api::namespaced(client.clone(), "doomed");
     let kept: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
-    inside.create(&PostParams::default(), &config_map("plain", &[])).await.unwrap();
+    inside
+        .create(&PostParams::default(), &config_map("plain", &[]))
+        .await
+        .unwrap();
     let mut held = config_map("held", &[]);
     held.metadata.finalizers = Some(vec!["example.com/hold".into()]);
     inside.create(&PostParams::default(), &held).await.unwrap();
-    kept.create(&PostParams::default(), &config_map("plain", &[])).await.unwrap();
+    kept.create(&PostParams::default(), &config_map("plain", &[]))
+        .await
+        .unwrap();
 
-    let terminating = namespaces.delete("doomed", &DeleteParams::default()).await.unwrap();
+    let terminating = namespaces
+        .delete("doomed", &DeleteParams::default())
+        .await
+        .unwrap();
     let terminating = terminating.left().unwrap();
-    assert_eq!(terminating.status.and_then(|s| s.phase).as_deref(), Some("Terminating"));
+    assert_eq!(
+        terminating.status.and_then(|s| s.phase).as_deref(),
+        Some("Terminating")
+    );
     assert_eq!(code(inside.get("plain").await), 404);
-    assert!(inside.get("held").await.unwrap().metadata.deletion_timestamp.is_some());
-    assert_eq!(code(inside.create(&PostParams::default(), &config_map("new", &[])).await), 403);
-    assert!(kept.get("plain").await.is_ok(), "other namespaces are untouched");
+    assert!(
+        inside
+            .get("held")
+            .await
+            .unwrap()
+            .metadata
+            .deletion_timestamp
+            .is_some()
+    );
+    assert_eq!(
+        code(
+            inside
+                .create(&PostParams::default(), &config_map("new", &[]))
+                .await
+        ),
+        403
+    );
+    assert!(
+        kept.get("plain").await.is_ok(),
+        "other namespaces are untouched"
+    );
 
     let release = Patch::Merge(json!({"metadata": {"finalizers": null}}));
-    inside.patch("held", &PatchParams::default(), &release).await.unwrap();
+    inside
+        .patch("held", &PatchParams::default(), &release)
+        .await
+        .unwrap();
     assert_eq!(code(inside.get("held").await), 404);
-    assert_eq!(code(namespaces.get("doomed").await), 404, "the emptied namespace goes too");
+    assert_eq!(
+        code(namespaces.get("doomed").await),
+        404,
+        "the emptied namespace goes too"
+    );
 }
 
 #[tokio::test]
@@ -732,15 +1153,24 @@ async fn kubeconfig_reaches_the_server() {
     let path = dir.path().join("kubeconfig");
     server.write_kubeconfig(&path).unwrap();
     let kubeconfig = kube::config::Kubeconfig::read_from(&path).unwrap();
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
-        .await
-        .unwrap();
+    let config = kube::Config::from_custom_kubeconfig(
+        kubeconfig,
+        &kube::config::KubeConfigOptions::default(),
+    )
+    .await
+    .unwrap();
     assert_eq!(config.cluster_url.to_string(), format!("{}/", server.url()));
     let client = Client::try_from(config).unwrap();
     assert_eq!(client.default_namespace(), "default");
     let api: Api<ConfigMap> = Api::default_namespaced(client);
-    api.create(&PostParams::default(), &config_map("via-kubeconfig", &[])).await.unwrap();
-    assert!(server.get("v1", "configmaps", Some("default"), "via-kubeconfig").is_some());
+    api.create(&PostParams::default(), &config_map("via-kubeconfig", &[]))
+        .await
+        .unwrap();
+    assert!(
+        server
+            .get("v1", "configmaps", Some("default"), "via-kubeconfig")
+            .is_some()
+    );
 
     let seeded = server
         .put_object(json!({
