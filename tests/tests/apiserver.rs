@@ -694,7 +694,7 @@ fn widget_crd() -> CustomResourceDefinition {
             }],
         },
     }))
-    .unwrap()
+    .expect("the CRD is well formed")
 }
 
 fn widget_resource() -> ApiResource {
@@ -716,11 +716,11 @@ async fn reconcile_widget(
     ctx.reconciles.fetch_add(1, Ordering::SeqCst);
     let api: Api<Widget> = Api::namespaced_with(
         ctx.client.clone(),
-        &widget.namespace().unwrap(),
+        &widget.namespace().expect("widgets are namespaced"),
         &widget_resource(),
     );
     let status = json!({"status": {
-        "observedGeneration": widget.metadata.generation.unwrap(),
+        "observedGeneration": widget.metadata.generation.expect("the server sets the generation"),
         "size": widget.spec.size,
     }});
     api.patch_status(
@@ -1101,6 +1101,8 @@ async fn deleting_a_namespace_deletes_its_contents() {
         .await
         .unwrap();
 
+    let protected = namespaces.delete("default", &DeleteParams::default()).await;
+    assert_eq!(code(protected), 403);
     let terminating = namespaces
         .delete("doomed", &DeleteParams::default())
         .await

@@ -88,8 +88,20 @@ impl Resource {
     }
 }
 
-/// Built-in resources: (group, version, plural, kind, namespaced, status subresource, short names).
-const BUILTIN: &[(&str, &str, &str, &str, bool, bool, &[&str])] = &[
+/// One built-in resource: (group, version, plural, kind, namespaced, status subresource, short
+/// names).
+type Builtin = (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    bool,
+    bool,
+    &'static [&'static str],
+);
+
+/// The built-in resources.
+const BUILTIN: &[Builtin] = &[
     ("", "v1", "namespaces", "Namespace", false, true, &["ns"]),
     ("", "v1", "pods", "Pod", true, true, &["po"]),
     ("", "v1", "nodes", "Node", false, true, &["no"]),

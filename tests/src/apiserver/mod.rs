@@ -190,3 +190,14 @@ impl Drop for ApiServer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::ApiServer;
+
+    #[test]
+    fn the_server_handle_can_be_shared_across_threads() {
+        fn shareable<T: Send + Sync>() {}
+        shareable::<ApiServer>();
+    }
+}

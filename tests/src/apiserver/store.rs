@@ -22,7 +22,7 @@ use super::selector::{FieldSelector, LabelSelector};
 /// recent events too; 10,000 is far more than a test produces between a list and its watch.
 const HISTORY: usize = 10_000;
 
-/// The namespaces a fresh cluster has.
+/// The namespaces a fresh cluster has; like kube-apiserver, it refuses to delete them.
 const INITIAL_NAMESPACES: [&str; 3] = ["default", "kube-system", "kube-public"];
 
 /// An object's place in its collection: namespace ("" for cluster-scoped kinds) and name.
@@ -469,6 +469,11 @@ impl Store {
             .stored(resource, namespace, name)
             .cloned()
             .ok_or_else(|| Failure::not_found(&resource.plural, name))?;
+        if resource.is_namespace() && INITIAL_NAMESPACES.contains(&name) {
+            return Err(Failure::forbidden(format!(
+                "namespaces \"{name}\" is forbidden: this namespace may not be deleted"
+            )));
+        }
         let meta = |field: &str| {
             current
                 .pointer(&format!("/metadata/{field}"))
@@ -999,4 +1004,79 @@ fn random_suffix() -> String {
     (0..5)
         .map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())]))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config_maps(store: &Store) -> Resource {
+        store
+            .registry()
+            .find("", "v1", "configmaps")
+            .cloned()
+            .expect("configmaps are built in")
+    }
+
+    #[test]
+    fn the_watch_log_is_bounded_and_older_history_expires() {
+        let mut store = Store::new();
+        let resource = config_maps(&store);
+        let body = json!({"metadata": {"name": "cm"}, "data": {"n": "0"}});
+        store
+            .create(&resource, Some("default"), body, false)
+            .expect("created");
+        let start = store.resource_version();
+        for n in 1..=HISTORY + 5 {
+            let data = json!({"metadata": {"name": "cm"}, "data": {"n": n.to_string()}});
+            store
+                .update(
+                    &resource,
+                    Some("default"),
+                    "cm",
+                    Target::Main,
+                    false,
+                    |_| Ok(data),
+                )
+                .expect("updated");
+        }
+        let gone = store
+            .events_after(start, store.epoch())
+            .expect_err("expired");
+        assert_eq!(gone.code, 410);
+        let recent = store.resource_version() - 5;
+        let (events, cursor) = store.events_after(recent, store.epoch()).expect("retained");
+        assert_eq!(events.len(), 5);
+        assert_eq!(cursor, store.resource_version());
+    }
+
+    #[test]
+    fn a_write_that_changes_nothing_is_not_stored() {
+        let mut store = Store::new();
+        let resource = config_maps(&store);
+        let body = json!({"metadata": {"name": "cm", "labels": {}}, "data": {"k": "v"}});
+        let created = store
+            .create(&resource, Some("default"), body.clone(), false)
+            .expect("created");
+        let rv = store.resource_version();
+        let same = store
+            .update(
+                &resource,
+                Some("default"),
+                "cm",
+                Target::Main,
+                false,
+                |_| Ok(body),
+            )
+            .expect("updated");
+        assert_eq!(same, created);
+        assert_eq!(store.resource_version(), rv);
+        assert!(
+            store
+                .events_after(rv, store.epoch())
+                .expect("log")
+                .0
+                .is_empty()
+        );
+    }
 }
