@@ -20,7 +20,16 @@ use serde_json::Value;
 use super::failure::{Failure, Result};
 
 /// The verbs every resource here supports (all of them: no RBAC, no read-only kinds).
-const VERBS: [&str; 8] = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
+const VERBS: [&str; 8] = [
+    "create",
+    "delete",
+    "deletecollection",
+    "get",
+    "list",
+    "patch",
+    "update",
+    "watch",
+];
 /// The verbs of a `/status` subresource.
 const STATUS_VERBS: [&str; 3] = ["get", "patch", "update"];
 
@@ -79,8 +88,21 @@ impl Resource {
     }
 }
 
-/// Built-in resources: (group, version, plural, kind, namespaced, status subresource, short names).
-const BUILTIN: &[(&str, &str, &str, &str, bool, bool, &[&str])] = &[
+/// One built-in resource: (group, version, plural, kind, namespaced, status subresource, short
+/// names).
+type Builtin = (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    bool,
+    bool,
+    &'static [&'static str],
+);
+
+/// The built-in resources.
+#[rustfmt::skip]
+const BUILTIN: &[Builtin] = &[
     ("", "v1", "namespaces", "Namespace", false, true, &["ns"]),
     ("", "v1", "pods", "Pod", true, true, &["po"]),
     ("", "v1", "nodes", "Node", false, true, &["no"]),
@@ -125,16 +147,18 @@ impl Registry {
     pub(crate) fn new() -> Registry {
         let builtin = BUILTIN
             .iter()
-            .map(|&(group, version, plural, kind, namespaced, status, short)| Resource {
-                group: group.into(),
-                version: version.into(),
-                plural: plural.into(),
-                singular: kind.to_lowercase(),
-                kind: kind.into(),
-                namespaced,
-                short_names: short.iter().map(|s| s.to_string()).collect(),
-                status,
-            })
+            .map(
+                |&(group, version, plural, kind, namespaced, status, short)| Resource {
+                    group: group.into(),
+                    version: version.into(),
+                    plural: plural.into(),
+                    singular: kind.to_lowercase(),
+                    kind: kind.into(),
+                    namespaced,
+                    short_names: short.iter().map(|s| s.to_string()).collect(),
+                    status,
+                },
+            )
             .collect();
         Registry {
             builtin,
@@ -154,7 +178,8 @@ impl Registry {
 
     /// The resource for an object's `apiVersion` and `kind`.
     pub(crate) fn find_kind(&self, api_version: &str, kind: &str) -> Option<&Resource> {
-        self.all().find(|r| r.api_version() == api_version && r.kind == kind)
+        self.all()
+            .find(|r| r.api_version() == api_version && r.kind == kind)
     }
 
     /// Every served version of a collection (one for built-ins, one per served CRD version).
@@ -198,7 +223,8 @@ impl Registry {
         let groups = groups
             .into_iter()
             .map(|(name, mut versions)| {
-                versions.sort_by_key(|v| std::cmp::Reverse(kube::core::Version::parse(v).priority()));
+                versions
+                    .sort_by_key(|v| std::cmp::Reverse(kube::core::Version::parse(v).priority()));
                 let versions: Vec<GroupVersionForDiscovery> = versions
                     .into_iter()
                     .map(|version| GroupVersionForDiscovery {
@@ -220,7 +246,10 @@ impl Registry {
     /// `/api/v1` or `/apis/G/V`; None if nothing is served there.
     pub(crate) fn resource_list(&self, group: &str, version: &str) -> Option<APIResourceList> {
         let mut resources = Vec::new();
-        for r in self.all().filter(|r| r.group == group && r.version == version) {
+        for r in self
+            .all()
+            .filter(|r| r.group == group && r.version == version)
+        {
             resources.push(APIResource {
                 name: r.plural.clone(),
                 singular_name: r.singular.clone(),
@@ -258,7 +287,11 @@ impl Registry {
 
 /// The resources a CRD defines, one per served version; 422 if the CRD is not well formed.
 pub(crate) fn crd_resources(name: &str, crd: &Value) -> Result<Vec<Resource>> {
-    let text = |pointer: &str| crd.pointer(pointer).and_then(Value::as_str).unwrap_or_default();
+    let text = |pointer: &str| {
+        crd.pointer(pointer)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+    };
     let invalid = |what: &str| {
         Failure::invalid(format!(
             "CustomResourceDefinition.apiextensions.k8s.io \"{name}\" is invalid: {what}"
@@ -268,10 +301,14 @@ pub(crate) fn crd_resources(name: &str, crd: &Value) -> Result<Vec<Resource>> {
     let plural = text("/spec/names/plural");
     let kind = text("/spec/names/kind");
     if group.is_empty() || plural.is_empty() || kind.is_empty() {
-        return Err(invalid("spec.group, spec.names.plural and spec.names.kind are required"));
+        return Err(invalid(
+            "spec.group, spec.names.plural and spec.names.kind are required",
+        ));
     }
     if name != format!("{plural}.{group}") {
-        return Err(invalid("metadata.name must be spec.names.plural+\".\"+spec.group"));
+        return Err(invalid(
+            "metadata.name must be spec.names.plural+\".\"+spec.group",
+        ));
     }
     let namespaced = match text("/spec/scope") {
         "Namespaced" => true,
@@ -285,7 +322,12 @@ pub(crate) fn crd_resources(name: &str, crd: &Value) -> Result<Vec<Resource>> {
     let short_names: Vec<String> = crd
         .pointer("/spec/names/shortNames")
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
         .unwrap_or_default();
     let versions = crd
         .pointer("/spec/versions")
@@ -297,7 +339,9 @@ pub(crate) fn crd_resources(name: &str, crd: &Value) -> Result<Vec<Resource>> {
         .filter(|v| v.get("storage").and_then(Value::as_bool) == Some(true))
         .count();
     if storage != 1 {
-        return Err(invalid("spec.versions must have exactly one storage version"));
+        return Err(invalid(
+            "spec.versions must have exactly one storage version",
+        ));
     }
     let mut resources = Vec::new();
     for v in versions {
@@ -316,7 +360,9 @@ pub(crate) fn crd_resources(name: &str, crd: &Value) -> Result<Vec<Resource>> {
             kind: kind.to_string(),
             namespaced,
             short_names: short_names.clone(),
-            status: v.pointer("/subresources/status").is_some_and(Value::is_object),
+            status: v
+                .pointer("/subresources/status")
+                .is_some_and(Value::is_object),
         });
     }
     Ok(resources)
@@ -327,9 +373,15 @@ pub(crate) fn crd_resources(name: &str, crd: &Value) -> Result<Vec<Resource>> {
 pub(crate) fn crd_status(crd: &Value, now: &str) -> Value {
     let mut names = crd.pointer("/spec/names").cloned().unwrap_or(Value::Null);
     if let Some(map) = names.as_object_mut() {
-        let kind = map.get("kind").and_then(Value::as_str).unwrap_or_default().to_string();
-        map.entry("singular").or_insert_with(|| kind.to_lowercase().into());
-        map.entry("listKind").or_insert_with(|| format!("{kind}List").into());
+        let kind = map
+            .get("kind")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        map.entry("singular")
+            .or_insert_with(|| kind.to_lowercase().into());
+        map.entry("listKind")
+            .or_insert_with(|| format!("{kind}List").into());
     }
     let stored: Vec<Value> = crd
         .pointer("/spec/versions")
@@ -379,12 +431,25 @@ mod tests {
     #[test]
     fn crd_registers_its_served_versions() {
         let mut registry = Registry::new();
-        registry.set_crd("widgets.example.com", &crd()).expect("valid CRD");
-        let v1 = registry.find("example.com", "v1", "widgets").expect("v1 served");
+        registry
+            .set_crd("widgets.example.com", &crd())
+            .expect("valid CRD");
+        let v1 = registry
+            .find("example.com", "v1", "widgets")
+            .expect("v1 served");
         assert!(v1.status && v1.namespaced);
         assert_eq!(v1.singular, "widget");
-        assert!(!registry.find("example.com", "v1beta1", "widgets").expect("served").status);
-        assert!(registry.find("example.com", "v2alpha1", "widgets").is_none());
+        assert!(
+            !registry
+                .find("example.com", "v1beta1", "widgets")
+                .expect("served")
+                .status
+        );
+        assert!(
+            registry
+                .find("example.com", "v2alpha1", "widgets")
+                .is_none()
+        );
         let group = registry
             .group_list()
             .groups
@@ -403,9 +468,19 @@ mod tests {
     fn malformed_crds_are_invalid() {
         let mut wrong_name = crd();
         wrong_name["metadata"]["name"] = json!("gadgets.example.com");
-        assert_eq!(crd_resources("gadgets.example.com", &wrong_name).expect_err("bad").code, 422);
+        assert_eq!(
+            crd_resources("gadgets.example.com", &wrong_name)
+                .expect_err("bad")
+                .code,
+            422
+        );
         let mut no_storage = crd();
         no_storage["spec"]["versions"][1]["storage"] = json!(false);
-        assert_eq!(crd_resources("widgets.example.com", &no_storage).expect_err("bad").code, 422);
+        assert_eq!(
+            crd_resources("widgets.example.com", &no_storage)
+                .expect_err("bad")
+                .code,
+            422
+        );
     }
 }

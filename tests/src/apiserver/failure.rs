@@ -41,7 +41,11 @@ impl Failure {
 
     /// 404 for a path the server does not serve.
     pub fn no_such_path() -> Failure {
-        Failure::new(404, "NotFound", "the server could not find the requested resource")
+        Failure::new(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        )
     }
 
     /// 405: the resource exists but not this verb on it.
@@ -55,7 +59,11 @@ impl Failure {
 
     /// 409 on create when the name is taken.
     pub fn already_exists(plural: &str, name: &str) -> Failure {
-        Failure::new(409, "AlreadyExists", format!("{plural} \"{name}\" already exists"))
+        Failure::new(
+            409,
+            "AlreadyExists",
+            format!("{plural} \"{name}\" already exists"),
+        )
     }
 
     /// 409 on a write whose `resourceVersion` (or delete precondition) is stale.
@@ -80,7 +88,9 @@ impl Failure {
         Failure::new(
             415,
             "UnsupportedMediaType",
-            format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml (got {content_type:?})"),
+            format!(
+                "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml (got {content_type:?})"
+            ),
         )
     }
 

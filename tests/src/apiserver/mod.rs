@@ -43,19 +43,31 @@ pub struct ApiServer {
 
 impl std::fmt::Debug for ApiServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ApiServer").field("url", &self.url).finish_non_exhaustive()
+        f.debug_struct("ApiServer")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
     }
 }
 
 impl ApiServer {
     /// Starts on 127.0.0.1 on a free port, on its own thread with its own tokio runtime, so a
     /// test that blocks its own runtime (waiting on processes) never stalls the server.
+    ///
+    /// Also installs rustls' ring crypto provider for the process (as the `lifeboat` binary
+    /// does at startup): kube's client builds a TLS connector even for `http://` clusters, and
+    /// with more than one provider compiled into the workspace rustls cannot pick one itself.
     pub fn start() -> anyhow::Result<ApiServer> {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").context("cannot bind a loopback port")?;
+        // Err only when a provider is already installed, which is what we want.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let listener =
+            std::net::TcpListener::bind("127.0.0.1:0").context("cannot bind a loopback port")?;
         listener
             .set_nonblocking(true)
             .context("cannot make the listening socket non-blocking")?;
-        let port = listener.local_addr().context("cannot read the bound address")?.port();
+        let port = listener
+            .local_addr()
+            .context("cannot read the bound address")?
+            .port();
         // One thread is plenty: every request is short work under one lock, and watches sleep.
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -114,13 +126,15 @@ impl ApiServer {
             "preferences": {},
         });
         let text = serde_yaml::to_string(&config).context("cannot render the kubeconfig")?;
-        std::fs::write(path, text).with_context(|| format!("cannot write the kubeconfig {}", path.display()))
+        std::fs::write(path, text)
+            .with_context(|| format!("cannot write the kubeconfig {}", path.display()))
     }
 
     /// A kube::Client for this server (for test code); its default namespace is `default`.
     pub async fn client(&self) -> anyhow::Result<kube::Client> {
         let url = self.url.parse().context("the server URL is a valid URI")?;
-        kube::Client::try_from(kube::Config::new(url)).context("cannot build a client for the API server stand-in")
+        kube::Client::try_from(kube::Config::new(url))
+            .context("cannot build a client for the API server stand-in")
     }
 
     /// Forgets the watch history, so a watch resuming from any older resourceVersion gets an
@@ -131,7 +145,13 @@ impl ApiServer {
     }
 
     /// A snapshot of one stored object as JSON (None if absent), for assertions without a client.
-    pub fn get(&self, api_version: &str, plural: &str, namespace: Option<&str>, name: &str) -> Option<Value> {
+    pub fn get(
+        &self,
+        api_version: &str,
+        plural: &str,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Option<Value> {
         let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
         let store = self.shared.store();
         let resource = store.registry().find(group, version, plural)?.clone();
@@ -168,5 +188,16 @@ impl Drop for ApiServer {
             // A panic on the server thread was already printed there.
             let _ = thread.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ApiServer;
+
+    #[test]
+    fn the_server_handle_can_be_shared_across_threads() {
+        fn shareable<T: Send + Sync>() {}
+        shareable::<ApiServer>();
     }
 }

@@ -94,14 +94,14 @@ pub(crate) fn json_patch(target: &Value, patch: &Value) -> Result<Value> {
 
 fn apply_operation(doc: &mut Value, op: &Value) -> Result<()> {
     let field = |name: &str| {
-        op.get(name)
-            .and_then(Value::as_str)
-            .ok_or_else(|| Failure::bad_request(format!("json patch operation lacks {name:?}: {op}")))
+        op.get(name).and_then(Value::as_str).ok_or_else(|| {
+            Failure::bad_request(format!("json patch operation lacks {name:?}: {op}"))
+        })
     };
     let value = || {
-        op.get("value")
-            .cloned()
-            .ok_or_else(|| Failure::bad_request(format!("json patch operation lacks \"value\": {op}")))
+        op.get("value").cloned().ok_or_else(|| {
+            Failure::bad_request(format!("json patch operation lacks \"value\": {op}"))
+        })
     };
     let path = parse_pointer(field("path")?)?;
     match field("op")? {
@@ -118,9 +118,7 @@ fn apply_operation(doc: &mut Value, op: &Value) -> Result<()> {
         }
         "copy" => {
             let from = parse_pointer(field("from")?)?;
-            let copied = get(doc, &from)
-                .cloned()
-                .ok_or_else(|| missing(&from))?;
+            let copied = get(doc, &from).cloned().ok_or_else(|| missing(&from))?;
             add(doc, &path, copied)
         }
         "test" => {
@@ -135,7 +133,9 @@ fn apply_operation(doc: &mut Value, op: &Value) -> Result<()> {
                 )))
             }
         }
-        other => Err(Failure::bad_request(format!("unknown json patch operation {other:?}"))),
+        other => Err(Failure::bad_request(format!(
+            "unknown json patch operation {other:?}"
+        ))),
     }
 }
 
@@ -171,7 +171,9 @@ fn get<'a>(doc: &'a Value, path: &[String]) -> Option<&'a Value> {
 
 fn parent<'a>(doc: &'a mut Value, path: &[String]) -> Result<(&'a mut Value, String)> {
     let Some((last, init)) = path.split_last() else {
-        return Err(Failure::invalid("json patch: the root cannot be added to or removed"));
+        return Err(Failure::invalid(
+            "json patch: the root cannot be added to or removed",
+        ));
     };
     let mut node = doc;
     for token in init {
@@ -236,8 +238,14 @@ mod tests {
     #[test]
     fn merge_patch_merges_and_removes() {
         let mut doc = json!({"a": {"b": 1, "c": 2}, "l": [1, 2], "s": "x"});
-        merge_patch(&mut doc, &json!({"a": {"b": null, "d": 3}, "l": [3], "n": {"m": 1}}));
-        assert_eq!(doc, json!({"a": {"c": 2, "d": 3}, "l": [3], "s": "x", "n": {"m": 1}}));
+        merge_patch(
+            &mut doc,
+            &json!({"a": {"b": null, "d": 3}, "l": [3], "n": {"m": 1}}),
+        );
+        assert_eq!(
+            doc,
+            json!({"a": {"c": 2, "d": 3}, "l": [3], "s": "x", "n": {"m": 1}})
+        );
     }
 
     #[test]

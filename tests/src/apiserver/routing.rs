@@ -49,7 +49,10 @@ impl Shared {
 
     /// Every request so far, as `METHOD /path?query`, oldest first.
     pub(crate) fn requests(&self) -> Vec<String> {
-        self.requests.lock().unwrap_or_else(PoisonError::into_inner).clone()
+        self.requests
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     fn record(&self, line: String) {
@@ -71,11 +74,16 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
     shared.record(format!("{} {}", parts.method, parts.uri));
     let body = match axum::body::to_bytes(body, BODY_LIMIT).await {
         Ok(body) => body,
-        Err(e) => return failure(Failure::bad_request(format!("cannot read the request body: {e}"))),
+        Err(e) => {
+            return failure(Failure::bad_request(format!(
+                "cannot read the request body: {e}"
+            )));
+        }
     };
-    let query: HashMap<String, String> = url::form_urlencoded::parse(parts.uri.query().unwrap_or_default().as_bytes())
-        .into_owned()
-        .collect();
+    let query: HashMap<String, String> =
+        url::form_urlencoded::parse(parts.uri.query().unwrap_or_default().as_bytes())
+            .into_owned()
+            .collect();
     let request = ApiRequest {
         method: parts.method,
         headers: parts.headers,
@@ -110,7 +118,8 @@ impl ApiRequest {
     }
 
     fn json_body(&self) -> Result<Value> {
-        serde_json::from_slice(&self.body).map_err(|e| Failure::bad_request(format!("cannot decode the body as JSON: {e}")))
+        serde_json::from_slice(&self.body)
+            .map_err(|e| Failure::bad_request(format!("cannot decode the body as JSON: {e}")))
     }
 }
 
@@ -129,8 +138,16 @@ fn serve(shared: &Arc<Shared>, path: &str, request: &ApiRequest) -> Result<Respo
         ["healthz" | "readyz" | "livez"] => return Ok((StatusCode::OK, "ok").into_response()),
         // Aggregated-discovery Accept headers get the plain documents, as from a server that
         // predates aggregated discovery.
-        ["api"] => return get_only(request, || serde_json::to_value(shared.store().registry().core_versions())),
-        ["apis"] => return get_only(request, || serde_json::to_value(shared.store().registry().group_list())),
+        ["api"] => {
+            return get_only(request, || {
+                serde_json::to_value(shared.store().registry().core_versions())
+            });
+        }
+        ["apis"] => {
+            return get_only(request, || {
+                serde_json::to_value(shared.store().registry().group_list())
+            });
+        }
         ["api", version, rest @ ..] => ("", *version, rest),
         ["apis", group, version, rest @ ..] => (*group, *version, rest),
         _ => return Err(Failure::no_such_path()),
@@ -141,9 +158,13 @@ fn serve(shared: &Arc<Shared>, path: &str, request: &ApiRequest) -> Result<Respo
         return get_only(request, || serde_json::to_value(list));
     }
     let (namespace, rest) = match rest {
-        ["namespaces", ns, next, rest @ ..] if !matches!(*next, "status" | "finalize") => {
-            (Some(ns.to_string()), std::iter::once(next).chain(rest).copied().collect::<Vec<_>>())
-        }
+        ["namespaces", ns, next, rest @ ..] if !matches!(*next, "status" | "finalize") => (
+            Some(ns.to_string()),
+            std::iter::once(next)
+                .chain(rest)
+                .copied()
+                .collect::<Vec<_>>(),
+        ),
         _ => (None, rest.to_vec()),
     };
     let (plural, name, status) = match rest.as_slice() {
@@ -176,11 +197,15 @@ fn serve(shared: &Arc<Shared>, path: &str, request: &ApiRequest) -> Result<Respo
     }
 }
 
-fn get_only(request: &ApiRequest, document: impl FnOnce() -> serde_json::Result<Value>) -> Result<Response> {
+fn get_only(
+    request: &ApiRequest,
+    document: impl FnOnce() -> serde_json::Result<Value>,
+) -> Result<Response> {
     if request.method != Method::GET {
         return Err(Failure::method_not_allowed(request.method.as_str()));
     }
-    let document = document().map_err(|e| Failure::internal(format!("cannot encode a discovery document: {e}")))?;
+    let document = document()
+        .map_err(|e| Failure::internal(format!("cannot encode a discovery document: {e}")))?;
     Ok(respond(StatusCode::OK, &document))
 }
 
@@ -205,10 +230,13 @@ fn collection(shared: &Arc<Shared>, target: &Location, request: &ApiRequest) -> 
     match request.method {
         Method::GET if matches!(request.param("watch"), Some("true" | "1")) => {
             let (labels, fields) = request.selectors()?;
-            let timeout = match request.param("timeoutSeconds") {
-                Some(t) => Some(t.parse().map_err(|_| Failure::bad_request(format!("invalid timeoutSeconds {t:?}")))?),
-                None => None,
-            };
+            let timeout =
+                match request.param("timeoutSeconds") {
+                    Some(t) => Some(t.parse().map_err(|_| {
+                        Failure::bad_request(format!("invalid timeoutSeconds {t:?}"))
+                    })?),
+                    None => None,
+                };
             let options = WatchOptions {
                 resource: resource.clone(),
                 namespace: target.namespace.clone(),
@@ -227,16 +255,25 @@ fn collection(shared: &Arc<Shared>, target: &Location, request: &ApiRequest) -> 
                 return Err(Failure::no_such_path());
             }
             let body = request.json_body()?;
-            let created = shared.store().create(resource, namespace, body, request.dry_run())?;
+            let created = shared
+                .store()
+                .create(resource, namespace, body, request.dry_run())?;
             Ok(respond(StatusCode::CREATED, &created))
         }
         Method::DELETE => {
             let (labels, fields) = request.selectors()?;
-            let items = shared
-                .store()
-                .delete_collection(resource, namespace, &labels, &fields, request.dry_run())?;
+            let items = shared.store().delete_collection(
+                resource,
+                namespace,
+                &labels,
+                &fields,
+                request.dry_run(),
+            )?;
             let rv = shared.store().resource_version();
-            Ok(respond(StatusCode::OK, &list_document(resource, items, rv, None)))
+            Ok(respond(
+                StatusCode::OK,
+                &list_document(resource, items, rv, None),
+            ))
         }
         _ => Err(Failure::method_not_allowed(request.method.as_str())),
     }
@@ -248,7 +285,9 @@ fn collection(shared: &Arc<Shared>, target: &Location, request: &ApiRequest) -> 
 fn list(shared: &Arc<Shared>, target: &Location, request: &ApiRequest) -> Result<Response> {
     let (labels, fields) = request.selectors()?;
     let limit = match request.param("limit") {
-        Some(l) => l.parse::<usize>().map_err(|_| Failure::bad_request(format!("invalid limit {l:?}")))?,
+        Some(l) => l
+            .parse::<usize>()
+            .map_err(|_| Failure::bad_request(format!("invalid limit {l:?}")))?,
         None => 0,
     };
     let after = match request.param("continue").filter(|c| !c.is_empty()) {
@@ -259,11 +298,20 @@ fn list(shared: &Arc<Shared>, target: &Location, request: &ApiRequest) -> Result
         None => None,
     };
     let store = shared.store();
-    let mut items = store.list(&target.resource, target.namespace.as_deref(), &labels, &fields);
-    let rv = after.as_ref().map_or(store.resource_version(), |(rv, _, _)| *rv);
+    let mut items = store.list(
+        &target.resource,
+        target.namespace.as_deref(),
+        &labels,
+        &fields,
+    );
+    let rv = after
+        .as_ref()
+        .map_or(store.resource_version(), |(rv, _, _)| *rv);
     drop(store);
     if let Some((_, ns, name)) = &after {
-        items.retain(|(k, _)| (k.namespace.as_str(), k.name.as_str()) > (ns.as_str(), name.as_str()));
+        items.retain(|(k, _)| {
+            (k.namespace.as_str(), k.name.as_str()) > (ns.as_str(), name.as_str())
+        });
     }
     let mut next = None;
     if limit > 0 && items.len() > limit {
@@ -273,7 +321,10 @@ fn list(shared: &Arc<Shared>, target: &Location, request: &ApiRequest) -> Result
             .map(|(k, _)| json!([rv, k.namespace, k.name]).to_string());
     }
     let items = items.into_iter().map(|(_, o)| o).collect();
-    Ok(respond(StatusCode::OK, &list_document(&target.resource, items, rv, next)))
+    Ok(respond(
+        StatusCode::OK,
+        &list_document(&target.resource, items, rv, next),
+    ))
 }
 
 fn list_document(resource: &Resource, items: Vec<Value>, rv: u64, next: Option<String>) -> Value {
@@ -289,10 +340,19 @@ fn list_document(resource: &Resource, items: Vec<Value>, rv: u64, next: Option<S
     })
 }
 
-fn object(shared: &Arc<Shared>, target: &Location, name: &str, request: &ApiRequest) -> Result<Response> {
+fn object(
+    shared: &Arc<Shared>,
+    target: &Location,
+    name: &str,
+    request: &ApiRequest,
+) -> Result<Response> {
     let resource = &target.resource;
     let namespace = target.namespace.as_deref();
-    let part = if target.status { Target::Status } else { Target::Main };
+    let part = if target.status {
+        Target::Status
+    } else {
+        Target::Main
+    };
     let dry_run = request.dry_run();
     match request.method {
         Method::GET => {
@@ -301,9 +361,10 @@ fn object(shared: &Arc<Shared>, target: &Location, name: &str, request: &ApiRequ
         }
         Method::PUT => {
             let body = request.json_body()?;
-            let updated = shared
-                .store()
-                .update(resource, namespace, name, part, dry_run, |_| Ok(body))?;
+            let updated =
+                shared
+                    .store()
+                    .update(resource, namespace, name, part, dry_run, |_| Ok(body))?;
             Ok(respond(StatusCode::OK, &updated))
         }
         Method::PATCH => {
@@ -315,7 +376,9 @@ fn object(shared: &Arc<Shared>, target: &Location, name: &str, request: &ApiRequ
             let kind = PatchKind::from_content_type(content_type)?;
             let patch = kind.parse_body(&request.body)?;
             let mut store = shared.store();
-            let patched = store.update(resource, namespace, name, part, dry_run, |current| kind.apply(current, &patch));
+            let patched = store.update(resource, namespace, name, part, dry_run, |current| {
+                kind.apply(current, &patch)
+            });
             match patched {
                 // Server-side apply creates what does not exist yet.
                 Err(e) if e.code == 404 && kind == PatchKind::Apply && part == Target::Main => {
@@ -344,7 +407,12 @@ fn object(shared: &Arc<Shared>, target: &Location, name: &str, request: &ApiRequ
             } else {
                 request.json_body()?
             };
-            let text = |p: &str| options.pointer(p).and_then(Value::as_str).map(str::to_string);
+            let text = |p: &str| {
+                options
+                    .pointer(p)
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+            };
             let preconditions = Preconditions {
                 uid: text("/preconditions/uid"),
                 resource_version: text("/preconditions/resourceVersion"),
@@ -354,9 +422,10 @@ fn object(shared: &Arc<Shared>, target: &Location, name: &str, request: &ApiRequ
                     .get("dryRun")
                     .and_then(Value::as_array)
                     .is_some_and(|d| d.iter().any(|v| v == "All"));
-            let deleted = shared
-                .store()
-                .delete(resource, namespace, name, &preconditions, dry_run)?;
+            let deleted =
+                shared
+                    .store()
+                    .delete(resource, namespace, name, &preconditions, dry_run)?;
             Ok(respond(StatusCode::OK, &deleted))
         }
         _ => Err(Failure::method_not_allowed(request.method.as_str())),
@@ -364,7 +433,12 @@ fn object(shared: &Arc<Shared>, target: &Location, name: &str, request: &ApiRequ
 }
 
 fn respond(code: StatusCode, body: &Value) -> Response {
-    (code, [(header::CONTENT_TYPE, "application/json")], Body::from(body.to_string())).into_response()
+    (
+        code,
+        [(header::CONTENT_TYPE, "application/json")],
+        Body::from(body.to_string()),
+    )
+        .into_response()
 }
 
 fn failure(failure: Failure) -> Response {

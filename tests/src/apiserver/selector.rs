@@ -37,7 +37,9 @@ impl LabelSelector {
                 continue;
             }
             requirements.push(parse_requirement(term).ok_or_else(|| {
-                Failure::bad_request(format!("unable to parse requirement: {term:?} in label selector {text:?}"))
+                Failure::bad_request(format!(
+                    "unable to parse requirement: {term:?} in label selector {text:?}"
+                ))
             })?);
         }
         Ok(LabelSelector(requirements))
@@ -137,7 +139,10 @@ impl FieldSelector {
             }
             let parsed = [("!=", false), ("==", true), ("=", true)]
                 .into_iter()
-                .find_map(|(op, equal)| term.split_once(op).map(|(p, v)| (p.trim(), v.trim(), equal)));
+                .find_map(|(op, equal)| {
+                    term.split_once(op)
+                        .map(|(p, v)| (p.trim(), v.trim(), equal))
+                });
             let Some((path, value, equal)) = parsed.filter(|(p, _, _)| !p.is_empty()) else {
                 return Err(Failure::bad_request(format!(
                     "invalid selector: {term:?} in field selector {text:?}"
@@ -201,7 +206,10 @@ mod tests {
     #[test]
     fn malformed_label_selectors_are_rejected() {
         for bad in ["app in db", "=x", "a b=c", "app between (a)", "app in (a"] {
-            assert!(LabelSelector::parse(bad).is_err(), "{bad:?} should not parse");
+            assert!(
+                LabelSelector::parse(bad).is_err(),
+                "{bad:?} should not parse"
+            );
         }
     }
 

@@ -22,7 +22,7 @@ use super::selector::{FieldSelector, LabelSelector};
 /// recent events too; 10,000 is far more than a test produces between a list and its watch.
 const HISTORY: usize = 10_000;
 
-/// The namespaces a fresh cluster has.
+/// The namespaces a fresh cluster has; like kube-apiserver, it refuses to delete them.
 const INITIAL_NAMESPACES: [&str; 3] = ["default", "kube-system", "kube-public"];
 
 /// An object's place in its collection: namespace ("" for cluster-scoped kinds) and name.
@@ -112,7 +112,8 @@ impl Store {
             .cloned()
             .expect("namespaces are built in");
         for name in INITIAL_NAMESPACES {
-            let namespace = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
+            let namespace =
+                json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
             store
                 .create(&namespaces, None, namespace, false)
                 .expect("a fresh store accepts the initial namespaces");
@@ -164,14 +165,24 @@ impl Store {
     }
 
     /// One object as served at `resource`'s version.
-    pub(crate) fn get(&self, resource: &Resource, namespace: Option<&str>, name: &str) -> Result<Value> {
+    pub(crate) fn get(
+        &self,
+        resource: &Resource,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Result<Value> {
         self.stored(resource, namespace, name)
             .map(|o| present(resource, o.clone()))
             .ok_or_else(|| Failure::not_found(&resource.plural, name))
     }
 
     /// A stored object by collection, whatever version wrote it (for test assertions).
-    pub(crate) fn get_raw(&self, collection: &Collection, namespace: &str, name: &str) -> Option<Value> {
+    pub(crate) fn get_raw(
+        &self,
+        collection: &Collection,
+        namespace: &str,
+        name: &str,
+    ) -> Option<Value> {
         self.objects
             .get(collection)?
             .get(&key(namespace, name))
@@ -224,13 +235,25 @@ impl Store {
     ) -> Result<Value> {
         let mut object = self.check_body(resource, namespace, body)?;
         let meta = metadata_mut(&mut object);
-        if meta.get("resourceVersion").is_some_and(|v| v.as_str() != Some("")) {
-            return Err(Failure::internal("resourceVersion should not be set on objects to be created"));
+        if meta
+            .get("resourceVersion")
+            .is_some_and(|v| v.as_str() != Some(""))
+        {
+            return Err(Failure::internal(
+                "resourceVersion should not be set on objects to be created",
+            ));
         }
         let namespace = namespace.unwrap_or_default().to_string();
-        let mut name = meta.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
+        let mut name = meta
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
         if name.is_empty() {
-            let prefix = meta.get("generateName").and_then(Value::as_str).unwrap_or_default();
+            let prefix = meta
+                .get("generateName")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
             if prefix.is_empty() {
                 return Err(Failure::invalid(format!(
                     "{} \"\" is invalid: metadata.name: Required value: name or generateName is required",
@@ -239,7 +262,10 @@ impl Store {
             }
             name = loop {
                 let candidate = format!("{prefix}{}", random_suffix());
-                if self.get_raw(&resource.collection(), &namespace, &candidate).is_none() {
+                if self
+                    .get_raw(&resource.collection(), &namespace, &candidate)
+                    .is_none()
+                {
                     break candidate;
                 }
             };
@@ -247,7 +273,10 @@ impl Store {
         if resource.namespaced {
             self.check_namespace_open(&namespace)?;
         }
-        if self.get_raw(&resource.collection(), &namespace, &name).is_some() {
+        if self
+            .get_raw(&resource.collection(), &namespace, &name)
+            .is_some()
+        {
             return Err(Failure::already_exists(&resource.plural, &name));
         }
         let now = now();
@@ -265,7 +294,8 @@ impl Store {
         if resource.is_namespace() {
             object["status"] = json!({"phase": "Active"});
         }
-        if resource.group.is_empty() && resource.plural == "pods" && object.get("status").is_none() {
+        if resource.group.is_empty() && resource.plural == "pods" && object.get("status").is_none()
+        {
             object["status"] = json!({"phase": "Pending"});
         }
         if resource.is_crd() {
@@ -307,13 +337,22 @@ impl Store {
             .ok_or_else(|| Failure::not_found(&resource.plural, name))?;
         let proposed = change(&present(resource, current.clone()))?;
         let proposed = self.check_body(resource, namespace, proposed)?;
-        if proposed.pointer("/metadata/name").and_then(Value::as_str).is_some_and(|n| n != name) {
+        if proposed
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .is_some_and(|n| n != name)
+        {
             return Err(Failure::bad_request(format!(
                 "the name of the object does not match the name on the URL ({name})"
             )));
         }
-        let current_rv = current.pointer("/metadata/resourceVersion").and_then(Value::as_str);
-        match proposed.pointer("/metadata/resourceVersion").and_then(Value::as_str) {
+        let current_rv = current
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str);
+        match proposed
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+        {
             Some(rv) if !rv.is_empty() && Some(rv) != current_rv => {
                 return Err(Failure::conflict(&resource.plural, name));
             }
@@ -359,7 +398,9 @@ impl Store {
         if resource.is_crd() {
             discovery::crd_resources(name, &object)?;
             let transition = current.pointer("/status/conditions/0/lastTransitionTime");
-            let since = transition.and_then(Value::as_str).map_or_else(now, str::to_string);
+            let since = transition
+                .and_then(Value::as_str)
+                .map_or_else(now, str::to_string);
             object["status"] = discovery::crd_status(&object, &since);
         }
         normalize(&mut object);
@@ -374,7 +415,10 @@ impl Store {
             }
         }
         if spec_of(&object) != spec_of(&current) {
-            let generation = current.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0);
+            let generation = current
+                .pointer("/metadata/generation")
+                .and_then(Value::as_i64)
+                .unwrap_or(0);
             metadata_mut(&mut object).insert("generation".into(), (generation + 1).into());
         }
         if object == current {
@@ -384,7 +428,8 @@ impl Store {
             return Ok(present(resource, object));
         }
         let namespace = namespace.unwrap_or_default();
-        if object.pointer("/metadata/deletionTimestamp").is_some() && finalizers(&object).is_empty() {
+        if object.pointer("/metadata/deletionTimestamp").is_some() && finalizers(&object).is_empty()
+        {
             if resource.is_namespace() && self.namespace_has_objects(name) {
                 // Still emptying: the namespace stays, Terminating, until its last object goes.
             } else {
@@ -401,7 +446,12 @@ impl Store {
             .entry(resource.collection())
             .or_default()
             .insert(key(namespace, name), object.clone());
-        self.log(rv, resource.collection(), EventType::Modified, object.clone());
+        self.log(
+            rv,
+            resource.collection(),
+            EventType::Modified,
+            object.clone(),
+        );
         Ok(present(resource, object))
     }
 
@@ -419,8 +469,20 @@ impl Store {
             .stored(resource, namespace, name)
             .cloned()
             .ok_or_else(|| Failure::not_found(&resource.plural, name))?;
-        let meta = |field: &str| current.pointer(&format!("/metadata/{field}")).and_then(Value::as_str);
-        if preconditions.uid.as_deref().is_some_and(|uid| Some(uid) != meta("uid"))
+        if resource.is_namespace() && INITIAL_NAMESPACES.contains(&name) {
+            return Err(Failure::forbidden(format!(
+                "namespaces \"{name}\" is forbidden: this namespace may not be deleted"
+            )));
+        }
+        let meta = |field: &str| {
+            current
+                .pointer(&format!("/metadata/{field}"))
+                .and_then(Value::as_str)
+        };
+        if preconditions
+            .uid
+            .as_deref()
+            .is_some_and(|uid| Some(uid) != meta("uid"))
             || preconditions
                 .resource_version
                 .as_deref()
@@ -438,7 +500,10 @@ impl Store {
             self.empty_namespace(name);
             self.finish_namespace(name);
         }
-        Ok(present(resource, self.get_raw(&collection, namespace, name).unwrap_or(object)))
+        Ok(present(
+            resource,
+            self.get_raw(&collection, namespace, name).unwrap_or(object),
+        ))
     }
 
     /// DELETE of a collection: deletes every match as `delete` would; returns them.
@@ -468,27 +533,62 @@ impl Store {
         if !object.is_object() {
             return Err(Failure::bad_request("an object must be a JSON object"));
         }
-        let text = |p: &str| object.pointer(p).and_then(Value::as_str).unwrap_or_default().to_string();
+        let text = |p: &str| {
+            object
+                .pointer(p)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string()
+        };
         let (api_version, kind) = (text("/apiVersion"), text("/kind"));
         let resource = self
             .registry
             .find_kind(&api_version, &kind)
             .cloned()
-            .ok_or_else(|| Failure::bad_request(format!("no resource serves {api_version} {kind}")))?;
+            .ok_or_else(|| {
+                Failure::bad_request(format!("no resource serves {api_version} {kind}"))
+            })?;
         let namespace = text("/metadata/namespace");
-        let namespace = resource
-            .namespaced
-            .then(|| if namespace.is_empty() { "default".to_string() } else { namespace });
+        let namespace = resource.namespaced.then(|| {
+            if namespace.is_empty() {
+                "default".to_string()
+            } else {
+                namespace
+            }
+        });
         let name = text("/metadata/name");
         metadata_mut(&mut object).remove("resourceVersion");
-        if !name.is_empty() && self.stored(&resource, namespace.as_deref(), &name).is_some() {
-            return self.update(&resource, namespace.as_deref(), &name, Target::Whole, false, |_| Ok(object));
+        if !name.is_empty()
+            && self
+                .stored(&resource, namespace.as_deref(), &name)
+                .is_some()
+        {
+            return self.update(
+                &resource,
+                namespace.as_deref(),
+                &name,
+                Target::Whole,
+                false,
+                |_| Ok(object),
+            );
         }
-        self.create_object(&resource, namespace.as_deref(), object, false, Target::Whole)
+        self.create_object(
+            &resource,
+            namespace.as_deref(),
+            object,
+            false,
+            Target::Whole,
+        )
     }
 
     /// Marks or removes one stored object (see `delete`); returns its last state.
-    fn delete_stored(&mut self, collection: &Collection, namespace: &str, name: &str, mut object: Value) -> Value {
+    fn delete_stored(
+        &mut self,
+        collection: &Collection,
+        namespace: &str,
+        name: &str,
+        mut object: Value,
+    ) -> Value {
         if object.pointer("/metadata/deletionTimestamp").is_some() {
             return object;
         }
@@ -498,7 +598,10 @@ impl Store {
         if !is_namespace && finalizers(&object).is_empty() {
             return self.remove(collection.clone(), namespace, name, object);
         }
-        let generation = object.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0);
+        let generation = object
+            .pointer("/metadata/generation")
+            .and_then(Value::as_i64)
+            .unwrap_or(0);
         let meta = metadata_mut(&mut object);
         meta.insert("deletionTimestamp".into(), now().into());
         meta.insert("deletionGracePeriodSeconds".into(), 0.into());
@@ -558,7 +661,13 @@ impl Store {
 
     /// Removes an object with a DELETED event, and what goes with it: a CRD's resources and
     /// objects; the namespace it empties, if that namespace is terminating.
-    fn remove(&mut self, collection: Collection, namespace: &str, name: &str, mut object: Value) -> Value {
+    fn remove(
+        &mut self,
+        collection: Collection,
+        namespace: &str,
+        name: &str,
+        mut object: Value,
+    ) -> Value {
         let rv = self.next_rv();
         set_rv(&mut object, rv);
         if let Some(objects) = self.objects.get_mut(&collection) {
@@ -567,7 +676,13 @@ impl Store {
         self.log(rv, collection.clone(), EventType::Deleted, object.clone());
         if collection.group == discovery::CRD_GROUP && collection.plural == discovery::CRD_PLURAL {
             self.registry.remove_crd(name);
-            let text = |p: &str| object.pointer(p).and_then(Value::as_str).unwrap_or_default().to_string();
+            let text = |p: &str| {
+                object
+                    .pointer(p)
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string()
+            };
             let served = Collection {
                 group: text("/spec/group"),
                 plural: text("/spec/names/plural"),
@@ -575,7 +690,12 @@ impl Store {
             let contents: Vec<(ObjectKey, Value)> = self
                 .objects
                 .get(&served)
-                .map(|objects| objects.iter().map(|(k, o)| (k.clone(), o.clone())).collect())
+                .map(|objects| {
+                    objects
+                        .iter()
+                        .map(|(k, o)| (k.clone(), o.clone()))
+                        .collect()
+                })
                 .unwrap_or_default();
             for (k, o) in contents {
                 self.remove(served.clone(), &k.namespace, &k.name, o);
@@ -590,9 +710,16 @@ impl Store {
 
     /// 400 unless `body` is an object of `resource`'s kind in `namespace`; fills in apiVersion,
     /// kind and namespace.
-    fn check_body(&self, resource: &Resource, namespace: Option<&str>, mut body: Value) -> Result<Value> {
+    fn check_body(
+        &self,
+        resource: &Resource,
+        namespace: Option<&str>,
+        mut body: Value,
+    ) -> Result<Value> {
         if !body.is_object() {
-            return Err(Failure::bad_request("the request body must be a JSON object"));
+            return Err(Failure::bad_request(
+                "the request body must be a JSON object",
+            ));
         }
         let api_version = resource.api_version();
         let versions = self.registry.versions_of(&resource.collection());
@@ -618,7 +745,11 @@ impl Store {
         let meta = metadata_mut(&mut body);
         match namespace {
             Some(ns) => {
-                if meta.get("namespace").and_then(Value::as_str).is_some_and(|n| !n.is_empty() && n != ns) {
+                if meta
+                    .get("namespace")
+                    .and_then(Value::as_str)
+                    .is_some_and(|n| !n.is_empty() && n != ns)
+                {
                     return Err(Failure::bad_request(
                         "the namespace of the provided object does not match the namespace sent on the request",
                     ));
@@ -695,7 +826,8 @@ fn metadata_mut(object: &mut Value) -> &mut Map<String, Value> {
     if !meta.is_object() {
         *meta = Value::Object(Map::new());
     }
-    meta.as_object_mut().expect("metadata was just made an object")
+    meta.as_object_mut()
+        .expect("metadata was just made an object")
 }
 
 fn remove_status(object: &mut Value) {
@@ -712,7 +844,12 @@ fn finalizers(object: &Value) -> Vec<String> {
     object
         .pointer("/metadata/finalizers")
         .and_then(Value::as_array)
-        .map(|f| f.iter().filter_map(Value::as_str).map(str::to_string).collect())
+        .map(|f| {
+            f.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -760,23 +897,47 @@ fn validate(resource: &Resource, name: &str, object: &Value) -> Result<()> {
         is_dns_subdomain(name)
     };
     if !name_ok {
-        return Err(invalid("metadata.name", name, "a lowercase RFC 1123 name is required"));
+        return Err(invalid(
+            "metadata.name",
+            name,
+            "a lowercase RFC 1123 name is required",
+        ));
     }
-    if let Some(labels) = object.pointer("/metadata/labels").and_then(Value::as_object) {
+    if let Some(labels) = object
+        .pointer("/metadata/labels")
+        .and_then(Value::as_object)
+    {
         for (k, v) in labels {
             if !is_qualified_name(k) {
-                return Err(invalid("metadata.labels", k, "name part must consist of alphanumeric characters, '-', '_' or '.' (at most 63), with an optional DNS subdomain prefix and '/'"));
+                return Err(invalid(
+                    "metadata.labels",
+                    k,
+                    "name part must consist of alphanumeric characters, '-', '_' or '.' (at most 63), with an optional DNS subdomain prefix and '/'",
+                ));
             }
-            let v = v.as_str().ok_or_else(|| invalid("metadata.labels", k, "label values must be strings"))?;
+            let v = v
+                .as_str()
+                .ok_or_else(|| invalid("metadata.labels", k, "label values must be strings"))?;
             if !(v.is_empty() || is_label_name(v)) {
-                return Err(invalid("metadata.labels", v, "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.' (at most 63), and must start and end with an alphanumeric character"));
+                return Err(invalid(
+                    "metadata.labels",
+                    v,
+                    "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.' (at most 63), and must start and end with an alphanumeric character",
+                ));
             }
         }
     }
-    if let Some(annotations) = object.pointer("/metadata/annotations").and_then(Value::as_object) {
+    if let Some(annotations) = object
+        .pointer("/metadata/annotations")
+        .and_then(Value::as_object)
+    {
         for (k, v) in annotations {
             if !is_qualified_name(k) || !v.is_string() {
-                return Err(invalid("metadata.annotations", k, "annotation keys must be qualified names and values strings"));
+                return Err(invalid(
+                    "metadata.annotations",
+                    k,
+                    "annotation keys must be qualified names and values strings",
+                ));
             }
         }
     }
@@ -788,7 +949,8 @@ fn is_dns_label(s: &str) -> bool {
     s.len() <= 63
         && edge(s.chars().next())
         && edge(s.chars().last())
-        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
 }
 
 fn is_dns_subdomain(s: &str) -> bool {
@@ -800,7 +962,8 @@ fn is_label_name(s: &str) -> bool {
     s.len() <= 63
         && edge(s.chars().next())
         && edge(s.chars().last())
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
 fn is_qualified_name(s: &str) -> bool {
@@ -823,7 +986,14 @@ fn uid() -> String {
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..]
+    )
 }
 
 /// The 5-character suffix of a `generateName`, from Kubernetes' alphabet (no vowels, no
@@ -834,4 +1004,79 @@ fn random_suffix() -> String {
     (0..5)
         .map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())]))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config_maps(store: &Store) -> Resource {
+        store
+            .registry()
+            .find("", "v1", "configmaps")
+            .cloned()
+            .expect("configmaps are built in")
+    }
+
+    #[test]
+    fn the_watch_log_is_bounded_and_older_history_expires() {
+        let mut store = Store::new();
+        let resource = config_maps(&store);
+        let body = json!({"metadata": {"name": "cm"}, "data": {"n": "0"}});
+        store
+            .create(&resource, Some("default"), body, false)
+            .expect("created");
+        let start = store.resource_version();
+        for n in 1..=HISTORY + 5 {
+            let data = json!({"metadata": {"name": "cm"}, "data": {"n": n.to_string()}});
+            store
+                .update(
+                    &resource,
+                    Some("default"),
+                    "cm",
+                    Target::Main,
+                    false,
+                    |_| Ok(data),
+                )
+                .expect("updated");
+        }
+        let gone = store
+            .events_after(start, store.epoch())
+            .expect_err("expired");
+        assert_eq!(gone.code, 410);
+        let recent = store.resource_version() - 5;
+        let (events, cursor) = store.events_after(recent, store.epoch()).expect("retained");
+        assert_eq!(events.len(), 5);
+        assert_eq!(cursor, store.resource_version());
+    }
+
+    #[test]
+    fn a_write_that_changes_nothing_is_not_stored() {
+        let mut store = Store::new();
+        let resource = config_maps(&store);
+        let body = json!({"metadata": {"name": "cm", "labels": {}}, "data": {"k": "v"}});
+        let created = store
+            .create(&resource, Some("default"), body.clone(), false)
+            .expect("created");
+        let rv = store.resource_version();
+        let same = store
+            .update(
+                &resource,
+                Some("default"),
+                "cm",
+                Target::Main,
+                false,
+                |_| Ok(body),
+            )
+            .expect("updated");
+        assert_eq!(same, created);
+        assert_eq!(store.resource_version(), rv);
+        assert!(
+            store
+                .events_after(rv, store.epoch())
+                .expect("log")
+                .0
+                .is_empty()
+        );
+    }
 }

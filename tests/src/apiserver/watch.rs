@@ -55,7 +55,10 @@ pub(crate) struct WatchOptions {
 
 impl WatchOptions {
     fn matches(&self, event: &Event) -> bool {
-        let namespace = event.object.pointer("/metadata/namespace").and_then(Value::as_str);
+        let namespace = event
+            .object
+            .pointer("/metadata/namespace")
+            .and_then(Value::as_str);
         event.collection == self.resource.collection()
             && self
                 .namespace
@@ -81,7 +84,10 @@ impl WatchOptions {
 
 /// Starts a watch and returns its streaming response.
 pub(crate) fn start(shared: Arc<Shared>, options: WatchOptions) -> Result<Response> {
-    let rv = options.resource_version.as_deref().filter(|rv| !rv.is_empty() && *rv != "0");
+    let rv = options
+        .resource_version
+        .as_deref()
+        .filter(|rv| !rv.is_empty() && *rv != "0");
     let resume = match rv {
         Some(rv) if !options.send_initial_events => Some(
             rv.parse::<u64>()
@@ -103,7 +109,11 @@ pub(crate) fn start(shared: Arc<Shared>, options: WatchOptions) -> Result<Respon
                 &options.labels,
                 &options.fields,
             );
-            initial.extend(objects.into_iter().map(|(_, o)| json!({"type": "ADDED", "object": o})));
+            initial.extend(
+                objects
+                    .into_iter()
+                    .map(|(_, o)| json!({"type": "ADDED", "object": o})),
+            );
             store.resource_version()
         }
     };
@@ -113,7 +123,11 @@ pub(crate) fn start(shared: Arc<Shared>, options: WatchOptions) -> Result<Respon
     }
     let (lines, body) = mpsc::channel::<Bytes>(BUFFER);
     tokio::spawn(async move {
-        let timeout = options.timeout_seconds.map_or(DEFAULT_TIMEOUT, Duration::from_secs);
+        // 0 means "the server's default", as on kube-apiserver.
+        let timeout = options
+            .timeout_seconds
+            .filter(|t| *t > 0)
+            .map_or(DEFAULT_TIMEOUT, Duration::from_secs);
         let watch = Watch {
             shared,
             options,
@@ -124,7 +138,12 @@ pub(crate) fn start(shared: Arc<Shared>, options: WatchOptions) -> Result<Respon
         watch.run(initial, changes, Instant::now() + timeout).await;
     });
     let body = Body::from_stream(ReceiverStream::new(body).map(Ok::<_, Infallible>));
-    Ok((StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body).into_response())
+    Ok((
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response())
 }
 
 /// One running watch.
@@ -138,13 +157,19 @@ struct Watch {
 
 impl Watch {
     /// Sends events until the timeout, a 410, or the client going away.
-    async fn run(mut self, initial: Vec<Value>, mut changes: tokio::sync::watch::Receiver<u64>, deadline: Instant) {
+    async fn run(
+        mut self,
+        initial: Vec<Value>,
+        mut changes: tokio::sync::watch::Receiver<u64>,
+        deadline: Instant,
+    ) {
         for event in initial {
             if !self.send(&event).await {
                 return;
             }
         }
-        let mut bookmarks = tokio::time::interval_at(Instant::now() + BOOKMARK_INTERVAL, BOOKMARK_INTERVAL);
+        let mut bookmarks =
+            tokio::time::interval_at(Instant::now() + BOOKMARK_INTERVAL, BOOKMARK_INTERVAL);
         bookmarks.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             changes.borrow_and_update();
