@@ -145,11 +145,19 @@ async fn session(
     }
 }
 
+/// A status in words, with its transport cause (a TLS alert names why the server refused us).
 fn describe(status: &tonic::Status) -> String {
     use std::error::Error as _;
-    match status.source() {
-        Some(source) if status.message().is_empty() => chain(source),
-        _ => format!("{} ({:?})", status.message(), status.code()),
+    let cause = status.source().map(chain);
+    let text = match cause {
+        Some(cause) if status.message().is_empty() || cause.starts_with(status.message()) => cause,
+        Some(cause) => format!("{}: {cause}", status.message()),
+        None => format!("{} ({:?})", status.message(), status.code()),
+    };
+    if text.contains("alert") || text.contains("certificate") {
+        format!("the TLS handshake failed, the server refused this agent's certificate or the agent the server's: {text}")
+    } else {
+        text
     }
 }
 

@@ -316,6 +316,22 @@ impl Cluster {
         let _ = proc.child.wait();
     }
 
+    /// Stops (SIGSTOP) or resumes (SIGCONT) the agent of `node`: a frozen process keeps its
+    /// connection open but sends nothing, as a hung process or a dropped network path would.
+    pub fn freeze_agent(&mut self, node: &str, frozen: bool) {
+        let proc = self
+            .agents
+            .get(node)
+            .unwrap_or_else(|| panic!("no agent runs for {node}"));
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(proc.child.id()).unwrap_or(i32::MAX));
+        let signal = if frozen {
+            nix::sys::signal::Signal::SIGSTOP
+        } else {
+            nix::sys::signal::Signal::SIGCONT
+        };
+        nix::sys::signal::kill(pid, signal).expect("signal the agent");
+    }
+
     /// Whether the agent process of `node` still runs.
     pub fn agent_running(&mut self, node: &str) -> bool {
         self.agents.get_mut(node).is_some_and(Proc::alive)

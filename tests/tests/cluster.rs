@@ -270,6 +270,22 @@ fn agents_with_the_install_certificate_connect_and_a_killed_agent_is_noticed_wit
     wait_for("node-a to be back", Duration::from_secs(20), || {
         (cluster.live_agents() == ["node-a", "node-b"]).then_some(())
     });
+
+    // A frozen agent keeps its connection but stops heartbeating (1 s here): gone after three
+    // missed heartbeats, back when it thaws and dials again.
+    let frozen = Instant::now();
+    cluster.freeze_agent("node-b", true);
+    wait_for("frozen node-b to be gone", Duration::from_secs(10), || {
+        (cluster.live_agents() == ["node-a"]).then_some(())
+    });
+    let noticed = frozen.elapsed();
+    eprintln!("a frozen agent was noticed after {noticed:?}");
+    assert!(noticed >= Duration::from_secs(2), "too soon: {noticed:?}");
+    assert!(cluster.server_log().contains("no heartbeat"), "{}", cluster.server_log());
+    cluster.freeze_agent("node-b", false);
+    wait_for("node-b to be back", Duration::from_secs(20), || {
+        (cluster.live_agents() == ["node-a", "node-b"]).then_some(())
+    });
 }
 
 #[test]
@@ -285,8 +301,8 @@ fn an_agent_without_a_certificate_from_the_install_is_refused() {
     let agent = authority
         .issue_client("lifeboat-agent")
         .expect("a client certificate");
-    std::fs::write(foreign.join("tls.crt"), &agent.cert_pem).expect("write");
-    std::fs::write(foreign.join("tls.key"), &agent.key_pem).expect("write");
+    std::fs::write(foreign.join("tls.crt"), &agent.cert).expect("write");
+    std::fs::write(foreign.join("tls.key"), &agent.key).expect("write");
     // It trusts the real server CA, so only the server's check can refuse it.
     let real = cluster.tls_dir("lifeboat-agent-tls");
     std::fs::copy(real.join("ca.crt"), foreign.join("ca.crt")).expect("copy");
@@ -304,7 +320,7 @@ fn an_agent_without_a_certificate_from_the_install_is_refused() {
     assert_eq!(cluster.live_agents(), ["node-a"]);
     let log = cluster.agent_log("intruder");
     assert!(
-        log.contains("cannot hold a session with the server"),
+        log.contains("cannot hold a session with the server: the TLS handshake failed"),
         "the intruder's log says nothing of the refusal:\n{log}"
     );
     assert!(
