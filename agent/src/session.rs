@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use futures::StreamExt;
+use lifeboat_repo::error_chain as chain;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
@@ -155,21 +156,10 @@ fn describe(status: &tonic::Status) -> String {
         None => format!("{} ({:?})", status.message(), status.code()),
     };
     if text.contains("alert") || text.contains("certificate") {
-        format!("the TLS handshake failed, the server refused this agent's certificate or the agent the server's: {text}")
+        format!(
+            "the TLS handshake failed, the server refused this agent's certificate or the agent the server's: {text}"
+        )
     } else {
         text
     }
-}
-
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = cur {
-        let text = err.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        cur = err.source();
-    }
-    parts.join(": ")
 }

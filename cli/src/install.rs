@@ -6,12 +6,11 @@
 //! that have no meaning for lifeboat are accepted so users' scripts keep working: `--plugins`
 //! (providers are built in) is ignored with a note on stderr.
 
-use std::collections::BTreeMap;
 use std::io::{BufRead as _, IsTerminal as _, Write as _};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result, bail};
-use clap::{Args, ValueEnum};
+use clap::Args;
 use lifeboat_server::install::{
     self, BackupLocationOptions, InstallOptions, PodResources, Progress, SnapshotLocationOptions,
 };
@@ -19,13 +18,7 @@ use lifeboat_server::pki;
 
 use crate::cluster::ClusterArgs;
 use crate::config::split_features;
-
-/// How `--dry-run` prints the objects.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub(crate) enum Output {
-    Yaml,
-    Json,
-}
+use crate::format::{Format, parse_pairs, print_objects};
 
 /// `lifeboat install`'s flags, boxed: Velero's many flags would make every command's
 /// arguments as large as these.
@@ -124,7 +117,7 @@ struct InstallFlags {
     dry_run: bool,
     /// How --dry-run prints the objects.
     #[arg(long, short = 'o', value_enum)]
-    output: Option<Output>,
+    output: Option<Format>,
     /// Wait until the server (and the agents) are ready.
     #[arg(long)]
     wait: bool,
@@ -159,25 +152,6 @@ pub(crate) struct UninstallArgs {
     /// Wait until the namespace and the CRDs are gone.
     #[arg(long)]
     wait: bool,
-}
-
-/// Parses `k=v,k2=v2` (values may hold `=`, `:` and `/`, as URLs do) for the named flag.
-fn parse_map(flag: &str, text: Option<&str>) -> Result<BTreeMap<String, String>> {
-    let mut map = BTreeMap::new();
-    for pair in text.unwrap_or("").split(',').map(str::trim) {
-        if pair.is_empty() {
-            continue;
-        }
-        match pair.split_once('=') {
-            Some((key, value)) if !key.trim().is_empty() => {
-                map.insert(key.trim().to_string(), value.trim().to_string());
-            }
-            _ => bail!(
-                "`{pair}` in --{flag} is not KEY=VALUE; write --{flag} key1=value1,key2=value2"
-            ),
-        }
-    }
-    Ok(map)
 }
 
 fn read_file(flag: &str, path: &Path) -> Result<Vec<u8>> {
@@ -230,8 +204,8 @@ fn options(args: &InstallFlags, namespace: &str, tls: pki::Bundle) -> Result<Ins
     options.features = split_features(&args.features);
     options.use_restic = args.use_restic;
     options.default_volumes_to_restic = args.default_volumes_to_restic;
-    options.pod_labels = parse_map("pod-labels", args.pod_labels.as_deref())?;
-    options.pod_annotations = parse_map("pod-annotations", args.pod_annotations.as_deref())?;
+    options.pod_labels = parse_pairs("pod-labels", args.pod_labels.as_slice())?;
+    options.pod_annotations = parse_pairs("pod-annotations", args.pod_annotations.as_slice())?;
     options.server_resources = resources(
         "velero-pod",
         [
@@ -277,9 +251,9 @@ fn options(args: &InstallFlags, namespace: &str, tls: pki::Bundle) -> Result<Ins
             provider: provider.to_string(),
             bucket: bucket.to_string(),
             prefix: args.prefix.trim_matches('/').to_string(),
-            config: parse_map(
+            config: parse_pairs(
                 "backup-location-config",
-                args.backup_location_config.as_deref(),
+                args.backup_location_config.as_slice(),
             )?,
             ca_cert: args
                 .cacert
@@ -289,9 +263,9 @@ fn options(args: &InstallFlags, namespace: &str, tls: pki::Bundle) -> Result<Ins
         });
     }
 
-    let snapshot_config = parse_map(
+    let snapshot_config = parse_pairs(
         "snapshot-location-config",
-        args.snapshot_location_config.as_deref(),
+        args.snapshot_location_config.as_slice(),
     )?;
     let want_snapshots = match args.use_volume_snapshots {
         Some(explicit) => explicit,
@@ -309,29 +283,6 @@ fn options(args: &InstallFlags, namespace: &str, tls: pki::Bundle) -> Result<Ins
     Ok(options)
 }
 
-/// Prints the objects as Velero's `--dry-run -o` does: one `v1` `List`.
-fn print_list(objects: Vec<serde_json::Value>, output: Output) -> Result<()> {
-    let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": objects});
-    let text = match output {
-        Output::Yaml => serde_yaml::to_string(&list).context("cannot write the objects as YAML")?,
-        Output::Json => {
-            let mut text =
-                serde_json::to_string_pretty(&list).context("cannot write the objects as JSON")?;
-            text.push('\n');
-            text
-        }
-    };
-    let mut stdout = std::io::stdout().lock();
-    match stdout
-        .write_all(text.as_bytes())
-        .and_then(|()| stdout.flush())
-    {
-        // `lifeboat install --dry-run | head` is not a failure.
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        result => result.context("cannot write to stdout"),
-    }
-}
-
 fn say(progress: &Progress) {
     println!("{progress}");
 }
@@ -346,9 +297,10 @@ pub(crate) async fn install(args: InstallArgs) -> Result<()> {
         // Touches nothing: a fresh CA, as a first install would make.
         let tls = pki::Bundle::generate(&namespace).context("cannot make the certificates")?;
         let options = options(&args, &namespace, tls)?;
-        return print_list(
-            install::render(&options),
-            args.output.unwrap_or(Output::Yaml),
+        return print_objects(
+            false,
+            &install::render(&options),
+            args.output.unwrap_or(Format::Yaml),
         );
     }
 
@@ -445,20 +397,6 @@ mod tests {
 
     fn tls() -> pki::Bundle {
         pki::Bundle::generate("velero").unwrap()
-    }
-
-    #[test]
-    fn maps_keep_equals_colons_and_slashes_in_values() {
-        let map = parse_map(
-            "backup-location-config",
-            Some("region=minio,s3ForcePathStyle=true,s3Url=http://minio:9000/x?a=b"),
-        )
-        .unwrap();
-        assert_eq!(map["s3Url"], "http://minio:9000/x?a=b");
-        assert_eq!(map["region"], "minio");
-        let err = parse_map("pod-labels", Some("a=b,oops")).unwrap_err();
-        assert!(err.to_string().contains("--pod-labels"), "{err}");
-        assert!(parse_map("x", None).unwrap().is_empty());
     }
 
     #[test]

@@ -8,6 +8,7 @@
 mod cluster;
 mod completion;
 mod config;
+mod format;
 mod install;
 mod location;
 mod progress;
@@ -93,14 +94,7 @@ pub fn main() -> ExitCode {
 
 /// The error and its causes as one line; each layer's message describes only itself.
 fn sentence(err: &anyhow::Error) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    for cause in err.chain() {
-        let text = cause.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-    }
-    parts.join(": ")
+    lifeboat_repo::error_chain(err.as_ref())
 }
 
 fn init_logging(daemon: bool) {

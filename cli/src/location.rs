@@ -4,7 +4,6 @@
 //! Exactly one backup storage location is the default: `--default` on create or set moves the
 //! mark, clearing it from every other location.
 
-use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
@@ -18,9 +17,9 @@ use lifeboat_server::api::{
     BackupStorageLocation, BackupStorageLocationSpec, ObjectStorageLocation,
     VolumeSnapshotLocation, VolumeSnapshotLocationSpec,
 };
-use serde::Serialize;
 
 use crate::cluster::ClusterArgs;
+use crate::format::{Format, parse_pairs, print_objects, print_table};
 
 /// Output formats of `get`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -28,6 +27,17 @@ pub(crate) enum Output {
     Table,
     Json,
     Yaml,
+}
+
+impl Output {
+    /// The object format, or None for a table.
+    fn objects(self) -> Option<Format> {
+        match self {
+            Output::Table => None,
+            Output::Json => Some(Format::Json),
+            Output::Yaml => Some(Format::Yaml),
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -149,24 +159,6 @@ enum SnapshotLocationCommand {
         #[arg(long)]
         credential: Option<String>,
     },
-}
-
-/// `k=v,k2=v2` pairs (repeatable flag); values may hold `=`, `:` and `/` (URLs).
-pub(crate) fn parse_pairs(flag: &str, values: &[String]) -> Result<BTreeMap<String, String>> {
-    let mut out = BTreeMap::new();
-    for value in values {
-        for pair in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let Some((k, v)) = pair.split_once('=') else {
-                bail!("--{flag} takes key=value pairs separated by commas; `{pair}` has no `=`");
-            };
-            let k = k.trim();
-            if k.is_empty() {
-                bail!("--{flag}: `{pair}` has an empty key");
-            }
-            out.insert(k.to_string(), v.trim().trim_matches('"').to_string());
-        }
-    }
-    Ok(out)
 }
 
 fn parse_credential(text: &str) -> Result<SecretKeySelector> {
@@ -304,9 +296,13 @@ pub(crate) async fn run_backup_location(args: BackupLocationArgs) -> Result<()> 
                                 if l.spec.default { "true" } else { "" }.into(),
                             ]
                         })
-                        .collect(),
+                        .collect::<Vec<_>>(),
                 ),
-                format => print_objects(name.is_some(), &items, format)?,
+                _ => print_objects(
+                    name.is_some(),
+                    &items,
+                    output.objects().unwrap_or(Format::Json),
+                )?,
             }
         }
         BackupLocationCommand::Set {
@@ -436,9 +432,13 @@ pub(crate) async fn run_snapshot_location(args: SnapshotLocationArgs) -> Result<
                     items
                         .iter()
                         .map(|l| vec![l.name_any(), l.spec.provider.clone()])
-                        .collect(),
+                        .collect::<Vec<_>>(),
                 ),
-                format => print_objects(name.is_some(), &items, format)?,
+                _ => print_objects(
+                    name.is_some(),
+                    &items,
+                    output.objects().unwrap_or(Format::Json),
+                )?,
             }
         }
         SnapshotLocationCommand::Set { name, credential } => {
@@ -503,69 +503,9 @@ fn confirmed(question: &str) -> Result<bool> {
     Ok(matches!(answer.trim(), "y" | "Y" | "yes" | "Yes"))
 }
 
-/// Prints one object (when one was named) or a `v1` List, as kubectl does.
-pub(crate) fn print_objects<T: Serialize>(single: bool, items: &[T], format: Output) -> Result<()> {
-    let value = match (single, items) {
-        (true, [one]) => serde_json::to_value(one)?,
-        _ => serde_json::json!({
-            "apiVersion": "v1",
-            "kind": "List",
-            "items": items,
-        }),
-    };
-    match format {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&value)?),
-        Output::Yaml => print!("{}", serde_yaml::to_string(&value)?),
-        Output::Table => unreachable!("tables are printed by the caller"),
-    }
-    Ok(())
-}
-
-/// Prints rows under a header, columns padded to their widest cell.
-pub(crate) fn print_table(header: &[&str], rows: Vec<Vec<String>>) {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let line = |cells: Vec<&str>| {
-        let mut out = String::new();
-        for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
-            if i + 1 == cells.len() {
-                out.push_str(cell);
-            } else {
-                out.push_str(&format!("{cell:<w$}   "));
-            }
-        }
-        println!("{}", out.trim_end());
-    };
-    line(header.to_vec());
-    for row in &rows {
-        line(row.iter().map(String::as_str).collect());
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn pairs_keep_urls_and_split_on_commas() {
-        let pairs = parse_pairs(
-            "config",
-            &[
-                "region=minio,s3ForcePathStyle=\"true\"".into(),
-                "s3Url=http://minio:9000/x=y".into(),
-            ],
-        )
-        .unwrap();
-        assert_eq!(pairs["region"], "minio");
-        assert_eq!(pairs["s3ForcePathStyle"], "true");
-        assert_eq!(pairs["s3Url"], "http://minio:9000/x=y");
-        assert!(parse_pairs("config", &["region".into()]).is_err());
-        assert!(parse_pairs("config", &["=x".into()]).is_err());
-    }
 
     #[test]
     fn credentials_are_secret_equals_key() {

@@ -18,7 +18,7 @@ mod snapshot;
 mod source;
 mod store;
 
-pub use error::{Error, Result};
+pub use error::{Error, Result, error_chain};
 pub use id::{BlobId, InvalidId, LockId, PackId, SnapshotId};
 pub use location::Location;
 pub use lock::{LockInfo, LockOptions};

@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub(crate) use lifeboat_repo::error_chain as chain;
 use lifeboat_repo::{Bucket, Credentials, Location, StoreError, StoreOptions};
 
 use crate::api::BackupStorageLocationSpec;
@@ -264,20 +265,6 @@ impl LocationStore {
 fn bucket_missing(e: &StoreError) -> bool {
     let text = chain(e);
     text.contains("NoSuchBucket") || text.contains("does not exist") || text.contains("404")
-}
-
-/// An error and its causes on one line.
-pub(crate) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = cur {
-        let text = err.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        cur = err.source();
-    }
-    parts.join(": ")
 }
 
 fn flag(config: &BTreeMap<String, String>, key: &str) -> Result<bool, SettingsError> {

@@ -143,7 +143,10 @@ impl Cluster {
     pub fn command(&self) -> Command {
         let mut cmd = Command::new(lifeboat_exe());
         cmd.env("KUBECONFIG", &self.kubeconfig)
-            .env("LIFEBOAT_CONFIG", self.dir.path().join("client-config.json"))
+            .env(
+                "LIFEBOAT_CONFIG",
+                self.dir.path().join("client-config.json"),
+            )
             .env_remove("VELERO_NAMESPACE")
             .env_remove("LIFEBOAT_NAMESPACE")
             .env("LIFEBOAT_LOG", "error");
@@ -177,7 +180,10 @@ impl Cluster {
                 "--prefix".into(),
                 "cluster-a".into(),
                 "--backup-location-config".into(),
-                format!("region=us-east-1,s3ForcePathStyle=true,s3Url={}", s3.endpoint),
+                format!(
+                    "region=us-east-1,s3ForcePathStyle=true,s3Url={}",
+                    s3.endpoint
+                ),
                 "--secret-file".into(),
                 self.credentials.display().to_string(),
             ]),
@@ -250,7 +256,10 @@ impl Cluster {
         .arg(&tls)
         .env("VELERO_NAMESPACE", &self.namespace)
         .env("AWS_SHARED_CREDENTIALS_FILE", &self.credentials)
-        .env("LIFEBOAT_LOG", "info,kube=warn,tower=warn,h2=warn,hyper=warn");
+        .env(
+            "LIFEBOAT_LOG",
+            "info,kube=warn,tower=warn,h2=warn,hyper=warn",
+        );
         let log = self.dir.path().join("server.log");
         let mut proc = Proc::spawn(cmd, log);
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -373,8 +382,8 @@ impl Cluster {
 
     /// Creates the Secret `name` in the install namespace holding `key` = `value`.
     pub fn create_secret(&self, name: &str, key: &str, value: &[u8]) {
-        use k8s_openapi::api::core::v1::Secret;
         use k8s_openapi::ByteString;
+        use k8s_openapi::api::core::v1::Secret;
         let secret = Secret {
             metadata: kube::api::ObjectMeta {
                 name: Some(name.into()),
@@ -437,7 +446,9 @@ pub fn free_port() -> u16 {
 /// `GET path` on `addr` over plain HTTP/1.1; the status and body, or None when nothing answers.
 pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
     let mut stream = TcpStream::connect(addr).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .ok()?;
     write!(
         stream,
         "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
@@ -447,10 +458,18 @@ pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
     stream.read_to_string(&mut response).ok()?;
     let status = response.split_whitespace().nth(1)?.parse().ok()?;
     let (head, body) = response.split_once("\r\n\r\n")?;
-    let chunked = head
-        .lines()
-        .any(|l| l.to_ascii_lowercase().starts_with("transfer-encoding: chunked"));
-    Some((status, if chunked { dechunk(body) } else { body.to_string() }))
+    let chunked = head.lines().any(|l| {
+        l.to_ascii_lowercase()
+            .starts_with("transfer-encoding: chunked")
+    });
+    Some((
+        status,
+        if chunked {
+            dechunk(body)
+        } else {
+            body.to_string()
+        },
+    ))
 }
 
 fn dechunk(mut body: &str) -> String {

@@ -22,19 +22,31 @@ fn client_config_is_kept_between_commands() {
     assert!(out.contains("features: <NOT SET>"), "{out}");
     lifeboat(
         &config,
-        &["client", "config", "set", "features=EnableCSI,EnableAPIGroupVersions", "namespace=backup"],
+        &[
+            "client",
+            "config",
+            "set",
+            "features=EnableCSI,EnableAPIGroupVersions",
+            "namespace=backup",
+        ],
     )
     .ok();
-    let out = lifeboat(&config, &["client", "config", "get", "features"]).ok().stdout;
+    let out = lifeboat(&config, &["client", "config", "get", "features"])
+        .ok()
+        .stdout;
     assert_eq!(out.trim(), "features: EnableCSI,EnableAPIGroupVersions");
     let saved: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&config).expect("saved")).expect("JSON");
     assert_eq!(saved["namespace"], "backup");
 
     // Bad settings name what is wrong and change nothing.
-    let err = lifeboat(&config, &["client", "config", "set", "colour=yes"]).fails().stderr;
+    let err = lifeboat(&config, &["client", "config", "set", "colour=yes"])
+        .fails()
+        .stderr;
     assert!(err.contains("unknown client config key `colour`"), "{err}");
-    let err = lifeboat(&config, &["client", "config", "set", "features"]).fails().stderr;
+    let err = lifeboat(&config, &["client", "config", "set", "features"])
+        .fails()
+        .stderr;
     assert!(err.contains("is not KEY=VALUE"), "{err}");
 }
 

@@ -281,7 +281,11 @@ fn agents_with_the_install_certificate_connect_and_a_killed_agent_is_noticed_wit
     let noticed = frozen.elapsed();
     eprintln!("a frozen agent was noticed after {noticed:?}");
     assert!(noticed >= Duration::from_secs(2), "too soon: {noticed:?}");
-    assert!(cluster.server_log().contains("no heartbeat"), "{}", cluster.server_log());
+    assert!(
+        cluster.server_log().contains("no heartbeat"),
+        "{}",
+        cluster.server_log()
+    );
     cluster.freeze_agent("node-b", false);
     wait_for("node-b to be back", Duration::from_secs(20), || {
         (cluster.live_agents() == ["node-a", "node-b"]).then_some(())
@@ -420,10 +424,70 @@ fn a_location_uses_its_own_credential_secret() {
     create("no-key", "bsl-credentials=nope");
     wait_for_phase(&cluster, "own", "Available");
     let message = wait_for_phase(&cluster, "no-secret", "Unavailable");
-    assert!(message.contains("velero/absent") && message.contains("`cloud`"), "{message}");
+    assert!(
+        message.contains("velero/absent") && message.contains("`cloud`"),
+        "{message}"
+    );
     let message = wait_for_phase(&cluster, "no-key", "Unavailable");
     assert!(message.contains("`nope`"), "{message}");
 
     // SIGTERM stops the server cleanly.
     assert_eq!(cluster.stop_server(), Some(0));
+}
+
+#[test]
+fn install_wait_returns_once_the_server_and_the_agents_are_ready() {
+    let cluster = Cluster::with_s3("install-wait");
+    let mut args = cluster.install_args();
+    args.push("--wait".into());
+    let mut child = cluster
+        .command()
+        .args(&args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start install");
+    let get = |plural: &str, name: &str| cluster.api.get("apps/v1", plural, Some("velero"), name);
+    let mut deployment = wait_for("the Deployment", Duration::from_secs(30), || {
+        get("deployments", "velero")
+    });
+    let mut daemon_set = wait_for("the DaemonSet", Duration::from_secs(30), || {
+        get("daemonsets", "restic")
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        child.try_wait().expect("poll").is_none(),
+        "install --wait returned before anything was ready"
+    );
+    // Play the kubelet and the controllers: the server pod is available, agents run on 2 nodes.
+    deployment["status"] = serde_json::json!({
+        "observedGeneration": deployment["metadata"]["generation"],
+        "replicas": 1, "readyReplicas": 1, "availableReplicas": 1, "updatedReplicas": 1,
+    });
+    cluster.api.put_object(deployment).expect("mark the Deployment available");
+    daemon_set["status"] = serde_json::json!({
+        "observedGeneration": daemon_set["metadata"]["generation"],
+        "desiredNumberScheduled": 2, "currentNumberScheduled": 2, "numberReady": 2,
+        "numberMisscheduled": 0, "numberAvailable": 2, "updatedNumberScheduled": 2,
+    });
+    cluster.api.put_object(daemon_set).expect("mark the DaemonSet ready");
+    let started = Instant::now();
+    let output = loop {
+        if child.try_wait().expect("poll").is_some() {
+            break child.wait_with_output().expect("output");
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "install --wait did not return once everything was ready"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("installed"), "{stdout}");
 }
