@@ -398,12 +398,13 @@ impl Bucket {
             (false, true) => self.root.clone(),
             (false, false) => format!("{}/{dir}", self.root),
         };
-        let location = self.location.join(dir);
         Store {
-            inner: self.inner.clone(),
-            root,
-            location,
-            permits: self.permits.clone(),
+            bucket: Bucket {
+                inner: self.inner.clone(),
+                root,
+                location: self.location.join(dir),
+                permits: self.permits.clone(),
+            },
         }
     }
 }
@@ -423,17 +424,15 @@ fn client_options(location: &Location, opts: &StoreOptions) -> Result<object_sto
 }
 
 /// A repository's files on an object store. Cheap to clone.
+/// A [`Bucket`] whose prefix is the repository's root.
 #[derive(Clone)]
 pub struct Store {
-    inner: Arc<dyn ObjectStore>,
-    root: String,
-    location: Location,
-    permits: Arc<Semaphore>,
+    bucket: Bucket,
 }
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Store({})", self.location)
+        write!(f, "Store({})", self.bucket.location)
     }
 }
 
@@ -451,16 +450,18 @@ impl Store {
         location: Location,
     ) -> Self {
         Self {
-            inner,
-            root: prefix.trim_matches('/').to_string(),
-            location,
-            permits: Arc::new(Semaphore::new(StoreOptions::default().connections)),
+            bucket: Bucket {
+                inner,
+                root: prefix.trim_matches('/').to_string(),
+                location,
+                permits: Arc::new(Semaphore::new(StoreOptions::default().connections)),
+            },
         }
     }
 
     /// Where this store is.
     pub fn location(&self) -> &Location {
-        &self.location
+        &self.bucket.location
     }
 
     fn path(&self, kind: FileKind, name: &str) -> ObjectPath {
@@ -469,33 +470,26 @@ impl Store {
             FileKind::Pack => format!("data/{}/{name}", &name[..name.len().min(2)]),
             other => format!("{}/{name}", other.dir()),
         };
-        if self.root.is_empty() {
+        if self.bucket.root.is_empty() {
             ObjectPath::from(rel)
         } else {
-            ObjectPath::from(format!("{}/{rel}", self.root))
+            ObjectPath::from(format!("{}/{rel}", self.bucket.root))
         }
     }
 
     fn dir_path(&self, kind: FileKind) -> ObjectPath {
-        if self.root.is_empty() {
+        if self.bucket.root.is_empty() {
             ObjectPath::from(kind.dir())
         } else {
-            ObjectPath::from(format!("{}/{}", self.root, kind.dir()))
+            ObjectPath::from(format!("{}/{}", self.bucket.root, kind.dir()))
         }
-    }
-
-    async fn permit(&self) -> tokio::sync::SemaphorePermit<'_> {
-        self.permits
-            .acquire()
-            .await
-            .expect("the store's semaphore is never closed")
     }
 
     /// Prepares an empty repository: on a local directory, restic's directory layout
     /// (`data/00`…`data/ff` and the others), which restic expects to find; nothing on object
     /// stores, which have no directories.
     pub async fn create(&self) -> Result<(), StoreError> {
-        if let Location::Local(root) = &self.location {
+        if let Location::Local(root) = &self.bucket.location {
             let mut dirs: Vec<PathBuf> = ["keys", "snapshots", "index", "locks", "data"]
                 .iter()
                 .map(|d| root.join(d))
@@ -515,9 +509,10 @@ impl Store {
 
     /// Checks that the bucket (or directory) can be listed.
     pub async fn probe(&self) -> Result<(), StoreError> {
-        let _p = self.permit().await;
-        let root = (!self.root.is_empty()).then(|| ObjectPath::from(self.root.as_str()));
-        match self.inner.list_with_delimiter(root.as_ref()).await {
+        let _p = self.bucket.permit().await;
+        let root =
+            (!self.bucket.root.is_empty()).then(|| ObjectPath::from(self.bucket.root.as_str()));
+        match self.bucket.inner.list_with_delimiter(root.as_ref()).await {
             Ok(_) => Ok(()),
             Err(e) => Err(StoreError::from_object_store(
                 root.as_ref().unwrap_or(&ObjectPath::from("/")),
@@ -529,8 +524,8 @@ impl Store {
     /// Reads a whole file.
     pub async fn read(&self, kind: FileKind, name: &str) -> Result<Bytes, StoreError> {
         let path = self.path(kind, name);
-        let _p = self.permit().await;
-        let res = self.inner.get(&path).await;
+        let _p = self.bucket.permit().await;
+        let res = self.bucket.inner.get(&path).await;
         match res {
             Ok(r) => r
                 .bytes()
@@ -549,8 +544,9 @@ impl Store {
         length: u64,
     ) -> Result<Bytes, StoreError> {
         let path = self.path(kind, name);
-        let _p = self.permit().await;
-        self.inner
+        let _p = self.bucket.permit().await;
+        self.bucket
+            .inner
             .get_range(&path, offset..offset + length)
             .await
             .map_err(|e| StoreError::from_object_store(&path, e))
@@ -565,8 +561,9 @@ impl Store {
     ) -> Result<(), StoreError> {
         let path = self.path(kind, name);
         let payload: PutPayload = parts.into_iter().collect();
-        let _p = self.permit().await;
-        self.inner
+        let _p = self.bucket.permit().await;
+        self.bucket
+            .inner
             .put(&path, payload)
             .await
             .map(|_| ())
@@ -576,8 +573,8 @@ impl Store {
     /// Removes a file; a missing file is not an error.
     pub async fn remove(&self, kind: FileKind, name: &str) -> Result<(), StoreError> {
         let path = self.path(kind, name);
-        let _p = self.permit().await;
-        match self.inner.delete(&path).await {
+        let _p = self.bucket.permit().await;
+        match self.bucket.inner.delete(&path).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(StoreError::from_object_store(&path, e)),
         }
@@ -586,8 +583,8 @@ impl Store {
     /// Size of a file, or `None` when it does not exist.
     pub async fn size(&self, kind: FileKind, name: &str) -> Result<Option<u64>, StoreError> {
         let path = self.path(kind, name);
-        let _p = self.permit().await;
-        match self.inner.head(&path).await {
+        let _p = self.bucket.permit().await;
+        match self.bucket.inner.head(&path).await {
             Ok(meta) => Ok(Some(meta.size)),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(StoreError::from_object_store(&path, e)),
@@ -605,8 +602,8 @@ impl Store {
                 .unwrap_or_default());
         }
         let dir = self.dir_path(kind);
-        let _p = self.permit().await;
-        let entries: Vec<_> = match self.inner.list(Some(&dir)).try_collect().await {
+        let _p = self.bucket.permit().await;
+        let entries: Vec<_> = match self.bucket.inner.list(Some(&dir)).try_collect().await {
             Ok(v) => v,
             // A local repository without the directory simply has no such files.
             Err(object_store::Error::NotFound { .. }) => Vec::new(),

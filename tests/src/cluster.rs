@@ -139,6 +139,14 @@ impl Cluster {
         }
     }
 
+    /// The S3 bucket of a cluster made by [`Cluster::with_s3`].
+    pub fn s3(&self) -> &crate::s3::S3 {
+        match &self.storage {
+            Storage::S3(s3) => s3,
+            Storage::Directory(dir) => panic!("this cluster stores in {}, not S3", dir.display()),
+        }
+    }
+
     /// The `lifeboat` command with this cluster's kubeconfig and a private client config.
     pub fn command(&self) -> Command {
         let mut cmd = Command::new(lifeboat_exe());

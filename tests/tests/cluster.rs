@@ -112,12 +112,7 @@ fn a_location_whose_bucket_is_missing_is_unavailable_and_says_why() {
     wait_for_phase(&cluster, "default", "Available");
 
     // A prefix holding foreign data is refused with the directory named.
-    let Some(s3) = (match &cluster.storage {
-        lifeboat_tests::cluster::Storage::S3(s3) => Some(s3.clone()),
-        _ => None,
-    }) else {
-        unreachable!("with_s3 makes an S3 cluster")
-    };
+    let s3 = cluster.s3().clone();
     put_object(&s3, "shared/photos/cat.jpg");
     cluster
         .lifeboat([
@@ -157,12 +152,7 @@ fn setting_a_second_location_as_default_moves_the_default() {
     let mut cluster = Cluster::with_s3("move-default");
     cluster.install();
     cluster.start_server();
-    let Some(s3) = (match &cluster.storage {
-        lifeboat_tests::cluster::Storage::S3(s3) => Some(s3.clone()),
-        _ => None,
-    }) else {
-        unreachable!("with_s3 makes an S3 cluster")
-    };
+    let s3 = cluster.s3().clone();
     let config = format!("region=us-east-1,s3Url={}", s3.endpoint);
     cluster
         .lifeboat([
@@ -387,12 +377,7 @@ fn a_location_uses_its_own_credential_secret() {
     let mut cluster = Cluster::with_s3("credentials");
     cluster.install();
     cluster.start_server();
-    let Some(s3) = (match &cluster.storage {
-        lifeboat_tests::cluster::Storage::S3(s3) => Some(s3.clone()),
-        _ => None,
-    }) else {
-        unreachable!("with_s3 makes an S3 cluster")
-    };
+    let s3 = cluster.s3().clone();
     let config = format!("region=us-east-1,profile=backup,s3Url={}", s3.endpoint);
     let create = |name: &str, credential: &str| {
         cluster
@@ -465,13 +450,19 @@ fn install_wait_returns_once_the_server_and_the_agents_are_ready() {
         "observedGeneration": deployment["metadata"]["generation"],
         "replicas": 1, "readyReplicas": 1, "availableReplicas": 1, "updatedReplicas": 1,
     });
-    cluster.api.put_object(deployment).expect("mark the Deployment available");
+    cluster
+        .api
+        .put_object(deployment)
+        .expect("mark the Deployment available");
     daemon_set["status"] = serde_json::json!({
         "observedGeneration": daemon_set["metadata"]["generation"],
         "desiredNumberScheduled": 2, "currentNumberScheduled": 2, "numberReady": 2,
         "numberMisscheduled": 0, "numberAvailable": 2, "updatedNumberScheduled": 2,
     });
-    cluster.api.put_object(daemon_set).expect("mark the DaemonSet ready");
+    cluster
+        .api
+        .put_object(daemon_set)
+        .expect("mark the DaemonSet ready");
     let started = Instant::now();
     let output = loop {
         if child.try_wait().expect("poll").is_some() {
