@@ -1,12 +1,23 @@
 //! `lifeboat install --dry-run` as a user runs it: the real binary, Velero's flags, the printed
 //! `v1` `List` parsed back and every object checked; and the one-sentence refusals. No cluster
 //! is needed: a dry run touches nothing.
+//!
+//! Then `lifeboat_server::install`'s apply and uninstall against the API server stand-in: what
+//! a second install updates and what it keeps, the CA a later install issues from, and what
+//! uninstall deletes and spares.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 
 use k8s_openapi::api::core::v1::Secret;
+use kube::api::{DynamicObject, GroupVersionKind};
+use lifeboat_server::install::{
+    BackupLocationOptions, InstallOptions, Outcome, Progress, SnapshotLocationOptions, apply,
+    existing_authority, render, uninstall, wait_uninstalled,
+};
+use lifeboat_server::pki;
+use lifeboat_tests::ApiServer;
 use lifeboat_tests::bin::{Run, lifeboat_exe};
 use serde_json::{Value, json};
 
@@ -681,4 +692,227 @@ fn uninstall_without_a_terminal_needs_force() {
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("--force"), "{stderr}");
+}
+
+// apply and uninstall against the API server stand-in.
+
+async fn start() -> (ApiServer, kube::Client) {
+    let server = ApiServer::start().expect("the stand-in starts");
+    let client = server.client().await.expect("a client for the stand-in");
+    (server, client)
+}
+
+/// An install in `namespace` with agents, cloud credentials and a backup location.
+fn options_in(namespace: &str) -> InstallOptions {
+    let mut options = InstallOptions::new(
+        namespace,
+        pki::Bundle::generate(namespace).expect("a CA and certificates"),
+    );
+    options.use_restic = true;
+    options.credentials = Some(b"[default]\n".to_vec());
+    options.backup_location = Some(BackupLocationOptions {
+        provider: "aws".into(),
+        bucket: "b".into(),
+        ..Default::default()
+    });
+    options
+}
+
+fn lines(progress: &[Progress]) -> Vec<String> {
+    progress.iter().map(ToString::to_string).collect()
+}
+
+#[tokio::test]
+async fn apply_creates_then_updates_what_it_owns_and_keeps_keys_and_locations() {
+    let (server, client) = start().await;
+    let options = options_in("backup");
+    let first = render(&options);
+    let mut seen = Vec::new();
+    apply(&client, &first, |p| seen.push(p.clone()))
+        .await
+        .unwrap();
+    let seen = lines(&seen);
+    assert!(seen.contains(&"CustomResourceDefinition/backups.velero.io: created".to_string()));
+    assert!(seen.contains(&"Deployment/velero: created".to_string()));
+    assert!(seen.contains(&"BackupStorageLocation/default: created".to_string()));
+    let waited = seen
+        .iter()
+        .position(|l| l.starts_with("Waiting for"))
+        .unwrap();
+    let last_crd = seen
+        .iter()
+        .rposition(|l| l.starts_with("CustomResourceDefinition/"))
+        .unwrap();
+    assert_eq!(
+        waited,
+        last_crd + 1,
+        "discovery is awaited right after the CRDs"
+    );
+    let password = || server.get("v1", "secrets", Some("backup"), "velero-restic-credentials");
+    let stored_password = password().expect("the password Secret is stored");
+
+    // A second install: a new password and CA are rendered, but the stored ones stay.
+    let again = render(&options_in("backup"));
+    let mut seen = Vec::new();
+    apply(&client, &again, |p| seen.push(p.clone()))
+        .await
+        .unwrap();
+    let seen = lines(&seen);
+    for kept in [
+        "Secret/velero-restic-credentials: already exists, kept",
+        "Secret/lifeboat-ca: already exists, kept",
+        "Secret/cloud-credentials: already exists, kept",
+        "BackupStorageLocation/default: already exists, kept",
+    ] {
+        assert!(seen.contains(&kept.to_string()), "{kept} in {seen:?}");
+    }
+    for updated in [
+        "Namespace/backup: already exists, updated",
+        "DaemonSet/restic: already exists, updated",
+        "ClusterRoleBinding/velero-backup: already exists, updated",
+        "CustomResourceDefinition/backups.velero.io: already exists, updated",
+    ] {
+        assert!(seen.contains(&updated.to_string()), "{updated} in {seen:?}");
+    }
+    assert_eq!(password(), Some(stored_password));
+    let writes = server.writes();
+    let applies: Vec<&String> = writes.iter().filter(|w| w.starts_with("PATCH")).collect();
+    assert!(!applies.is_empty());
+    for patch in applies {
+        assert!(
+            patch.contains("fieldManager=lifeboat-install")
+                && patch.contains("force=true")
+                && patch.ends_with("application/apply-patch+yaml"),
+            "{patch}"
+        );
+        assert!(
+            !patch.contains("/secrets/") && !patch.contains("/backupstoragelocations/"),
+            "{patch}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_later_install_issues_from_the_stored_ca() {
+    let (_server, client) = start().await;
+    assert!(
+        existing_authority(&client, "velero")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let options = options_in("velero");
+    apply(&client, &render(&options), |_| {}).await.unwrap();
+    let authority = existing_authority(&client, "velero")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(authority.own(), &options.tls.ca);
+    let reissued = pki::Bundle::issue(&authority, "velero").unwrap();
+    assert_eq!(reissued.ca, options.tls.ca);
+}
+
+#[tokio::test]
+async fn uninstall_deletes_everything_install_applied_and_is_idempotent() {
+    let (server, client) = start().await;
+    let mut options = options_in("backup");
+    options.snapshot_location = Some(SnapshotLocationOptions {
+        provider: "aws".into(),
+        ..Default::default()
+    });
+    let objects = render(&options);
+    apply(&client, &objects, |_| {}).await.unwrap();
+    // Where each applied object lives, as discovery names its resource, while the CRDs are
+    // still there to serve the velero.io kinds.
+    let mut applied = Vec::new();
+    for value in &objects {
+        let object: DynamicObject = serde_json::from_value(value.clone()).unwrap();
+        let types = object.types.clone().unwrap();
+        let gvk = GroupVersionKind::try_from(&types).unwrap();
+        let (resource, _) = kube::discovery::pinned_kind(&client, &gvk).await.unwrap();
+        let name = object.metadata.name.clone().unwrap();
+        assert!(
+            server
+                .get(
+                    &types.api_version,
+                    &resource.plural,
+                    object.metadata.namespace.as_deref(),
+                    &name
+                )
+                .is_some(),
+            "{} {name} was applied",
+            types.kind
+        );
+        applied.push((
+            types.api_version,
+            resource.plural,
+            object.metadata.namespace,
+            name,
+        ));
+    }
+
+    let mut seen = Vec::new();
+    uninstall(&client, "backup", |p| seen.push(p.clone()))
+        .await
+        .unwrap();
+    let left: Vec<String> = applied
+        .iter()
+        .filter(|(api_version, plural, namespace, name)| {
+            server
+                .get(api_version, plural, namespace.as_deref(), name)
+                .is_some()
+        })
+        .map(|(_, plural, namespace, name)| format!("{plural} {namespace:?} {name}"))
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+    let seen = lines(&seen);
+    assert!(seen.contains(&"Namespace/backup: deleted".to_string()));
+    let crb = seen
+        .iter()
+        .position(|l| l.starts_with("ClusterRoleBinding/"))
+        .unwrap();
+    let first_crd = seen
+        .iter()
+        .position(|l| l.starts_with("CustomResourceDefinition/"))
+        .unwrap();
+    assert!(crb < first_crd, "the CRDs go last");
+    wait_uninstalled(&client, "backup", true, |_| {})
+        .await
+        .unwrap();
+
+    let mut again = Vec::new();
+    uninstall(&client, "backup", |p| again.push(p.clone()))
+        .await
+        .unwrap();
+    assert!(again.iter().all(|p| matches!(
+        p,
+        Progress::Object {
+            outcome: Outcome::Missing,
+            ..
+        }
+    )));
+}
+
+#[tokio::test]
+async fn uninstall_spares_a_namespace_install_did_not_label() {
+    let (server, client) = start().await;
+    server
+        .put_object(json!({"apiVersion": "v1", "kind": "Namespace",
+                           "metadata": {"name": "shared", "labels": {"team": "x"}}}))
+        .unwrap();
+    let mut seen = Vec::new();
+    uninstall(&client, "shared", |p| seen.push(p.clone()))
+        .await
+        .unwrap();
+    let namespace = server
+        .get("v1", "namespaces", None, "shared")
+        .expect("the namespace is still there");
+    assert!(
+        namespace["metadata"].get("deletionTimestamp").is_none(),
+        "not even terminating: {namespace}"
+    );
+    assert!(seen.iter().any(|p| matches!(
+        p,
+        Progress::Object { kind, outcome: Outcome::Spared, .. } if kind == "Namespace"
+    )));
 }

@@ -176,6 +176,13 @@ impl ApiServer {
     pub fn requests(&self) -> Vec<String> {
         self.shared.requests()
     }
+
+    /// Every write served so far (POST, PUT, PATCH, DELETE) as
+    /// `METHOD /path?query content-type`, oldest first; the content type is left out when the
+    /// request had none. It tells a merge patch from a server-side apply.
+    pub fn writes(&self) -> Vec<String> {
+        self.shared.writes()
+    }
 }
 
 impl Drop for ApiServer {

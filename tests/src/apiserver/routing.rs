@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use k8s_openapi::apimachinery::pkg::version::Info;
 use serde_json::{Value, json};
@@ -30,7 +30,18 @@ const REQUEST_LOG: usize = 100_000;
 #[derive(Debug)]
 pub(crate) struct Shared {
     store: Mutex<Store>,
-    requests: Mutex<Vec<String>>,
+    requests: Mutex<Vec<Logged>>,
+}
+
+/// One request as the log keeps it.
+#[derive(Debug, Clone)]
+struct Logged {
+    /// `METHOD /path?query`
+    line: String,
+    /// The Content-Type header, when the request had one.
+    content_type: Option<String>,
+    /// Whether the method changes state (anything but GET, HEAD, OPTIONS, TRACE).
+    write: bool,
 }
 
 impl Shared {
@@ -49,18 +60,40 @@ impl Shared {
 
     /// Every request so far, as `METHOD /path?query`, oldest first.
     pub(crate) fn requests(&self) -> Vec<String> {
-        self.requests
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.log().iter().map(|r| r.line.clone()).collect()
     }
 
-    fn record(&self, line: String) {
-        let mut requests = self.requests.lock().unwrap_or_else(PoisonError::into_inner);
+    /// Every write so far (any method but GET, HEAD, OPTIONS and TRACE), as
+    /// `METHOD /path?query content-type` (without the content type when the request had
+    /// none), oldest first: how a test sees which kind of patch a client sent.
+    pub(crate) fn writes(&self) -> Vec<String> {
+        self.log()
+            .iter()
+            .filter(|r| r.write)
+            .map(|r| match &r.content_type {
+                Some(content_type) => format!("{} {content_type}", r.line),
+                None => r.line.clone(),
+            })
+            .collect()
+    }
+
+    fn log(&self) -> MutexGuard<'_, Vec<Logged>> {
+        self.requests.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn record(&self, method: &Method, uri: &Uri, headers: &HeaderMap) {
+        let logged = Logged {
+            line: format!("{method} {uri}"),
+            content_type: headers
+                .get(header::CONTENT_TYPE)
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()),
+            write: !method.is_safe(),
+        };
+        let mut requests = self.log();
         if requests.len() >= REQUEST_LOG {
             requests.drain(..REQUEST_LOG / 2);
         }
-        requests.push(line);
+        requests.push(logged);
     }
 }
 
@@ -71,7 +104,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
 
 async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
-    shared.record(format!("{} {}", parts.method, parts.uri));
+    shared.record(&parts.method, &parts.uri, &parts.headers);
     let body = match axum::body::to_bytes(body, BODY_LIMIT).await {
         Ok(body) => body,
         Err(e) => {
@@ -444,4 +477,46 @@ fn respond(code: StatusCode, body: &Value) -> Response {
 fn failure(failure: Failure) -> Response {
     let code = StatusCode::from_u16(failure.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     respond(code, &failure.to_status())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_write_log_keeps_content_types_and_leaves_reads_out() {
+        let shared = Shared::new();
+        let mut apply = HeaderMap::new();
+        apply.insert(
+            header::CONTENT_TYPE,
+            "application/apply-patch+yaml".parse().unwrap(),
+        );
+        let uri = |s: &str| s.parse::<Uri>().unwrap();
+        shared.record(&Method::GET, &uri("/api/v1/namespaces"), &HeaderMap::new());
+        shared.record(
+            &Method::PATCH,
+            &uri("/api/v1/namespaces/a?fieldManager=m&force=true"),
+            &apply,
+        );
+        shared.record(
+            &Method::DELETE,
+            &uri("/api/v1/namespaces/a"),
+            &HeaderMap::new(),
+        );
+        assert_eq!(
+            shared.requests(),
+            [
+                "GET /api/v1/namespaces",
+                "PATCH /api/v1/namespaces/a?fieldManager=m&force=true",
+                "DELETE /api/v1/namespaces/a",
+            ]
+        );
+        assert_eq!(
+            shared.writes(),
+            [
+                "PATCH /api/v1/namespaces/a?fieldManager=m&force=true application/apply-patch+yaml",
+                "DELETE /api/v1/namespaces/a",
+            ]
+        );
+    }
 }
