@@ -159,6 +159,11 @@ fn describe(status: &tonic::Status) -> String {
         format!(
             "the TLS handshake failed, the server refused this agent's certificate or the agent the server's: {text}"
         )
+    } else if text.contains("connection closed") || text.contains("broken pipe") {
+        // With TLS 1.3 a refused client certificate often shows only as a closed connection.
+        format!(
+            "the server closed the connection ({text}); if this persists, check that the agent's certificate (Secret lifeboat-agent-tls) comes from the install's CA"
+        )
     } else {
         text
     }

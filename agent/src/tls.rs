@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
-use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
+use tonic::transport::{Certificate, ClientTlsConfig, Identity};
 
 /// Where the certificates are when nothing else is said.
 pub const DEFAULT_TLS_DIR: &str = "/etc/lifeboat/tls";
@@ -68,12 +68,19 @@ impl TlsMaterial {
         }
     }
 
-    /// The server side: present our certificate, require a client certificate signed by the CA.
-    pub fn server_config(&self) -> ServerTlsConfig {
-        ServerTlsConfig::new()
-            .identity(Identity::from_pem(&self.cert, &self.key))
-            .client_ca_root(Certificate::from_pem(&self.ca))
-            .client_auth_optional(false)
+    /// The CA's certificates (PEM).
+    pub fn ca_pem(&self) -> &[u8] {
+        &self.ca
+    }
+
+    /// This side's certificate chain (PEM).
+    pub fn cert_pem(&self) -> &[u8] {
+        &self.cert
+    }
+
+    /// This side's private key (PEM).
+    pub fn key_pem(&self) -> &[u8] {
+        &self.key
     }
 
     /// The agent side: present our certificate, trust only the CA, and check the server's

@@ -19,6 +19,9 @@ pub enum Error {
     /// The agents' gRPC service failed.
     #[error("the agents' service failed")]
     Transport(#[from] tonic::transport::Error),
+    /// The server's certificate files cannot be used.
+    #[error("the server's TLS settings cannot be used: {reason}")]
+    Tls { reason: String },
     /// The HTTP endpoint failed.
     #[error("the health and metrics endpoint failed")]
     Http(#[source] std::io::Error),

@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod pki;
 mod server;
 pub mod storage;
+mod tls;
 
 pub use controller::{Settings, parse_duration};
 pub use error::{Error, Result};

@@ -13,7 +13,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use lifeboat_agent::TlsMaterial;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::agents::Agents;
@@ -73,17 +72,18 @@ pub async fn run(
         shutdown.clone(),
     ));
     let grpc = {
+        let acceptor = crate::tls::acceptor(&opts.tls)?;
         let server = tonic::transport::Server::builder()
-            .tls_config(opts.tls.server_config())?
             .http2_keepalive_interval(Some(Duration::from_secs(10)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
             .add_service(agents.service());
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
             server
-                .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), async move {
-                    shutdown.cancelled().await
-                })
+                .serve_with_incoming_shutdown(
+                    crate::tls::incoming(grpc_listener, acceptor, shutdown.clone()),
+                    async move { shutdown.cancelled().await },
+                )
                 .await
         })
     };
