@@ -312,9 +312,10 @@ fn build_lifeboat(release: bool) -> Result<()> {
         .parent()
         .context("the tests crate lives inside the workspace")?;
     let status = Command::new(&cargo)
-        // The whole workspace's binaries, as `scripts/test` builds them: building the one
-        // package alone would select other features and rebuild the engine.
-        .args(["build", "--workspace", "--bins"])
+        // The whole workspace with every target, as `scripts/test` builds it: building one
+        // package, or leaving out the tests' dev-dependencies, selects other features of the
+        // shared dependencies and rebuilds them.
+        .args(["build", "--workspace", "--all-targets"])
         .args(release.then_some("--release"))
         .current_dir(workspace)
         .status()

@@ -4,7 +4,7 @@
 //! until Ctrl-C, when every process is stopped.
 //!
 //! ```sh
-//! cargo run -p lifeboat-tests --bin testcluster -- [--nodes 2] [--s3]
+//! cargo build --workspace --bins && target/debug/testcluster [--nodes 2] [--s3]
 //! ```
 
 use std::path::PathBuf;
