@@ -58,12 +58,6 @@ impl ClientConfig {
         std::fs::write(&path, json).with_context(|| format!("cannot write {}", path.display()))
     }
 
-    /// The client-side features that are on.
-    #[allow(dead_code)]
-    pub fn features(&self) -> Vec<String> {
-        split_features(self.features.as_deref().unwrap_or(""))
-    }
-
     fn set(&mut self, key: &str, value: &str) -> Result<()> {
         let value = (!value.is_empty()).then(|| value.to_string());
         match key {
@@ -171,7 +165,6 @@ mod tests {
         assert_eq!(json["features"], "EnableCSI,Other");
         assert_eq!(json["namespace"], "backup");
         assert_eq!(json["future"], 1);
-        assert_eq!(config.features(), ["EnableCSI", "Other"]);
     }
 
     #[test]

@@ -97,7 +97,6 @@ pub async fn run(
         client,
         opts.namespace.clone(),
         metrics,
-        agents,
         opts.settings.clone(),
     ));
     let controllers = tokio::spawn(controller::location::run(ctx, shutdown.clone()));

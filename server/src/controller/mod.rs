@@ -13,7 +13,6 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use kube::runtime::events::{Recorder, Reporter};
 
-use crate::agents::Agents;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 
@@ -48,8 +47,6 @@ pub(crate) struct Context {
     pub namespace: String,
     pub recorder: Recorder,
     pub metrics: Metrics,
-    #[allow(dead_code)]
-    pub agents: Agents,
     pub settings: Settings,
     pub locations: location::State,
 }
@@ -59,7 +56,6 @@ impl Context {
         client: kube::Client,
         namespace: String,
         metrics: Metrics,
-        agents: Agents,
         settings: Settings,
     ) -> Self {
         let recorder = Recorder::new(
@@ -74,7 +70,6 @@ impl Context {
             namespace,
             recorder,
             metrics,
-            agents,
             settings,
             locations: location::State::default(),
         }
