@@ -30,8 +30,8 @@ use std::collections::{BTreeSet, HashSet};
 use std::io::{self, Write};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::APIResourceList;
-use kube::api::{Api, ApiResource, DynamicObject, ListParams, ObjectList};
-use kube::core::TypeMeta;
+use kube::api::{Api, ApiResource, DynamicObject, GetParams, ListParams};
+use serde_json::Value;
 
 use super::filter::{BackupFilter, GroupResource, ResourceIndex, ServedResource};
 use super::tarball::{BackupResults, ItemPath, ResourceList, TarballWriter};
@@ -274,13 +274,13 @@ impl Walk<'_> {
         namespace: Option<&str>,
         selector: Option<&str>,
     ) -> Result<()> {
-        let api = self.api(resource, namespace);
+        let url = self.api(resource, namespace).resource_url().to_owned();
         let mut params = ListParams::default().limit(self.options.page_size);
         if let Some(s) = selector {
             params = params.labels(s);
         }
         loop {
-            let page: ObjectList<DynamicObject> = match api.list(&params).await {
+            let page = match self.list_page(&url, &params).await {
                 Ok(page) => page,
                 Err(error) => {
                     self.stats.results.errors.add(
@@ -294,14 +294,23 @@ impl Walk<'_> {
                     return Ok(());
                 }
             };
-            let remaining = page
-                .metadata
-                .remaining_item_count
+            let remaining = page["metadata"]["remainingItemCount"]
+                .as_u64()
                 .and_then(|n| usize::try_from(n).ok())
                 .unwrap_or(0);
-            let token = page.metadata.continue_.clone().filter(|t| !t.is_empty());
-            let count = page.items.len();
-            for (i, object) in page.items.into_iter().enumerate() {
+            let token = page["metadata"]["continue"]
+                .as_str()
+                .filter(|t| !t.is_empty())
+                .map(str::to_owned);
+            let items = match page {
+                Value::Object(mut page) => match page.remove("items") {
+                    Some(Value::Array(items)) => items,
+                    _ => Vec::new(),
+                },
+                _ => Vec::new(),
+            };
+            let count = items.len();
+            for (i, object) in items.into_iter().enumerate() {
                 if !self.listed_object_wanted(resource, &object) {
                     continue;
                 }
@@ -315,12 +324,33 @@ impl Walk<'_> {
         }
     }
 
+    /// One page of a list, as the raw JSON the API server sent: objects are written exactly as
+    /// returned, with no typed round trip that could drop or reformat a field.
+    async fn list_page(&self, url: &str, params: &ListParams) -> kube::Result<Value> {
+        let request = kube::core::Request::new(url)
+            .list(params)
+            .map_err(kube::Error::BuildRequest)?;
+        self.client.request::<Value>(request).await
+    }
+
+    /// One object as raw JSON; `None` when it does not exist.
+    async fn get_raw(&self, url: &str, name: &str) -> kube::Result<Option<Value>> {
+        let request = kube::core::Request::new(url)
+            .get(name, &GetParams::default())
+            .map_err(kube::Error::BuildRequest)?;
+        match self.client.request::<Value>(request).await {
+            Ok(object) => Ok(Some(object)),
+            Err(kube::Error::Api(status)) if status.code == 404 => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
     /// The namespace filter on a listed object: a cluster-wide list of a namespaced resource
     /// returns every namespace, and the namespaces resource lists them all.
-    fn listed_object_wanted(&self, resource: &ServedResource, object: &DynamicObject) -> bool {
+    fn listed_object_wanted(&self, resource: &ServedResource, object: &Value) -> bool {
         let gr = &resource.group_resource;
         if gr.group.is_empty() && gr.resource == "namespaces" {
-            let name = object.metadata.name.as_deref().unwrap_or_default();
+            let name = object["metadata"]["name"].as_str().unwrap_or_default();
             return self.filter.namespaces.should_include(name);
         }
         true
@@ -344,24 +374,35 @@ impl Walk<'_> {
     async fn item(
         &mut self,
         resource: &ServedResource,
-        mut object: DynamicObject,
+        mut object: Value,
         still_to_come: usize,
     ) -> Result<()> {
         let gr = &resource.group_resource;
-        let namespace = object.metadata.namespace.clone();
-        let name = object.metadata.name.clone().unwrap_or_default();
-        if !self.item_allowed(gr, &object) {
+        let text = |object: &Value, field: &str| object["metadata"][field].as_str().map(str::to_owned);
+        let namespace = text(&object, "namespace").filter(|ns| !ns.is_empty());
+        let name = text(&object, "name").unwrap_or_default();
+        if !self.item_allowed(gr, &object, namespace.as_deref()) {
             return Ok(());
         }
-        if object.types.is_none() {
-            object.types = Some(TypeMeta {
-                api_version: resource.api_version(),
-                kind: resource.kind.clone(),
-            });
-        }
-        let types = object.types.clone().unwrap_or_default();
+        // client-go's list decoding gives every item its apiVersion and kind; lists from the
+        // API server leave them out of the items.
+        let Some(fields) = object.as_object_mut() else {
+            return Ok(());
+        };
+        let api_version = fields
+            .entry("apiVersion")
+            .or_insert_with(|| Value::String(resource.api_version()))
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let kind = fields
+            .entry("kind")
+            .or_insert_with(|| Value::String(resource.kind.clone()))
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
         let key = (
-            format!("{}/{}", types.api_version, types.kind),
+            format!("{api_version}/{kind}"),
             namespace.clone(),
             name.clone(),
         );
@@ -384,8 +425,7 @@ impl Walk<'_> {
                 return Ok(());
             }
         };
-        let version = types
-            .api_version
+        let version = api_version
             .rsplit('/')
             .next()
             .unwrap_or_default()
@@ -400,7 +440,7 @@ impl Walk<'_> {
         self.sink.write_item(&path, &json).map_err(Error::Write)?;
         self.stats
             .resource_list
-            .add(&types.api_version, &types.kind, namespace.as_deref(), &name);
+            .add(&api_version, &kind, namespace.as_deref(), &name);
         self.stats.items_backed_up += 1;
         self.backed_up_resources.insert(gr.clone());
         (self.progress)(self.attempted + still_to_come, self.stats.items_backed_up);
@@ -408,17 +448,12 @@ impl Walk<'_> {
     }
 
     /// The per-object rules of Velero's `backupItem`.
-    fn item_allowed(&self, gr: &GroupResource, object: &DynamicObject) -> bool {
-        let meta = &object.metadata;
-        if meta
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(EXCLUDE_LABEL))
-            .is_some_and(|v| v == "true")
-        {
+    fn item_allowed(&self, gr: &GroupResource, object: &Value, namespace: Option<&str>) -> bool {
+        let meta = &object["metadata"];
+        if meta["labels"][EXCLUDE_LABEL].as_str() == Some("true") {
             return false;
         }
-        match &meta.namespace {
+        match namespace {
             Some(ns) if !self.filter.namespaces.should_include(ns) => return false,
             None if !(gr.group.is_empty() && gr.resource == "namespaces")
                 && !self.filter.allows_cluster_scoped_item() =>
@@ -428,7 +463,7 @@ impl Walk<'_> {
             _ => {}
         }
         self.filter.resources.should_include(&gr.to_string())
-            && meta.deletion_timestamp.is_none()
+            && meta["deletionTimestamp"].is_null()
     }
 
     /// Gets one object another brought along and backs it up; one that is gone is skipped.
@@ -441,7 +476,8 @@ impl Walk<'_> {
         let Some(resource) = self.index.get(gr).cloned() else {
             return Ok(());
         };
-        match self.api(&resource, namespace).get_opt(name).await {
+        let url = self.api(&resource, namespace).resource_url().to_owned();
+        match self.get_raw(&url, name).await {
             Ok(Some(object)) => self.item(&resource, object, 0).await,
             Ok(None) => {
                 tracing::warn!(%gr, ?namespace, name, "additional item not found; not backed up");
@@ -477,14 +513,14 @@ impl Walk<'_> {
 /// bound claim its volume. (group-resource, namespace, name).
 fn related_items(
     gr: &GroupResource,
-    object: &DynamicObject,
+    object: &Value,
 ) -> Vec<(GroupResource, Option<String>, String)> {
     if !gr.group.is_empty() {
         return Vec::new();
     }
-    let namespace = object.metadata.namespace.clone();
+    let namespace = object["metadata"]["namespace"].as_str().map(str::to_owned);
     match gr.resource.as_str() {
-        "pods" => object.data["spec"]["volumes"]
+        "pods" => object["spec"]["volumes"]
             .as_array()
             .into_iter()
             .flatten()
@@ -499,7 +535,7 @@ fn related_items(
                 )
             })
             .collect(),
-        "persistentvolumeclaims" => match object.data["spec"]["volumeName"].as_str() {
+        "persistentvolumeclaims" => match object["spec"]["volumeName"].as_str() {
             Some(pv) if !pv.is_empty() => vec![(
                 GroupResource::new("", "persistentvolumes"),
                 None,
@@ -513,12 +549,12 @@ fn related_items(
 
 #[cfg(test)]
 mod tests {
-    use serde_json::{Value, json};
+    use serde_json::json;
 
     use super::*;
 
-    fn object(value: Value) -> DynamicObject {
-        serde_json::from_value(value).unwrap()
+    fn object(value: Value) -> Value {
+        value
     }
 
     #[test]
