@@ -43,15 +43,51 @@ fn seed(server: &ApiServer) {
         ("v1", "Namespace", None, "app-a", json!({"team": "a"})),
         ("v1", "Namespace", None, "app-b", json!({"team": "b"})),
         ("v1", "Namespace", None, "other", json!({})),
-        ("apps/v1", "Deployment", Some("app-a"), "web", json!({"app": "web"})),
+        (
+            "apps/v1",
+            "Deployment",
+            Some("app-a"),
+            "web",
+            json!({"app": "web"}),
+        ),
         ("v1", "Service", Some("app-a"), "web", json!({"app": "web"})),
-        ("v1", "ConfigMap", Some("app-a"), "settings", json!({"app": "web"})),
+        (
+            "v1",
+            "ConfigMap",
+            Some("app-a"),
+            "settings",
+            json!({"app": "web"}),
+        ),
         ("v1", "Secret", Some("app-a"), "creds", json!({"app": "db"})),
         ("v1", "Pod", Some("app-a"), "web-0", json!({"app": "web"})),
-        ("v1", "PersistentVolumeClaim", Some("app-a"), "data", json!({"app": "db"})),
-        ("example.com/v1", "Widget", Some("app-a"), "w1", json!({"app": "web"})),
-        ("v1", "ConfigMap", Some("app-b"), "cfg-b", json!({"app": "web"})),
-        ("v1", "PersistentVolumeClaim", Some("app-b"), "logs", json!({"app": "db"})),
+        (
+            "v1",
+            "PersistentVolumeClaim",
+            Some("app-a"),
+            "data",
+            json!({"app": "db"}),
+        ),
+        (
+            "example.com/v1",
+            "Widget",
+            Some("app-a"),
+            "w1",
+            json!({"app": "web"}),
+        ),
+        (
+            "v1",
+            "ConfigMap",
+            Some("app-b"),
+            "cfg-b",
+            json!({"app": "web"}),
+        ),
+        (
+            "v1",
+            "PersistentVolumeClaim",
+            Some("app-b"),
+            "logs",
+            json!({"app": "db"}),
+        ),
         (
             "v1",
             "ConfigMap",
@@ -62,7 +98,13 @@ fn seed(server: &ApiServer) {
         ("v1", "ConfigMap", Some("other"), "x", json!({})),
         ("v1", "PersistentVolume", None, "pv-a", json!({})),
         ("v1", "PersistentVolume", None, "pv-b", json!({})),
-        ("v1", "PersistentVolume", None, "pv-free", json!({"app": "web"})),
+        (
+            "v1",
+            "PersistentVolume",
+            None,
+            "pv-free",
+            json!({"app": "web"}),
+        ),
     ];
     for (api_version, kind, namespace, name, labels) in seeds {
         let mut object = json!({
@@ -141,9 +183,14 @@ async fn run_with(server: &ApiServer, spec: &BackupSpec, options: &CollectOption
     let filter = BackupFilter::new(spec, &found.index).unwrap();
     let mut writer = TarballWriter::new(Vec::new(), 1_700_000_000).unwrap();
     let mut progress = Vec::new();
-    let stats = backup::collect(&client, &found.index, &filter, options, &mut writer, |t, b| {
-        progress.push((t, b))
-    })
+    let stats = backup::collect(
+        &client,
+        &found.index,
+        &filter,
+        options,
+        &mut writer,
+        |t, b| progress.push((t, b)),
+    )
     .await
     .unwrap();
     let bytes = writer.finish().unwrap();
@@ -227,7 +274,10 @@ async fn a_full_backup_takes_every_object_at_both_paths_as_the_server_returned_i
     assert_eq!(run.objects(), set(&expected));
 
     // metadata/version first, then every object twice: versioned, then unversioned.
-    assert_eq!(run.entries[0], ("metadata/version".to_owned(), b"1.1.0\n".to_vec()));
+    assert_eq!(
+        run.entries[0],
+        ("metadata/version".to_owned(), b"1.1.0\n".to_vec())
+    );
     assert_eq!(run.entries.len(), 1 + 2 * run.objects().len());
     for pair in run.entries[1..].chunks(2) {
         let (versioned, plain) = (&pair[0], &pair[1]);
@@ -240,10 +290,34 @@ async fn a_full_backup_takes_every_object_at_both_paths_as_the_server_returned_i
 
     // Contents are the objects as the server serves them.
     for (api_version, plural, ns, name, path) in [
-        ("apps/v1", "deployments", Some("app-a"), "web", "resources/deployments.apps/namespaces/app-a/web.json"),
-        ("v1", "secrets", Some("app-a"), "creds", "resources/secrets/namespaces/app-a/creds.json"),
-        ("v1", "persistentvolumes", None, "pv-a", "resources/persistentvolumes/cluster/pv-a.json"),
-        ("example.com/v1", "widgets", Some("app-a"), "w1", "resources/widgets.example.com/namespaces/app-a/w1.json"),
+        (
+            "apps/v1",
+            "deployments",
+            Some("app-a"),
+            "web",
+            "resources/deployments.apps/namespaces/app-a/web.json",
+        ),
+        (
+            "v1",
+            "secrets",
+            Some("app-a"),
+            "creds",
+            "resources/secrets/namespaces/app-a/creds.json",
+        ),
+        (
+            "v1",
+            "persistentvolumes",
+            None,
+            "pv-a",
+            "resources/persistentvolumes/cluster/pv-a.json",
+        ),
+        (
+            "example.com/v1",
+            "widgets",
+            Some("app-a"),
+            "w1",
+            "resources/widgets.example.com/namespaces/app-a/w1.json",
+        ),
     ] {
         let stored = server.get(api_version, plural, ns, name).unwrap();
         assert_eq!(run.json(path), stored, "{path}");
@@ -252,19 +326,34 @@ async fn a_full_backup_takes_every_object_at_both_paths_as_the_server_returned_i
     // The pod's claim and the claim's volume precede it (Velero's actions run first).
     let order: Vec<&str> = run.entries.iter().map(|(p, _)| p.as_str()).collect();
     let at = |p: &str| order.iter().position(|o| *o == p).unwrap();
-    assert!(at("resources/persistentvolumes/cluster/pv-a.json") < at("resources/persistentvolumeclaims/namespaces/app-a/data.json"));
-    assert!(at("resources/persistentvolumeclaims/namespaces/app-a/data.json") < at("resources/pods/namespaces/app-a/web-0.json"));
+    assert!(
+        at("resources/persistentvolumes/cluster/pv-a.json")
+            < at("resources/persistentvolumeclaims/namespaces/app-a/data.json")
+    );
+    assert!(
+        at("resources/persistentvolumeclaims/namespaces/app-a/data.json")
+            < at("resources/pods/namespaces/app-a/web-0.json")
+    );
 
     // The resource list and the counts agree with the tarball.
     let list = run.stats.resource_list.entries();
-    assert_eq!(list["v1/PersistentVolume"], strings(&["pv-a", "pv-b", "pv-free"]));
-    assert_eq!(list["v1/ConfigMap"], strings(&["app-a/settings", "app-b/cfg-b", "other/x"]));
+    assert_eq!(
+        list["v1/PersistentVolume"],
+        strings(&["pv-a", "pv-b", "pv-free"])
+    );
+    assert_eq!(
+        list["v1/ConfigMap"],
+        strings(&["app-a/settings", "app-b/cfg-b", "other/x"])
+    );
     assert_eq!(list["apps/v1/Deployment"], strings(&["app-a/web"]));
     assert_eq!(list["example.com/v1/Widget"], strings(&["app-a/w1"]));
     assert_eq!(run.stats.items_backed_up, run.objects().len());
     assert_eq!(run.stats.resource_list.len(), run.objects().len());
     assert_eq!(run.stats.results.errors.count(), 0);
-    assert_eq!(run.progress.last(), Some(&(run.objects().len(), run.objects().len())));
+    assert_eq!(
+        run.progress.last(),
+        Some(&(run.objects().len(), run.objects().len()))
+    );
 }
 
 #[tokio::test]
@@ -343,7 +432,8 @@ async fn a_label_selector_takes_matching_objects_and_what_they_bring() {
         server
             .requests()
             .iter()
-            .any(|r| r.starts_with("GET /api/v1/configmaps?") && r.contains("labelSelector=app%3Dweb")),
+            .any(|r| r.starts_with("GET /api/v1/configmaps?")
+                && r.contains("labelSelector=app%3Dweb")),
         "{:?}",
         server.requests()
     );
@@ -354,7 +444,11 @@ async fn or_selectors_take_the_union_once() {
     let server = ApiServer::start().unwrap();
     seed(&server);
     let spec = BackupSpec {
-        or_label_selectors: vec![selector("app", "web"), selector("app", "db"), selector("team", "a")],
+        or_label_selectors: vec![
+            selector("app", "web"),
+            selector("app", "db"),
+            selector("team", "a"),
+        ],
         include_cluster_resources: Some(false),
         ..Default::default()
     };
@@ -386,7 +480,9 @@ async fn validation_names_unknown_resources_from_discovery() {
     };
     assert_eq!(
         backup::validate(&spec, &found.index),
-        strings(&["Invalid included/excluded resource lists: the API server serves no resource named gizmos"])
+        strings(&[
+            "Invalid included/excluded resource lists: the API server serves no resource named gizmos"
+        ])
     );
     let filter = BackupFilter::new(&spec, &found.index).unwrap();
     assert!(filter.resources.should_include("widgets.example.com"));

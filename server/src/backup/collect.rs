@@ -117,7 +117,10 @@ pub async fn discover(client: &kube::Client) -> Result<DiscoveredResources> {
         else {
             continue;
         };
-        match client.list_api_group_resources(&preferred.group_version).await {
+        match client
+            .list_api_group_resources(&preferred.group_version)
+            .await
+        {
             Ok(list) => resources.extend(served(&list, &group.name, &preferred.version)),
             Err(error) => {
                 tracing::warn!(group = %preferred.group_version, %error, "discovery failed; its resources are not backed up");
@@ -234,7 +237,11 @@ impl Walk<'_> {
         let selectors: Vec<Option<String>> = if self.filter.selectors.is_empty() {
             vec![None]
         } else {
-            self.filter.selectors.iter().map(|s| Some(s.to_string())).collect()
+            self.filter
+                .selectors
+                .iter()
+                .map(|s| Some(s.to_string()))
+                .collect()
         };
         for namespace in &namespaces {
             for selector in &selectors {
@@ -378,7 +385,8 @@ impl Walk<'_> {
         still_to_come: usize,
     ) -> Result<()> {
         let gr = &resource.group_resource;
-        let text = |object: &Value, field: &str| object["metadata"][field].as_str().map(str::to_owned);
+        let text =
+            |object: &Value, field: &str| object["metadata"][field].as_str().map(str::to_owned);
         let namespace = text(&object, "namespace").filter(|ns| !ns.is_empty());
         let name = text(&object, "name").unwrap_or_default();
         if !self.item_allowed(gr, &object, namespace.as_deref()) {
@@ -462,8 +470,7 @@ impl Walk<'_> {
             }
             _ => {}
         }
-        self.filter.resources.should_include(&gr.to_string())
-            && meta["deletionTimestamp"].is_null()
+        self.filter.resources.should_include(&gr.to_string()) && meta["deletionTimestamp"].is_null()
     }
 
     /// Gets one object another brought along and backs it up; one that is gone is skipped.
@@ -486,7 +493,10 @@ impl Walk<'_> {
             Err(error) => {
                 self.stats.results.errors.add(
                     namespace,
-                    format!("cannot get {gr} {name}: {}", lifeboat_repo::error_chain(&error)),
+                    format!(
+                        "cannot get {gr} {name}: {}",
+                        lifeboat_repo::error_chain(&error)
+                    ),
                 );
                 Ok(())
             }
@@ -586,7 +596,11 @@ mod tests {
         }));
         assert_eq!(
             related_items(&gr, &bound),
-            vec![(GroupResource::new("", "persistentvolumes"), None, "pv-1".to_owned())]
+            vec![(
+                GroupResource::new("", "persistentvolumes"),
+                None,
+                "pv-1".to_owned()
+            )]
         );
         let pending = object(json!({"metadata": {"name": "c", "namespace": "a"}, "spec": {}}));
         assert!(related_items(&gr, &pending).is_empty());
@@ -595,11 +609,21 @@ mod tests {
 
     #[test]
     fn core_resources_are_ordered_pods_claims_volumes_rest() {
-        let mut names = vec!["configmaps", "persistentvolumes", "pods", "persistentvolumeclaims"];
+        let mut names = vec![
+            "configmaps",
+            "persistentvolumes",
+            "pods",
+            "persistentvolumeclaims",
+        ];
         names.sort_by_key(|n| core_priority(n));
         assert_eq!(
             names,
-            ["pods", "persistentvolumeclaims", "persistentvolumes", "configmaps"]
+            [
+                "pods",
+                "persistentvolumeclaims",
+                "persistentvolumes",
+                "configmaps"
+            ]
         );
     }
 }

@@ -123,7 +123,10 @@ fn join_or(set: &BTreeSet<String>, empty: &str) -> String {
     if set.is_empty() {
         empty.to_owned()
     } else {
-        set.iter().map(String::as_str).collect::<Vec<_>>().join(", ")
+        set.iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 
@@ -727,7 +730,10 @@ mod tests {
             };
             let errors = validate(&spec, &index());
             assert_eq!(errors.len(), 1, "{op}: {errors:?}");
-            assert!(errors[0].starts_with("Invalid label selector: "), "{errors:?}");
+            assert!(
+                errors[0].starts_with("Invalid label selector: "),
+                "{errors:?}"
+            );
         }
     }
 
@@ -757,7 +763,9 @@ mod tests {
         };
         assert_eq!(
             validate(&spec, &index()),
-            strings(&["encountered labelSelector as well as orLabelSelectors in backup spec, only one can be specified"])
+            strings(&[
+                "encountered labelSelector as well as orLabelSelectors in backup spec, only one can be specified"
+            ])
         );
     }
 

@@ -13,16 +13,12 @@ pub mod collect;
 pub mod filter;
 pub mod tarball;
 
-pub use collect::{
-    CollectOptions, CollectStats, DiscoveredResources, ItemSink, collect, discover,
-};
+pub use collect::{CollectOptions, CollectStats, DiscoveredResources, ItemSink, collect, discover};
 pub use filter::{
     BackupFilter, GroupResource, IncludesExcludes, ResourceIndex, Selector, ServedResource,
     validate, validate_includes_excludes,
 };
-pub use tarball::{
-    BackupResults, FORMAT_VERSION, ItemPath, Messages, ResourceList, TarballWriter,
-};
+pub use tarball::{BackupResults, FORMAT_VERSION, ItemPath, Messages, ResourceList, TarballWriter};
 
 /// Why a collection stopped.
 #[derive(Debug, thiserror::Error)]

@@ -213,7 +213,9 @@ impl Messages {
 
     /// How many messages there are (what `status.warnings` / `status.errors` count).
     pub fn count(&self) -> usize {
-        self.velero.len() + self.cluster.len() + self.namespaces.values().map(Vec::len).sum::<usize>()
+        self.velero.len()
+            + self.cluster.len()
+            + self.namespaces.values().map(Vec::len).sum::<usize>()
     }
 }
 
@@ -288,8 +290,11 @@ mod tests {
     #[test]
     fn the_tarball_has_velero_s_paths_and_headers() {
         let mut w = TarballWriter::new(Vec::new(), 1_600_000_000).unwrap();
-        w.add_item(&item("apps", "deployments", Some("ns1"), "web"), b"{\"a\":1}")
-            .unwrap();
+        w.add_item(
+            &item("apps", "deployments", Some("ns1"), "web"),
+            b"{\"a\":1}",
+        )
+        .unwrap();
         w.add_item(&item("", "persistentvolumes", None, "pv-1"), b"{}")
             .unwrap();
         let bytes = w.finish().unwrap();
@@ -320,7 +325,8 @@ mod tests {
     #[test]
     fn entries_are_ustar_regular_files() {
         let mut w = TarballWriter::new(Vec::new(), 0).unwrap();
-        w.add_item(&item("", "pods", Some("n"), "p"), b"{}").unwrap();
+        w.add_item(&item("", "pods", Some("n"), "p"), b"{}")
+            .unwrap();
         let bytes = w.finish().unwrap();
         let mut raw = Vec::new();
         GzDecoder::new(&bytes[..]).read_to_end(&mut raw).unwrap();
@@ -347,11 +353,18 @@ mod tests {
     fn long_names_survive() {
         let name = "n".repeat(253);
         let mut w = TarballWriter::new(Vec::new(), 0).unwrap();
-        w.add_item(&item("example.com", "widgets", Some(&"s".repeat(63)), &name), b"{}")
-            .unwrap();
+        w.add_item(
+            &item("example.com", "widgets", Some(&"s".repeat(63)), &name),
+            b"{}",
+        )
+        .unwrap();
         let entries = read_back(&w.finish().unwrap());
         assert_eq!(entries.len(), 3);
-        assert!(entries[1].0.ends_with(&format!("/{name}.json")), "{}", entries[1].0);
+        assert!(
+            entries[1].0.ends_with(&format!("/{name}.json")),
+            "{}",
+            entries[1].0
+        );
         assert!(entries[2].0.ends_with(&format!("/{name}.json")));
     }
 
@@ -373,7 +386,10 @@ mod tests {
             gunzip(&list.to_json_gz().unwrap()),
             "{\"apps/v1/Deployment\":[\"a/d\"],\"v1/PersistentVolume\":[\"pv\"],\"v1/Pod\":[\"a/p1\",\"b/p2\"]}\n"
         );
-        assert_eq!(gunzip(&ResourceList::default().to_json_gz().unwrap()), "{}\n");
+        assert_eq!(
+            gunzip(&ResourceList::default().to_json_gz().unwrap()),
+            "{}\n"
+        );
     }
 
     #[test]
