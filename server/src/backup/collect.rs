@@ -258,7 +258,7 @@ impl Walk<'_> {
         if !resource.listable {
             return false;
         }
-        let is_namespaces = gr.group.is_empty() && gr.resource == "namespaces";
+        let is_namespaces = gr.is_namespaces();
         if !resource.namespaced && !is_namespaces && !self.filter.wants_cluster_scoped() {
             return false;
         }
@@ -356,7 +356,7 @@ impl Walk<'_> {
     /// returns every namespace, and the namespaces resource lists them all.
     fn listed_object_wanted(&self, resource: &ServedResource, object: &Value) -> bool {
         let gr = &resource.group_resource;
-        if gr.group.is_empty() && gr.resource == "namespaces" {
+        if gr.is_namespaces() {
             let name = object["metadata"]["name"].as_str().unwrap_or_default();
             return self.filter.namespaces.should_include(name);
         }
@@ -463,9 +463,7 @@ impl Walk<'_> {
         }
         match namespace {
             Some(ns) if !self.filter.namespaces.should_include(ns) => return false,
-            None if !(gr.group.is_empty() && gr.resource == "namespaces")
-                && !self.filter.allows_cluster_scoped_item() =>
-            {
+            None if !gr.is_namespaces() && !self.filter.allows_cluster_scoped_item() => {
                 return false;
             }
             _ => {}

@@ -34,6 +34,12 @@ impl GroupResource {
             resource: resource.into(),
         }
     }
+
+    /// Whether this is the core group's `namespaces`, which Velero treats apart from other
+    /// cluster-scoped resources.
+    pub fn is_namespaces(&self) -> bool {
+        self.group.is_empty() && self.resource == "namespaces"
+    }
 }
 
 impl fmt::Display for GroupResource {
