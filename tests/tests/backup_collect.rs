@@ -38,7 +38,9 @@ fn seed(server: &ApiServer) {
                 "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}],
         },
     });
-    server.put_object(crd).unwrap();
+    server
+        .put_object(crd)
+        .expect("the stand-in stores the object");
     let seeds: Vec<Seed> = vec![
         ("v1", "Namespace", None, "app-a", json!({"team": "a"})),
         ("v1", "Namespace", None, "app-b", json!({"team": "b"})),
@@ -116,10 +118,15 @@ fn seed(server: &ApiServer) {
         }
         object["spec"] = spec_of(kind, name);
         if kind == "Secret" || kind == "ConfigMap" {
-            object.as_object_mut().unwrap().remove("spec");
+            object
+                .as_object_mut()
+                .expect("the stand-in and the writer answer")
+                .remove("spec");
             object["data"] = json!({"key": "dmFsdWU="});
         }
-        server.put_object(object).unwrap();
+        server
+            .put_object(object)
+            .expect("the stand-in stores the object");
     }
 }
 
@@ -162,13 +169,18 @@ impl Run {
             .iter()
             .find(|(p, _)| p == path)
             .unwrap_or_else(|| panic!("{path} is in the tarball"));
-        serde_json::from_slice(data).unwrap()
+        serde_json::from_slice(data).expect("the stand-in and the writer answer")
     }
 }
 
 async fn discovered(server: &ApiServer) -> DiscoveredResources {
-    let client = server.client().await.unwrap();
-    backup::discover(&client).await.unwrap()
+    let client = server
+        .client()
+        .await
+        .expect("the stand-in and the writer answer");
+    backup::discover(&client)
+        .await
+        .expect("the stand-in and the writer answer")
 }
 
 async fn run(server: &ApiServer, spec: &BackupSpec) -> Run {
@@ -176,12 +188,16 @@ async fn run(server: &ApiServer, spec: &BackupSpec) -> Run {
 }
 
 async fn run_with(server: &ApiServer, spec: &BackupSpec, options: &CollectOptions) -> Run {
-    let client = server.client().await.unwrap();
+    let client = server
+        .client()
+        .await
+        .expect("the stand-in and the writer answer");
     let found = discovered(server).await;
     assert!(found.unreachable_groups.is_empty());
     assert_eq!(backup::validate(spec, &found.index), Vec::<String>::new());
-    let filter = BackupFilter::new(spec, &found.index).unwrap();
-    let mut writer = TarballWriter::new(Vec::new(), 1_700_000_000).unwrap();
+    let filter = BackupFilter::new(spec, &found.index).expect("the stand-in and the writer answer");
+    let mut writer =
+        TarballWriter::new(Vec::new(), 1_700_000_000).expect("the stand-in and the writer answer");
     let mut progress = Vec::new();
     let stats = backup::collect(
         &client,
@@ -192,17 +208,24 @@ async fn run_with(server: &ApiServer, spec: &BackupSpec, options: &CollectOption
         |t, b| progress.push((t, b)),
     )
     .await
-    .unwrap();
-    let bytes = writer.finish().unwrap();
+    .expect("the stand-in and the writer answer");
+    let bytes = writer.finish().expect("the stand-in and the writer answer");
     let mut archive = tar::Archive::new(GzDecoder::new(&bytes[..]));
     let entries = archive
         .entries()
-        .unwrap()
+        .expect("the stand-in and the writer answer")
         .map(|e| {
-            let mut e = e.unwrap();
+            let mut e = e.expect("the stand-in and the writer answer");
             let mut data = Vec::new();
-            e.read_to_end(&mut data).unwrap();
-            (e.path().unwrap().to_string_lossy().into_owned(), data)
+            e.read_to_end(&mut data)
+                .expect("the stand-in and the writer answer");
+            (
+                e.path()
+                    .expect("the stand-in and the writer answer")
+                    .to_string_lossy()
+                    .into_owned(),
+                data,
+            )
         })
         .collect();
     Run {
