@@ -22,6 +22,9 @@ pub enum Error {
     /// The server's certificate files cannot be used.
     #[error("the server's TLS settings cannot be used: {reason}")]
     Tls { reason: String },
+    /// A backup's collection stopped.
+    #[error("the backup failed")]
+    Backup(#[from] crate::backup::Error),
     /// The HTTP endpoint failed.
     #[error("the health and metrics endpoint failed")]
     Http(#[source] std::io::Error),
@@ -42,6 +45,7 @@ impl Error {
                 status.code >= 500 || status.code == 429 || status.code == 409
             }
             Error::Kube(_) => true,
+            Error::Backup(e) => e.is_retryable(),
             _ => false,
         }
     }

@@ -4,6 +4,7 @@
 
 pub mod agents;
 pub mod api;
+pub mod backup;
 mod controller;
 mod error;
 mod http;
