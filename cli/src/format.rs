@@ -45,6 +45,25 @@ pub(crate) fn parse_pairs<S: AsRef<str>>(
     Ok(map)
 }
 
+/// Asks `question` on the terminal and reads a yes or no; `None` when there is no terminal to
+/// ask on (the caller decides what that means: refuse, or require a flag).
+pub(crate) fn ask(question: &str) -> Result<Option<bool>> {
+    use std::io::{BufRead as _, IsTerminal as _};
+    if !std::io::stdin().is_terminal() {
+        return Ok(None);
+    }
+    eprint!("{question} (Y/N)? ");
+    let mut answer = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut answer)
+        .context("cannot read the answer")?;
+    Ok(Some(matches!(
+        answer.trim(),
+        "y" | "Y" | "yes" | "Yes" | "YES"
+    )))
+}
+
 /// Prints `items` as a `v1` `List`, or the one object when `single`.
 pub(crate) fn print_objects<T: Serialize>(single: bool, items: &[T], format: Format) -> Result<()> {
     let value = match (single, items) {

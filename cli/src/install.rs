@@ -6,7 +6,6 @@
 //! that have no meaning for lifeboat are accepted so users' scripts keep working: `--plugins`
 //! (providers are built in) is ignored with a note on stderr.
 
-use std::io::{BufRead as _, IsTerminal as _, Write as _};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result, bail};
@@ -18,7 +17,7 @@ use lifeboat_server::pki;
 
 use crate::cluster::ClusterArgs;
 use crate::config::split_features;
-use crate::format::{Format, parse_pairs, print_objects};
+use crate::format::{Format, ask, parse_pairs, print_objects};
 
 /// `lifeboat install`'s flags, boxed: Velero's many flags would make every command's
 /// arguments as large as these.
@@ -334,25 +333,18 @@ pub(crate) async fn install(args: InstallArgs) -> Result<()> {
 pub(crate) async fn uninstall(args: UninstallArgs) -> Result<()> {
     let namespace = args.cluster.namespace()?;
     if !args.force {
-        if !std::io::stdin().is_terminal() {
-            bail!(
-                "uninstall deletes lifeboat and its CRDs; without a terminal to confirm on, pass --force"
-            );
-        }
-        print!(
-            "You are about to uninstall lifeboat from namespace {namespace}. Are you sure you want to continue (Y/N)? "
+        let question = format!(
+            "You are about to uninstall lifeboat from namespace {namespace}. Are you sure you want to continue"
         );
-        std::io::stdout()
-            .flush()
-            .context("cannot write to stdout")?;
-        let mut answer = String::new();
-        std::io::stdin()
-            .lock()
-            .read_line(&mut answer)
-            .context("cannot read the answer")?;
-        if !matches!(answer.trim(), "y" | "Y" | "yes" | "Yes" | "YES") {
-            println!("Uninstall cancelled.");
-            return Ok(());
+        match ask(&question)? {
+            None => bail!(
+                "uninstall deletes lifeboat and its CRDs; without a terminal to confirm on, pass --force"
+            ),
+            Some(false) => {
+                println!("Uninstall cancelled.");
+                return Ok(());
+            }
+            Some(true) => {}
         }
     }
     let client = args.cluster.client().await?;

@@ -4,7 +4,6 @@
 //! Exactly one backup storage location is the default: `--default` on create or set moves the
 //! mark, clearing it from every other location.
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use anyhow::{Context as _, Result, bail};
@@ -19,7 +18,7 @@ use lifeboat_server::api::{
 };
 
 use crate::cluster::ClusterArgs;
-use crate::format::{Format, parse_pairs, print_objects, print_table};
+use crate::format::{Format, ask, parse_pairs, print_objects, print_table};
 
 /// Output formats of `get`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -367,10 +366,10 @@ pub(crate) async fn run_backup_location(args: BackupLocationArgs) -> Result<()> 
                 return Ok(());
             }
             if !confirm
-                && !confirmed(&format!(
-                    "You are about to delete backup storage location(s) {}. Are you sure you want to continue (Y/N)? ",
+                && ask(&format!(
+                    "You are about to delete backup storage location(s) {}. Are you sure you want to continue",
                     names.join(", ")
-                ))?
+                ))? != Some(true)
             {
                 bail!("not deleted; pass --confirm to delete without asking");
             }
@@ -491,16 +490,6 @@ fn already_exists(e: kube::Error, what: &str, name: &str) -> anyhow::Error {
         }
         other => other.into(),
     }
-}
-
-fn confirmed(question: &str) -> Result<bool> {
-    if !std::io::stdin().is_terminal() {
-        return Ok(false);
-    }
-    eprint!("{question}");
-    let mut answer = String::new();
-    std::io::stdin().read_line(&mut answer)?;
-    Ok(matches!(answer.trim(), "y" | "Y" | "yes" | "Yes"))
 }
 
 #[cfg(test)]

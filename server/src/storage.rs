@@ -61,6 +61,12 @@ pub enum SettingsError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot create the location's directory {path}")]
+    CreateDirectory {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Store(#[from] lifeboat_repo::Error),
 }
@@ -198,7 +204,7 @@ impl LocationStore {
             && !path.exists()
             && PathBuf::from(bucket_name).is_dir()
         {
-            std::fs::create_dir_all(path).map_err(|source| SettingsError::CredentialsFile {
+            std::fs::create_dir_all(path).map_err(|source| SettingsError::CreateDirectory {
                 path: path.display().to_string(),
                 source,
             })?;
