@@ -5,7 +5,9 @@
 pub mod agents;
 pub mod api;
 pub mod backup;
+pub mod clock;
 mod controller;
+pub mod cron;
 mod error;
 mod http;
 pub mod install;

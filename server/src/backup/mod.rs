@@ -11,6 +11,7 @@
 
 pub mod collect;
 pub mod filter;
+pub mod layout;
 pub mod tarball;
 
 pub use collect::{CollectOptions, CollectStats, DiscoveredResources, ItemSink, collect, discover};
