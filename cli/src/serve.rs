@@ -50,6 +50,22 @@ pub(crate) struct ServerArgs {
     /// How long a backup's pod volumes may take in all.
     #[arg(long, alias = "fs-backup-timeout", default_value = "4h", value_parser = parse_duration)]
     restic_timeout: Duration,
+    /// The storage location of backups that name none, when no location is marked default.
+    #[arg(long, default_value = "default")]
+    default_backup_storage_location: String,
+    /// Volume snapshot location per provider for backups that name none: provider:name,…
+    #[arg(long, default_value = "")]
+    default_volume_snapshot_locations: String,
+    /// How often each location's backups are synced into the cluster (0 turns sync off);
+    /// a location's backupSyncPeriod overrides it.
+    #[arg(long, default_value = "1m", value_parser = parse_duration)]
+    backup_sync_period: Duration,
+    /// How often expired backups are looked for and deleted.
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    garbage_collection_frequency: Duration,
+    /// Backups run at once.
+    #[arg(long, default_value_t = 2)]
+    backup_concurrency: u16,
 }
 
 #[derive(Debug, Args)]
@@ -111,6 +127,22 @@ fn shutdown_token() -> CancellationToken {
 
 pub(crate) async fn server(args: ServerArgs) -> Result<()> {
     let tls = TlsMaterial::load(&args.tls_dir)?;
+    let mut snapshot_locations = std::collections::BTreeMap::new();
+    for pair in args
+        .default_volume_snapshot_locations
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+    {
+        match pair.split_once(':') {
+            Some((provider, name)) if !provider.is_empty() && !name.is_empty() => {
+                snapshot_locations.insert(provider.to_owned(), name.to_owned());
+            }
+            _ => {
+                bail!("--default-volume-snapshot-locations: `{pair}` is not provider:location-name")
+            }
+        }
+    }
     let client = kube::Client::try_default()
         .await
         .context("cannot reach the API server (in-cluster config or KUBECONFIG)")?;
@@ -124,16 +156,19 @@ pub(crate) async fn server(args: ServerArgs) -> Result<()> {
         settings: Settings {
             location_concurrency: args.location_concurrency.max(1),
             validation_timeout: args.location_validation_timeout,
+            backup_concurrency: args.backup_concurrency.max(1),
+            default_backup_ttl: args.default_backup_ttl,
+            default_backup_location: args.default_backup_storage_location,
+            default_volumes_to_restic: args.default_volumes_to_restic,
+            default_snapshot_locations: snapshot_locations,
+            backup_sync_period: args.backup_sync_period,
+            gc_frequency: args.garbage_collection_frequency,
             ..Settings::default()
         },
+        clock: lifeboat_server::clock::Clock::system(),
     };
-    // Recorded for the backup and volume controllers that use them.
-    tracing::info!(
-        default_volumes_to_restic = args.default_volumes_to_restic,
-        default_backup_ttl = ?args.default_backup_ttl,
-        restic_timeout = ?args.restic_timeout,
-        "backup defaults"
-    );
+    // Recorded for the volume controllers that use it.
+    tracing::info!(restic_timeout = ?args.restic_timeout, "pod volume defaults");
     lifeboat_server::run(client, opts, shutdown_token()).await?;
     Ok(())
 }

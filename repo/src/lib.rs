@@ -32,7 +32,7 @@ pub use repository::{
 };
 pub use snapshot::{Snapshot, SnapshotFilter};
 pub use source::Warning;
-pub use store::{Bucket, Credentials, FileKind, Store, StoreError, StoreOptions};
+pub use store::{Bucket, Credentials, FileKind, Store, StoreError, StoreOptions, Upload};
 
 /// Re-exported so callers can cancel operations without depending on tokio-util themselves.
 pub use tokio_util::sync::CancellationToken;

@@ -390,6 +390,70 @@ impl Bucket {
         }
     }
 
+    /// Whether an object exists.
+    pub async fn exists(&self, key: &str) -> Result<bool, StoreError> {
+        let path = self.key(key);
+        let _p = self.permit().await;
+        match self.inner.head(&path).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(StoreError::from_object_store(&path, e)),
+        }
+    }
+
+    /// Every object under `dir` (relative to the prefix, recursively), as keys relative to the
+    /// prefix. A directory that does not exist holds nothing.
+    pub async fn list_keys(&self, dir: &str) -> Result<Vec<String>, StoreError> {
+        let path = self.key(dir);
+        let prefix = (!path.as_ref().is_empty()).then_some(path);
+        let _p = self.permit().await;
+        let listed: Vec<_> = match self.inner.list(prefix.as_ref()).try_collect().await {
+            Ok(listed) => listed,
+            Err(object_store::Error::NotFound { .. }) => Vec::new(),
+            Err(e) => {
+                return Err(StoreError::from_object_store(
+                    prefix.as_ref().unwrap_or(&ObjectPath::from("/")),
+                    e,
+                ));
+            }
+        };
+        let root = format!("{}/", self.root);
+        Ok(listed
+            .into_iter()
+            .map(|meta| {
+                let key = meta.location.as_ref();
+                match self.root.is_empty() {
+                    true => key.to_string(),
+                    false => key.strip_prefix(&root).unwrap_or(key).to_string(),
+                }
+            })
+            .collect())
+    }
+
+    /// Starts a streaming upload of `key`: parts of `part_size` bytes are sent while the
+    /// caller writes (at most two in flight), and nothing is visible under `key` until
+    /// [`Upload::finish`] (a multipart upload on object stores, a temporary file renamed on a
+    /// local directory). Memory stays within about three parts, whatever the object's size.
+    pub async fn upload(&self, key: &str, part_size: usize) -> Result<Upload, StoreError> {
+        let path = self.key(key);
+        let permit = self
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the store's semaphore is never closed");
+        let upload = self
+            .inner
+            .put_multipart(&path)
+            .await
+            .map_err(|e| StoreError::from_object_store(&path, e))?;
+        Ok(Upload {
+            writer: object_store::WriteMultipart::new_with_chunk_size(upload, part_size.max(1)),
+            path,
+            _permit: permit,
+        })
+    }
+
     /// The repository store at `dir` under this bucket's prefix (`restic/<namespace>`).
     pub fn store(&self, dir: &str) -> Store {
         let dir = dir.trim_matches('/');
@@ -406,6 +470,51 @@ impl Bucket {
                 permits: self.permits.clone(),
             },
         }
+    }
+}
+
+/// A streaming upload started by [`Bucket::upload`]. Dropping it without [`Upload::finish`]
+/// leaves nothing under its key (call [`Upload::abort`] to also free the parts already sent).
+pub struct Upload {
+    writer: object_store::WriteMultipart,
+    path: ObjectPath,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl std::fmt::Debug for Upload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Upload({})", self.path)
+    }
+}
+
+impl Upload {
+    /// Parts sent at once: one uploading while the next fills keeps the link busy.
+    const IN_FLIGHT: usize = 2;
+
+    /// Appends `bytes`, waiting first while too many parts are in flight.
+    pub async fn write(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
+        self.writer
+            .wait_for_capacity(Self::IN_FLIGHT)
+            .await
+            .map_err(|e| StoreError::from_object_store(&self.path, e))?;
+        self.writer.write(bytes);
+        Ok(())
+    }
+
+    /// Sends what is left and makes the object visible.
+    pub async fn finish(self) -> Result<(), StoreError> {
+        let path = self.path;
+        self.writer
+            .finish()
+            .await
+            .map(|_| ())
+            .map_err(|e| StoreError::from_object_store(&path, e))
+    }
+
+    /// Gives the upload up and frees the parts already sent. A failure is not reported: the
+    /// object never became visible, and stores expire abandoned parts on their own.
+    pub async fn abort(self) {
+        let _ = self.writer.abort().await;
     }
 }
 

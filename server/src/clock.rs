@@ -64,18 +64,24 @@ impl Clock {
         }
     }
 
-    /// Waits until `by` has passed on this clock.
-    pub async fn sleep(&self, by: Duration) {
-        match &self.manual {
-            None => tokio::time::sleep(by).await,
-            Some(clock) => {
-                let until = self
-                    .now()
-                    .checked_add(jiff::SignedDuration::try_from(by).unwrap_or_default())
-                    .unwrap_or(Timestamp::MAX);
-                let mut changes = clock.subscribe();
-                // The sender lives as long as this clock: `wait_for` only fails once it is gone.
-                let _ = changes.wait_for(|now| *now >= until).await;
+    /// Waits until `by` has passed on this clock, counted from this call (not from the first
+    /// poll), as `tokio::time::sleep` does.
+    pub fn sleep(&self, by: Duration) -> impl Future<Output = ()> + Send + 'static {
+        let manual = self.manual.as_ref().map(|clock| {
+            let until = self
+                .now()
+                .checked_add(jiff::SignedDuration::try_from(by).unwrap_or_default())
+                .unwrap_or(Timestamp::MAX);
+            (clock.subscribe(), until)
+        });
+        async move {
+            match manual {
+                None => tokio::time::sleep(by).await,
+                // The sender lives as long as any clone of the clock; once all are gone nobody
+                // can move the time any more, and the sleep ends.
+                Some((mut changes, until)) => {
+                    let _ = changes.wait_for(|now| *now >= until).await;
+                }
             }
         }
     }

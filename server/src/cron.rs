@@ -65,7 +65,8 @@ impl CronSchedule {
             CronSchedule::Every(every) => {
                 // Whole seconds, as robfig's `Every` schedule.
                 let base = Timestamp::from_second(after.as_second()).ok()?;
-                base.checked_add(SignedDuration::try_from(*every).ok()?).ok()
+                base.checked_add(SignedDuration::try_from(*every).ok()?)
+                    .ok()
             }
             CronSchedule::Cron(cron) => {
                 let zoned = after.to_zoned(jiff::tz::TimeZone::UTC);
@@ -118,12 +119,18 @@ mod tests {
             next("30 1 * * 0", "2026-11-22T10:15:00Z"),
             "2026-11-29T01:30:00Z"
         );
-        assert_eq!(next("@daily", "2026-11-22T10:15:00Z"), "2026-11-23T00:00:00Z");
+        assert_eq!(
+            next("@daily", "2026-11-22T10:15:00Z"),
+            "2026-11-23T00:00:00Z"
+        );
         assert_eq!(
             next("@midnight", "2026-11-22T10:15:00Z"),
             "2026-11-23T00:00:00Z"
         );
-        assert_eq!(next("@hourly", "2026-11-22T10:15:00Z"), "2026-11-22T11:00:00Z");
+        assert_eq!(
+            next("@hourly", "2026-11-22T10:15:00Z"),
+            "2026-11-22T11:00:00Z"
+        );
         // Both day fields restricted: either matches (the 1st is a Tuesday in Dec 2026; the
         // next Monday, Nov 23, comes first).
         assert_eq!(

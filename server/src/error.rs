@@ -28,6 +28,9 @@ pub enum Error {
     /// The HTTP endpoint failed.
     #[error("the health and metrics endpoint failed")]
     Http(#[source] std::io::Error),
+    /// Something the reconcile needs is not ready yet; it is retried shortly.
+    #[error("{0}")]
+    NotReady(String),
     /// A Secret a resource names does not exist or lacks the key.
     #[error("the Secret {namespace}/{name} has no key `{key}`")]
     SecretKey {
@@ -46,6 +49,7 @@ impl Error {
             }
             Error::Kube(_) => true,
             Error::Backup(e) => e.is_retryable(),
+            Error::NotReady(_) => true,
             _ => false,
         }
     }

@@ -6,11 +6,17 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct LocationLabels {
     location: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ScheduleLabels {
+    schedule: String,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -26,6 +32,100 @@ pub struct Metrics {
     agents: Gauge,
     location_available: Family<LocationLabels, Gauge>,
     reconciles: Family<ReconcileLabels, Counter>,
+    backup: BackupMetrics,
+}
+
+/// Velero's backup metrics, under Velero's names (`pkg/metrics/metrics.go`), so dashboards and
+/// alerts written for Velero keep working.
+#[derive(Debug, Clone)]
+struct BackupMetrics {
+    attempt: Family<ScheduleLabels, Counter>,
+    success: Family<ScheduleLabels, Counter>,
+    partial_failure: Family<ScheduleLabels, Counter>,
+    failure: Family<ScheduleLabels, Counter>,
+    validation_failure: Family<ScheduleLabels, Counter>,
+    deletion_success: Family<ScheduleLabels, Counter>,
+    deletion_failure: Family<ScheduleLabels, Counter>,
+    duration: Family<ScheduleLabels, Histogram>,
+    tarball_size: Family<ScheduleLabels, Gauge>,
+    last_success: Family<ScheduleLabels, Gauge>,
+}
+
+impl BackupMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        fn counter(
+            registry: &mut Registry,
+            name: &str,
+            help: &str,
+        ) -> Family<ScheduleLabels, Counter> {
+            let family = Family::<ScheduleLabels, Counter>::default();
+            registry.register(name, help, family.clone());
+            family
+        }
+        let duration = Family::<ScheduleLabels, Histogram>::new_with_constructor(|| {
+            // Velero's buckets: 10 s to 4 h.
+            Histogram::new([
+                10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0, 14400.0,
+            ])
+        });
+        registry.register(
+            "velero_backup_duration_seconds",
+            "Time taken to complete backup, in seconds",
+            duration.clone(),
+        );
+        let tarball_size = Family::<ScheduleLabels, Gauge>::default();
+        registry.register(
+            "velero_backup_tarball_size_bytes",
+            "Size, in bytes, of a backup",
+            tarball_size.clone(),
+        );
+        let last_success = Family::<ScheduleLabels, Gauge>::default();
+        registry.register(
+            "velero_backup_last_successful_timestamp",
+            "Last time a backup ran successfully, Unix timestamp in seconds",
+            last_success.clone(),
+        );
+        BackupMetrics {
+            attempt: counter(
+                registry,
+                "velero_backup_attempt",
+                "Total number of attempted backups",
+            ),
+            success: counter(
+                registry,
+                "velero_backup_success",
+                "Total number of successful backups",
+            ),
+            partial_failure: counter(
+                registry,
+                "velero_backup_partial_failure",
+                "Total number of partially failed backups",
+            ),
+            failure: counter(
+                registry,
+                "velero_backup_failure",
+                "Total number of failed backups",
+            ),
+            validation_failure: counter(
+                registry,
+                "velero_backup_validation_failure",
+                "Total number of validation failed backups",
+            ),
+            deletion_success: counter(
+                registry,
+                "velero_backup_deletion_success",
+                "Total number of successful backup deletions",
+            ),
+            deletion_failure: counter(
+                registry,
+                "velero_backup_deletion_failure",
+                "Total number of failed backup deletions",
+            ),
+            duration,
+            tarball_size,
+            last_success,
+        }
+    }
 }
 
 impl Default for Metrics {
@@ -37,30 +137,32 @@ impl Default for Metrics {
 impl Metrics {
     /// A fresh registry with lifeboat's metrics.
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("lifeboat");
+        let mut registry = Registry::default();
         let agents = Gauge::default();
         registry.register(
-            "agents_connected",
+            "lifeboat_agents_connected",
             "Nodes with a live agent session",
             agents.clone(),
         );
         let location_available = Family::<LocationLabels, Gauge>::default();
         registry.register(
-            "backup_storage_location_available",
+            "lifeboat_backup_storage_location_available",
             "1 when the backup storage location validated, else 0",
             location_available.clone(),
         );
         let reconciles = Family::<ReconcileLabels, Counter>::default();
         registry.register(
-            "reconciles",
+            "lifeboat_reconciles",
             "Reconciliations by controller and result",
             reconciles.clone(),
         );
+        let backup = BackupMetrics::register(&mut registry);
         Self {
             registry: Arc::new(registry),
             agents,
             location_available,
             reconciles,
+            backup,
         }
     }
 
@@ -83,6 +185,60 @@ impl Metrics {
                 result: if ok { "success" } else { "error" }.to_string(),
             })
             .inc();
+    }
+
+    fn schedule(schedule: &str) -> ScheduleLabels {
+        ScheduleLabels {
+            schedule: schedule.to_string(),
+        }
+    }
+
+    pub(crate) fn backup_attempted(&self, schedule: &str) {
+        self.backup
+            .attempt
+            .get_or_create(&Self::schedule(schedule))
+            .inc();
+    }
+
+    /// A backup ended in `phase` (Completed, PartiallyFailed, Failed, FailedValidation).
+    pub(crate) fn backup_finished(&self, schedule: &str, phase: &str) {
+        let family = match phase {
+            "Completed" => &self.backup.success,
+            "PartiallyFailed" => &self.backup.partial_failure,
+            "FailedValidation" => &self.backup.validation_failure,
+            _ => &self.backup.failure,
+        };
+        family.get_or_create(&Self::schedule(schedule)).inc();
+    }
+
+    pub(crate) fn backup_duration(&self, schedule: &str, seconds: f64) {
+        self.backup
+            .duration
+            .get_or_create(&Self::schedule(schedule))
+            .observe(seconds);
+    }
+
+    pub(crate) fn backup_tarball_size(&self, schedule: &str, bytes: u64) {
+        self.backup
+            .tarball_size
+            .get_or_create(&Self::schedule(schedule))
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+
+    pub(crate) fn backup_last_success(&self, schedule: &str, unix_seconds: i64) {
+        self.backup
+            .last_success
+            .get_or_create(&Self::schedule(schedule))
+            .set(unix_seconds);
+    }
+
+    pub(crate) fn backup_deleted(&self, schedule: &str, ok: bool) {
+        let family = if ok {
+            &self.backup.deletion_success
+        } else {
+            &self.backup.deletion_failure
+        };
+        family.get_or_create(&Self::schedule(schedule)).inc();
     }
 
     /// The text exposition format.

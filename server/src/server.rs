@@ -37,6 +37,8 @@ pub struct ServerOptions {
     pub features: Vec<String>,
     /// The controllers' settings.
     pub settings: Settings,
+    /// The clock schedules and expiry go by (the system's, except in tests).
+    pub clock: crate::clock::Clock,
 }
 
 /// Runs the server until `shutdown` fires or a part of it fails.
@@ -98,8 +100,18 @@ pub async fn run(
         opts.namespace.clone(),
         metrics,
         opts.settings.clone(),
+        opts.clock.clone(),
+        version,
     ));
-    let controllers = tokio::spawn(controller::location::run(ctx, shutdown.clone()));
+    let controllers = tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move {
+            tokio::join!(
+                controller::location::run(ctx.clone(), shutdown.clone()),
+                controller::backup::run(ctx.clone(), shutdown.clone()),
+            );
+        }
+    });
     ready.store(true, Ordering::Release);
 
     // Whichever part ends first ends the server; the others stop with the token.

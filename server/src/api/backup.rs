@@ -154,6 +154,8 @@ pub struct BackupProgress {
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-preserve-unknown-fields" = true))]
 pub struct BackupStatus {
+    /// Deprecated major format version (always 1), still written for Velero 1.x readers.
+    pub version: Option<i64>,
     /// `1.1.0`: the layout of the resource tarball.
     pub format_version: Option<String>,
     pub expiration: Option<Time>,
@@ -167,6 +169,8 @@ pub struct BackupStatus {
     pub warnings: Option<i64>,
     pub errors: Option<i64>,
     pub progress: Option<BackupProgress>,
+    /// Why a Failed backup failed (Velero ≥ 1.6's field).
+    pub failure_reason: Option<String>,
     #[serde(flatten)]
     #[schemars(skip)]
     pub extra: Extra,

@@ -27,6 +27,43 @@ pub const GROUP: &str = "velero.io";
 /// The API version.
 pub const VERSION: &str = "v1";
 
+/// The label and annotation keys Velero puts on objects (`pkg/apis/velero/v1/labels_annotations.go`).
+pub mod labels {
+    /// On a Backup: the storage location it was written to.
+    pub const STORAGE_LOCATION: &str = "velero.io/storage-location";
+    /// On a Backup a Schedule created: the schedule.
+    pub const SCHEDULE_NAME: &str = "velero.io/schedule-name";
+    /// On what belongs to a backup (DeleteBackupRequests, PodVolumeBackups, Restores' objects).
+    pub const BACKUP_NAME: &str = "velero.io/backup-name";
+    /// The UID of that backup.
+    pub const BACKUP_UID: &str = "velero.io/backup-uid";
+    /// On restored objects and PodVolumeRestores: the restore.
+    pub const RESTORE_NAME: &str = "velero.io/restore-name";
+    /// The source cluster's Kubernetes version, on each Backup.
+    pub const SOURCE_CLUSTER_GIT_VERSION: &str = "velero.io/source-cluster-k8s-gitversion";
+    /// Its major version.
+    pub const SOURCE_CLUSTER_MAJOR: &str = "velero.io/source-cluster-k8s-major-version";
+    /// Its minor version.
+    pub const SOURCE_CLUSTER_MINOR: &str = "velero.io/source-cluster-k8s-minor-version";
+
+    /// `name` as a label value, as Velero's `label.GetValidName`: unchanged when it fits the
+    /// 63 characters a label value may have, else its first 57 characters and the first 6
+    /// hex digits of its SHA-256.
+    pub fn value(name: &str) -> String {
+        const MAX: usize = 63;
+        if name.len() <= MAX {
+            return name.to_owned();
+        }
+        use sha2::Digest;
+        let digest = hex::encode(sha2::Sha256::digest(name.as_bytes()));
+        let mut cut = MAX - 6;
+        while !name.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        format!("{}{}", &name[..cut], &digest[..6])
+    }
+}
+
 /// Fields of an object this version of lifeboat does not know, kept as they were.
 pub type Extra = BTreeMap<String, serde_json::Value>;
 

@@ -29,6 +29,8 @@
 use std::collections::{BTreeSet, HashSet};
 use std::io::{self, Write};
 
+use futures::future::BoxFuture;
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::APIResourceList;
 use kube::api::{Api, ApiResource, DynamicObject, GetParams, ListParams};
 use serde_json::Value;
@@ -55,15 +57,24 @@ impl Default for CollectOptions {
     }
 }
 
-/// Where collected objects go.
-pub trait ItemSink {
-    /// Stores one object's JSON; an error stops the collection.
-    fn write_item(&mut self, path: &ItemPath, json: &[u8]) -> io::Result<()>;
+/// Where collected objects go. Writing may wait (on an upload making room), so it is async;
+/// an error stops the collection.
+pub trait ItemSink: Send {
+    /// Stores one object's JSON.
+    fn write_item<'a>(
+        &'a mut self,
+        path: &'a ItemPath,
+        json: &'a [u8],
+    ) -> BoxFuture<'a, io::Result<()>>;
 }
 
-impl<W: Write> ItemSink for TarballWriter<W> {
-    fn write_item(&mut self, path: &ItemPath, json: &[u8]) -> io::Result<()> {
-        self.add_item(path, json)
+impl<W: Write + Send> ItemSink for TarballWriter<W> {
+    fn write_item<'a>(
+        &'a mut self,
+        path: &'a ItemPath,
+        json: &'a [u8],
+    ) -> BoxFuture<'a, io::Result<()>> {
+        Box::pin(std::future::ready(self.add_item(path, json)))
     }
 }
 
@@ -179,7 +190,7 @@ pub async fn collect(
     filter: &BackupFilter,
     options: &CollectOptions,
     sink: &mut dyn ItemSink,
-    progress: impl FnMut(usize, usize),
+    progress: impl FnMut(usize, usize) + Send,
 ) -> Result<CollectStats> {
     let mut walk = Walk {
         client,
@@ -210,7 +221,7 @@ struct Walk<'a> {
     filter: &'a BackupFilter,
     options: &'a CollectOptions,
     sink: &'a mut dyn ItemSink,
-    progress: Box<dyn FnMut(usize, usize) + 'a>,
+    progress: Box<dyn FnMut(usize, usize) + Send + 'a>,
     /// (apiVersion/kind, namespace, name) of every object written or being written.
     written: HashSet<(String, Option<String>, String)>,
     /// Group-resources with at least one object written (for their CRDs).
@@ -287,7 +298,7 @@ impl Walk<'_> {
             params = params.labels(s);
         }
         loop {
-            let page = match self.list_page(&url, &params).await {
+            let page = match Self::list_page(self.client, &url, &params).await {
                 Ok(page) => page,
                 Err(error) => {
                     self.stats.results.errors.add(
@@ -333,19 +344,24 @@ impl Walk<'_> {
 
     /// One page of a list, as the raw JSON the API server sent: objects are written exactly as
     /// returned, with no typed round trip that could drop or reformat a field.
-    async fn list_page(&self, url: &str, params: &ListParams) -> kube::Result<Value> {
+    /// (A function of the client alone, so the walk's futures need not be `Sync`.)
+    async fn list_page(
+        client: &kube::Client,
+        url: &str,
+        params: &ListParams,
+    ) -> kube::Result<Value> {
         let request = kube::core::Request::new(url)
             .list(params)
             .map_err(kube::Error::BuildRequest)?;
-        self.client.request::<Value>(request).await
+        client.request::<Value>(request).await
     }
 
     /// One object as raw JSON; `None` when it does not exist.
-    async fn get_raw(&self, url: &str, name: &str) -> kube::Result<Option<Value>> {
+    async fn get_raw(client: &kube::Client, url: &str, name: &str) -> kube::Result<Option<Value>> {
         let request = kube::core::Request::new(url)
             .get(name, &GetParams::default())
             .map_err(kube::Error::BuildRequest)?;
-        match self.client.request::<Value>(request).await {
+        match client.request::<Value>(request).await {
             Ok(object) => Ok(Some(object)),
             Err(kube::Error::Api(status)) if status.code == 404 => Ok(None),
             Err(error) => Err(error),
@@ -445,7 +461,10 @@ impl Walk<'_> {
             namespace: namespace.clone(),
             name: name.clone(),
         };
-        self.sink.write_item(&path, &json).map_err(Error::Write)?;
+        self.sink
+            .write_item(&path, &json)
+            .await
+            .map_err(Error::Write)?;
         self.stats
             .resource_list
             .add(&api_version, &kind, namespace.as_deref(), &name);
@@ -482,7 +501,7 @@ impl Walk<'_> {
             return Ok(());
         };
         let url = self.api(&resource, namespace).resource_url().to_owned();
-        match self.get_raw(&url, name).await {
+        match Self::get_raw(self.client, &url, name).await {
             Ok(Some(object)) => self.item(&resource, object, 0).await,
             Ok(None) => {
                 tracing::warn!(%gr, ?namespace, name, "additional item not found; not backed up");

@@ -129,18 +129,30 @@ mod tests {
     #[test]
     fn keys_are_velero_s() {
         let b = BackupKeys::new("nightly-20261122030405");
-        assert_eq!(b.metadata(), "backups/nightly-20261122030405/velero-backup.json");
+        assert_eq!(
+            b.metadata(),
+            "backups/nightly-20261122030405/velero-backup.json"
+        );
         assert_eq!(
             b.contents(),
             "backups/nightly-20261122030405/nightly-20261122030405.tar.gz"
         );
-        assert_eq!(b.log(), "backups/nightly-20261122030405/nightly-20261122030405-logs.gz");
+        assert_eq!(
+            b.log(),
+            "backups/nightly-20261122030405/nightly-20261122030405-logs.gz"
+        );
         assert_eq!(
             b.pod_volume_backups(),
             "backups/nightly-20261122030405/nightly-20261122030405-podvolumebackups.json.gz"
         );
-        assert_eq!(b.resource_list(), "backups/nightly-20261122030405/nightly-20261122030405-resource-list.json.gz");
-        assert_eq!(b.results(), "backups/nightly-20261122030405/nightly-20261122030405-results.gz");
+        assert_eq!(
+            b.resource_list(),
+            "backups/nightly-20261122030405/nightly-20261122030405-resource-list.json.gz"
+        );
+        assert_eq!(
+            b.results(),
+            "backups/nightly-20261122030405/nightly-20261122030405-results.gz"
+        );
         let r = RestoreKeys::new("r1");
         assert_eq!(r.log(), "restores/r1/restore-r1-logs.gz");
         assert_eq!(r.results(), "restores/r1/restore-r1-results.gz");

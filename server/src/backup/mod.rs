@@ -12,14 +12,18 @@
 pub mod collect;
 pub mod filter;
 pub mod layout;
+pub mod log;
 pub mod tarball;
+pub mod upload;
 
 pub use collect::{CollectOptions, CollectStats, DiscoveredResources, ItemSink, collect, discover};
 pub use filter::{
     BackupFilter, GroupResource, IncludesExcludes, ResourceIndex, Selector, ServedResource,
     validate, validate_includes_excludes,
 };
-pub use tarball::{BackupResults, FORMAT_VERSION, ItemPath, Messages, ResourceList, TarballWriter};
+pub use tarball::{
+    BackupResults, FORMAT_VERSION, ItemPath, Messages, ResourceList, TarballWriter, json_gz,
+};
 
 /// Why a collection stopped.
 #[derive(Debug, thiserror::Error)]

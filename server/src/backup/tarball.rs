@@ -235,7 +235,9 @@ impl BackupResults {
     }
 }
 
-fn json_gz<T: Serialize>(value: &T) -> io::Result<Vec<u8>> {
+/// `value` as gzip-compressed JSON, as Velero's `encodeToJSONGzip` writes its companion files
+/// (Go's `json.Encoder`: newline-terminated; a nil list is `null`).
+pub fn json_gz<T: Serialize + ?Sized>(value: &T) -> io::Result<Vec<u8>> {
     let mut gz = GzEncoder::new(Vec::new(), Compression::default());
     serde_json::to_writer(&mut gz, value)?;
     gz.write_all(b"\n")?;

@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use super::{Context, MANAGER, parse_duration};
 use crate::api::{BackupStorageLocation, LocationPhase};
 use crate::error::{Error, Result};
-use crate::storage::{LocationStore, chain};
+use crate::storage::chain;
 
 const NAME: &str = "backup-storage-location";
 
@@ -106,7 +106,7 @@ async fn reconcile(bsl: Arc<BackupStorageLocation>, ctx: Arc<Context>) -> Result
         "status": {
             "phase": phase,
             "message": message,
-            "lastValidationTime": Time(jiff::Timestamp::now()),
+            "lastValidationTime": Time(ctx.clock.now()),
         }
     });
     let api: Api<BackupStorageLocation> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
@@ -151,15 +151,7 @@ async fn reconcile(bsl: Arc<BackupStorageLocation>, ctx: Arc<Context>) -> Result
 
 /// Validates the location; the error is the status message.
 async fn validate(bsl: &BackupStorageLocation, ctx: &Context) -> std::result::Result<(), String> {
-    let credential = match &bsl.spec.credential {
-        Some(sel) => Some(
-            ctx.secret_key(&sel.name, &sel.key)
-                .await
-                .map_err(|e| format!("credential: {}", chain(&e)))?,
-        ),
-        None => None,
-    };
-    let store = LocationStore::open(&bsl.spec, credential.as_deref()).map_err(|e| chain(&e))?;
+    let store = ctx.open_location(bsl).await?;
     store.validate(ctx.settings.validation_timeout).await
 }
 

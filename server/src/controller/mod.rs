@@ -5,6 +5,7 @@
 //! whatever event woke them. Status is written with the field manager [`MANAGER`]; Events are
 //! published on transitions only.
 
+pub(crate) mod backup;
 pub(crate) mod location;
 
 use std::time::Duration;
@@ -13,8 +14,11 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use kube::runtime::events::{Recorder, Reporter};
 
+use crate::api::BackupStorageLocation;
+use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
+use crate::storage::{LocationStore, chain};
 
 /// The field manager of every write the server makes.
 pub const MANAGER: &str = "lifeboat-server";
@@ -29,6 +33,24 @@ pub struct Settings {
     pub validation_timeout: Duration,
     /// Validation frequency of a location that does not set one (Velero's default: 1m).
     pub default_validation_frequency: Duration,
+    /// Backups run at once (`--backup-concurrency`). Velero runs one at a time; two keep a
+    /// long backup (hours of pod volumes) from holding up a schedule's next one.
+    pub backup_concurrency: u16,
+    /// TTL of a backup that does not set one (`--default-backup-ttl`, 720h).
+    pub default_backup_ttl: Duration,
+    /// The location of a backup that names none, when no location is marked default
+    /// (`--default-backup-storage-location`, `default`).
+    pub default_backup_location: String,
+    /// `defaultVolumesToRestic` of a backup that does not set it.
+    pub default_volumes_to_restic: bool,
+    /// Volume snapshot location per provider for backups that name none
+    /// (`--default-volume-snapshot-locations provider:name,…`).
+    pub default_snapshot_locations: std::collections::BTreeMap<String, String>,
+    /// How often each location's backups are synced into the cluster, unless the location
+    /// sets `backupSyncPeriod` (`--backup-sync-period`, 1m; 0 turns sync off).
+    pub backup_sync_period: Duration,
+    /// How often expired backups are looked for (`--garbage-collection-frequency`, 1h).
+    pub gc_frequency: Duration,
 }
 
 impl Default for Settings {
@@ -37,6 +59,13 @@ impl Default for Settings {
             location_concurrency: 4,
             validation_timeout: Duration::from_secs(30),
             default_validation_frequency: Duration::from_secs(60),
+            backup_concurrency: 2,
+            default_backup_ttl: Duration::from_secs(720 * 3600),
+            default_backup_location: "default".into(),
+            default_volumes_to_restic: false,
+            default_snapshot_locations: Default::default(),
+            backup_sync_period: Duration::from_secs(60),
+            gc_frequency: Duration::from_secs(3600),
         }
     }
 }
@@ -49,6 +78,11 @@ pub(crate) struct Context {
     pub metrics: Metrics,
     pub settings: Settings,
     pub locations: location::State,
+    pub clock: Clock,
+    /// Backups this process is running.
+    pub running_backups: backup::Running,
+    /// The API server's version, recorded on each Backup as Velero does.
+    pub server_version: k8s_openapi::apimachinery::pkg::version::Info,
 }
 
 impl Context {
@@ -57,6 +91,8 @@ impl Context {
         namespace: String,
         metrics: Metrics,
         settings: Settings,
+        clock: Clock,
+        server_version: k8s_openapi::apimachinery::pkg::version::Info,
     ) -> Self {
         let recorder = Recorder::new(
             client.clone(),
@@ -72,7 +108,27 @@ impl Context {
             metrics,
             settings,
             locations: location::State::default(),
+            clock,
+            running_backups: backup::Running::default(),
+            server_version,
         }
+    }
+
+    /// Opens a storage location with its credentials (the location's `credential` Secret key,
+    /// else the server's credentials file or environment). The error is one sentence.
+    pub async fn open_location(
+        &self,
+        bsl: &BackupStorageLocation,
+    ) -> std::result::Result<LocationStore, String> {
+        let credential = match &bsl.spec.credential {
+            Some(sel) => Some(
+                self.secret_key(&sel.name, &sel.key)
+                    .await
+                    .map_err(|e| format!("credential: {}", chain(&e)))?,
+            ),
+            None => None,
+        };
+        LocationStore::open(&bsl.spec, credential.as_deref()).map_err(|e| chain(&e))
     }
 
     /// The bytes of `key` in the Secret `name` of the server's namespace.

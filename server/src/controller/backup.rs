@@ -1,0 +1,813 @@
+//! The Backup controller: validates each new Backup, collects the resources it selects into a
+//! tarball streamed to its storage location, writes the companion files, and records every
+//! step in the Backup's status.
+//!
+//! Phases: New → FailedValidation (nothing uploaded), or New → InProgress → Completed /
+//! PartiallyFailed (some objects could not be backed up: the results name them) / Failed (the
+//! backup as a whole could not be written: `status.failureReason` says why). A Backup found
+//! InProgress that this process is not running was left by a server that stopped mid-backup:
+//! it is marked Failed with that reason at once, so nothing stays InProgress forever. On a
+//! clean shutdown (SIGTERM) running backups are cancelled and marked the same way.
+//!
+//! Files reach the bucket in an order that keeps it consistent for readers that key on
+//! `velero-backup.json` (bucket sync, Velero itself): the tarball streams first (invisible
+//! until complete), then the log, the lists and the results, and `velero-backup.json` last.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use jiff::Timestamp;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::runtime::controller::{Action, Config, Controller};
+use kube::runtime::watcher;
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use super::{Context, MANAGER, parse_duration};
+use crate::api::{
+    Backup, BackupPhase, BackupStorageLocation, LocationPhase, VolumeSnapshotLocation, labels,
+};
+use crate::backup::layout::BackupKeys;
+use crate::backup::log::{Level, OperationLog};
+use crate::backup::upload::StreamingTarball;
+use crate::backup::{
+    BackupFilter, BackupResults, CollectOptions, FORMAT_VERSION, collect, discover, json_gz,
+    validate,
+};
+use crate::clock::kube_time;
+use crate::error::{Error, Result};
+use crate::storage::{LocationStore, chain};
+
+const NAME: &str = "backup";
+
+/// The backups this process is running (by UID), so a Backup InProgress that is not among them
+/// is known to be orphaned.
+#[derive(Debug, Default)]
+pub(crate) struct Running {
+    uids: Mutex<HashSet<String>>,
+}
+
+impl Running {
+    fn start(&self, uid: &str) -> bool {
+        self.uids
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(uid.to_owned())
+    }
+
+    fn contains(&self, uid: &str) -> bool {
+        self.uids
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(uid)
+    }
+
+    fn end(&self, uid: &str) {
+        self.uids
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(uid);
+    }
+}
+
+/// Runs the controller until `shutdown` fires.
+pub(crate) async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
+    let api: Api<Backup> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    let concurrency = ctx.settings.backup_concurrency.max(1);
+    let ctx = Arc::new(BackupContext {
+        ctx,
+        shutdown: shutdown.clone(),
+    });
+    // Running backups see the token and end themselves (marked Failed); the controller then
+    // waits for them rather than abandoning them mid-write.
+    Controller::new(api, watcher::Config::default())
+        .with_config(Config::default().concurrency(concurrency))
+        .graceful_shutdown_on(async move { shutdown.cancelled().await })
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(controller = NAME, "{}", chain(&e));
+            }
+        })
+        .await;
+}
+
+struct BackupContext {
+    ctx: Arc<Context>,
+    shutdown: CancellationToken,
+}
+
+async fn reconcile(backup: Arc<Backup>, bctx: Arc<BackupContext>) -> Result<Action> {
+    let ctx = &bctx.ctx;
+    let uid = backup.uid().unwrap_or_default();
+    match backup.status.as_ref().and_then(|s| s.phase) {
+        None | Some(BackupPhase::New) => {}
+        Some(BackupPhase::InProgress) if !ctx.running_backups.contains(&uid) => {
+            let reason = "the server stopped while this backup was in progress; \
+                          nothing it wrote is usable: create the backup again";
+            mark_failed(ctx, &backup, reason).await?;
+            ctx.metrics.backup_finished(&schedule_of(&backup), "Failed");
+            return Ok(Action::await_change());
+        }
+        _ => return Ok(Action::await_change()),
+    }
+    if backup.meta().deletion_timestamp.is_some() || !ctx.running_backups.start(&uid) {
+        return Ok(Action::await_change());
+    }
+    let outcome = Run::new(ctx, &backup, bctx.shutdown.clone()).go().await;
+    ctx.running_backups.end(&uid);
+    ctx.metrics.reconciled(NAME, outcome.is_ok());
+    outcome.map(|()| Action::await_change())
+}
+
+fn error_policy(backup: Arc<Backup>, error: &Error, bctx: Arc<BackupContext>) -> Action {
+    bctx.ctx.metrics.reconciled(NAME, false);
+    tracing::warn!(backup = %backup.name_any(), "reconcile failed: {}", chain(error));
+    Action::requeue(if error.is_retryable() {
+        Duration::from_secs(5)
+    } else {
+        Duration::from_secs(60)
+    })
+}
+
+fn schedule_of(backup: &Backup) -> String {
+    backup
+        .labels()
+        .get(labels::SCHEDULE_NAME)
+        .cloned()
+        .unwrap_or_default()
+}
+
+async fn mark_failed(ctx: &Context, backup: &Backup, reason: &str) -> Result<()> {
+    tracing::warn!(backup = %backup.name_any(), "backup failed: {reason}");
+    let now = kube_time(ctx.clock.now());
+    let status = json!({"status": {
+        "phase": BackupPhase::Failed,
+        "failureReason": reason,
+        "completionTimestamp": now,
+    }});
+    patch_status(ctx, &backup.name_any(), &status).await
+}
+
+async fn patch_status(ctx: &Context, name: &str, status: &serde_json::Value) -> Result<()> {
+    let api: Api<Backup> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    api.patch_status(name, &PatchParams::apply(MANAGER), &Patch::Merge(status))
+        .await?;
+    Ok(())
+}
+
+/// One backup from validation to its final status.
+struct Run<'a> {
+    ctx: &'a Context,
+    backup: Backup,
+    name: String,
+    log: OperationLog,
+    cancel: CancellationToken,
+    started: Timestamp,
+    /// The served resources, from `prepare`.
+    index: Option<crate::backup::ResourceIndex>,
+    /// API groups whose discovery failed (a warning each).
+    unreachable_groups: Vec<String>,
+}
+
+/// What stops a backup before it completes.
+enum Stop {
+    /// The spec cannot be run; nothing was written.
+    Invalid(Vec<String>),
+    /// The backup as a whole failed.
+    Failed(String),
+    /// The Kubernetes API failed; the reconcile is retried.
+    Api(Error),
+}
+
+impl From<Error> for Stop {
+    fn from(e: Error) -> Self {
+        Stop::Api(e)
+    }
+}
+
+impl From<kube::Error> for Stop {
+    fn from(e: kube::Error) -> Self {
+        Stop::Api(e.into())
+    }
+}
+
+impl<'a> Run<'a> {
+    fn new(ctx: &'a Context, backup: &Backup, cancel: CancellationToken) -> Run<'a> {
+        let name = backup.name_any();
+        Run {
+            ctx,
+            log: OperationLog::new("backup", &format!("{}/{name}", ctx.namespace)),
+            backup: backup.clone(),
+            name,
+            cancel,
+            started: ctx.clock.now(),
+            index: None,
+            unreachable_groups: Vec::new(),
+        }
+    }
+
+    fn info(&mut self, msg: &str) {
+        self.log.line(self.ctx.clock.now(), Level::Info, msg);
+    }
+
+    async fn go(mut self) -> Result<()> {
+        let schedule = schedule_of(&self.backup);
+        self.ctx.metrics.backup_attempted(&schedule);
+        let location = match self.prepare().await {
+            Ok(location) => location,
+            Err(Stop::Invalid(errors)) => {
+                for e in &errors {
+                    tracing::warn!(backup = %self.name, "validation: {e}");
+                }
+                let status = json!({"status": {
+                    "phase": BackupPhase::FailedValidation,
+                    "validationErrors": errors,
+                    "version": 1,
+                    "formatVersion": FORMAT_VERSION,
+                }});
+                patch_status(self.ctx, &self.name, &status).await?;
+                self.ctx
+                    .metrics
+                    .backup_finished(&schedule, "FailedValidation");
+                return Ok(());
+            }
+            Err(Stop::Failed(reason)) => {
+                mark_failed(self.ctx, &self.backup, &reason).await?;
+                self.ctx.metrics.backup_finished(&schedule, "Failed");
+                return Ok(());
+            }
+            Err(Stop::Api(e)) => return Err(e),
+        };
+        match self.execute(&location).await {
+            Ok(phase) => {
+                let elapsed = self.ctx.clock.now().duration_since(self.started);
+                self.ctx.metrics.backup_finished(&schedule, phase);
+                self.ctx
+                    .metrics
+                    .backup_duration(&schedule, elapsed.as_secs_f64().max(0.0));
+                Ok(())
+            }
+            Err(Stop::Failed(reason)) => {
+                self.ctx.metrics.backup_finished(&schedule, "Failed");
+                mark_failed(self.ctx, &self.backup, &reason).await
+            }
+            Err(Stop::Invalid(errors)) => {
+                // Only `prepare` yields these.
+                mark_failed(self.ctx, &self.backup, &errors.join("; ")).await
+            }
+            Err(Stop::Api(e)) => {
+                // The backup did run but its status could not be written: say so once more
+                // rather than leave it InProgress.
+                let reason = format!("the Kubernetes API failed during the backup: {}", chain(&e));
+                let _ = mark_failed(self.ctx, &self.backup, &reason).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Fills in the defaults, validates, and moves the Backup to InProgress. Returns the
+    /// storage location, opened.
+    async fn prepare(&mut self) -> Result<(BackupStorageLocation, LocationStore), Stop> {
+        let ctx = self.ctx;
+        let settings = &ctx.settings;
+        let mut errors = Vec::new();
+        let spec = &mut self.backup.spec;
+
+        let ttl = match spec.ttl.as_deref().map(str::trim) {
+            None | Some("") | Some("0") | Some("0s") => settings.default_backup_ttl,
+            Some(text) => match parse_duration(text) {
+                Some(ttl) => ttl,
+                None => {
+                    errors.push(format!(
+                        "invalid ttl {text:?}: expected a duration such as 720h0m0s"
+                    ));
+                    settings.default_backup_ttl
+                }
+            },
+        };
+        spec.ttl = Some(go_duration(ttl));
+        if spec.default_volumes_to_restic.is_none() {
+            spec.default_volumes_to_restic = Some(
+                spec.default_volumes_to_fs_backup
+                    .unwrap_or(settings.default_volumes_to_restic),
+            );
+        }
+
+        let locations: Api<BackupStorageLocation> =
+            Api::namespaced(ctx.client.clone(), &ctx.namespace);
+        if spec.storage_location.as_deref().unwrap_or("").is_empty() {
+            let all = locations.list(&ListParams::default()).await?;
+            let marked = all
+                .items
+                .iter()
+                .find(|l| l.spec.default)
+                .map(|l| l.name_any());
+            spec.storage_location =
+                Some(marked.unwrap_or_else(|| settings.default_backup_location.clone()));
+        }
+        let location_name = spec.storage_location.clone().unwrap_or_default();
+        let location = locations.get_opt(&location_name).await?;
+        match &location {
+            None => errors.push(format!(
+                "a BackupStorageLocation CRD with the name specified in the backup spec needs to \
+                 be created before this backup can be executed: backupstoragelocations.velero.io \
+                 \"{location_name}\" not found"
+            )),
+            Some(bsl) if bsl.spec.access_mode.as_deref() == Some("ReadOnly") => {
+                errors.push(format!(
+                    "backup can't be created because backup storage location {location_name} is \
+                 currently in read-only mode"
+                ))
+            }
+            Some(bsl) => match bsl.status.as_ref().and_then(|s| s.phase) {
+                Some(LocationPhase::Available) => {}
+                Some(LocationPhase::Unavailable) => errors.push(format!(
+                    "backup can't be created because backup storage location {location_name} is \
+                     unavailable: {}",
+                    bsl.status
+                        .as_ref()
+                        .and_then(|s| s.message.clone())
+                        .unwrap_or_else(|| "it did not validate".into())
+                )),
+                // Not validated yet (a location created a moment ago): wait for the verdict.
+                _ => {
+                    return Err(Stop::Api(Error::NotReady(format!(
+                        "backup storage location {location_name} has not been validated yet"
+                    ))));
+                }
+            },
+        }
+
+        match self.snapshot_locations().await {
+            Ok(names) => self.backup.spec.volume_snapshot_locations = names,
+            Err(Stop::Invalid(mut more)) => errors.append(&mut more),
+            Err(other) => return Err(other),
+        }
+
+        let discovered = discover(&ctx.client).await.map_err(Error::from)?;
+        errors.extend(validate(&self.backup.spec, &discovered.index));
+        if !errors.is_empty() {
+            self.write_spec().await?;
+            return Err(Stop::Invalid(errors));
+        }
+        let Some(location) = location else {
+            return Err(Stop::Invalid(errors));
+        };
+
+        // Valid: record the defaults and labels, then go InProgress.
+        self.write_spec().await?;
+        let now = ctx.clock.now();
+        self.started = now;
+        let expiration = now
+            .checked_add(jiff::SignedDuration::try_from(ttl).unwrap_or_default())
+            .unwrap_or(Timestamp::MAX);
+        let status = json!({"status": {
+            "phase": BackupPhase::InProgress,
+            "version": 1,
+            "formatVersion": FORMAT_VERSION,
+            "startTimestamp": kube_time(now),
+            "expiration": kube_time(expiration),
+            "validationErrors": null,
+        }});
+        patch_status(ctx, &self.name, &status).await?;
+        self.info(&format!(
+            "Starting backup to storage location {location_name} (expires {})",
+            kube_time(expiration).0
+        ));
+        for group in &discovered.unreachable_groups {
+            self.log.line(
+                now,
+                Level::Warning,
+                &format!(
+                    "API group {group} did not answer discovery; its resources are not backed up"
+                ),
+            );
+        }
+        let store = ctx.open_location(&location).await.map_err(|e| {
+            Stop::Failed(format!("cannot open storage location {location_name}: {e}"))
+        })?;
+        self.unreachable_groups = discovered.unreachable_groups.clone();
+        self.index = Some(discovered.index);
+        Ok((location, store))
+    }
+
+    /// The spec defaults and Velero's labels and annotations, on the object itself.
+    async fn write_spec(&mut self) -> Result<(), Stop> {
+        let ctx = self.ctx;
+        let spec = &self.backup.spec;
+        let location = spec.storage_location.clone().unwrap_or_default();
+        let version = ctx.server_version.clone();
+        let patch = json!({
+            "metadata": {
+                "labels": {labels::STORAGE_LOCATION: labels::value(&location)},
+                "annotations": {
+                    labels::SOURCE_CLUSTER_GIT_VERSION: version.git_version,
+                    labels::SOURCE_CLUSTER_MAJOR: version.major,
+                    labels::SOURCE_CLUSTER_MINOR: version.minor,
+                },
+            },
+            "spec": {
+                "storageLocation": location,
+                "ttl": spec.ttl,
+                "defaultVolumesToRestic": spec.default_volumes_to_restic,
+                "volumeSnapshotLocations": spec.volume_snapshot_locations,
+            },
+        });
+        let api: Api<Backup> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+        let updated = api
+            .patch(&self.name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(Error::from)?;
+        // Keep what the API server made of it (labels, resourceVersion) for velero-backup.json.
+        self.backup.metadata = updated.metadata;
+        Ok(())
+    }
+
+    /// Velero's choice of volume snapshot locations: each named one must exist, at most one
+    /// per provider, and a provider's only location (or the server's default for it) is added.
+    /// With `snapshotVolumes: false` there are none.
+    async fn snapshot_locations(&self) -> Result<Vec<String>, Stop> {
+        if self.backup.spec.snapshot_volumes == Some(false) {
+            return Ok(Vec::new());
+        }
+        let api: Api<VolumeSnapshotLocation> =
+            Api::namespaced(self.ctx.client.clone(), &self.ctx.namespace);
+        let all = api
+            .list(&ListParams::default())
+            .await
+            .map_err(Error::from)?;
+        let mut chosen: BTreeMap<String, String> = BTreeMap::new();
+        let mut errors = Vec::new();
+        for name in &self.backup.spec.volume_snapshot_locations {
+            let Some(vsl) = all.items.iter().find(|v| v.name_any() == *name) else {
+                errors.push(format!(
+                    "a VolumeSnapshotLocation CRD for the location {name} with the name specified \
+                     in the backup spec needs to be created before this snapshot can be executed"
+                ));
+                continue;
+            };
+            match chosen.get(&vsl.spec.provider) {
+                Some(other) if other != name => errors.push(format!(
+                    "more than one VolumeSnapshotLocation name specified for provider {}: {name}; \
+                     unexpected name was {other}",
+                    vsl.spec.provider
+                )),
+                _ => {
+                    chosen.insert(vsl.spec.provider.clone(), name.clone());
+                }
+            }
+        }
+        if !errors.is_empty() {
+            return Err(Stop::Invalid(errors));
+        }
+        let mut by_provider: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        for vsl in &all.items {
+            by_provider
+                .entry(vsl.spec.provider.as_str())
+                .or_default()
+                .push(vsl.name_any());
+        }
+        for (provider, names) in by_provider {
+            if chosen.contains_key(provider) {
+                continue;
+            }
+            match (
+                names.as_slice(),
+                self.ctx.settings.default_snapshot_locations.get(provider),
+            ) {
+                ([only], _) => {
+                    chosen.insert(provider.to_owned(), only.clone());
+                }
+                (_, Some(default)) if names.contains(default) => {
+                    chosen.insert(provider.to_owned(), default.clone());
+                }
+                _ => errors.push(format!(
+                    "provider {provider} has more than one possible volume snapshot location, and \
+                     none were specified explicitly or as a default"
+                )),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(Stop::Invalid(errors));
+        }
+        Ok(chosen.into_values().collect())
+    }
+
+    /// Collects and uploads; returns the final phase. Every file is written, or the backup is
+    /// Failed and what was written is removed.
+    async fn execute(
+        &mut self,
+        (location, store): &(BackupStorageLocation, LocationStore),
+    ) -> Result<&'static str, Stop> {
+        let ctx = self.ctx;
+        let keys = BackupKeys::new(&self.name);
+        let bucket = &store.bucket;
+        let location_name = location.name_any();
+        match bucket.exists(&keys.metadata()).await {
+            Ok(false) => {}
+            Ok(true) => {
+                return Err(Stop::Failed(format!(
+                    "backup already exists in object storage (storage location {location_name})"
+                )));
+            }
+            Err(e) => {
+                return Err(Stop::Failed(format!(
+                    "cannot check storage location {location_name} for an existing backup: {}",
+                    chain(&e)
+                )));
+            }
+        }
+
+        let index = self.index.take().unwrap_or_default();
+        let filter = BackupFilter::new(&self.backup.spec, &index).map_err(Stop::Failed)?;
+        let mtime = u64::try_from(self.started.as_second()).unwrap_or(0);
+        let mut tarball = StreamingTarball::start(bucket, &keys.contents(), mtime)
+            .await
+            .map_err(|e| {
+                Stop::Failed(format!(
+                    "cannot start the upload to storage location {location_name}: {}",
+                    chain(&e)
+                ))
+            })?;
+
+        // Progress goes to the status at most once a second, from a task of its own, so the
+        // collection never waits on the API server for it.
+        let progress = Arc::new((AtomicUsize::new(0), AtomicUsize::new(0)));
+        let reporter = {
+            let progress = progress.clone();
+            let name = self.name.clone();
+            let client = ctx.client.clone();
+            let namespace = ctx.namespace.clone();
+            tokio::spawn(async move {
+                let api: Api<Backup> = Api::namespaced(client, &namespace);
+                let mut last = (usize::MAX, usize::MAX);
+                loop {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    let now = (
+                        progress.0.load(Ordering::Relaxed),
+                        progress.1.load(Ordering::Relaxed),
+                    );
+                    if now == last {
+                        continue;
+                    }
+                    last = now;
+                    let status = json!({"status": {"progress": {
+                        "totalItems": now.0, "itemsBackedUp": now.1,
+                    }}});
+                    if let Err(e) = api
+                        .patch_status(&name, &PatchParams::apply(MANAGER), &Patch::Merge(&status))
+                        .await
+                    {
+                        tracing::debug!(backup = %name, "cannot record progress: {e}");
+                    }
+                }
+            })
+        };
+
+        self.info("Backing up resources");
+        let collected = {
+            let progress = progress.clone();
+            let options = CollectOptions::default();
+            let work = collect(
+                &ctx.client,
+                &index,
+                &filter,
+                &options,
+                &mut tarball,
+                move |total, done| {
+                    progress.0.store(total, Ordering::Relaxed);
+                    progress.1.store(done, Ordering::Relaxed);
+                },
+            );
+            tokio::select! {
+                r = work => Some(r),
+                _ = self.cancel.cancelled() => None,
+            }
+        };
+        reporter.abort();
+        let stats = match collected {
+            Some(Ok(stats)) => stats,
+            Some(Err(e)) => {
+                tarball.abort().await;
+                return Err(Stop::Failed(format!("collection stopped: {}", chain(&e))));
+            }
+            None => {
+                tarball.abort().await;
+                return Err(Stop::Failed(
+                    "the server was stopped during the backup; create the backup again".into(),
+                ));
+            }
+        };
+        let tarball_size = tarball.finish().await.map_err(|e| {
+            Stop::Failed(format!(
+                "cannot upload the resources to storage location {location_name}: {}",
+                chain(&e)
+            ))
+        })?;
+
+        let mut results = stats.results;
+        for group in &self.unreachable_groups {
+            results.warnings.velero.push(format!(
+                "API group {group} did not answer discovery; its resources are not backed up"
+            ));
+        }
+        self.warn_unprotected_volumes(&stats.resource_list, &mut results);
+        for (level, messages) in [
+            (Level::Warning, &results.warnings),
+            (Level::Error, &results.errors),
+        ] {
+            for m in messages.velero.iter().chain(&messages.cluster) {
+                self.log.line(ctx.clock.now(), level, m);
+            }
+            for (ns, list) in &messages.namespaces {
+                for m in list {
+                    self.log
+                        .line(ctx.clock.now(), level, &format!("namespace {ns}: {m}"));
+                }
+            }
+        }
+        let items = stats.items_backed_up;
+        self.info(&format!(
+            "Backed up a total of {items} items ({tarball_size} bytes compressed)"
+        ));
+
+        let errors = results.errors.count();
+        let warnings = results.warnings.count();
+        let phase = if errors > 0 {
+            BackupPhase::PartiallyFailed
+        } else {
+            BackupPhase::Completed
+        };
+        let completed = ctx.clock.now();
+        self.info(&format!("Backup completed with status {phase:?}"));
+
+        // The final status, written into velero-backup.json first and then onto the object.
+        let mut status = self.backup.status.clone().unwrap_or_default();
+        status.phase = Some(phase);
+        status.version = Some(1);
+        status.format_version = Some(FORMAT_VERSION.into());
+        status.start_timestamp = Some(kube_time(self.started));
+        status.expiration = Some(kube_time(
+            self.started
+                .checked_add(
+                    jiff::SignedDuration::try_from(
+                        self.backup
+                            .spec
+                            .ttl
+                            .as_deref()
+                            .and_then(parse_duration)
+                            .unwrap_or(ctx.settings.default_backup_ttl),
+                    )
+                    .unwrap_or_default(),
+                )
+                .unwrap_or(Timestamp::MAX),
+        ));
+        status.completion_timestamp = Some(kube_time(completed));
+        status.errors = Some(errors as i64);
+        status.warnings = Some(warnings as i64);
+        status.progress = Some(crate::api::BackupProgress {
+            total_items: Some(items as i64),
+            items_backed_up: Some(items as i64),
+        });
+        status.volume_snapshots_attempted = Some(0);
+        status.volume_snapshots_completed = Some(0);
+        status.validation_errors = Vec::new();
+        let mut finished = self.backup.clone();
+        finished.status = Some(status.clone());
+        let log = std::mem::replace(&mut self.log, OperationLog::new("backup", "")).finish();
+
+        if let Err(reason) = self
+            .persist(
+                bucket,
+                &keys,
+                &finished,
+                &stats.resource_list,
+                &results,
+                log,
+            )
+            .await
+        {
+            for key in [keys.metadata(), keys.contents()] {
+                let _ = bucket.delete(&key).await;
+            }
+            return Err(Stop::Failed(format!(
+                "cannot write the backup's files to storage location {location_name}: {reason}"
+            )));
+        }
+        ctx.metrics
+            .backup_tarball_size(&schedule_of(&self.backup), tarball_size);
+        if phase == BackupPhase::Completed {
+            ctx.metrics
+                .backup_last_success(&schedule_of(&self.backup), completed.as_second());
+        }
+        let status = json!({"status": status});
+        patch_status(ctx, &self.name, &status).await?;
+        Ok(match phase {
+            BackupPhase::Completed => "Completed",
+            _ => "PartiallyFailed",
+        })
+    }
+
+    /// PersistentVolumes backed up as objects only: no volume snapshot provider runs here, so
+    /// their data is protected only where pod volume backup covers them. One warning names them.
+    fn warn_unprotected_volumes(
+        &self,
+        resources: &crate::backup::ResourceList,
+        results: &mut BackupResults,
+    ) {
+        if self.backup.spec.snapshot_volumes == Some(false) {
+            return;
+        }
+        let volumes = resources
+            .entries()
+            .get("v1/PersistentVolume")
+            .cloned()
+            .unwrap_or_default();
+        if volumes.is_empty() {
+            return;
+        }
+        results.warnings.velero.push(format!(
+            "no volume snapshots were taken (no volume snapshot provider is configured): the data              of persistent volume(s) {} is protected only where pod volume backup covers it              (annotation backup.velero.io/backup-volumes or --default-volumes-to-restic)",
+            volumes.join(", ")
+        ));
+    }
+
+    /// The companion files, then `velero-backup.json` (whose presence makes the backup exist
+    /// for readers of the bucket).
+    async fn persist(
+        &self,
+        bucket: &lifeboat_repo::Bucket,
+        keys: &BackupKeys,
+        finished: &Backup,
+        resource_list: &crate::backup::ResourceList,
+        results: &BackupResults,
+        log: Vec<u8>,
+    ) -> std::result::Result<(), String> {
+        let none: Option<Vec<serde_json::Value>> = None;
+        let encode = |r: std::io::Result<Vec<u8>>| r.map(Bytes::from).map_err(|e| e.to_string());
+        let files = [
+            (keys.log(), Ok(Bytes::from(log))),
+            (keys.pod_volume_backups(), encode(json_gz(&none))),
+            (keys.volume_snapshots(), encode(json_gz(&none))),
+            (keys.csi_volume_snapshots(), encode(json_gz(&none))),
+            (keys.csi_volume_snapshot_contents(), encode(json_gz(&none))),
+            (keys.resource_list(), encode(resource_list.to_json_gz())),
+            (keys.results(), encode(results.to_json_gz())),
+            (keys.metadata(), velero_backup_json(finished)),
+        ];
+        for (key, bytes) in files {
+            let bytes = bytes.map_err(|e| format!("cannot encode {key}: {e}"))?;
+            bucket
+                .put(&key, bytes)
+                .await
+                .map_err(|e| format!("{key}: {}", chain(&e)))?;
+        }
+        Ok(())
+    }
+}
+
+/// `velero-backup.json`: the Backup as Velero encodes it (`apiVersion`, `kind`, `metadata`
+/// without the managed fields, `spec`, `status`).
+fn velero_backup_json(backup: &Backup) -> std::result::Result<Bytes, String> {
+    let mut backup = backup.clone();
+    backup.metadata.managed_fields = None;
+    let mut value = serde_json::to_value(&backup).map_err(|e| e.to_string())?;
+    if let Some(fields) = value.as_object_mut() {
+        fields.insert("apiVersion".into(), json!(Backup::api_version(&())));
+        fields.insert("kind".into(), json!(Backup::kind(&())));
+    }
+    let mut bytes = serde_json::to_vec(&value).map_err(|e| e.to_string())?;
+    bytes.push(b'\n');
+    Ok(Bytes::from(bytes))
+}
+
+/// A duration as Go prints it (`720h0m0s`, `1h30m0s`, `45s`), the form Velero writes `ttl` in.
+pub(crate) fn go_duration(d: Duration) -> String {
+    let secs = d.as_secs();
+    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+    match (h, m) {
+        (0, 0) => format!("{s}s"),
+        (0, _) => format!("{m}m{s}s"),
+        _ => format!("{h}h{m}m{s}s"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_print_as_go_does() {
+        assert_eq!(go_duration(Duration::from_secs(720 * 3600)), "720h0m0s");
+        assert_eq!(go_duration(Duration::from_secs(5400)), "1h30m0s");
+        assert_eq!(go_duration(Duration::from_secs(90)), "1m30s");
+        assert_eq!(go_duration(Duration::from_secs(45)), "45s");
+        assert_eq!(go_duration(Duration::ZERO), "0s");
+    }
+}
