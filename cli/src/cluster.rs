@@ -1,5 +1,6 @@
 //! Reaching the cluster: the kube client and the namespace lifeboat lives in, for every client
-//! command (`install`, `backup-location`, …).
+//! command (`install`, `backup-location`, …), and the objects a command names (by name, by
+//! label selector, or all of them).
 //!
 //! The kubeconfig is found as kubectl finds it (`--kubeconfig`, then `KUBECONFIG`, then
 //! `~/.kube/config`, or the in-cluster service account). The namespace is, in order:
@@ -8,10 +9,13 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context as _, Result};
+use anyhow::{Context as _, Result, bail};
 use clap::Args;
+use kube::api::{Api, ListParams};
+use kube::{Resource, ResourceExt};
 
 use crate::config::ClientConfig;
+use crate::selector;
 
 /// The namespace of an install when nothing else names one (Velero's).
 pub(crate) const DEFAULT_NAMESPACE: &str = "velero";
@@ -72,5 +76,123 @@ impl ClusterArgs {
                 .context("cannot find a cluster: set KUBECONFIG or pass --kubeconfig")?,
         };
         kube::Client::try_from(config).context("cannot build a client for the cluster")
+    }
+}
+
+/// The object `name`, or an error saying that the `what` (`Backup`, `Schedule`, …) does not exist.
+pub(crate) async fn get_named<K>(api: &Api<K>, what: &str, name: &str) -> Result<K>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    match api.get_opt(name).await? {
+        Some(obj) => Ok(obj),
+        None => bail!("{what} {name:?} does not exist"),
+    }
+}
+
+/// A create's error, saying so when the object exists already (with `hint`: what to do).
+pub(crate) fn already_exists(e: kube::Error, what: &str, name: &str, hint: &str) -> anyhow::Error {
+    match e {
+        kube::Error::Api(s) if s.code == 409 => {
+            anyhow::anyhow!("{what} {name:?} already exists; {hint}")
+        }
+        other => other.into(),
+    }
+}
+
+/// The objects a `delete`, `pause` or `unpause` acts on: names, `--all`, or `--selector`
+/// (exactly one, as Velero requires).
+#[derive(Debug, Clone, Args)]
+pub(crate) struct Selection {
+    /// The names of the objects.
+    pub names: Vec<String>,
+    /// Every object.
+    #[arg(long)]
+    pub all: bool,
+    /// The objects matching this label selector.
+    #[arg(long, short = 'l')]
+    pub selector: Option<String>,
+}
+
+impl Selection {
+    /// Checks that exactly one way of naming objects is used; `kind` is the objects' plural.
+    pub fn objects(&self, kind: &str) -> Result<Objects> {
+        match (self.names.is_empty(), self.all, &self.selector) {
+            (false, false, None) => Ok(Objects::Named(self.names.clone())),
+            (true, true, None) => Ok(Objects::Listed(ListParams::default())),
+            (true, false, Some(text)) => Objects::matching(Some(text)),
+            _ => bail!("name the {kind}, or pass --all, or pass --selector: exactly one of them"),
+        }
+    }
+}
+
+/// Which objects to fetch.
+#[derive(Debug, Clone)]
+pub(crate) enum Objects {
+    /// These, each of which must exist.
+    Named(Vec<String>),
+    /// Those a list with these parameters returns.
+    Listed(ListParams),
+}
+
+impl Objects {
+    /// The objects of `get` and `describe`: the names given, else those matching `-l` (all
+    /// without it); names and `-l` together are refused, as they would contradict.
+    pub fn given(names: &[String], selector: Option<&str>) -> Result<Objects> {
+        match (names.is_empty(), selector) {
+            (false, None) => Ok(Objects::Named(names.to_vec())),
+            (true, selector) => Objects::matching(selector),
+            (false, Some(_)) => bail!("pass names or --selector, not both"),
+        }
+    }
+
+    /// The objects matching the label selector `text` (checked here, so a typo is named).
+    fn matching(text: Option<&str>) -> Result<Objects> {
+        let mut params = ListParams::default();
+        if let Some(selector) = text
+            .map(|t| selector::parse("selector", t))
+            .transpose()?
+            .flatten()
+        {
+            params = params.labels(&selector::query(&selector));
+        }
+        Ok(Objects::Listed(params))
+    }
+
+    /// Fetches the objects, sorted by name: those that exist, and the names that do not.
+    pub async fn fetch<K>(&self, api: &Api<K>) -> Result<(Vec<K>, Vec<String>)>
+    where
+        K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    {
+        let mut found = Vec::new();
+        let mut missing = Vec::new();
+        match self {
+            Objects::Named(names) => {
+                for name in names {
+                    match api.get_opt(name).await? {
+                        Some(obj) => found.push(obj),
+                        None => missing.push(name.clone()),
+                    }
+                }
+            }
+            Objects::Listed(params) => found = api.list(params).await?.items,
+        }
+        found.sort_by_key(ResourceExt::name_any);
+        Ok((found, missing))
+    }
+}
+
+/// `Ok` when nothing is `missing`, else the error naming each missing `what` (`backup`).
+pub(crate) fn none_missing(what: &str, missing: &[String]) -> Result<()> {
+    match missing {
+        [] => Ok(()),
+        [one] => bail!("{what} {one:?} does not exist"),
+        many => bail!(
+            "{what}s {} do not exist",
+            many.iter()
+                .map(|n| format!("{n:?}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
     }
 }

@@ -1,11 +1,15 @@
 //! What the client commands share for input and output: `k=v,k2=v2` flags, objects printed as
-//! JSON or YAML (one object, or a `v1` `List` as kubectl and Velero print), and tables.
+//! JSON or YAML (one object, or a `v1` `List` as kubectl and Velero print), tables, and times,
+//! durations and sizes written as Velero writes them (Go's `time.Time` and `time.Duration`
+//! strings, kubectl's short ages).
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
+use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
 use clap::ValueEnum;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde::Serialize;
 
 /// `-o` of the commands that print objects.
@@ -13,6 +17,25 @@ use serde::Serialize;
 pub(crate) enum Format {
     Json,
     Yaml,
+}
+
+/// `-o` of `get`: a table, or the objects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Output {
+    Table,
+    Json,
+    Yaml,
+}
+
+impl Output {
+    /// The object format, or None for a table.
+    pub(crate) fn objects(self) -> Option<Format> {
+        match self {
+            Output::Table => None,
+            Output::Json => Some(Format::Json),
+            Output::Yaml => Some(Format::Yaml),
+        }
+    }
 }
 
 /// Parses `k=v,k2=v2` pairs of `--flag` (repeatable); values may hold `=`, `:` and `/` as URLs
@@ -81,12 +104,13 @@ pub(crate) fn print_objects<T: Serialize>(single: bool, items: &[T], format: For
             text
         }
     };
+    write_stdout(text.as_bytes())
+}
+
+/// Writes `bytes` to stdout; a closed pipe (`lifeboat … | head`) is not a failure.
+pub(crate) fn write_stdout(bytes: &[u8]) -> Result<()> {
     let mut stdout = std::io::stdout().lock();
-    match stdout
-        .write_all(text.as_bytes())
-        .and_then(|()| stdout.flush())
-    {
-        // `lifeboat … -o yaml | head` is not a failure.
+    match stdout.write_all(bytes).and_then(|()| stdout.flush()) {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         result => result.context("cannot write to stdout"),
     }
@@ -118,6 +142,99 @@ pub(crate) fn print_table(header: &[&str], rows: Vec<Vec<String>>) {
     }
 }
 
+/// A size in bytes for people: `512 B`, `1.50 KiB`, `3.00 GiB`.
+pub(crate) fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.2} {}", UNITS[unit])
+    }
+}
+
+/// A time as Go prints a `time.Time` (what Velero's tables and descriptions show), in the
+/// local time zone: `2006-01-02 15:04:05 -0700 MST`.
+pub(crate) fn local_time(time: &Time) -> String {
+    time.0
+        .to_zoned(jiff::tz::TimeZone::system())
+        .strftime("%Y-%m-%d %H:%M:%S %z %Z")
+        .to_string()
+}
+
+/// A duration as Go's `time.Duration` writes it, the form Kubernetes stores (`72h0m0s`,
+/// `1h30m0s`, `5m0s`, `30s`, `1.5s`, `250ms`, `0s`).
+pub(crate) fn go_duration(d: Duration) -> String {
+    /// `n / unit` with the remainder as decimals, trailing zeros dropped (`1500, 1000` → `1.5`).
+    fn decimal(n: u128, unit: u128) -> String {
+        let (whole, rest) = (n / unit, n % unit);
+        if rest == 0 {
+            return whole.to_string();
+        }
+        let digits = unit.ilog10() as usize;
+        let fraction = format!("{rest:0digits$}");
+        format!("{whole}.{}", fraction.trim_end_matches('0'))
+    }
+    let nanos = d.as_nanos();
+    match nanos {
+        0 => "0s".into(),
+        1..1_000 => format!("{nanos}ns"),
+        1_000..1_000_000 => format!("{}µs", decimal(nanos, 1_000)),
+        1_000_000..1_000_000_000 => format!("{}ms", decimal(nanos, 1_000_000)),
+        _ => {
+            let secs = d.as_secs();
+            let (hours, minutes) = (secs / 3600, secs % 3600 / 60);
+            let seconds = decimal(
+                u128::from(secs % 60) * 1_000_000_000 + u128::from(d.subsec_nanos()),
+                1_000_000_000,
+            );
+            match (hours, minutes) {
+                (0, 0) => format!("{seconds}s"),
+                (0, m) => format!("{m}m{seconds}s"),
+                (h, m) => format!("{h}h{m}m{seconds}s"),
+            }
+        }
+    }
+}
+
+/// Parses the duration of `--flag` (`72h`, `24h0m0s`, `90m`, `30s`) as Kubernetes and Velero
+/// take them; the error names the flag.
+pub(crate) fn parse_go_duration(flag: &str, text: &str) -> Result<Duration> {
+    match lifeboat_server::parse_duration(text) {
+        Some(d) => Ok(d),
+        None => bail!("--{flag} `{text}` is not a duration such as 72h, 24h0m0s, 90m or 30s"),
+    }
+}
+
+/// A duration as kubectl shows ages (`45s`, `5m`, `3h`, `29d`, `2y`), the unit truncated.
+pub(crate) fn short_duration(d: Duration) -> String {
+    let secs = d.as_secs();
+    match secs {
+        0..60 => format!("{secs}s"),
+        60..3600 => format!("{}m", secs / 60),
+        3600..86_400 => format!("{}h", secs / 3600),
+        _ if secs < 365 * 86_400 => format!("{}d", secs / 86_400),
+        _ => format!("{}y", secs / (365 * 86_400)),
+    }
+}
+
+/// The time from `now` until `time` (`29d`), or since it (`5m ago`).
+pub(crate) fn from_now(time: jiff::Timestamp, now: jiff::Timestamp) -> String {
+    let ahead = time.duration_since(now);
+    match Duration::try_from(ahead) {
+        Ok(d) => short_duration(d),
+        Err(_) => format!(
+            "{} ago",
+            short_duration(Duration::try_from(now.duration_since(time)).unwrap_or_default())
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -140,5 +257,52 @@ mod tests {
         assert!(err.to_string().contains("--pod-labels"), "{err}");
         assert!(parse_pairs("pod-labels", &["=x"]).is_err());
         assert!(parse_pairs::<&str>("x", &[]).unwrap().is_empty());
+    }
+
+    #[test]
+    fn bytes_are_human() {
+        assert_eq!(human_bytes(512), "512 B");
+        assert_eq!(human_bytes(1536), "1.50 KiB");
+        assert_eq!(human_bytes(3 << 30), "3.00 GiB");
+    }
+
+    #[test]
+    fn durations_are_written_as_go_writes_them() {
+        let d = |s: u64| Duration::from_secs(s);
+        assert_eq!(go_duration(d(72 * 3600)), "72h0m0s");
+        assert_eq!(go_duration(d(5400)), "1h30m0s");
+        assert_eq!(go_duration(d(300)), "5m0s");
+        assert_eq!(go_duration(d(30)), "30s");
+        assert_eq!(go_duration(d(0)), "0s");
+        assert_eq!(go_duration(Duration::from_millis(1500)), "1.5s");
+        assert_eq!(go_duration(Duration::from_millis(250)), "250ms");
+        assert_eq!(go_duration(Duration::from_micros(1500)), "1.5ms");
+        assert_eq!(go_duration(Duration::from_nanos(7)), "7ns");
+        for text in ["72h", "72h0m0s", "24h0m0s", "90m", "30s", "3d"] {
+            let parsed = parse_go_duration("ttl", text).unwrap();
+            assert!(parsed > Duration::ZERO, "{text}");
+        }
+        assert_eq!(
+            go_duration(parse_go_duration("ttl", "24h0m0s").unwrap()),
+            "24h0m0s"
+        );
+        let err = parse_go_duration("ttl", "soon").unwrap_err().to_string();
+        assert!(err.contains("--ttl `soon`"), "{err}");
+        assert!(parse_go_duration("ttl", "-1h").is_err());
+    }
+
+    #[test]
+    fn ages_are_kubectl_s() {
+        let d = |s: u64| Duration::from_secs(s);
+        assert_eq!(short_duration(d(45)), "45s");
+        assert_eq!(short_duration(d(5 * 60 + 59)), "5m");
+        assert_eq!(short_duration(d(5 * 3600)), "5h");
+        assert_eq!(short_duration(d(29 * 86_400 + 3600)), "29d");
+        assert_eq!(short_duration(d(800 * 86_400)), "2y");
+        let now: jiff::Timestamp = "2026-11-22T10:00:00Z".parse().unwrap();
+        let later: jiff::Timestamp = "2026-12-22T09:00:00Z".parse().unwrap();
+        let earlier: jiff::Timestamp = "2026-11-22T09:55:00Z".parse().unwrap();
+        assert_eq!(from_now(later, now), "29d");
+        assert_eq!(from_now(earlier, now), "5m ago");
     }
 }

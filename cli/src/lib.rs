@@ -1,18 +1,23 @@
-//! The one `lifeboat` binary: the client commands a Velero user types (`install`,
-//! `backup-location`, `snapshot-location`, `client config`, `completion`, …), the local
+//! The one `lifeboat` binary: the client commands a Velero user types (`install`, `backup`,
+//! `schedule`, `backup-location`, `snapshot-location`, `client config`, `completion`, …), the local
 //! repository commands (`lifeboat repo …`), and the two processes of a cluster install,
 //! `lifeboat server` and `lifeboat agent`.
 //!
 //! Exit codes: 0 on success, 1 on failure with one sentence on stderr naming what is wrong.
 
+mod backup;
+mod bucket;
 mod cluster;
 mod completion;
 mod config;
+mod describe;
 mod format;
 mod install;
 mod location;
 mod progress;
 mod repo;
+mod schedule;
+mod selector;
 mod serve;
 
 use std::process::ExitCode;
@@ -33,6 +38,10 @@ enum Command {
     Install(install::InstallArgs),
     /// Remove what `install` created.
     Uninstall(install::UninstallArgs),
+    /// Work with backups: create, get, describe, logs, download, delete.
+    Backup(backup::BackupArgs),
+    /// Work with schedules: backups taken on a cron schedule.
+    Schedule(schedule::ScheduleArgs),
     /// Work with backup storage locations.
     #[command(name = "backup-location")]
     BackupLocation(location::BackupLocationArgs),
@@ -74,6 +83,8 @@ pub fn main() -> ExitCode {
         match cli.command {
             Command::Install(args) => install::install(args).await,
             Command::Uninstall(args) => install::uninstall(args).await,
+            Command::Backup(args) => backup::run(args).await,
+            Command::Schedule(args) => schedule::run(args).await,
             Command::BackupLocation(args) => location::run_backup_location(args).await,
             Command::SnapshotLocation(args) => location::run_snapshot_location(args).await,
             Command::Client(args) => config::run(args),

@@ -8,36 +8,17 @@ use std::path::PathBuf;
 
 use anyhow::{Context as _, Result, bail};
 use base64::Engine as _;
-use clap::{Args, Subcommand, ValueEnum};
+use clap::{Args, Subcommand};
 use k8s_openapi::api::core::v1::SecretKeySelector;
+use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
-use kube::{Resource, ResourceExt};
 use lifeboat_server::api::{
     BackupStorageLocation, BackupStorageLocationSpec, ObjectStorageLocation,
     VolumeSnapshotLocation, VolumeSnapshotLocationSpec,
 };
 
-use crate::cluster::ClusterArgs;
-use crate::format::{Format, ask, parse_pairs, print_objects, print_table};
-
-/// Output formats of `get`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub(crate) enum Output {
-    Table,
-    Json,
-    Yaml,
-}
-
-impl Output {
-    /// The object format, or None for a table.
-    fn objects(self) -> Option<Format> {
-        match self {
-            Output::Table => None,
-            Output::Json => Some(Format::Json),
-            Output::Yaml => Some(Format::Yaml),
-        }
-    }
-}
+use crate::cluster::{ClusterArgs, already_exists, get_named};
+use crate::format::{Format, Output, ask, parse_pairs, print_objects, print_table};
 
 #[derive(Debug, Args)]
 pub(crate) struct BackupLocationArgs {
@@ -160,6 +141,9 @@ enum SnapshotLocationCommand {
     },
 }
 
+/// What to do about a location that already exists.
+const SET_OR_DELETE: &str = "change it with `set` or delete it first";
+
 fn parse_credential(text: &str) -> Result<SecretKeySelector> {
     match text.split_once('=') {
         Some((name, key)) if !name.trim().is_empty() && !key.trim().is_empty() => {
@@ -244,7 +228,7 @@ pub(crate) async fn run_backup_location(args: BackupLocationArgs) -> Result<()> 
             };
             api.create(&PostParams::default(), &location)
                 .await
-                .map_err(|e| already_exists(e, "Backup storage location", &name))?;
+                .map_err(|e| already_exists(e, "Backup storage location", &name, SET_OR_DELETE))?;
             if default {
                 clear_other_defaults(&api, &name).await?;
             }
@@ -416,7 +400,7 @@ pub(crate) async fn run_snapshot_location(args: SnapshotLocationArgs) -> Result<
             };
             api.create(&PostParams::default(), &location)
                 .await
-                .map_err(|e| already_exists(e, "Snapshot location", &name))?;
+                .map_err(|e| already_exists(e, "Snapshot location", &name, SET_OR_DELETE))?;
             println!("Snapshot location {name:?} configured successfully.");
         }
         SnapshotLocationCommand::Get { name, output } => {
@@ -469,27 +453,6 @@ async fn clear_other_defaults(api: &Api<BackupStorageLocation>, keep: &str) -> R
         }
     }
     Ok(())
-}
-
-async fn get_named<K>(api: &Api<K>, what: &str, name: &str) -> Result<K>
-where
-    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    match api.get_opt(name).await? {
-        Some(obj) => Ok(obj),
-        None => bail!("{what} {name:?} does not exist"),
-    }
-}
-
-fn already_exists(e: kube::Error, what: &str, name: &str) -> anyhow::Error {
-    match e {
-        kube::Error::Api(s) if s.code == 409 => {
-            anyhow::anyhow!(
-                "{what} {name:?} already exists; change it with `set` or delete it first"
-            )
-        }
-        other => other.into(),
-    }
 }
 
 #[cfg(test)]

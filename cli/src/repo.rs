@@ -11,6 +11,8 @@ use lifeboat_repo::{
 };
 use serde::Serialize;
 
+use crate::format::human_bytes;
+
 #[derive(Debug, Args)]
 pub(crate) struct RepoArgs {
     #[command(flatten)]
@@ -181,21 +183,6 @@ fn options(global: &Global) -> RepositoryOptions {
 fn print_json<T: Serialize>(value: &T) -> Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
-}
-
-fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut unit = 0;
-    while v >= 1024.0 && unit < UNITS.len() - 1 {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.2} {}", UNITS[unit])
-    }
 }
 
 /// Cancels the operation on Ctrl-C, so locks are released and nothing is left half-written.
@@ -443,12 +430,5 @@ mod tests {
         assert_eq!(parse_duration("2h").unwrap(), Duration::from_secs(7200));
         assert!(parse_duration("5x").is_err());
         assert!(parse_duration("m").is_err());
-    }
-
-    #[test]
-    fn bytes_are_human() {
-        assert_eq!(human_bytes(512), "512 B");
-        assert_eq!(human_bytes(1536), "1.50 KiB");
-        assert_eq!(human_bytes(3 << 30), "3.00 GiB");
     }
 }

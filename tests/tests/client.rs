@@ -56,7 +56,14 @@ fn completion_scripts_cover_the_commands() {
     let config = dir.path().join("config.json");
     for shell in ["bash", "zsh", "fish"] {
         let out = lifeboat(&config, &["completion", shell]).ok().stdout;
-        for word in ["backup-location", "snapshot-location", "install", "client"] {
+        for word in [
+            "backup-location",
+            "snapshot-location",
+            "install",
+            "client",
+            "schedule",
+            "from-schedule",
+        ] {
             assert!(out.contains(word), "{shell} completion lacks {word}");
         }
     }

@@ -945,16 +945,22 @@ fn validate(resource: &Resource, name: &str, object: &Value) -> Result<()> {
 }
 
 fn is_dns_label(s: &str) -> bool {
+    s.len() <= 63 && is_dns_part(s)
+}
+
+/// Lower-case letters, digits and `-`, starting and ending with a letter or digit.
+fn is_dns_part(s: &str) -> bool {
     let edge = |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
-    s.len() <= 63
-        && edge(s.chars().next())
+    edge(s.chars().next())
         && edge(s.chars().last())
         && s.chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
 }
 
+/// Kubernetes' `IsDNS1123Subdomain`: at most 253 characters in all; its regex puts no limit on
+/// one dot-separated part (so `<long schedule name>-20261122010000` is a valid object name).
 fn is_dns_subdomain(s: &str) -> bool {
-    s.len() <= 253 && s.split('.').all(is_dns_label)
+    s.len() <= 253 && s.split('.').all(is_dns_part)
 }
 
 fn is_label_name(s: &str) -> bool {
