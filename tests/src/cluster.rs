@@ -15,6 +15,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use lifeboat_server::ServerOptions;
+
 use crate::apiserver::ApiServer;
 use crate::bin::{Run, lifeboat_exe};
 
@@ -81,6 +83,8 @@ pub struct Cluster {
     metrics_port: u16,
     grpc_port: u16,
     server: Option<Proc>,
+    /// How many times a server process was started (names its log).
+    server_starts: u32,
     agents: BTreeMap<String, Proc>,
 }
 
@@ -111,6 +115,12 @@ impl Cluster {
         Self::new(Storage::S3(crate::s3::S3::bucket(test)))
     }
 
+    /// A second, fresh cluster whose install writes to the same bucket and prefix as `other`'s
+    /// (as a cluster restored elsewhere, or migrated, sees its old cluster's backups).
+    pub fn with_storage_of(other: &Cluster) -> Self {
+        Self::new(other.storage.clone())
+    }
+
     /// A cluster for `storage`, with nothing installed yet.
     pub fn new(storage: Storage) -> Self {
         let api = ApiServer::start().expect("start the API-server stand-in");
@@ -134,6 +144,7 @@ impl Cluster {
             metrics_port: free_port(),
             grpc_port: free_port(),
             server: None,
+            server_starts: 0,
             agents: BTreeMap::new(),
             dir,
         }
@@ -247,6 +258,12 @@ impl Cluster {
 
     /// Starts `lifeboat server` as the Deployment would, and waits until it is ready.
     pub fn start_server(&mut self) {
+        self.start_server_with(&[]);
+    }
+
+    /// Starts `lifeboat server` with `extra` flags after the usual ones (later flags win, so
+    /// these may also override them), and waits until it is ready.
+    pub fn start_server_with(&mut self, extra: &[&str]) {
         let tls = self.tls_dir("lifeboat-server-tls");
         let mut cmd = self.command();
         cmd.args([
@@ -262,13 +279,20 @@ impl Cluster {
         ])
         .arg("--tls-dir")
         .arg(&tls)
+        .args(extra)
         .env("VELERO_NAMESPACE", &self.namespace)
         .env("AWS_SHARED_CREDENTIALS_FILE", &self.credentials)
         .env(
             "LIFEBOAT_LOG",
             "info,kube=warn,tower=warn,h2=warn,hyper=warn",
         );
-        let log = self.dir.path().join("server.log");
+        // Each start logs to a file of its own (server.log, server-2.log, …): a restart after
+        // a kill must not truncate what the killed process said.
+        self.server_starts += 1;
+        let log = match self.server_starts {
+            1 => self.dir.path().join("server.log"),
+            n => self.dir.path().join(format!("server-{n}.log")),
+        };
         let mut proc = Proc::spawn(cmd, log);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -374,12 +398,88 @@ impl Cluster {
             .unwrap_or_default()
     }
 
-    /// The server's log so far.
+    /// The server's log so far: every process started, oldest first.
     pub fn server_log(&self) -> String {
-        self.server
-            .as_ref()
-            .map(|p| std::fs::read_to_string(&p.log).unwrap_or_default())
-            .unwrap_or_default()
+        (1..=self.server_starts)
+            .map(|n| match n {
+                1 => self.dir.path().join("server.log"),
+                n => self.dir.path().join(format!("server-{n}.log")),
+            })
+            .map(|log| std::fs::read_to_string(log).unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("")
+    }
+
+    /// Kills the server with SIGKILL, as an OOM kill or a node failure would: it gets no
+    /// chance to finish or mark anything.
+    pub fn kill_server(&mut self) {
+        let mut proc = self.server.take().expect("no server runs");
+        let _ = proc.child.kill();
+        let _ = proc.child.wait();
+    }
+
+    /// The install's backup storage location (its bucket and the prefix `cluster-a`), read
+    /// and written as the server does.
+    pub fn bucket(&self) -> crate::bucket::TestBucket {
+        crate::bucket::TestBucket::open(&self.storage, "cluster-a")
+    }
+
+    /// The options `lifeboat server` would run with (the install's TLS Secret, this cluster's
+    /// ports and namespace, the harness's 10 s validation timeout), on `clock`: for a test that
+    /// runs the server in its own process, where it can move the clock.
+    pub fn server_options(&self, clock: lifeboat_server::clock::Clock) -> ServerOptions {
+        let tls = lifeboat_agent::TlsMaterial::load(&self.tls_dir("lifeboat-server-tls"))
+            .expect("the install's server certificate loads");
+        ServerOptions {
+            namespace: self.namespace.clone(),
+            metrics_address: self.metrics_address().parse().expect("a socket address"),
+            grpc_address: format!("127.0.0.1:{}", self.grpc_port)
+                .parse()
+                .expect("a socket address"),
+            tls,
+            heartbeat: Duration::from_secs(1),
+            features: Vec::new(),
+            settings: lifeboat_server::Settings {
+                validation_timeout: Duration::from_secs(10),
+                ..Default::default()
+            },
+            clock,
+        }
+    }
+
+    /// Runs the server in this process with `opts` (see [`Cluster::server_options`]) on a
+    /// runtime of its own, and waits until it is ready. Cloud credentials come from this
+    /// process's environment (S3 clusters: exported here).
+    pub fn start_server_in_process(&self, opts: ServerOptions) -> InProcessServer {
+        if let Storage::S3(s3) = &self.storage {
+            s3.export_env();
+        }
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("a runtime for the server");
+        let token = tokio_util::sync::CancellationToken::new();
+        let client = runtime
+            .block_on(self.api.client())
+            .expect("a client for the API server stand-in");
+        let task = runtime.spawn(lifeboat_server::run(client, opts, token.clone()));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !matches!(http_get(&self.metrics_address(), "/readyz"), Some((200, _))) {
+            if task.is_finished() {
+                panic!("the in-process server ended: {:?}", runtime.block_on(task));
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the in-process server did not become ready in 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        InProcessServer {
+            runtime: Some(runtime),
+            token,
+            task: Some(task),
+        }
     }
 
     /// The log of `node`'s agent so far.
@@ -425,6 +525,58 @@ impl Cluster {
     pub fn velero_object(&self, plural: &str, name: &str) -> Option<serde_json::Value> {
         self.api
             .get("velero.io/v1", plural, Some(&self.namespace), name)
+    }
+}
+
+/// A server running in the test's own process (see [`Cluster::start_server_in_process`]);
+/// dropping it shuts it down as SIGTERM would and waits for it.
+pub struct InProcessServer {
+    runtime: Option<tokio::runtime::Runtime>,
+    token: tokio_util::sync::CancellationToken,
+    task: Option<tokio::task::JoinHandle<lifeboat_server::Result<()>>>,
+}
+
+impl std::fmt::Debug for InProcessServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InProcessServer").finish_non_exhaustive()
+    }
+}
+
+impl InProcessServer {
+    /// Shuts the server down and returns how it ended.
+    pub fn stop(mut self) -> lifeboat_server::Result<()> {
+        self.shutdown()
+    }
+
+    fn shutdown(&mut self) -> lifeboat_server::Result<()> {
+        self.token.cancel();
+        let (Some(runtime), Some(task)) = (self.runtime.take(), self.task.take()) else {
+            return Ok(());
+        };
+        let outcome =
+            runtime.block_on(async { tokio::time::timeout(Duration::from_secs(10), task).await });
+        // Whatever still runs (a stuck task) is dropped with the runtime, not waited for.
+        runtime.shutdown_background();
+        match outcome {
+            Ok(Ok(result)) => result,
+            Ok(Err(join)) => panic!("the in-process server panicked: {join}"),
+            Err(_) => panic!("the in-process server did not stop within 10 s of its shutdown"),
+        }
+    }
+}
+
+impl Drop for InProcessServer {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.token.cancel();
+            if let Some(runtime) = self.runtime.take() {
+                runtime.shutdown_background();
+            }
+            return;
+        }
+        if let Err(e) = self.shutdown() {
+            eprintln!("the in-process server ended with an error: {e}");
+        }
     }
 }
 

@@ -8,7 +8,9 @@
 
 pub mod apiserver;
 pub mod bin;
+pub mod bucket;
 pub mod cluster;
+pub mod fixtures;
 pub mod s3;
 pub mod tree;
 

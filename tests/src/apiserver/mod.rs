@@ -32,6 +32,7 @@ use anyhow::Context as _;
 use serde_json::{Value, json};
 
 use self::routing::Shared;
+pub use self::store::StoredObject;
 
 /// A running API server stand-in; dropping it stops the server and ends its open watches.
 pub struct ApiServer {
@@ -165,6 +166,21 @@ impl ApiServer {
     /// For seeding state a client could only reach in several steps (a pod with its status).
     pub fn put_object(&self, object: Value) -> anyhow::Result<Value> {
         Ok(self.shared.store().put(object)?)
+    }
+
+    /// Delays the answer to every list request (`GET` on a collection, not a watch) by
+    /// `latency` from now on; zero turns it off. A backup lists every resource it takes, so
+    /// this stretches a backup out long enough for a test to act while it runs (kill the
+    /// server mid-backup), without seeding thousands of objects.
+    pub fn set_list_latency(&self, latency: std::time::Duration) {
+        self.shared.set_list_latency(latency);
+    }
+
+    /// Every stored object, each as served at the first version its resource is registered
+    /// at (the preferred one), in collection then key order. For assertions that a backup
+    /// holds exactly what the cluster holds.
+    pub fn objects(&self) -> Vec<StoredObject> {
+        self.shared.store().all_objects()
     }
 
     /// The latest resourceVersion.

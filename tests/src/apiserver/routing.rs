@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -31,6 +32,8 @@ const REQUEST_LOG: usize = 100_000;
 pub(crate) struct Shared {
     store: Mutex<Store>,
     requests: Mutex<Vec<Logged>>,
+    /// Added before answering each list request (see `ApiServer::set_list_latency`).
+    list_latency: Mutex<Duration>,
 }
 
 /// One request as the log keeps it.
@@ -49,7 +52,23 @@ impl Shared {
         Shared {
             store: Mutex::new(Store::new()),
             requests: Mutex::new(Vec::new()),
+            list_latency: Mutex::new(Duration::ZERO),
         }
+    }
+
+    /// Sets the delay added before answering each list request.
+    pub(crate) fn set_list_latency(&self, latency: Duration) {
+        *self
+            .list_latency
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = latency;
+    }
+
+    fn list_latency(&self) -> Duration {
+        *self
+            .list_latency
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The store, locked. A panic while holding the lock leaves the state as the panicking
@@ -123,7 +142,35 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
         query,
         body,
     };
+    // The delay is slept here, on the async side: the server has one thread, and a blocking
+    // sleep would stall every other request and watch with it.
+    if request.method == Method::GET && is_list(parts.uri.path(), &request) {
+        let latency = shared.list_latency();
+        if !latency.is_zero() {
+            tokio::time::sleep(latency).await;
+        }
+    }
     serve(&shared, parts.uri.path(), &request).unwrap_or_else(failure)
+}
+
+/// Whether a GET on `path` lists a collection (not a watch, a single object or discovery),
+/// by the same path rules `serve` applies.
+fn is_list(path: &str, request: &ApiRequest) -> bool {
+    if matches!(request.param("watch"), Some("true" | "1")) {
+        return false;
+    }
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let rest = match segments.as_slice() {
+        ["api", _, rest @ ..] | ["apis", _, _, rest @ ..] => rest,
+        _ => return false,
+    };
+    match rest {
+        ["namespaces", _, next, rest @ ..] if !matches!(*next, "status" | "finalize") => {
+            rest.is_empty()
+        }
+        [_] => true,
+        _ => false,
+    }
 }
 
 /// One request, decoded.

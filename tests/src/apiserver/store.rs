@@ -32,6 +32,33 @@ pub(crate) struct ObjectKey {
     pub(crate) name: String,
 }
 
+/// One stored object with where it is served, as `ApiServer::objects` returns it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredObject {
+    /// The API group; empty for the core group.
+    pub group: String,
+    /// The version it is presented at (the resource's preferred one).
+    pub version: String,
+    /// The resource's plural name (`deployments`).
+    pub plural: String,
+    /// Its namespace; None when cluster-scoped.
+    pub namespace: Option<String>,
+    pub name: String,
+    /// The object as a GET at that version returns it.
+    pub object: Value,
+}
+
+impl StoredObject {
+    /// `<plural>.<group>`, or just `<plural>` for the core group, as Velero names resources.
+    pub fn group_resource(&self) -> String {
+        if self.group.is_empty() {
+            self.plural.clone()
+        } else {
+            format!("{}.{}", self.plural, self.group)
+        }
+    }
+}
+
 /// The kind of change a watch event reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum EventType {
@@ -174,6 +201,27 @@ impl Store {
         self.stored(resource, namespace, name)
             .map(|o| present(resource, o.clone()))
             .ok_or_else(|| Failure::not_found(&resource.plural, name))
+    }
+
+    /// Every stored object at its resource's first registered version (see `StoredObject`).
+    pub(crate) fn all_objects(&self) -> Vec<StoredObject> {
+        let mut all = Vec::new();
+        for (collection, objects) in &self.objects {
+            let Some(resource) = self.registry.versions_of(collection).first().copied() else {
+                continue;
+            };
+            for (key, object) in objects {
+                all.push(StoredObject {
+                    group: resource.group.clone(),
+                    version: resource.version.clone(),
+                    plural: resource.plural.clone(),
+                    namespace: resource.namespaced.then(|| key.namespace.clone()),
+                    name: key.name.clone(),
+                    object: present(resource, object.clone()),
+                });
+            }
+        }
+        all
     }
 
     /// A stored object by collection, whatever version wrote it (for test assertions).
