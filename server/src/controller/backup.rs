@@ -173,6 +173,8 @@ struct Run<'a> {
     index: Option<crate::backup::ResourceIndex>,
     /// API groups whose discovery failed (a warning each).
     unreachable_groups: Vec<String>,
+    /// The backup's TTL, once `prepare` has resolved it.
+    ttl: Duration,
 }
 
 /// What stops a backup before it completes.
@@ -209,6 +211,7 @@ impl<'a> Run<'a> {
             started: ctx.clock.now(),
             index: None,
             unreachable_groups: Vec::new(),
+            ttl: ctx.settings.default_backup_ttl,
         }
     }
 
@@ -225,11 +228,14 @@ impl<'a> Run<'a> {
                 for e in &errors {
                     tracing::warn!(backup = %self.name, "validation: {e}");
                 }
+                // Expires like any other backup, so garbage collection removes it in time.
+                let now = self.ctx.clock.now();
                 let status = json!({"status": {
                     "phase": BackupPhase::FailedValidation,
                     "validationErrors": errors,
                     "version": 1,
                     "formatVersion": FORMAT_VERSION,
+                    "expiration": kube_time(expires(now, self.ttl)),
                 }});
                 patch_status(self.ctx, &self.name, &status).await?;
                 self.ctx
@@ -292,6 +298,7 @@ impl<'a> Run<'a> {
             },
         };
         spec.ttl = Some(go_duration(ttl));
+        self.ttl = ttl;
         if spec.default_volumes_to_restic.is_none() {
             spec.default_volumes_to_restic = Some(
                 spec.default_volumes_to_fs_backup
@@ -364,9 +371,7 @@ impl<'a> Run<'a> {
         self.write_spec().await?;
         let now = ctx.clock.now();
         self.started = now;
-        let expiration = now
-            .checked_add(jiff::SignedDuration::try_from(ttl).unwrap_or_default())
-            .unwrap_or(Timestamp::MAX);
+        let expiration = expires(now, ttl);
         let status = json!({"status": {
             "phase": BackupPhase::InProgress,
             "version": 1,
@@ -653,21 +658,7 @@ impl<'a> Run<'a> {
         status.version = Some(1);
         status.format_version = Some(FORMAT_VERSION.into());
         status.start_timestamp = Some(kube_time(self.started));
-        status.expiration = Some(kube_time(
-            self.started
-                .checked_add(
-                    jiff::SignedDuration::try_from(
-                        self.backup
-                            .spec
-                            .ttl
-                            .as_deref()
-                            .and_then(parse_duration)
-                            .unwrap_or(ctx.settings.default_backup_ttl),
-                    )
-                    .unwrap_or_default(),
-                )
-                .unwrap_or(Timestamp::MAX),
-        ));
+        status.expiration = Some(kube_time(expires(self.started, self.ttl)));
         status.completion_timestamp = Some(kube_time(completed));
         status.errors = Some(errors as i64);
         status.warnings = Some(warnings as i64);
@@ -785,6 +776,13 @@ fn velero_backup_json(backup: &Backup) -> std::result::Result<Bytes, String> {
     let mut bytes = serde_json::to_vec(&value).map_err(|e| e.to_string())?;
     bytes.push(b'\n');
     Ok(Bytes::from(bytes))
+}
+
+/// When a backup started at `start` with `ttl` expires.
+fn expires(start: Timestamp, ttl: Duration) -> Timestamp {
+    start
+        .checked_add(jiff::SignedDuration::try_from(ttl).unwrap_or_default())
+        .unwrap_or(Timestamp::MAX)
 }
 
 /// A duration as Go prints it (`720h0m0s`, `1h30m0s`, `45s`), the form Velero writes `ttl` in.
