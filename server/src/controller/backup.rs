@@ -105,21 +105,39 @@ struct BackupContext {
 async fn reconcile(backup: Arc<Backup>, bctx: Arc<BackupContext>) -> Result<Action> {
     let ctx = &bctx.ctx;
     let uid = backup.uid().unwrap_or_default();
-    match backup.status.as_ref().and_then(|s| s.phase) {
+    let phase = |b: &Backup| b.status.as_ref().and_then(|s| s.phase);
+    if !matches!(
+        phase(&backup),
+        None | Some(BackupPhase::New | BackupPhase::InProgress)
+    ) || ctx.running_backups.contains(&uid)
+    {
+        return Ok(Action::await_change());
+    }
+    // The watch may be behind our own writes (a backup this process just finished can still
+    // show New or InProgress here): decide on the API server's current copy.
+    let api: Api<Backup> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    let Some(current) = api.get_opt(&backup.name_any()).await? else {
+        return Ok(Action::await_change());
+    };
+    if current.uid() != backup.uid() || current.meta().deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    match phase(&current) {
         None | Some(BackupPhase::New) => {}
-        Some(BackupPhase::InProgress) if !ctx.running_backups.contains(&uid) => {
+        Some(BackupPhase::InProgress) => {
             let reason = "the server stopped while this backup was in progress; \
                           nothing it wrote is usable: create the backup again";
-            mark_failed(ctx, &backup, reason).await?;
-            ctx.metrics.backup_finished(&schedule_of(&backup), "Failed");
+            mark_failed(ctx, &current, reason).await?;
+            ctx.metrics
+                .backup_finished(&schedule_of(&current), "Failed");
             return Ok(Action::await_change());
         }
         _ => return Ok(Action::await_change()),
     }
-    if backup.meta().deletion_timestamp.is_some() || !ctx.running_backups.start(&uid) {
+    if !ctx.running_backups.start(&uid) {
         return Ok(Action::await_change());
     }
-    let outcome = Run::new(ctx, &backup, bctx.shutdown.clone()).go().await;
+    let outcome = Run::new(ctx, &current, bctx.shutdown.clone()).go().await;
     ctx.running_backups.end(&uid);
     ctx.metrics.reconciled(NAME, outcome.is_ok());
     outcome.map(|()| Action::await_change())
