@@ -54,6 +54,15 @@ async fn reconcile(backup: Arc<Backup>, ctx: Arc<Context>) -> Result<Action> {
         return Ok(every);
     }
     let name = backup.name_any();
+    // The watch can lag behind a deletion that just finished: ask the API server.
+    let backups: Api<Backup> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    match backups.get_opt(&name).await? {
+        Some(current)
+            if current.uid() == backup.uid()
+                && current.status.as_ref().and_then(|s| s.phase) != Some(BackupPhase::Deleting) => {
+        }
+        _ => return Ok(every),
+    }
     let location = backup.spec.storage_location.clone().unwrap_or_default();
     let locations: Api<BackupStorageLocation> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
     if let Some(bsl) = locations.get_opt(&location).await?
