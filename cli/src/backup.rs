@@ -44,12 +44,10 @@ use crate::format::{
 };
 use crate::selector;
 
-/// The label naming the backup on what belongs to it (PodVolumeBackups, DeleteBackupRequests).
-pub(crate) const BACKUP_NAME_LABEL: &str = "velero.io/backup-name";
-/// The label holding the backup's UID on its DeleteBackupRequests.
-pub(crate) const BACKUP_UID_LABEL: &str = "velero.io/backup-uid";
-/// The label naming the schedule on the backups it started.
-pub(crate) const SCHEDULE_NAME_LABEL: &str = "velero.io/schedule-name";
+pub(crate) use lifeboat_server::api::labels::{
+    BACKUP_NAME as BACKUP_NAME_LABEL, BACKUP_UID as BACKUP_UID_LABEL,
+    SCHEDULE_NAME as SCHEDULE_NAME_LABEL, value as label_value,
+};
 
 #[derive(Debug, Args)]
 pub(crate) struct BackupArgs {
@@ -315,23 +313,6 @@ fn parse_ordered_resources(text: &str) -> Result<BTreeMap<String, String>> {
         }
     }
     Ok(map)
-}
-
-/// `name` as a label value, as Velero's `label.GetValidName`: names longer than 63 characters
-/// keep their first 57 and add 6 hex digits of their SHA-256.
-pub(crate) fn label_value(name: &str) -> String {
-    use sha2::Digest as _;
-    if name.len() <= 63 {
-        return name.to_string();
-    }
-    let digest = format!("{:x}", sha2::Sha256::digest(name.as_bytes()));
-    let keep = name
-        .char_indices()
-        .map(|(i, _)| i)
-        .take_while(|i| *i <= 57)
-        .last()
-        .unwrap_or(0);
-    format!("{}{}", &name[..keep], &digest[..6])
 }
 
 pub(crate) async fn run(args: BackupArgs) -> Result<()> {

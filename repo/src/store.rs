@@ -95,6 +95,11 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// Whether the object (or directory) does not exist.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, StoreError::NotFound { .. })
+    }
+
     /// Whether retrying the same request may succeed (network and server errors).
     pub fn is_retryable(&self) -> bool {
         match self {

@@ -109,6 +109,10 @@ pub async fn run(
             tokio::join!(
                 controller::location::run(ctx.clone(), shutdown.clone()),
                 controller::backup::run(ctx.clone(), shutdown.clone()),
+                controller::schedule::run(ctx.clone(), shutdown.clone()),
+                controller::gc::run(ctx.clone(), shutdown.clone()),
+                controller::deletion::run(ctx.clone(), shutdown.clone()),
+                controller::sync::run(ctx.clone(), shutdown.clone()),
             );
         }
     });

@@ -105,21 +105,39 @@ struct BackupContext {
 async fn reconcile(backup: Arc<Backup>, bctx: Arc<BackupContext>) -> Result<Action> {
     let ctx = &bctx.ctx;
     let uid = backup.uid().unwrap_or_default();
-    match backup.status.as_ref().and_then(|s| s.phase) {
+    let phase = |b: &Backup| b.status.as_ref().and_then(|s| s.phase);
+    if !matches!(
+        phase(&backup),
+        None | Some(BackupPhase::New | BackupPhase::InProgress)
+    ) || ctx.running_backups.contains(&uid)
+    {
+        return Ok(Action::await_change());
+    }
+    // The watch may be behind our own writes (a backup this process just finished can still
+    // show New or InProgress here): decide on the API server's current copy.
+    let api: Api<Backup> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    let Some(current) = api.get_opt(&backup.name_any()).await? else {
+        return Ok(Action::await_change());
+    };
+    if current.uid() != backup.uid() || current.meta().deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    match phase(&current) {
         None | Some(BackupPhase::New) => {}
-        Some(BackupPhase::InProgress) if !ctx.running_backups.contains(&uid) => {
+        Some(BackupPhase::InProgress) => {
             let reason = "the server stopped while this backup was in progress; \
                           nothing it wrote is usable: create the backup again";
-            mark_failed(ctx, &backup, reason).await?;
-            ctx.metrics.backup_finished(&schedule_of(&backup), "Failed");
+            mark_failed(ctx, &current, reason).await?;
+            ctx.metrics
+                .backup_finished(&schedule_of(&current), "Failed");
             return Ok(Action::await_change());
         }
         _ => return Ok(Action::await_change()),
     }
-    if backup.meta().deletion_timestamp.is_some() || !ctx.running_backups.start(&uid) {
+    if !ctx.running_backups.start(&uid) {
         return Ok(Action::await_change());
     }
-    let outcome = Run::new(ctx, &backup, bctx.shutdown.clone()).go().await;
+    let outcome = Run::new(ctx, &current, bctx.shutdown.clone()).go().await;
     ctx.running_backups.end(&uid);
     ctx.metrics.reconciled(NAME, outcome.is_ok());
     outcome.map(|()| Action::await_change())
@@ -173,6 +191,8 @@ struct Run<'a> {
     index: Option<crate::backup::ResourceIndex>,
     /// API groups whose discovery failed (a warning each).
     unreachable_groups: Vec<String>,
+    /// The backup's TTL, once `prepare` has resolved it.
+    ttl: Duration,
 }
 
 /// What stops a backup before it completes.
@@ -209,6 +229,7 @@ impl<'a> Run<'a> {
             started: ctx.clock.now(),
             index: None,
             unreachable_groups: Vec::new(),
+            ttl: ctx.settings.default_backup_ttl,
         }
     }
 
@@ -225,11 +246,14 @@ impl<'a> Run<'a> {
                 for e in &errors {
                     tracing::warn!(backup = %self.name, "validation: {e}");
                 }
+                // Expires like any other backup, so garbage collection removes it in time.
+                let now = self.ctx.clock.now();
                 let status = json!({"status": {
                     "phase": BackupPhase::FailedValidation,
                     "validationErrors": errors,
                     "version": 1,
                     "formatVersion": FORMAT_VERSION,
+                    "expiration": kube_time(expires(now, self.ttl)),
                 }});
                 patch_status(self.ctx, &self.name, &status).await?;
                 self.ctx
@@ -292,6 +316,7 @@ impl<'a> Run<'a> {
             },
         };
         spec.ttl = Some(go_duration(ttl));
+        self.ttl = ttl;
         if spec.default_volumes_to_restic.is_none() {
             spec.default_volumes_to_restic = Some(
                 spec.default_volumes_to_fs_backup
@@ -364,9 +389,7 @@ impl<'a> Run<'a> {
         self.write_spec().await?;
         let now = ctx.clock.now();
         self.started = now;
-        let expiration = now
-            .checked_add(jiff::SignedDuration::try_from(ttl).unwrap_or_default())
-            .unwrap_or(Timestamp::MAX);
+        let expiration = expires(now, ttl);
         let status = json!({"status": {
             "phase": BackupPhase::InProgress,
             "version": 1,
@@ -653,21 +676,7 @@ impl<'a> Run<'a> {
         status.version = Some(1);
         status.format_version = Some(FORMAT_VERSION.into());
         status.start_timestamp = Some(kube_time(self.started));
-        status.expiration = Some(kube_time(
-            self.started
-                .checked_add(
-                    jiff::SignedDuration::try_from(
-                        self.backup
-                            .spec
-                            .ttl
-                            .as_deref()
-                            .and_then(parse_duration)
-                            .unwrap_or(ctx.settings.default_backup_ttl),
-                    )
-                    .unwrap_or_default(),
-                )
-                .unwrap_or(Timestamp::MAX),
-        ));
+        status.expiration = Some(kube_time(expires(self.started, self.ttl)));
         status.completion_timestamp = Some(kube_time(completed));
         status.errors = Some(errors as i64);
         status.warnings = Some(warnings as i64);
@@ -785,6 +794,13 @@ fn velero_backup_json(backup: &Backup) -> std::result::Result<Bytes, String> {
     let mut bytes = serde_json::to_vec(&value).map_err(|e| e.to_string())?;
     bytes.push(b'\n');
     Ok(Bytes::from(bytes))
+}
+
+/// When a backup started at `start` with `ttl` expires.
+fn expires(start: Timestamp, ttl: Duration) -> Timestamp {
+    start
+        .checked_add(jiff::SignedDuration::try_from(ttl).unwrap_or_default())
+        .unwrap_or(Timestamp::MAX)
 }
 
 /// A duration as Go prints it (`720h0m0s`, `1h30m0s`, `45s`), the form Velero writes `ttl` in.

@@ -6,7 +6,11 @@
 //! published on transitions only.
 
 pub(crate) mod backup;
+pub(crate) mod deletion;
+pub(crate) mod gc;
 pub(crate) mod location;
+pub(crate) mod schedule;
+pub(crate) mod sync;
 
 use std::time::Duration;
 
@@ -81,6 +85,8 @@ pub(crate) struct Context {
     pub clock: Clock,
     /// Backups this process is running.
     pub running_backups: backup::Running,
+    /// When each location was last synced.
+    pub sync: sync::State,
     /// The API server's version, recorded on each Backup as Velero does.
     pub server_version: k8s_openapi::apimachinery::pkg::version::Info,
 }
@@ -110,6 +116,7 @@ impl Context {
             locations: location::State::default(),
             clock,
             running_backups: backup::Running::default(),
+            sync: sync::State::default(),
             server_version,
         }
     }
