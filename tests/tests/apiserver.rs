@@ -1185,3 +1185,65 @@ async fn kubeconfig_reaches_the_server() {
     assert_eq!(seeded["status"]["phase"], "Running", "seeding keeps status");
     assert_eq!(seeded["metadata"]["generation"], 1);
 }
+
+#[tokio::test]
+async fn latency_knobs_slow_lists_and_chosen_requests_and_hold_watch_events_back() {
+    let (server, client) = start().await;
+    let api: Api<ConfigMap> = Api::namespaced(client, "default");
+    api.create(&PostParams::default(), &config_map("a", &[]))
+        .await
+        .unwrap();
+    let delay = Duration::from_millis(300);
+
+    // Lists wait; a get does not (it would take a minute if it did).
+    server.set_list_latency(delay);
+    let started = std::time::Instant::now();
+    api.list(&ListParams::default()).await.unwrap();
+    assert!(started.elapsed() >= delay);
+    server.set_list_latency(Duration::from_secs(60));
+    tokio::time::timeout(WAIT, api.get("a"))
+        .await
+        .expect("a get is not a list")
+        .unwrap();
+    server.set_list_latency(Duration::ZERO);
+
+    // A request named by its method and path prefix waits; others do not.
+    server.set_request_latency("POST /api/v1/namespaces/default/configmaps", delay);
+    let started = std::time::Instant::now();
+    api.create(&PostParams::default(), &config_map("b", &[]))
+        .await
+        .unwrap();
+    assert!(started.elapsed() >= delay);
+    server.set_request_latency(
+        "GET /api/v1/namespaces/default/configmaps/b",
+        Duration::from_secs(60),
+    );
+    tokio::time::timeout(WAIT, api.get("a"))
+        .await
+        .expect("another path is not delayed")
+        .unwrap();
+    for prefix in [
+        "POST /api/v1/namespaces/default/configmaps",
+        "GET /api/v1/namespaces/default/configmaps/b",
+    ] {
+        server.set_request_latency(prefix, Duration::ZERO);
+    }
+
+    // A watch sends an event no sooner than the delay after its write.
+    let current = api.get("b").await.unwrap().resource_version().unwrap();
+    let mut stream = api
+        .watch(&WatchParams::default(), &current)
+        .await
+        .unwrap()
+        .boxed();
+    server.set_watch_delay(delay);
+    let written = std::time::Instant::now();
+    api.create(&PostParams::default(), &config_map("c", &[]))
+        .await
+        .unwrap();
+    match next(&mut stream).await.unwrap() {
+        WatchEvent::Added(cm) => assert_eq!(cm.name_any(), "c"),
+        other => panic!("expected the ADDED of c, got {other:?}"),
+    }
+    assert!(written.elapsed() >= delay);
+}

@@ -6,7 +6,13 @@
 //!
 //! Also what happens around backups: a missing location, a server killed mid-backup,
 //! schedules on a clock the test moves (server in-process), expiry and deletion requests,
-//! and the bucket synced into a second cluster.
+//! and the bucket synced into a second cluster. A few tests make the API stand-in's watches
+//! lag behind its writes (or slow one request), as a loaded API server does, so that a
+//! controller deciding on its cache right after its own writes is caught every time rather
+//! than once in a while.
+//!
+//! Absence (no further backup, no change) can only be checked after giving the server time to
+//! act wrongly: those checks wait `SETTLE`; everything else waits for the state it expects.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -644,4 +650,669 @@ fn a_server_killed_mid_backup_leaves_it_failed_not_in_progress() {
         &["Completed", "Failed", "PartiallyFailed"],
     );
     assert_eq!(next["status"]["phase"], "Completed", "{next:#}");
+}
+
+/// The stored velero.io objects of kind `plural` in the install namespace.
+fn velero_objects(cluster: &Cluster, plural: &str) -> Vec<Value> {
+    cluster
+        .api
+        .objects()
+        .into_iter()
+        .filter(|o| o.group == "velero.io" && o.plural == plural)
+        .filter(|o| o.namespace.as_deref() == Some(cluster.namespace.as_str()))
+        .map(|o| o.object)
+        .collect()
+}
+
+/// The names of the Backups labelled `velero.io/schedule-name=<schedule>`, sorted.
+fn scheduled_backups(cluster: &Cluster, schedule: &str) -> Vec<String> {
+    let mut names: Vec<String> = velero_objects(cluster, "backups")
+        .iter()
+        .filter(|b| b["metadata"]["labels"]["velero.io/schedule-name"] == schedule)
+        .filter_map(|b| b["metadata"]["name"].as_str().map(str::to_owned))
+        .collect();
+    names.sort();
+    names
+}
+
+/// Waits until schedule `name` records `lastBackup` = `at`.
+fn wait_last_backup(cluster: &Cluster, name: &str, at: &str) -> Value {
+    wait_for(
+        &format!("schedule {name} to record lastBackup {at}"),
+        Duration::from_secs(20),
+        || {
+            let schedule = cluster.velero_object("schedules", name)?;
+            (schedule["status"]["lastBackup"] == at).then_some(schedule)
+        },
+    )
+}
+
+/// How long a test lets the server act on something that must NOT produce an object before
+/// it checks that none appeared. Every positive step is waited for; this covers only absence.
+const SETTLE: Duration = Duration::from_millis(1_500);
+
+#[test]
+fn a_schedule_backs_up_at_once_then_once_per_due_tick_of_a_clock_the_test_moves() {
+    let cluster = Cluster::with_s3("schedules");
+    cluster.install();
+    seed_apps(&cluster.api);
+    let start: Timestamp = "2026-11-22T10:15:00Z".parse().unwrap();
+    let clock = lifeboat_server::clock::Clock::manual(start);
+    let server = cluster.start_server_in_process(cluster.server_options(clock.clone()));
+    wait_available(&cluster, "default");
+
+    cluster
+        .lifeboat([
+            "schedule",
+            "create",
+            "frozen",
+            "--schedule",
+            "0 * * * *",
+            "--paused",
+        ])
+        .ok();
+    cluster
+        .lifeboat([
+            "schedule",
+            "create",
+            "hourly",
+            "--schedule",
+            "0 * * * *",
+            "--include-namespaces",
+            "shop",
+            "--ttl",
+            "48h",
+            "--labels",
+            "team=shop",
+        ])
+        .ok();
+
+    // The first backup at once, named for the (manual) time, from the template, labelled.
+    let first = wait_backup(
+        &cluster,
+        "hourly-20261122101500",
+        &["Completed", "PartiallyFailed", "Failed"],
+    );
+    assert_eq!(first["status"]["phase"], "Completed", "{first:#}");
+    assert_eq!(
+        first["metadata"]["labels"],
+        json!({
+            "team": "shop",
+            "velero.io/schedule-name": "hourly",
+            "velero.io/storage-location": "default",
+        })
+    );
+    assert_eq!(first["spec"]["includedNamespaces"], json!(["shop"]));
+    assert_eq!(first["spec"]["ttl"], "48h0m0s");
+    assert_eq!(first["status"]["startTimestamp"], "2026-11-22T10:15:00Z");
+    assert_eq!(first["status"]["expiration"], "2026-11-24T10:15:00Z");
+    let objects = cluster
+        .bucket()
+        .backup("hourly-20261122101500")
+        .tarball()
+        .objects();
+    assert!(
+        objects
+            .iter()
+            .all(|p| p.contains("/namespaces/shop/") || p.contains("/cluster/"))
+    );
+    let schedule = wait_last_backup(&cluster, "hourly", "2026-11-22T10:15:00Z");
+    assert_eq!(schedule["status"]["phase"], "Enabled", "{schedule:#}");
+    assert_eq!(
+        scheduled_backups(&cluster, "hourly"),
+        ["hourly-20261122101500"]
+    );
+
+    // 11:15: the 11:00 tick has passed since the last backup — one more.
+    clock.advance(Duration::from_secs(3600));
+    wait_backup(
+        &cluster,
+        "hourly-20261122111500",
+        &["Completed", "PartiallyFailed", "Failed"],
+    );
+    wait_last_backup(&cluster, "hourly", "2026-11-22T11:15:00Z");
+
+    // 16:15: five ticks missed at once — one backup, not five.
+    clock.advance(Duration::from_secs(5 * 3600));
+    wait_backup(
+        &cluster,
+        "hourly-20261122161500",
+        &["Completed", "PartiallyFailed", "Failed"],
+    );
+    wait_last_backup(&cluster, "hourly", "2026-11-22T16:15:00Z");
+
+    // 16:45: no tick since 16:15 — nothing.
+    clock.advance(Duration::from_secs(1800));
+    std::thread::sleep(SETTLE);
+    assert_eq!(
+        scheduled_backups(&cluster, "hourly"),
+        [
+            "hourly-20261122101500",
+            "hourly-20261122111500",
+            "hourly-20261122161500"
+        ]
+    );
+    // The paused schedule made none in all that time.
+    assert_eq!(scheduled_backups(&cluster, "frozen"), Vec::<String>::new());
+    let frozen = cluster
+        .velero_object("schedules", "frozen")
+        .expect("the schedule exists");
+    assert!(frozen["status"]["lastBackup"].is_null(), "{frozen:#}");
+    server.stop().expect("the server stops cleanly");
+}
+
+#[test]
+fn expired_and_deleted_backups_disappear_from_the_cluster_and_the_bucket() {
+    let (cluster, _) = cluster("expiry", &["--garbage-collection-frequency", "1s"]);
+    let bucket = cluster.bucket();
+    // Restores made from each backup, with the files a restore leaves in the bucket. Made
+    // first: the short-lived backup may be gone a second after it completes.
+    for backup in ["kept", "short-lived", "deleted"] {
+        let restore = format!("{backup}-restore");
+        cluster
+            .api
+            .put_object(json!({
+                "apiVersion": "velero.io/v1", "kind": "Restore",
+                "metadata": {"name": restore, "namespace": "velero"},
+                "spec": {"backupName": backup},
+                "status": {"phase": "Completed"},
+            }))
+            .expect("store the Restore");
+        for file in ["logs", "results"] {
+            bucket.put(
+                &format!("restores/{restore}/restore-{restore}-{file}.gz"),
+                &lifeboat_tests::bucket::gzip(b"{}\n"),
+            );
+        }
+    }
+    cluster
+        .lifeboat(["backup", "create", "kept", "--include-namespaces", "tools"])
+        .ok();
+    cluster
+        .lifeboat([
+            "backup",
+            "create",
+            "short-lived",
+            "--include-namespaces",
+            "tools",
+            "--ttl",
+            "2s",
+        ])
+        .ok();
+    cluster
+        .lifeboat([
+            "backup",
+            "create",
+            "deleted",
+            "--include-namespaces",
+            "tools",
+        ])
+        .ok();
+    wait_backup(&cluster, "deleted", &["Completed"]);
+    let kept = wait_backup(&cluster, "kept", &["Completed"]);
+    let kept_files = bucket.contents("backups/kept");
+    assert!(!kept_files.is_empty());
+    let out = cluster
+        .lifeboat(["backup", "delete", "deleted", "--confirm"])
+        .ok();
+    assert!(
+        out.stdout.contains("submitted successfully"),
+        "{}",
+        out.stdout
+    );
+
+    for gone in ["short-lived", "deleted"] {
+        let restore = format!("{gone}-restore");
+        wait_for(
+            &format!("backup {gone}, its files and its restore to go"),
+            Duration::from_secs(20),
+            || {
+                (cluster.velero_object("backups", gone).is_none()
+                    && cluster.velero_object("restores", &restore).is_none()
+                    && bucket.keys(&format!("backups/{gone}")).is_empty()
+                    && bucket.keys(&format!("restores/{restore}")).is_empty())
+                .then_some(())
+            },
+        );
+        // The request that did it, whether the user's or garbage collection's, says so.
+        let requests: Vec<Value> = velero_objects(&cluster, "deletebackuprequests")
+            .into_iter()
+            .filter(|r| r["spec"]["backupName"] == gone)
+            .collect();
+        assert_eq!(requests.len(), 1, "{requests:#?}");
+        let request = wait_for(
+            &format!("the deletion request of {gone} to be Processed"),
+            Duration::from_secs(10),
+            || {
+                let name = requests[0]["metadata"]["name"].as_str()?;
+                let r = cluster.velero_object("deletebackuprequests", name)?;
+                (r["status"]["phase"] == "Processed").then_some(r)
+            },
+        );
+        assert_eq!(
+            request["status"]["errors"].as_array().map_or(0, Vec::len),
+            0,
+            "{request:#}"
+        );
+        assert_eq!(request["metadata"]["labels"]["velero.io/backup-name"], gone);
+    }
+
+    // The unexpired backup, its restore and all their files are untouched.
+    let still = cluster
+        .velero_object("backups", "kept")
+        .expect("kept is kept");
+    assert_eq!(still["status"], kept["status"]);
+    assert_eq!(bucket.contents("backups/kept"), kept_files);
+    assert!(cluster.velero_object("restores", "kept-restore").is_some());
+    assert_eq!(bucket.keys("restores/kept-restore").len(), 2);
+}
+
+/// A PodVolumeBackup as Velero stores it in `<backup>-podvolumebackups.json.gz`: the object
+/// as it was in the source cluster, metadata and status included.
+fn pod_volume_backup(
+    backup: &str,
+    backup_uid: &str,
+    pod: &str,
+    volume: &str,
+    snapshot: &str,
+) -> Value {
+    json!({
+        "apiVersion": "velero.io/v1", "kind": "PodVolumeBackup",
+        "metadata": {
+            "name": format!("{backup}-{volume}-x7k2p"),
+            "generateName": format!("{backup}-"),
+            "namespace": "velero",
+            "uid": "0d3f2b47-6c1e-4f0a-9a53-5f4b8c1e2d90",
+            "resourceVersion": "48213",
+            "creationTimestamp": "2026-11-20T03:00:04Z",
+            "labels": {
+                "velero.io/backup-name": backup,
+                "velero.io/backup-uid": backup_uid,
+                "velero.io/pvc-uid": "5b1c7d1e-2f4a-4c55-8d3e-0a9b6c7d8e9f",
+            },
+            "annotations": {"velero.io/pvc-name": "data-db-0"},
+            "ownerReferences": [{
+                "apiVersion": "velero.io/v1", "kind": "Backup", "name": backup,
+                "uid": backup_uid, "controller": true,
+            }],
+        },
+        "spec": {
+            "node": "node-2",
+            "pod": {"kind": "Pod", "namespace": "shop", "name": pod, "uid": "8c2e4f6a-1b3d-4e5f-a7b9-c1d3e5f7a9b1"},
+            "volume": volume,
+            "backupStorageLocation": "default",
+            "repoIdentifier": "s3:http://127.0.0.1/bucket/cluster-a/restic/shop",
+            "tags": {"backup": backup, "ns": "shop", "pod": pod, "volume": volume},
+        },
+        "status": {
+            "phase": "Completed",
+            "path": format!("/host_pods/8c2e4f6a-1b3d-4e5f-a7b9-c1d3e5f7a9b1/volumes/kubernetes.io~csi/pv-shop-db/mount"),
+            "snapshotID": snapshot,
+            "startTimestamp": "2026-11-20T03:00:04Z",
+            "completionTimestamp": "2026-11-20T03:00:09Z",
+            "progress": {"totalBytes": 52428800, "bytesDone": 52428800},
+        },
+    })
+}
+
+#[test]
+fn a_backup_in_the_bucket_is_synced_into_a_fresh_cluster_and_leaves_with_its_files() {
+    let (mut old, _) = cluster("sync-source", &[]);
+    old.lifeboat([
+        "backup",
+        "create",
+        "migrate",
+        "--include-namespaces",
+        "shop",
+    ])
+    .ok();
+    let original = wait_backup(&old, "migrate", &["Completed"]);
+    old.stop_server();
+    // The backup had a pod volume backup: its list, as Velero writes it.
+    let old_uid = original["metadata"]["uid"].as_str().expect("a uid");
+    let pvb = pod_volume_backup("migrate", old_uid, "db-0", "data", "4f9a7c2e");
+    let bucket = old.bucket();
+    bucket.put(
+        "backups/migrate/migrate-podvolumebackups.json.gz",
+        &lifeboat_tests::bucket::gzip(json!([pvb]).to_string().as_bytes()),
+    );
+
+    let mut new = Cluster::with_storage_of(&old);
+    new.install();
+    new.start_server_with(&["--backup-sync-period", "1s"]);
+    let synced = wait_for(
+        "the backup to be synced with its status",
+        Duration::from_secs(20),
+        || {
+            let b = new.velero_object("backups", "migrate")?;
+            b["status"]["phase"].is_string().then_some(b)
+        },
+    );
+    // Give a controller that might wrongly take the synced backup for a new one the time to
+    // do so, then check it is still the backup the old cluster made.
+    std::thread::sleep(SETTLE);
+    let synced = new.velero_object("backups", "migrate").unwrap_or(synced);
+    assert_eq!(synced["status"], original["status"], "{synced:#}");
+    assert_eq!(
+        without_empty(&synced["spec"]),
+        without_empty(&original["spec"])
+    );
+    assert_eq!(
+        synced["metadata"]["labels"]["velero.io/storage-location"],
+        "default"
+    );
+    let new_uid = synced["metadata"]["uid"].as_str().expect("a uid");
+    assert_ne!(new_uid, old_uid);
+
+    // Its pod volume backup comes too, pointed at the new Backup.
+    let name = pvb["metadata"]["name"].as_str().expect("a name");
+    let restored = wait_for(
+        "the pod volume backup to be synced",
+        Duration::from_secs(10),
+        || {
+            let p = new.velero_object("podvolumebackups", name)?;
+            p["status"]["phase"].is_string().then_some(p)
+        },
+    );
+    assert_eq!(restored["spec"], pvb["spec"]);
+    assert_eq!(restored["status"], pvb["status"]);
+    assert_eq!(
+        restored["metadata"]["labels"]["velero.io/backup-name"],
+        "migrate"
+    );
+    assert_eq!(
+        restored["metadata"]["labels"]["velero.io/backup-uid"],
+        new_uid
+    );
+    assert_eq!(restored["metadata"]["ownerReferences"][0]["uid"], new_uid);
+    assert_eq!(
+        restored["metadata"]["annotations"],
+        pvb["metadata"]["annotations"]
+    );
+
+    // The backup's files are deleted from the bucket: the cluster lets it go.
+    for key in bucket.keys("backups/migrate") {
+        bucket.delete(&key);
+    }
+    wait_for(
+        "the backup whose files are gone to leave the cluster",
+        Duration::from_secs(20),
+        || {
+            new.velero_object("backups", "migrate")
+                .is_none()
+                .then_some(())
+        },
+    );
+}
+
+#[test]
+fn a_read_only_location_is_synced_but_never_written() {
+    let (mut old, _) = cluster("read-only-source", &[]);
+    // Expired by the time the reader syncs it: still nothing may be deleted.
+    old.lifeboat([
+        "backup",
+        "create",
+        "archived",
+        "--include-namespaces",
+        "blog",
+        "--ttl",
+        "2s",
+    ])
+    .ok();
+    let original = wait_backup(&old, "archived", &["Completed"]);
+    old.stop_server();
+    let whole = lifeboat_tests::bucket::TestBucket::open(&old.storage, "");
+    let before = whole.contents("");
+    assert!(
+        before
+            .keys()
+            .any(|k| k.starts_with("cluster-a/backups/archived/"))
+    );
+
+    // A cluster of its own (own bucket for its default location), reading the old one's.
+    let mut reader = Cluster::with_s3("read-only-reader");
+    reader.install();
+    reader
+        .lifeboat([
+            "backup-location",
+            "create",
+            "archive",
+            "--provider",
+            "aws",
+            "--bucket",
+            &old.s3().bucket,
+            "--prefix",
+            "cluster-a",
+            "--access-mode",
+            "ReadOnly",
+            "--config",
+            &format!(
+                "region=us-east-1,s3ForcePathStyle=true,s3Url={}",
+                old.s3().endpoint
+            ),
+        ])
+        .ok();
+    reader.start_server_with(&[
+        "--backup-sync-period",
+        "1s",
+        "--garbage-collection-frequency",
+        "1s",
+    ]);
+    let synced = wait_for("the backup to be synced", Duration::from_secs(20), || {
+        let b = reader.velero_object("backups", "archived")?;
+        b["status"]["phase"].is_string().then_some(b)
+    });
+    assert_eq!(
+        synced["metadata"]["labels"]["velero.io/storage-location"],
+        "archive"
+    );
+    assert_eq!(synced["spec"]["storageLocation"], "archive");
+
+    // Writes are refused: a backup to it fails validation, a deletion request changes nothing.
+    wait_available(&reader, "archive");
+    reader
+        .lifeboat([
+            "backup",
+            "create",
+            "attempt",
+            "--storage-location",
+            "archive",
+        ])
+        .ok();
+    let attempt = wait_backup(
+        &reader,
+        "attempt",
+        &["FailedValidation", "Completed", "Failed"],
+    );
+    assert_eq!(
+        attempt["status"]["phase"], "FailedValidation",
+        "{attempt:#}"
+    );
+    assert!(
+        attempt["status"]["validationErrors"]
+            .to_string()
+            .contains("read-only"),
+        "{attempt:#}"
+    );
+    reader
+        .lifeboat(["backup", "delete", "archived", "--confirm"])
+        .ok();
+    let request = wait_for(
+        "the deletion request to be Processed",
+        Duration::from_secs(20),
+        || {
+            velero_objects(&reader, "deletebackuprequests")
+                .into_iter()
+                .find(|r| {
+                    r["spec"]["backupName"] == "archived" && r["status"]["phase"] == "Processed"
+                })
+        },
+    );
+    assert!(
+        request["status"]["errors"]
+            .to_string()
+            .contains("read-only"),
+        "{request:#}"
+    );
+
+    // Several more syncs and garbage collections of the expired backup later…
+    let synced_at = |reader: &Cluster| {
+        reader
+            .velero_object("backupstoragelocations", "archive")
+            .map(|l| l["status"]["lastSyncedTime"].clone())
+            .unwrap_or_default()
+    };
+    let first = synced_at(&reader);
+    wait_for("two more syncs", Duration::from_secs(20), || {
+        let now = synced_at(&reader);
+        (now.is_string()
+            && first.is_string()
+            && time(&now)
+                >= time(&first)
+                    .checked_add(SignedDuration::from_secs(2))
+                    .expect("in range"))
+        .then_some(())
+    });
+    // …the backup is still there as it was, and not one object in the bucket changed.
+    let kept = reader
+        .velero_object("backups", "archived")
+        .expect("the backup stays");
+    assert_eq!(kept["status"], original["status"], "{kept:#}");
+    assert_eq!(whole.contents(""), before);
+}
+
+/// How far the API stand-in holds watch events back in the lagging-watch tests: long enough
+/// that a controller acting on its cache after its own writes always sees the stale copy.
+const WATCH_LAG: Duration = Duration::from_millis(500);
+
+#[test]
+fn a_deletion_request_is_processed_once_when_the_watch_lags() {
+    let (cluster, _) = cluster("deletion-lag", &[]);
+    cluster.api.set_watch_delay(WATCH_LAG);
+    cluster
+        .lifeboat([
+            "backup",
+            "create",
+            "doomed",
+            "--include-namespaces",
+            "tools",
+        ])
+        .ok();
+    wait_backup(&cluster, "doomed", &["Completed"]);
+    // The backup controller's own lagging events do not turn it Failed.
+    std::thread::sleep(WATCH_LAG + SETTLE);
+    let backup = cluster
+        .velero_object("backups", "doomed")
+        .expect("the backup exists");
+    assert_eq!(backup["status"]["phase"], "Completed", "{backup:#}");
+
+    cluster
+        .lifeboat(["backup", "delete", "doomed", "--confirm"])
+        .ok();
+    let request = wait_for("the deletion request", Duration::from_secs(10), || {
+        velero_objects(&cluster, "deletebackuprequests")
+            .into_iter()
+            .find(|r| r["spec"]["backupName"] == "doomed")
+    });
+    let name = request["metadata"]["name"]
+        .as_str()
+        .expect("a name")
+        .to_owned();
+    wait_for("the backup to be deleted", Duration::from_secs(20), || {
+        cluster
+            .velero_object("backups", "doomed")
+            .is_none()
+            .then_some(())
+    });
+    // Once the lagging events of its own status writes have come back, it is still the one
+    // successful deletion: Processed without errors, its status written twice (InProgress,
+    // Processed) and no more.
+    std::thread::sleep(WATCH_LAG + SETTLE);
+    let request = cluster
+        .velero_object("deletebackuprequests", &name)
+        .expect("the request is kept");
+    assert_eq!(request["status"]["phase"], "Processed", "{request:#}");
+    assert_eq!(
+        request["status"]["errors"].as_array().map_or(0, Vec::len),
+        0,
+        "a successful deletion reported as failed: {request:#}"
+    );
+    let status_writes: Vec<String> = cluster
+        .api
+        .writes()
+        .into_iter()
+        .filter(|w| w.contains(&format!("/deletebackuprequests/{name}/status")))
+        .collect();
+    assert_eq!(status_writes.len(), 2, "{status_writes:#?}");
+}
+
+#[test]
+fn a_new_schedule_makes_one_first_backup_when_the_watch_lags() {
+    let (cluster, _) = cluster("schedule-lag", &[]);
+    cluster.api.set_watch_delay(WATCH_LAG);
+    // The schedule's first pass writes its status (Enabled), creates the backup and records
+    // lastBackup; slowing the creation keeps the lastBackup event well behind the Enabled one,
+    // so the pass the Enabled event triggers sees the schedule as it was before lastBackup.
+    cluster.api.set_request_latency(
+        "POST /apis/velero.io/v1/namespaces/velero/backups",
+        Duration::from_millis(300),
+    );
+    // Once a year at midnight on January 1st: no tick falls within the test.
+    cluster
+        .lifeboat([
+            "schedule",
+            "create",
+            "yearly",
+            "--schedule",
+            "0 0 1 1 *",
+            "--include-namespaces",
+            "tools",
+        ])
+        .ok();
+    wait_for(
+        "the first scheduled backup",
+        Duration::from_secs(10),
+        || (!scheduled_backups(&cluster, "yearly").is_empty()).then_some(()),
+    );
+    // Long enough for the lagging events of the schedule's own writes to reach it and for a
+    // pass they trigger to create a backup (slowed as above).
+    std::thread::sleep(2 * WATCH_LAG + SETTLE);
+    assert_eq!(
+        scheduled_backups(&cluster, "yearly").len(),
+        1,
+        "{:?}",
+        scheduled_backups(&cluster, "yearly")
+    );
+}
+
+#[test]
+fn a_synced_backup_is_never_taken_for_a_new_one() {
+    let (mut old, _) = cluster("sync-not-new", &[]);
+    old.lifeboat(["backup", "create", "moved", "--include-namespaces", "tools"])
+        .ok();
+    let original = wait_backup(&old, "moved", &["Completed"]);
+    old.stop_server();
+    let bucket = old.bucket();
+    let files = bucket.contents("backups/moved");
+
+    // Sync creates the Backup, then writes its status (the status subresource ignores the
+    // status of a create). Slowing that second write stands for any delay between the two:
+    // meanwhile the Backup has no phase, which is what a new backup looks like.
+    let mut new = Cluster::with_storage_of(&old);
+    new.install();
+    new.api.set_request_latency(
+        "PATCH /apis/velero.io/v1/namespaces/velero/backups/moved/status",
+        Duration::from_millis(500),
+    );
+    new.start_server_with(&["--backup-sync-period", "1s"]);
+    wait_for("the backup to be synced", Duration::from_secs(20), || {
+        let b = new.velero_object("backups", "moved")?;
+        b["status"]["phase"].is_string().then_some(())
+    });
+    std::thread::sleep(SETTLE);
+    let synced = new
+        .velero_object("backups", "moved")
+        .expect("the backup stays");
+    assert_eq!(synced["status"], original["status"], "{synced:#}");
+    assert_eq!(bucket.contents("backups/moved"), files);
 }

@@ -176,6 +176,21 @@ impl ApiServer {
         self.shared.set_list_latency(latency);
     }
 
+    /// Delays every request whose `METHOD /path` starts with `prefix` (`"POST
+    /// /apis/velero.io/v1/namespaces/velero/backups"`) by `latency`, from now on; zero removes
+    /// the delay. For widening the gap between two writes a controller makes in one pass.
+    pub fn set_request_latency(&self, prefix: &str, latency: std::time::Duration) {
+        self.shared.set_request_latency(prefix, latency);
+    }
+
+    /// Holds every watch event back until `delay` after the write that made it, from now on
+    /// (zero: at once). A real API server's watches lag behind its writes under load; with a
+    /// delay, a controller that acts on its cache right after its own writes sees its stale
+    /// copy every time, not once in a while. Lists and gets stay current.
+    pub fn set_watch_delay(&self, delay: std::time::Duration) {
+        self.shared.set_watch_delay(delay);
+    }
+
     /// Every stored object, each as served at the first version its resource is registered
     /// at (the preferred one), in collection then key order. For assertions that a backup
     /// holds exactly what the cluster holds.

@@ -34,6 +34,11 @@ pub(crate) struct Shared {
     requests: Mutex<Vec<Logged>>,
     /// Added before answering each list request (see `ApiServer::set_list_latency`).
     list_latency: Mutex<Duration>,
+    /// How long after a write its watch events go out (see `ApiServer::set_watch_delay`).
+    watch_delay: Mutex<Duration>,
+    /// Delays for requests whose `METHOD /path` starts with a prefix (see
+    /// `ApiServer::set_request_latency`).
+    request_latency: Mutex<Vec<(String, Duration)>>,
 }
 
 /// One request as the log keeps it.
@@ -53,7 +58,55 @@ impl Shared {
             store: Mutex::new(Store::new()),
             requests: Mutex::new(Vec::new()),
             list_latency: Mutex::new(Duration::ZERO),
+            watch_delay: Mutex::new(Duration::ZERO),
+            request_latency: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Delays requests whose `METHOD /path` starts with `prefix` by `latency` (zero: removes
+    /// the delay).
+    pub(crate) fn set_request_latency(&self, prefix: &str, latency: Duration) {
+        let mut delays = self
+            .request_latency
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        delays.retain(|(p, _)| p != prefix);
+        if !latency.is_zero() {
+            delays.push((prefix.to_owned(), latency));
+        }
+    }
+
+    /// The delay of a request: the list latency for lists, plus any matching prefix's.
+    fn latency(&self, method: &Method, path: &str, list: bool) -> Duration {
+        let line = format!("{method} {path}");
+        let prefixed: Duration = self
+            .request_latency
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .filter(|(prefix, _)| line.starts_with(prefix.as_str()))
+            .map(|(_, d)| *d)
+            .sum();
+        if list {
+            prefixed + self.list_latency()
+        } else {
+            prefixed
+        }
+    }
+
+    /// Sets how long after a write its watch events are sent.
+    pub(crate) fn set_watch_delay(&self, delay: Duration) {
+        *self
+            .watch_delay
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = delay;
+    }
+
+    pub(crate) fn watch_delay(&self) -> Duration {
+        *self
+            .watch_delay
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Sets the delay added before answering each list request.
@@ -144,11 +197,10 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
     };
     // The delay is slept here, on the async side: the server has one thread, and a blocking
     // sleep would stall every other request and watch with it.
-    if request.method == Method::GET && is_list(parts.uri.path(), &request) {
-        let latency = shared.list_latency();
-        if !latency.is_zero() {
-            tokio::time::sleep(latency).await;
-        }
+    let list = request.method == Method::GET && is_list(parts.uri.path(), &request);
+    let latency = shared.latency(&request.method, parts.uri.path(), list);
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
     }
     serve(&shared, parts.uri.path(), &request).unwrap_or_else(failure)
 }

@@ -86,6 +86,8 @@ pub(crate) struct Event {
     pub(crate) collection: Collection,
     pub(crate) event_type: EventType,
     pub(crate) object: Value,
+    /// When the write happened (watches may hold events back from it, see `set_watch_delay`).
+    pub(crate) at: tokio::time::Instant,
 }
 
 /// Which part of an object a write may change.
@@ -838,6 +840,7 @@ impl Store {
             collection,
             event_type,
             object,
+            at: tokio::time::Instant::now(),
         });
         while self.history.len() > HISTORY {
             if let Some(dropped) = self.history.pop_front() {

@@ -7,6 +7,10 @@
 //! cursor falls out of the log (or across a `compact`) ends with a 410 ERROR event, after
 //! which kube's watcher relists.
 //!
+//! A test may hold every event back for a while after its write (`set_watch_delay`), as a
+//! loaded API server's watch lags behind its writes: a controller that trusts its cache right
+//! after writing then sees its own stale state, reliably instead of once in a while.
+//!
 //! Events go through a bounded channel of 64 lines to the response body: a client that reads
 //! slowly holds its own watch back instead of filling memory.
 
@@ -182,6 +186,10 @@ impl Watch {
                 }
                 Ok((events, cursor)) => {
                     for event in events.iter().filter(|e| self.options.matches(e)) {
+                        let delay = self.shared.watch_delay();
+                        if !delay.is_zero() {
+                            tokio::time::sleep_until(event.at + delay).await;
+                        }
                         let object = present(&self.options.resource, event.object.clone());
                         let line = json!({"type": event.event_type.as_str(), "object": object});
                         if !self.send(&line).await {
