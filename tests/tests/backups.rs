@@ -1182,8 +1182,10 @@ fn a_read_only_location_is_synced_but_never_written() {
 }
 
 /// How far the API stand-in holds watch events back in the lagging-watch tests: long enough
-/// that a controller acting on its cache after its own writes always sees the stale copy.
-const WATCH_LAG: Duration = Duration::from_millis(500);
+/// that a controller acting on its cache after its own writes always sees the stale copy, and
+/// at least a second, so that a second pass of a schedule falls in a later second than the
+/// first (backup names have whole seconds).
+const WATCH_LAG: Duration = Duration::from_secs(1);
 
 #[test]
 fn a_deletion_request_is_processed_once_when_the_watch_lags() {
@@ -1302,7 +1304,7 @@ fn a_synced_backup_is_never_taken_for_a_new_one() {
     new.install();
     new.api.set_request_latency(
         "PATCH /apis/velero.io/v1/namespaces/velero/backups/moved/status",
-        Duration::from_millis(500),
+        Duration::from_secs(2),
     );
     new.start_server_with(&["--backup-sync-period", "1s"]);
     wait_for("the backup to be synced", Duration::from_secs(20), || {
@@ -1315,4 +1317,46 @@ fn a_synced_backup_is_never_taken_for_a_new_one() {
         .expect("the backup stays");
     assert_eq!(synced["status"], original["status"], "{synced:#}");
     assert_eq!(bucket.contents("backups/moved"), files);
+}
+
+#[test]
+fn a_backup_completing_while_a_sync_runs_stays_in_the_cluster() {
+    let (cluster, _) = cluster("sync-window", &["--backup-sync-period", "1s"]);
+    // A sync lists the bucket, then the cluster's backups, and removes the Completed ones the
+    // bucket did not list. Slowing the second listing opens that gap wide: a backup that
+    // completes in it was not in the bucket's listing, yet is in the bucket.
+    let list = "GET /apis/velero.io/v1/namespaces/velero/backups?";
+    let gap = Duration::from_secs(4);
+    cluster.api.set_request_latency(list, gap);
+    let listings = || {
+        cluster
+            .api
+            .requests()
+            .iter()
+            .filter(|r| r.starts_with(list))
+            .count()
+    };
+    let before = listings();
+    wait_for(
+        "a sync to list the cluster's backups",
+        Duration::from_secs(10),
+        || (listings() > before).then_some(()),
+    );
+    let listed = std::time::Instant::now();
+    cluster
+        .lifeboat(["backup", "create", "fresh", "--include-namespaces", "tools"])
+        .ok();
+    wait_backup(&cluster, "fresh", &["Completed"]);
+    assert!(
+        listed.elapsed() < gap,
+        "the backup took longer than the gap; the test proves nothing"
+    );
+    std::thread::sleep(gap.saturating_sub(listed.elapsed()) + SETTLE);
+    cluster.api.set_request_latency(list, Duration::ZERO);
+    let fresh = cluster.velero_object("backups", "fresh");
+    assert!(
+        fresh.is_some(),
+        "a backup completed during a sync was removed as gone from the bucket, which holds {:?}",
+        cluster.bucket().keys("backups/fresh")
+    );
 }

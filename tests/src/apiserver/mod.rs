@@ -176,9 +176,10 @@ impl ApiServer {
         self.shared.set_list_latency(latency);
     }
 
-    /// Delays every request whose `METHOD /path` starts with `prefix` (`"POST
-    /// /apis/velero.io/v1/namespaces/velero/backups"`) by `latency`, from now on; zero removes
-    /// the delay. For widening the gap between two writes a controller makes in one pass.
+    /// Delays every request whose `METHOD /path?query`, as [`ApiServer::requests`] lists it,
+    /// starts with `prefix` (`"POST /apis/velero.io/v1/namespaces/velero/backups"`) by
+    /// `latency`, from now on; zero removes the delay. For widening the gap between two
+    /// requests a controller makes in one pass.
     pub fn set_request_latency(&self, prefix: &str, latency: std::time::Duration) {
         self.shared.set_request_latency(prefix, latency);
     }

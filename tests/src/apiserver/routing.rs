@@ -36,7 +36,7 @@ pub(crate) struct Shared {
     list_latency: Mutex<Duration>,
     /// How long after a write its watch events go out (see `ApiServer::set_watch_delay`).
     watch_delay: Mutex<Duration>,
-    /// Delays for requests whose `METHOD /path` starts with a prefix (see
+    /// Delays for requests whose `METHOD /path?query` starts with a prefix (see
     /// `ApiServer::set_request_latency`).
     request_latency: Mutex<Vec<(String, Duration)>>,
 }
@@ -63,8 +63,8 @@ impl Shared {
         }
     }
 
-    /// Delays requests whose `METHOD /path` starts with `prefix` by `latency` (zero: removes
-    /// the delay).
+    /// Delays requests whose `METHOD /path?query` (as `requests` logs them) starts with
+    /// `prefix` by `latency` (zero: removes the delay).
     pub(crate) fn set_request_latency(&self, prefix: &str, latency: Duration) {
         let mut delays = self
             .request_latency
@@ -77,8 +77,8 @@ impl Shared {
     }
 
     /// The delay of a request: the list latency for lists, plus any matching prefix's.
-    fn latency(&self, method: &Method, path: &str, list: bool) -> Duration {
-        let line = format!("{method} {path}");
+    fn latency(&self, method: &Method, uri: &Uri, list: bool) -> Duration {
+        let line = format!("{method} {uri}");
         let prefixed: Duration = self
             .request_latency
             .lock()
@@ -198,7 +198,7 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
     // The delay is slept here, on the async side: the server has one thread, and a blocking
     // sleep would stall every other request and watch with it.
     let list = request.method == Method::GET && is_list(parts.uri.path(), &request);
-    let latency = shared.latency(&request.method, parts.uri.path(), list);
+    let latency = shared.latency(&request.method, &parts.uri, list);
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
