@@ -8,6 +8,7 @@ pub mod proto {
 }
 mod session;
 mod tls;
+pub mod volume;
 
 pub use session::{AgentOptions, Error, run};
 pub use tls::{DEFAULT_TLS_DIR, TlsError, TlsMaterial};
