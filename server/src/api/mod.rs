@@ -45,6 +45,9 @@ pub mod labels {
     pub const SOURCE_CLUSTER_MAJOR: &str = "velero.io/source-cluster-k8s-major-version";
     /// Its minor version.
     pub const SOURCE_CLUSTER_MINOR: &str = "velero.io/source-cluster-k8s-minor-version";
+    /// lifeboat's own annotation on a Backup that bucket sync created (value: the location):
+    /// such a backup already happened elsewhere and is never run.
+    pub const SYNCED_FROM: &str = "lifeboat.io/synced-from";
 
     /// `name` as a label value, as Velero's `label.GetValidName`: unchanged when it fits the
     /// 63 characters a label value may have, else its first 57 characters and the first 6

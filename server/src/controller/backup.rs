@@ -122,6 +122,10 @@ async fn reconcile(backup: Arc<Backup>, bctx: Arc<BackupContext>) -> Result<Acti
     if current.uid() != backup.uid() || current.meta().deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
+    // Synced from a bucket: it ran elsewhere; sync writes its status.
+    if current.annotations().contains_key(labels::SYNCED_FROM) {
+        return Ok(Action::await_change());
+    }
     match phase(&current) {
         None | Some(BackupPhase::New) => {}
         Some(BackupPhase::InProgress) => {
@@ -742,7 +746,9 @@ impl<'a> Run<'a> {
             return;
         }
         results.warnings.velero.push(format!(
-            "no volume snapshots were taken (no volume snapshot provider is configured): the data              of persistent volume(s) {} is protected only where pod volume backup covers it              (annotation backup.velero.io/backup-volumes or --default-volumes-to-restic)",
+            "no volume snapshots were taken (no volume snapshot provider is configured): the data \
+             of persistent volume(s) {} is protected only where pod volume backup covers it \
+             (annotation backup.velero.io/backup-volumes or --default-volumes-to-restic)",
             volumes.join(", ")
         ));
     }

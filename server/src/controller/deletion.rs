@@ -58,6 +58,11 @@ pub(crate) async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
 async fn reconcile(request: Arc<DeleteBackupRequest>, ctx: Arc<Context>) -> Result<Action> {
     let requests: Api<DeleteBackupRequest> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
     let name = request.name_any();
+    // The watch may be behind our own status write: decide on the API server's copy, so a
+    // processed request is never processed again.
+    let Some(request) = requests.get_opt(&name).await? else {
+        return Ok(Action::await_change());
+    };
     if request.status.as_ref().and_then(|s| s.phase) == Some(DeleteBackupRequestPhase::Processed) {
         let age = request
             .meta()

@@ -57,6 +57,11 @@ pub(crate) async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
 async fn reconcile(schedule: Arc<Schedule>, ctx: Arc<Context>) -> Result<Action> {
     let name = schedule.name_any();
     let api: Api<Schedule> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    // The watch may be behind our own `lastBackup` write; a stale copy would start a second
+    // backup for the same tick. Decide on the API server's copy.
+    let Some(schedule) = api.get_opt(&name).await? else {
+        return Ok(Action::await_change());
+    };
     if schedule.meta().deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }

@@ -100,6 +100,10 @@ async fn reconcile(bsl: Arc<BackupStorageLocation>, ctx: Arc<Context>) -> Result
 
 async fn sync(ctx: &Context, bsl: &BackupStorageLocation, store: &LocationStore) -> Result<()> {
     let location = bsl.name_any();
+    // The cluster first, then the bucket: a backup that completes in between is then seen
+    // InProgress (never an orphan) rather than Completed and missing from a stale listing.
+    let backups: Api<Backup> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    let in_cluster = backups.list(&ListParams::default()).await?.items;
     let in_bucket: HashSet<String> = match store.bucket.list_dirs(BACKUPS_DIR).await {
         Ok(names) => names.into_iter().collect(),
         Err(e) => {
@@ -107,8 +111,6 @@ async fn sync(ctx: &Context, bsl: &BackupStorageLocation, store: &LocationStore)
             return Ok(());
         }
     };
-    let backups: Api<Backup> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
-    let in_cluster = backups.list(&ListParams::default()).await?.items;
     let known: HashSet<String> = in_cluster.iter().map(ResourceExt::name_any).collect();
 
     let mut missing: Vec<&String> = in_bucket.difference(&known).collect();
@@ -122,19 +124,70 @@ async fn sync(ctx: &Context, bsl: &BackupStorageLocation, store: &LocationStore)
     let label = labels::value(&location);
     for backup in in_cluster {
         let name = backup.name_any();
-        let ours = backup.labels().get(labels::STORAGE_LOCATION) == Some(&label);
-        let completed =
-            backup.status.as_ref().and_then(|s| s.phase) == Some(BackupPhase::Completed);
-        if ours && completed && !in_bucket.contains(&name) {
-            tracing::info!(%location, backup = %name, "backup is gone from its storage location: removing it from the cluster");
-            match backups.delete(&name, &DeleteParams::default()).await {
-                Ok(_) => {}
-                Err(kube::Error::Api(s)) if s.code == 404 => {}
-                Err(e) => return Err(e.into()),
+        let phase = backup.status.as_ref().and_then(|s| s.phase);
+        // A synced backup whose status was not written yet (the server stopped in between).
+        if backup.annotations().contains_key(labels::SYNCED_FROM)
+            && matches!(phase, None | Some(BackupPhase::New))
+            && in_bucket.contains(&name)
+        {
+            if let Some(synced) = read_backup(store, &location, &name).await
+                && let Some(status) = synced.status
+            {
+                backups
+                    .patch_status(
+                        &name,
+                        &PatchParams::apply(MANAGER),
+                        &Patch::Merge(json!({ "status": status })),
+                    )
+                    .await?;
             }
+            continue;
+        }
+        let ours = backup.labels().get(labels::STORAGE_LOCATION) == Some(&label);
+        if !ours || phase != Some(BackupPhase::Completed) || in_bucket.contains(&name) {
+            continue;
+        }
+        // Gone from the listing: make sure on the file itself before removing anything.
+        match store
+            .bucket
+            .exists(&BackupKeys::new(&name).metadata())
+            .await
+        {
+            Ok(false) => {}
+            Ok(true) => continue,
+            Err(e) => {
+                tracing::warn!(%location, backup = %name, "cannot check the backup's files: {}", chain(&e));
+                continue;
+            }
+        }
+        tracing::info!(%location, backup = %name, "backup is gone from its storage location: removing it from the cluster");
+        match backups.delete(&name, &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(e.into()),
         }
     }
     Ok(())
+}
+
+/// The Backup in a location's `velero-backup.json`; `None` when absent or unreadable (logged).
+async fn read_backup(store: &LocationStore, location: &str, name: &str) -> Option<Backup> {
+    let metadata = match store.bucket.get(&BackupKeys::new(name).metadata()).await {
+        Ok(bytes) => bytes,
+        // No velero-backup.json: being written, or not a backup.
+        Err(e) if e.is_not_found() => return None,
+        Err(e) => {
+            tracing::warn!(%location, backup = %name, "cannot read velero-backup.json: {}", chain(&e));
+            return None;
+        }
+    };
+    match serde_json::from_slice(&metadata) {
+        Ok(backup) => Some(backup),
+        Err(e) => {
+            tracing::warn!(%location, backup = %name, "velero-backup.json is not a Backup: {e}");
+            None
+        }
+    }
 }
 
 /// Creates one backup found in the bucket, then its PodVolumeBackups.
@@ -145,21 +198,8 @@ async fn sync_backup(
     name: &str,
 ) -> Result<()> {
     let keys = BackupKeys::new(name);
-    let metadata = match store.bucket.get(&keys.metadata()).await {
-        Ok(bytes) => bytes,
-        // No velero-backup.json: being written, or not a backup.
-        Err(e) if e.is_not_found() => return Ok(()),
-        Err(e) => {
-            tracing::warn!(%location, backup = %name, "cannot read velero-backup.json: {}", chain(&e));
-            return Ok(());
-        }
-    };
-    let mut backup: Backup = match serde_json::from_slice(&metadata) {
-        Ok(backup) => backup,
-        Err(e) => {
-            tracing::warn!(%location, backup = %name, "velero-backup.json is not a Backup: {e}");
-            return Ok(());
-        }
+    let Some(mut backup) = read_backup(store, location, name).await else {
+        return Ok(());
     };
     let status = backup.status.take();
     let meta = &mut backup.metadata;
@@ -174,6 +214,9 @@ async fn sync_backup(
     meta.labels
         .get_or_insert_with(Default::default)
         .insert(labels::STORAGE_LOCATION.into(), labels::value(location));
+    meta.annotations
+        .get_or_insert_with(Default::default)
+        .insert(labels::SYNCED_FROM.into(), location.to_owned());
     backup.spec.storage_location = Some(location.to_owned());
 
     let backups: Api<Backup> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
