@@ -6,18 +6,24 @@
 //! or a rolling upgrade costs an agent seconds, not a pod restart. Bad local settings (unreadable
 //! certificates, an invalid server address) end the agent at once with one sentence instead.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
 use lifeboat_repo::error_chain as chain;
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint};
 
+use crate::jobs;
 use crate::proto::agents_client::AgentsClient;
-use crate::proto::{AgentMessage, Heartbeat, Hello, agent_message, server_message};
+use crate::proto::{
+    AgentMessage, Heartbeat, Hello, JobResult, VolumeBackup, agent_message, job_result,
+    server_message,
+};
 use crate::tls::TlsMaterial;
 
 /// How an agent reaches its server, and what it says about itself.
@@ -116,7 +122,7 @@ async fn session(
     let welcome = match inbound.next().await {
         Some(Ok(msg)) => match msg.body {
             Some(server_message::Body::Welcome(w)) => w,
-            None => return Err("the server's first message was not Welcome".into()),
+            _ => return Err("the server's first message was not Welcome".into()),
         },
         Some(Err(status)) => return Err(describe(&status)),
         None => return Err("the server closed the session before welcoming the agent".into()),
@@ -125,17 +131,26 @@ async fn session(
     tracing::info!(node = %opts.node, server_version = %welcome.server_version, heartbeat = ?interval, "session with the server open");
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Jobs belong to this session: when it ends they are cancelled (the server, which saw the
+    // session end, has already given them up).
+    let jobs = Jobs::new(opts, cancel.child_token());
+    let _end_jobs = jobs.session.clone().drop_guard();
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return Ok(()),
             _ = ticker.tick() => {
-                let beat = AgentMessage { body: Some(agent_message::Body::Heartbeat(Heartbeat { running: 0 })) };
+                let running = u32::try_from(jobs.running()).unwrap_or(u32::MAX);
+                let beat = AgentMessage { body: Some(agent_message::Body::Heartbeat(Heartbeat { running })) };
                 if tx.send(beat).await.is_err() {
                     return Ok(());
                 }
             }
             msg = inbound.next() => match msg {
-                Some(Ok(_)) => {}
+                Some(Ok(msg)) => match msg.body {
+                    Some(server_message::Body::Backup(job)) => jobs.start_backup(job, tx.clone()),
+                    Some(server_message::Body::Cancel(c)) => jobs.cancel(&c.job_id),
+                    Some(server_message::Body::Welcome(_)) | None => {}
+                },
                 Some(Err(status)) => {
                     tracing::warn!("the server ended the session: {}", describe(&status));
                     return Ok(());
@@ -143,6 +158,100 @@ async fn session(
                 None => return Ok(()),
             }
         }
+    }
+}
+
+/// The jobs of one session: at most `concurrency` run at once, the rest wait their turn.
+struct Jobs {
+    host_pods: PathBuf,
+    permits: Arc<Semaphore>,
+    tokens: Arc<Mutex<HashMap<String, CancellationToken>>>,
+    session: CancellationToken,
+}
+
+impl Jobs {
+    fn new(opts: &AgentOptions, session: CancellationToken) -> Jobs {
+        Jobs {
+            host_pods: opts.host_pods.clone(),
+            permits: Arc::new(Semaphore::new(opts.concurrency.max(1))),
+            tokens: Arc::default(),
+            session,
+        }
+    }
+
+    fn running(&self) -> usize {
+        self.tokens.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    fn cancel(&self, job_id: &str) {
+        if let Some(token) = self
+            .tokens
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(job_id)
+        {
+            tracing::info!(job = job_id, "job cancelled by the server");
+            token.cancel();
+        }
+    }
+
+    fn start_backup(&self, job: VolumeBackup, tx: mpsc::Sender<AgentMessage>) {
+        let token = self.session.child_token();
+        let id = job.job_id.clone();
+        {
+            let mut tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
+            if tokens.contains_key(&id) {
+                tracing::warn!(job = %id, "job already running; the repeat is ignored");
+                return;
+            }
+            tokens.insert(id.clone(), token.clone());
+        }
+        let permits = self.permits.clone();
+        let tokens = self.tokens.clone();
+        let host_pods = self.host_pods.clone();
+        tokio::spawn(async move {
+            let outcome = tokio::select! {
+                permit = permits.acquire_owned() => {
+                    let _permit = permit;
+                    tracing::info!(job = %id, pod = %job.pod_uid, volume = %job.volume_dir, "backing up a pod volume");
+                    let counters = Arc::new(jobs::Counters::default());
+                    let reporter = {
+                        let (tx, counters, id) = (tx.clone(), counters.clone(), id.clone());
+                        tokio::spawn(async move {
+                            loop {
+                                tokio::time::sleep(jobs::PROGRESS_EVERY).await;
+                                let msg = AgentMessage {
+                                    body: Some(agent_message::Body::Progress(counters.snapshot(&id))),
+                                };
+                                if tx.send(msg).await.is_err() {
+                                    return;
+                                }
+                            }
+                        })
+                    };
+                    let outcome = jobs::backup(&job, &host_pods, counters, token).await;
+                    reporter.abort();
+                    outcome
+                }
+                _ = token.cancelled() => job_result::Outcome::Error("the backup was cancelled before it started".into()),
+            };
+            match &outcome {
+                job_result::Outcome::Backup(done) => {
+                    tracing::info!(job = %id, snapshot = %done.snapshot_id, "pod volume backed up")
+                }
+                job_result::Outcome::Error(reason) => {
+                    tracing::warn!(job = %id, "pod volume backup failed: {reason}")
+                }
+            }
+            let result = AgentMessage {
+                body: Some(agent_message::Body::Result(JobResult {
+                    job_id: id.clone(),
+                    outcome: Some(outcome),
+                })),
+            };
+            let _ = tx.send(result).await;
+            tokens.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+        });
     }
 }
 

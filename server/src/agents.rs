@@ -18,7 +18,10 @@ use std::time::{Duration, Instant};
 
 use futures::{Stream, StreamExt};
 use lifeboat_agent::proto::agents_server::{Agents as AgentsService, AgentsServer};
-use lifeboat_agent::proto::{AgentMessage, ServerMessage, Welcome, agent_message, server_message};
+use lifeboat_agent::proto::{
+    AgentMessage, BackupDone, CancelJob, JobProgress, ServerMessage, VolumeBackup, Welcome,
+    agent_message, job_result, server_message,
+};
 use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -51,6 +54,45 @@ struct Entry {
     session: u64,
     info: AgentInfo,
     last_seen: Instant,
+    /// Messages to the agent.
+    outbound: mpsc::Sender<Result<ServerMessage, Status>>,
+    /// The jobs sent on this session and not finished, by id.
+    jobs: BTreeMap<String, mpsc::UnboundedSender<JobEvent>>,
+}
+
+/// What a job sent to an agent reports.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JobEvent {
+    /// How far it is.
+    Progress(JobProgress),
+    /// It ended.
+    Done(JobOutcome),
+}
+
+/// How a job ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JobOutcome {
+    /// The volume is backed up.
+    Backup(BackupDone),
+    /// It failed, or its agent left (the reason says which).
+    Failed(String),
+}
+
+/// A job sent to an agent: its events, ending with exactly one [`JobEvent::Done`].
+#[derive(Debug)]
+pub struct JobHandle {
+    /// The job's id.
+    pub job_id: String,
+    /// The node whose agent runs it.
+    pub node: String,
+    events: mpsc::UnboundedReceiver<JobEvent>,
+}
+
+impl JobHandle {
+    /// The next event; after `Done` there are none (`None`).
+    pub async fn next(&mut self) -> Option<JobEvent> {
+        self.events.recv().await
+    }
 }
 
 /// The registry of live agents, shared by the service and whoever needs to know which nodes
@@ -102,30 +144,123 @@ impl Agents {
         self.lock().live.contains_key(node)
     }
 
+    /// Sends a volume backup to the agent on `node`. Fails at once when the node has no live
+    /// agent; afterwards the handle reports progress and exactly one outcome, a failure naming
+    /// the reason if the agent leaves (its process dies, its connection breaks, it goes
+    /// silent) before finishing.
+    pub async fn submit_backup(&self, node: &str, job: VolumeBackup) -> Result<JobHandle, String> {
+        let job_id = job.job_id.clone();
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let outbound = {
+            let mut reg = self.lock();
+            let Some(entry) = reg.live.get_mut(node) else {
+                return Err(format!("no live agent on node {node}"));
+            };
+            if entry.jobs.contains_key(&job_id) {
+                return Err(format!("job {job_id} is already running on node {node}"));
+            }
+            entry.jobs.insert(job_id.clone(), events_tx);
+            entry.outbound.clone()
+        };
+        let message = ServerMessage {
+            body: Some(server_message::Body::Backup(job)),
+        };
+        if outbound.send(Ok(message)).await.is_err() {
+            self.finish_job(node, &job_id);
+            return Err(format!(
+                "the agent on node {node} left before taking the job"
+            ));
+        }
+        Ok(JobHandle {
+            job_id,
+            node: node.to_owned(),
+            events,
+        })
+    }
+
+    /// Asks the agent on `node` to stop job `job_id`; its handle then reports the outcome.
+    pub async fn cancel_job(&self, node: &str, job_id: &str) {
+        let outbound = self.lock().live.get(node).map(|e| e.outbound.clone());
+        if let Some(outbound) = outbound {
+            let message = ServerMessage {
+                body: Some(server_message::Body::Cancel(CancelJob {
+                    job_id: job_id.to_owned(),
+                })),
+            };
+            let _ = outbound.send(Ok(message)).await;
+        }
+    }
+
+    /// Forgets a finished job.
+    fn finish_job(&self, node: &str, job_id: &str) -> Option<mpsc::UnboundedSender<JobEvent>> {
+        self.lock()
+            .live
+            .get_mut(node)
+            .and_then(|e| e.jobs.remove(job_id))
+    }
+
+    /// Hands a job's message from the agent to its handle.
+    fn job_message(&self, node: &str, session: u64, body: agent_message::Body) {
+        match body {
+            agent_message::Body::Progress(progress) => {
+                let reg = self.lock();
+                if let Some(tx) = reg
+                    .live
+                    .get(node)
+                    .filter(|e| e.session == session)
+                    .and_then(|e| e.jobs.get(&progress.job_id))
+                {
+                    let _ = tx.send(JobEvent::Progress(progress));
+                }
+            }
+            agent_message::Body::Result(result) => {
+                let outcome = match result.outcome {
+                    Some(job_result::Outcome::Backup(done)) => JobOutcome::Backup(done),
+                    Some(job_result::Outcome::Error(reason)) => JobOutcome::Failed(reason),
+                    None => JobOutcome::Failed("the agent reported no outcome".into()),
+                };
+                if let Some(tx) = self.finish_job(node, &result.job_id) {
+                    let _ = tx.send(JobEvent::Done(outcome));
+                }
+            }
+            agent_message::Body::Hello(_) => {
+                tracing::warn!(%node, "ignoring a second Hello on one session");
+            }
+            agent_message::Body::Heartbeat(_) => {}
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Registry> {
         // Nothing panics while holding the lock (plain map updates), so poisoning cannot happen;
         // recover the data anyway rather than take the server down.
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn register(&self, info: AgentInfo) -> u64 {
+    fn register(
+        &self,
+        info: AgentInfo,
+        outbound: mpsc::Sender<Result<ServerMessage, Status>>,
+    ) -> u64 {
         let mut reg = self.lock();
         reg.next_session += 1;
         let session = reg.next_session;
         let node = info.node.clone();
-        if reg
-            .live
-            .insert(
-                node.clone(),
-                Entry {
-                    session,
-                    info,
-                    last_seen: Instant::now(),
-                },
-            )
-            .is_some()
-        {
+        let replaced = reg.live.insert(
+            node.clone(),
+            Entry {
+                session,
+                info,
+                last_seen: Instant::now(),
+                outbound,
+                jobs: BTreeMap::new(),
+            },
+        );
+        if let Some(old) = replaced {
             tracing::info!(%node, "a new session from the node replaces the old one");
+            fail_jobs(
+                old.jobs,
+                "its agent started a new session (the old one's work is lost)",
+            );
         }
         self.metrics.agents_live(reg.live.len());
         session
@@ -143,10 +278,15 @@ impl Agents {
         }
     }
 
-    fn deregister(&self, node: &str, session: u64) {
+    fn deregister(&self, node: &str, session: u64, reason: &str) {
         let mut reg = self.lock();
-        if reg.live.get(node).is_some_and(|e| e.session == session) {
-            reg.live.remove(node);
+        if reg.live.get(node).is_some_and(|e| e.session == session)
+            && let Some(entry) = reg.live.remove(node)
+        {
+            fail_jobs(
+                entry.jobs,
+                &format!("the agent on node {node} left: {reason}"),
+            );
         }
         self.metrics.agents_live(reg.live.len());
     }
@@ -166,18 +306,21 @@ impl Agents {
                     if !self.touch(&node, session) {
                         break "replaced by a newer session".to_string();
                     }
-                    match msg.body {
-                        Some(agent_message::Body::Heartbeat(_)) => {}
-                        Some(agent_message::Body::Hello(_)) => {
-                            tracing::warn!(%node, "ignoring a second Hello on one session");
-                        }
-                        None => {}
+                    if let Some(body) = msg.body {
+                        self.job_message(&node, session, body);
                     }
                 }
             }
         };
-        self.deregister(&node, session);
+        self.deregister(&node, session, &reason);
         tracing::warn!(%node, "agent gone: {reason}");
+    }
+}
+
+/// Ends the unfinished jobs of a session with `reason`.
+fn fail_jobs(jobs: BTreeMap<String, mpsc::UnboundedSender<JobEvent>>, reason: &str) {
+    for (_, tx) in jobs {
+        let _ = tx.send(JobEvent::Done(JobOutcome::Failed(reason.to_owned())));
     }
 }
 
@@ -211,16 +354,8 @@ impl AgentsService for Agents {
             ));
         }
         let node = hello.node.clone();
-        let session = self.register(AgentInfo {
-            node: node.clone(),
-            version: hello.version,
-            concurrency: hello.concurrency,
-            host_pods: hello.host_pods,
-            connected_since: jiff::Timestamp::now().to_string(),
-            last_seen_ms: 0,
-        });
-        tracing::info!(%node, concurrency = hello.concurrency, "agent connected");
-        // Outbound: Welcome now, work later. A small buffer: the server never floods an agent.
+        // Outbound: Welcome first, work after (jobs can be queued only once the session is
+        // registered, below). A small buffer: the server never floods an agent.
         let (tx, rx) = mpsc::channel(16);
         let welcome = ServerMessage {
             body: Some(server_message::Body::Welcome(Welcome {
@@ -232,6 +367,18 @@ impl AgentsService for Agents {
         tx.send(Ok(welcome))
             .await
             .map_err(|_| Status::cancelled("the agent left"))?;
+        let session = self.register(
+            AgentInfo {
+                node: node.clone(),
+                version: hello.version,
+                concurrency: hello.concurrency,
+                host_pods: hello.host_pods,
+                connected_since: jiff::Timestamp::now().to_string(),
+                last_seen_ms: 0,
+            },
+            tx.clone(),
+        );
+        tracing::info!(%node, concurrency = hello.concurrency, "agent connected");
         let agents = self.clone();
         tokio::spawn(async move {
             // Holding the sender keeps the outbound stream open as long as the session lives.

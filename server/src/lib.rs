@@ -19,4 +19,4 @@ mod tls;
 
 pub use controller::{Settings, parse_duration};
 pub use error::{Error, Result};
-pub use server::{ServerOptions, run};
+pub use server::{ServerOptions, run, serve_agents};

@@ -41,6 +41,30 @@ pub struct ServerOptions {
     pub clock: crate::clock::Clock,
 }
 
+/// The agents' gRPC service on `listener`, with mutual TLS from `tls`, until `shutdown`:
+/// what [`run`] serves, usable on its own (tests drive agents through it). Fails at once when
+/// the TLS material cannot be used.
+pub fn serve_agents(
+    listener: tokio::net::TcpListener,
+    tls: &TlsMaterial,
+    agents: Agents,
+    shutdown: CancellationToken,
+) -> Result<impl Future<Output = Result<(), tonic::transport::Error>> + Send + 'static> {
+    let acceptor = crate::tls::acceptor(tls)?;
+    let server = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(10)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .add_service(agents.service());
+    Ok(async move {
+        server
+            .serve_with_incoming_shutdown(
+                crate::tls::incoming(listener, acceptor, shutdown.clone()),
+                async move { shutdown.cancelled().await },
+            )
+            .await
+    })
+}
+
 /// Runs the server until `shutdown` fires or a part of it fails.
 pub async fn run(
     client: kube::Client,
@@ -73,22 +97,12 @@ pub async fn run(
         agents.clone(),
         shutdown.clone(),
     ));
-    let grpc = {
-        let acceptor = crate::tls::acceptor(&opts.tls)?;
-        let server = tonic::transport::Server::builder()
-            .http2_keepalive_interval(Some(Duration::from_secs(10)))
-            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-            .add_service(agents.service());
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            server
-                .serve_with_incoming_shutdown(
-                    crate::tls::incoming(grpc_listener, acceptor, shutdown.clone()),
-                    async move { shutdown.cancelled().await },
-                )
-                .await
-        })
-    };
+    let grpc = tokio::spawn(serve_agents(
+        grpc_listener,
+        &opts.tls,
+        agents.clone(),
+        shutdown.clone(),
+    )?);
 
     // The API server must answer before the controllers start: a wrong kubeconfig or missing
     // RBAC is then one error at start-up rather than a log of failing watches.

@@ -1,0 +1,215 @@
+//! The agent's jobs: one pod volume backed up into a repository, with progress streamed back
+//! at a bounded rate and a result that says what happened in one sentence when it failed.
+//!
+//! A job finds its volume under the host-pods root ([`find_volume`]), opens the repository
+//! the server described (the agent holds no credentials of its own), and runs the engine's
+//! backup with the stored path, host, tags and parent the server chose. Cancellation (the
+//! server's CancelJob, or the session ending) stops the engine between chunks; the repository
+//! is left consistent (restic's rule: nothing is referenced before it is written).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use lifeboat_repo::{
+    BackupOptions, Context, Credentials, Location, ParentChoice, Progress, Repository,
+    RepositoryOptions, Stage, StoreOptions, Unit,
+};
+use tokio_util::sync::CancellationToken;
+
+use crate::proto::{self, BackupDone, JobProgress, VolumeBackup, job_result};
+use crate::volume::find_volume;
+
+/// How often a running job reports its progress.
+pub const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+
+/// Counters a job's progress reports read.
+#[derive(Debug, Default)]
+pub struct Counters {
+    bytes_done: AtomicU64,
+    bytes_total: AtomicU64,
+    files_done: AtomicU64,
+    files_total: AtomicU64,
+}
+
+impl Counters {
+    /// The counters as a progress message of `job_id`.
+    pub fn snapshot(&self, job_id: &str) -> JobProgress {
+        JobProgress {
+            job_id: job_id.to_owned(),
+            bytes_done: self.bytes_done.load(Ordering::Relaxed),
+            bytes_total: self.bytes_total.load(Ordering::Relaxed),
+            files_done: self.files_done.load(Ordering::Relaxed),
+            files_total: self.files_total.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// The engine's stages, folded into bytes and files.
+#[derive(Debug, Clone)]
+struct Report(Arc<Counters>);
+
+struct CountingStage {
+    counters: Arc<Counters>,
+    unit: Unit,
+}
+
+impl Stage for CountingStage {
+    fn set_total(&self, total: u64) {
+        match self.unit {
+            Unit::Bytes => self.counters.bytes_total.store(total, Ordering::Relaxed),
+            Unit::Items => self.counters.files_total.store(total, Ordering::Relaxed),
+            Unit::None => {}
+        }
+    }
+
+    fn advance(&self, n: u64) {
+        match self.unit {
+            Unit::Bytes => self.counters.bytes_done.fetch_add(n, Ordering::Relaxed),
+            Unit::Items => self.counters.files_done.fetch_add(n, Ordering::Relaxed),
+            Unit::None => 0,
+        };
+    }
+
+    fn finish(&self) {}
+}
+
+impl Progress for Report {
+    fn stage(&self, _title: &str, unit: Unit) -> Box<dyn Stage> {
+        Box::new(CountingStage {
+            counters: self.0.clone(),
+            unit,
+        })
+    }
+}
+
+/// The repository a job names, and how to open it.
+pub fn repository(repo: &proto::Repository) -> Result<(Location, RepositoryOptions), String> {
+    let mut location = Location::parse(&repo.location).map_err(|e| {
+        format!(
+            "the repository location {:?} is not valid: {e}",
+            repo.location
+        )
+    })?;
+    if let Location::S3 { region, .. } = &mut location
+        && !repo.region.is_empty()
+    {
+        *region = Some(repo.region.clone());
+    }
+    let credentials = repo.credentials.as_ref().map(|c| match c {
+        proto::repository::Credentials::Aws(aws) => Credentials::Aws {
+            access_key_id: aws.access_key_id.clone(),
+            secret_access_key: aws.secret_access_key.clone(),
+            session_token: (!aws.session_token.is_empty()).then(|| aws.session_token.clone()),
+        },
+        proto::repository::Credentials::Gcp(gcp) => Credentials::Gcp {
+            service_account_key: gcp.service_account_key.clone(),
+        },
+        proto::repository::Credentials::Azure(azure) => Credentials::Azure {
+            account: azure.account.clone(),
+            key: azure.key.clone(),
+        },
+    });
+    let store = StoreOptions {
+        credentials,
+        ca_certificates: (!repo.ca_certificates.is_empty()).then(|| repo.ca_certificates.clone()),
+        insecure_skip_tls_verify: repo.insecure_skip_tls_verify,
+        ..StoreOptions::default()
+    };
+    Ok((
+        location,
+        RepositoryOptions {
+            store,
+            ..RepositoryOptions::default()
+        },
+    ))
+}
+
+/// Runs one volume backup; `counters` follow its progress. The outcome is the job's result.
+pub async fn backup(
+    job: &VolumeBackup,
+    host_pods: &Path,
+    counters: Arc<Counters>,
+    cancel: CancellationToken,
+) -> job_result::Outcome {
+    match run_backup(job, host_pods, counters, cancel).await {
+        Ok(done) => job_result::Outcome::Backup(done),
+        Err(reason) => job_result::Outcome::Error(reason),
+    }
+}
+
+async fn run_backup(
+    job: &VolumeBackup,
+    host_pods: &Path,
+    counters: Arc<Counters>,
+    cancel: CancellationToken,
+) -> Result<BackupDone, String> {
+    let source =
+        find_volume(host_pods, &job.pod_uid, &job.volume_dir).map_err(|e| e.to_string())?;
+    let Some(repo) = &job.repository else {
+        return Err("the job names no repository".into());
+    };
+    let (location, opts) = repository(repo)?;
+    let repository = Repository::open(&location, &repo.password, opts)
+        .await
+        .map_err(|e| {
+            format!(
+                "cannot open repository {location}: {}",
+                lifeboat_repo::error_chain(&e)
+            )
+        })?;
+    let stored = if job.stored_path.is_empty() {
+        None
+    } else {
+        Some(PathBuf::from(&job.stored_path))
+    };
+    let options = BackupOptions {
+        tags: job.tags.clone(),
+        host: (!job.host.is_empty()).then(|| job.host.clone()),
+        as_path: stored,
+        parent: if job.parent.is_empty() {
+            ParentChoice::Auto
+        } else {
+            ParentChoice::Snapshot(job.parent.clone())
+        },
+    };
+    let ctx = Context {
+        progress: Arc::new(Report(counters)),
+        cancel: cancel.clone(),
+    };
+    let stats = repository
+        .backup(&source, &options, &ctx)
+        .await
+        .map_err(|e| {
+            if cancel.is_cancelled() {
+                "the backup was cancelled".to_string()
+            } else {
+                format!(
+                    "backing up {} failed: {}",
+                    source.display(),
+                    lifeboat_repo::error_chain(&e)
+                )
+            }
+        })?;
+    Ok(BackupDone {
+        snapshot_id: stats.snapshot.id.to_string(),
+        path: stats
+            .snapshot
+            .paths
+            .first()
+            .cloned()
+            .unwrap_or_else(|| source.display().to_string()),
+        bytes_processed: stats.bytes_processed,
+        bytes_added: stats.bytes_added,
+        files_new: stats.files_new,
+        files_changed: stats.files_changed,
+        files_unchanged: stats.files_unchanged,
+        duration_secs: stats.duration_secs,
+        warnings: stats
+            .warnings
+            .iter()
+            .map(|w| format!("{}: {}", w.path, w.message))
+            .collect(),
+    })
+}
