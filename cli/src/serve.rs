@@ -163,12 +163,11 @@ pub(crate) async fn server(args: ServerArgs) -> Result<()> {
             default_snapshot_locations: snapshot_locations,
             backup_sync_period: args.backup_sync_period,
             gc_frequency: args.garbage_collection_frequency,
+            restic_timeout: args.restic_timeout,
             ..Settings::default()
         },
         clock: lifeboat_server::clock::Clock::system(),
     };
-    // Recorded for the volume controllers that use it.
-    tracing::info!(restic_timeout = ?args.restic_timeout, "pod volume defaults");
     lifeboat_server::run(client, opts, shutdown_token()).await?;
     Ok(())
 }

@@ -116,6 +116,7 @@ pub async fn run(
         opts.settings.clone(),
         opts.clock.clone(),
         version,
+        agents.clone(),
     ));
     let controllers = tokio::spawn({
         let shutdown = shutdown.clone();

@@ -15,6 +15,7 @@ pub mod layout;
 pub mod log;
 pub mod tarball;
 pub mod upload;
+pub mod volumes;
 
 pub use collect::{CollectOptions, CollectStats, DiscoveredResources, ItemSink, collect, discover};
 pub use filter::{

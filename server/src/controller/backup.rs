@@ -40,6 +40,7 @@ use crate::backup::{
     validate,
 };
 use crate::clock::kube_time;
+use crate::controller::podvolume::back_up_pod_volumes;
 use crate::error::{Error, Result};
 use crate::storage::{LocationStore, chain};
 
@@ -639,6 +640,40 @@ impl<'a> Run<'a> {
         })?;
 
         let mut results = stats.results;
+        let pods: Vec<(String, String)> = stats
+            .resource_list
+            .entries()
+            .get("v1/Pod")
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p.split_once('/'))
+            .map(|(ns, name)| (ns.to_owned(), name.to_owned()))
+            .collect();
+        if !pods.is_empty() {
+            self.info("Backing up pod volumes");
+        }
+        let volumes = back_up_pod_volumes(ctx, &self.backup, store, &pods, &mut results);
+        let volume_backups = tokio::select! {
+            r = volumes => r?,
+            _ = self.cancel.cancelled() => {
+                return Err(Stop::Failed(
+                    "the server was stopped during the backup's pod volumes; create the backup again".into(),
+                ));
+            }
+        };
+        if !volume_backups.is_empty() {
+            let failed = volume_backups
+                .iter()
+                .filter(|p| {
+                    p.status.as_ref().and_then(|s| s.phase)
+                        != Some(crate::api::PodVolumePhase::Completed)
+                })
+                .count();
+            self.info(&format!(
+                "Pod volume backups: {} completed, {failed} failed",
+                volume_backups.len() - failed
+            ));
+        }
         for group in &self.unreachable_groups {
             results.warnings.velero.push(format!(
                 "API group {group} did not answer discovery; its resources are not backed up"
@@ -695,17 +730,14 @@ impl<'a> Run<'a> {
         finished.status = Some(status.clone());
         let log = std::mem::replace(&mut self.log, OperationLog::new("backup", "")).finish();
 
-        if let Err(reason) = self
-            .persist(
-                bucket,
-                &keys,
-                &finished,
-                &stats.resource_list,
-                &results,
-                log,
-            )
-            .await
-        {
+        let companions = Companions {
+            finished: &finished,
+            resource_list: &stats.resource_list,
+            results: &results,
+            volume_backups: &volume_backups,
+            log,
+        };
+        if let Err(reason) = persist(bucket, &keys, companions).await {
             for key in [keys.metadata(), keys.contents()] {
                 let _ = bucket.delete(&key).await;
             }
@@ -752,39 +784,48 @@ impl<'a> Run<'a> {
             volumes.join(", ")
         ));
     }
+}
 
-    /// The companion files, then `velero-backup.json` (whose presence makes the backup exist
-    /// for readers of the bucket).
-    async fn persist(
-        &self,
-        bucket: &lifeboat_repo::Bucket,
-        keys: &BackupKeys,
-        finished: &Backup,
-        resource_list: &crate::backup::ResourceList,
-        results: &BackupResults,
-        log: Vec<u8>,
-    ) -> std::result::Result<(), String> {
-        let none: Option<Vec<serde_json::Value>> = None;
-        let encode = |r: std::io::Result<Vec<u8>>| r.map(Bytes::from).map_err(|e| e.to_string());
-        let files = [
-            (keys.log(), Ok(Bytes::from(log))),
-            (keys.pod_volume_backups(), encode(json_gz(&none))),
-            (keys.volume_snapshots(), encode(json_gz(&none))),
-            (keys.csi_volume_snapshots(), encode(json_gz(&none))),
-            (keys.csi_volume_snapshot_contents(), encode(json_gz(&none))),
-            (keys.resource_list(), encode(resource_list.to_json_gz())),
-            (keys.results(), encode(results.to_json_gz())),
-            (keys.metadata(), velero_backup_json(finished)),
-        ];
-        for (key, bytes) in files {
-            let bytes = bytes.map_err(|e| format!("cannot encode {key}: {e}"))?;
-            bucket
-                .put(&key, bytes)
-                .await
-                .map_err(|e| format!("{key}: {}", chain(&e)))?;
-        }
-        Ok(())
+/// What is written next to the tarball.
+struct Companions<'a> {
+    /// The Backup with its final status.
+    finished: &'a Backup,
+    resource_list: &'a crate::backup::ResourceList,
+    results: &'a BackupResults,
+    volume_backups: &'a [crate::api::PodVolumeBackup],
+    /// The gzip-compressed log.
+    log: Vec<u8>,
+}
+
+/// The companion files, then `velero-backup.json` (whose presence makes the backup exist for
+/// readers of the bucket).
+async fn persist(
+    bucket: &lifeboat_repo::Bucket,
+    keys: &BackupKeys,
+    c: Companions<'_>,
+) -> std::result::Result<(), String> {
+    let none: Option<Vec<serde_json::Value>> = None;
+    // Velero encodes a nil list as `null`.
+    let volume_list = (!c.volume_backups.is_empty()).then_some(c.volume_backups);
+    let encode = |r: std::io::Result<Vec<u8>>| r.map(Bytes::from).map_err(|e| e.to_string());
+    let files = [
+        (keys.log(), Ok(Bytes::from(c.log))),
+        (keys.pod_volume_backups(), encode(json_gz(&volume_list))),
+        (keys.volume_snapshots(), encode(json_gz(&none))),
+        (keys.csi_volume_snapshots(), encode(json_gz(&none))),
+        (keys.csi_volume_snapshot_contents(), encode(json_gz(&none))),
+        (keys.resource_list(), encode(c.resource_list.to_json_gz())),
+        (keys.results(), encode(c.results.to_json_gz())),
+        (keys.metadata(), velero_backup_json(c.finished)),
+    ];
+    for (key, bytes) in files {
+        let bytes = bytes.map_err(|e| format!("cannot encode {key}: {e}"))?;
+        bucket
+            .put(&key, bytes)
+            .await
+            .map_err(|e| format!("{key}: {}", chain(&e)))?;
     }
+    Ok(())
 }
 
 /// `velero-backup.json`: the Backup as Velero encodes it (`apiVersion`, `kind`, `metadata`

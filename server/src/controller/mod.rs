@@ -9,6 +9,7 @@ pub(crate) mod backup;
 pub(crate) mod deletion;
 pub(crate) mod gc;
 pub(crate) mod location;
+pub(crate) mod podvolume;
 pub(crate) mod schedule;
 pub(crate) mod sync;
 
@@ -55,6 +56,8 @@ pub struct Settings {
     pub backup_sync_period: Duration,
     /// How often expired backups are looked for (`--garbage-collection-frequency`, 1h).
     pub gc_frequency: Duration,
+    /// How long a backup's pod volumes may take in all (`--restic-timeout`, 4h).
+    pub restic_timeout: Duration,
 }
 
 impl Default for Settings {
@@ -70,6 +73,7 @@ impl Default for Settings {
             default_snapshot_locations: Default::default(),
             backup_sync_period: Duration::from_secs(60),
             gc_frequency: Duration::from_secs(3600),
+            restic_timeout: Duration::from_secs(4 * 3600),
         }
     }
 }
@@ -87,6 +91,8 @@ pub(crate) struct Context {
     pub running_backups: backup::Running,
     /// When each location was last synced.
     pub sync: sync::State,
+    /// The live agents, to hand pod volumes to.
+    pub agents: crate::agents::Agents,
     /// The API server's version, recorded on each Backup as Velero does.
     pub server_version: k8s_openapi::apimachinery::pkg::version::Info,
 }
@@ -99,6 +105,7 @@ impl Context {
         settings: Settings,
         clock: Clock,
         server_version: k8s_openapi::apimachinery::pkg::version::Info,
+        agents: crate::agents::Agents,
     ) -> Self {
         let recorder = Recorder::new(
             client.clone(),
@@ -117,6 +124,7 @@ impl Context {
             clock,
             running_backups: backup::Running::default(),
             sync: sync::State::default(),
+            agents,
             server_version,
         }
     }

@@ -1,0 +1,338 @@
+//! Pod volume backup through the whole system: the server process picks the volumes by
+//! Velero's rules, hands them to the real agent processes of two simulated nodes, and the
+//! snapshots land in the per-namespace restic repositories, where the real restic binary
+//! restores them byte for byte. A second backup reads only what changed; a killed agent ends
+//! the backup PartiallyFailed within seconds, naming why.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use lifeboat_tests::bin::Restic;
+use lifeboat_tests::cluster::{Cluster, Storage, wait_for};
+use lifeboat_tests::tree::{assert_same_tree, compat_tree, random, small_files};
+use rand::SeedableRng;
+use serde_json::{Value, json};
+
+/// The test cluster, its bucket directory, and the repository password install generated.
+struct Rig {
+    cluster: Cluster,
+    bucket: PathBuf,
+    _scratch: tempfile::TempDir,
+}
+
+impl Rig {
+    fn new(nodes: &[&str]) -> Rig {
+        let scratch = tempfile::tempdir().expect("a scratch directory");
+        let bucket = scratch.path().join("bucket");
+        fs::create_dir_all(&bucket).expect("create the bucket directory");
+        let mut cluster = Cluster::new(Storage::Directory(bucket.clone()));
+        cluster.install().ok();
+        cluster.start_server();
+        for node in nodes {
+            cluster.start_agent(node);
+        }
+        wait_for("the agents' sessions", Duration::from_secs(30), || {
+            (cluster.live_agents().len() == nodes.len()).then_some(())
+        });
+        wait_for("the location to validate", Duration::from_secs(30), || {
+            let bsl = cluster.velero_object("backupstoragelocations", "default")?;
+            (bsl["status"]["phase"] == "Available").then_some(())
+        });
+        Rig {
+            cluster,
+            bucket,
+            _scratch: scratch,
+        }
+    }
+
+    fn password(&self) -> String {
+        let secret = self
+            .cluster
+            .api
+            .get(
+                "v1",
+                "secrets",
+                Some(&self.cluster.namespace),
+                "velero-restic-credentials",
+            )
+            .expect("install created the repository Secret");
+        let encoded = secret["data"]["repository-password"]
+            .as_str()
+            .expect("the password key");
+        let bytes = base64_decode(encoded);
+        String::from_utf8(bytes).expect("a text password")
+    }
+
+    fn restic(&self, namespace: &str) -> Restic {
+        let repo = self.bucket.join("cluster-a/restic").join(namespace);
+        Restic::new(repo.display().to_string()).with_env(&[("RESTIC_PASSWORD", self.password())])
+    }
+
+    fn put(&self, object: Value) -> Value {
+        self.cluster
+            .api
+            .put_object(object)
+            .expect("the stand-in stores the object")
+    }
+
+    /// A running pod on `node` with `volumes`; returns its UID.
+    fn pod(&self, ns: &str, name: &str, node: &str, annotations: Value, volumes: Value) -> String {
+        let pod = self.put(json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": ns, "annotations": annotations},
+            "spec": {"nodeName": node, "containers": [{"name": "app", "image": "app:1"}], "volumes": volumes},
+            "status": {"phase": "Running"}
+        }));
+        pod["metadata"]["uid"].as_str().expect("a uid").to_owned()
+    }
+
+    /// A claim bound to a PV of `pv_source` (e.g. `{"csi": …}`).
+    fn claim(&self, ns: &str, name: &str, pv: &str, pv_source: Value) {
+        let mut spec = json!({"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
+            "claimRef": {"namespace": ns, "name": name}});
+        for (k, v) in pv_source.as_object().expect("an object") {
+            spec[k] = v.clone();
+        }
+        self.put(json!({"apiVersion": "v1", "kind": "PersistentVolume",
+            "metadata": {"name": pv}, "spec": spec, "status": {"phase": "Bound"}}));
+        self.put(json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {"volumeName": pv, "accessModes": ["ReadWriteOnce"],
+                "resources": {"requests": {"storage": "1Gi"}}},
+            "status": {"phase": "Bound"}}));
+    }
+
+    /// The host directory of a pod volume, as kubelet lays it out.
+    fn volume_dir(&self, node: &str, uid: &str, plugin: &str, dir: &str) -> PathBuf {
+        let path = self
+            .cluster
+            .host_pods(node)
+            .join(uid)
+            .join("volumes")
+            .join(plugin)
+            .join(dir);
+        fs::create_dir_all(&path).expect("create the volume directory");
+        path
+    }
+
+    fn backup(&self, name: &str, extra: &[&str]) -> Value {
+        let mut args = vec!["backup", "create", name];
+        args.extend_from_slice(extra);
+        self.cluster.lifeboat(args).ok();
+        wait_for("the backup to end", Duration::from_secs(120), || {
+            let b = self.cluster.velero_object("backups", name)?;
+            let phase = b["status"]["phase"].as_str()?.to_owned();
+            (!["New", "InProgress"].contains(&phase.as_str())).then_some(b)
+        })
+    }
+
+    fn volume_backups(&self, backup: &str) -> Vec<Value> {
+        self.cluster
+            .api
+            .objects()
+            .into_iter()
+            .filter(|o| o.group == "velero.io" && o.plural == "podvolumebackups")
+            .map(|o| o.object)
+            .filter(|p| p["metadata"]["labels"]["velero.io/backup-name"] == backup)
+            .collect()
+    }
+}
+
+fn base64_decode(text: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .expect("base64 data")
+}
+
+fn by_volume<'a>(pvbs: &'a [Value], pod: &str, volume: &str) -> &'a Value {
+    pvbs.iter()
+        .find(|p| p["spec"]["pod"]["name"] == pod && p["spec"]["volume"] == volume)
+        .unwrap_or_else(|| panic!("no pod volume backup of {pod}/{volume} among {pvbs:#?}"))
+}
+
+fn restore_and_compare(rig: &Rig, ns: &str, pvb: &Value, original: &Path) {
+    let id = pvb["status"]["snapshotID"].as_str().expect("a snapshot id");
+    let path = pvb["status"]["path"].as_str().expect("the stored path");
+    let target = tempfile::tempdir().expect("a restore target");
+    rig.restic(ns)
+        .run([
+            "restore",
+            id,
+            "--target",
+            &target.path().display().to_string(),
+        ])
+        .ok();
+    assert_same_tree(original, &target.path().join(path.trim_start_matches('/')));
+}
+
+#[test]
+fn chosen_volumes_are_backed_up_by_their_nodes_agents_and_restic_restores_them() {
+    let rig = Rig::new(&["node-1", "node-2"]);
+    rig.put(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}}));
+    rig.put(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "blog"}}));
+    rig.put(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "creds", "namespace": "shop"}, "data": {}}));
+
+    // shop: opted in by annotation; a CSI claim, an emptyDir, and a secret it did not name.
+    rig.claim(
+        "shop",
+        "data-db-0",
+        "pv-csi-1",
+        json!({"csi": {"driver": "x.csi", "volumeHandle": "h1"}}),
+    );
+    let db = rig.pod(
+        "shop",
+        "db-0",
+        "node-1",
+        json!({"backup.velero.io/backup-volumes": "data,scratch"}),
+        json!([
+            {"name": "data", "persistentVolumeClaim": {"claimName": "data-db-0"}},
+            {"name": "scratch", "emptyDir": {}},
+            {"name": "creds", "secret": {"secretName": "creds"}},
+        ]),
+    );
+    let data = rig
+        .volume_dir("node-1", &db, "kubernetes.io~csi", "pv-csi-1")
+        .join("mount");
+    compat_tree(&data, 11);
+    let scratch = rig.volume_dir("node-1", &db, "kubernetes.io~empty-dir", "scratch");
+    small_files(&scratch, 200, 5);
+    rig.volume_dir("node-1", &db, "kubernetes.io~secret", "creds");
+
+    // blog on node-2: no annotation; with --default-volumes-to-restic everything but the
+    // excluded volume, the secret and the service account token.
+    let blog = rig.pod(
+        "blog",
+        "blog-0",
+        "node-2",
+        json!({"backup.velero.io/backup-volumes-excludes": "tmp"}),
+        json!([
+            {"name": "content", "emptyDir": {}},
+            {"name": "tmp", "emptyDir": {}},
+            {"name": "default-token-x1", "secret": {"secretName": "t"}},
+        ]),
+    );
+    let content = rig.volume_dir("node-2", &blog, "kubernetes.io~empty-dir", "content");
+    small_files(&content, 100, 6);
+    rig.volume_dir("node-2", &blog, "kubernetes.io~empty-dir", "tmp");
+
+    // Opt-in only: blog's volumes are not taken.
+    let first = rig.backup("opt-in", &[]);
+    assert_eq!(first["status"]["phase"], "Completed", "{first:#}");
+    let pvbs = rig.volume_backups("opt-in");
+    assert_eq!(pvbs.len(), 2, "{pvbs:#?}");
+    let data_pvb = by_volume(&pvbs, "db-0", "data");
+    assert_eq!(data_pvb["status"]["phase"], "Completed", "{data_pvb:#}");
+    assert_eq!(data_pvb["spec"]["node"], "node-1");
+    assert_eq!(
+        data_pvb["metadata"]["annotations"]["velero.io/pvc-name"],
+        "data-db-0"
+    );
+    assert_eq!(data_pvb["status"]["path"], "/shop/pvc/data-db-0");
+    restore_and_compare(&rig, "shop", data_pvb, &data);
+    restore_and_compare(&rig, "shop", by_volume(&pvbs, "db-0", "scratch"), &scratch);
+    rig.restic("shop").run(["check", "--read-data"]).ok();
+
+    // Opt-out: every volume but the excluded ones, from both nodes.
+    let second = rig.backup("opt-out", &["--default-volumes-to-restic"]);
+    assert_eq!(second["status"]["phase"], "Completed", "{second:#}");
+    let pvbs = rig.volume_backups("opt-out");
+    let mut names: Vec<String> = pvbs
+        .iter()
+        .map(|p| {
+            format!(
+                "{}/{}",
+                p["spec"]["pod"]["name"].as_str().unwrap_or(""),
+                p["spec"]["volume"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    names.sort();
+    assert_eq!(names, ["blog-0/content", "db-0/data", "db-0/scratch"]);
+    restore_and_compare(
+        &rig,
+        "blog",
+        by_volume(&pvbs, "blog-0", "content"),
+        &content,
+    );
+
+    // The claim's second backup has the first as parent and read nothing unchanged.
+    let parent = data_pvb["status"]["snapshotID"].as_str().expect("an id");
+    let again = by_volume(&pvbs, "db-0", "data");
+    let listed = rig.restic("shop").run(["snapshots", "--json"]).ok().json();
+    let snap = listed
+        .as_array()
+        .expect("a list")
+        .iter()
+        .find(|s| s["id"] == again["status"]["snapshotID"])
+        .expect("the second snapshot is listed");
+    assert_eq!(snap["parent"], parent, "{snap:#}");
+
+    // The pod volume backups are in the bucket with the backup, and describe lists them.
+    let described = rig
+        .cluster
+        .lifeboat(["backup", "describe", "opt-out", "--details"])
+        .ok();
+    for line in ["blog/blog-0/content", "shop/db-0/data", "shop/db-0/scratch"] {
+        assert!(
+            described.stdout.contains(line),
+            "{line} missing from\n{}",
+            described.stdout
+        );
+    }
+}
+
+#[test]
+fn a_killed_agent_ends_the_backup_partially_failed_within_seconds_naming_why() {
+    let mut rig = Rig::new(&["node-1"]);
+    rig.put(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "big"}}));
+    let uid = rig.pod(
+        "big",
+        "loader-0",
+        "node-1",
+        json!({"backup.velero.io/backup-volumes": "data"}),
+        json!([{"name": "data", "emptyDir": {}}]),
+    );
+    let data = rig.volume_dir("node-1", &uid, "kubernetes.io~empty-dir", "data");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+    for i in 0..24 {
+        fs::write(data.join(format!("f{i}")), random(&mut rng, 16 << 20)).expect("write data");
+    }
+    rig.cluster
+        .lifeboat(["backup", "create", "interrupted"])
+        .ok();
+    wait_for(
+        "the volume to be under way",
+        Duration::from_secs(60),
+        || {
+            let pvbs = rig.volume_backups("interrupted");
+            pvbs.iter()
+                .any(|p| p["status"]["phase"] == "InProgress")
+                .then_some(())
+        },
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let killed = Instant::now();
+    rig.cluster.kill_agent("node-1");
+    let backup = wait_for("the backup to end", Duration::from_secs(30), || {
+        let b = rig.cluster.velero_object("backups", "interrupted")?;
+        let phase = b["status"]["phase"].as_str()?.to_owned();
+        (!["New", "InProgress"].contains(&phase.as_str())).then_some(b)
+    });
+    let took = killed.elapsed();
+    assert_eq!(backup["status"]["phase"], "PartiallyFailed", "{backup:#}");
+    assert!(
+        took < Duration::from_secs(10),
+        "the backup ended {took:?} after the kill"
+    );
+    let pvbs = rig.volume_backups("interrupted");
+    let pvb = by_volume(&pvbs, "loader-0", "data");
+    assert_eq!(pvb["status"]["phase"], "Failed");
+    let message = pvb["status"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("the agent on node node-1 left"),
+        "{message}"
+    );
+    eprintln!("backup ended {took:?} after the agent was killed");
+}
