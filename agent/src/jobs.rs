@@ -13,13 +13,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use lifeboat_repo::{
-    BackupOptions, Context, Credentials, Location, ParentChoice, Progress, Repository,
+    BackupOptions, Context, Credentials, Location, LockOptions, ParentChoice, Progress, Repository,
     RepositoryOptions, Stage, StoreOptions, Unit,
 };
 use tokio_util::sync::CancellationToken;
 
 use crate::proto::{self, BackupDone, JobProgress, VolumeBackup, job_result};
 use crate::volume::find_volume;
+
+/// How long a job waits for a repository another process holds exclusively (prune).
+pub const MAINTENANCE_WAIT: Duration = Duration::from_secs(10 * 60);
 
 /// How often a running job reports its progress.
 pub const PROGRESS_EVERY: Duration = Duration::from_secs(1);
@@ -121,6 +124,12 @@ pub fn repository(repo: &proto::Repository) -> Result<(Location, RepositoryOptio
         location,
         RepositoryOptions {
             store,
+            // A backup that meets maintenance's exclusive lock (prune) waits for it, bounded;
+            // after that the job fails naming the lock, and the backup can be run again.
+            lock: LockOptions {
+                wait: MAINTENANCE_WAIT,
+                ..LockOptions::default()
+            },
             ..RepositoryOptions::default()
         },
     ))

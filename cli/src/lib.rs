@@ -56,8 +56,50 @@ enum Command {
     Server(serve::ServerArgs),
     /// Run the node agent (in the cluster's DaemonSet).
     Agent(serve::AgentArgs),
-    /// Work with a repository directly: init, backup, snapshots, restore, check, forget, prune, unlock.
+    /// Work with a repository directly: init, backup, snapshots, restore, check, forget, prune,
+    /// unlock; and `repo get`, the install's repositories.
     Repo(repo::RepoArgs),
+    /// Velero's `restic` commands: `restic repo get`.
+    Restic(ResticArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ResticArgs {
+    #[command(subcommand)]
+    command: ResticCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum ResticCommand {
+    /// The install's repositories.
+    Repo(ResticRepoArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ResticRepoArgs {
+    #[command(subcommand)]
+    command: ResticRepoCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum ResticRepoCommand {
+    /// List the repositories with their phase and last maintenance.
+    Get(ResticRepoGet),
+}
+
+#[derive(Debug, clap::Args)]
+struct ResticRepoGet {
+    #[command(flatten)]
+    args: repo::RepositoryGetArgs,
+    /// Output format.
+    #[arg(long, short = 'o', value_enum, default_value_t = ResticOutput::Table)]
+    output: ResticOutput,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ResticOutput {
+    Table,
+    Json,
 }
 
 /// Parses the arguments, runs the command, and turns errors into one line and exit code 1.
@@ -92,6 +134,13 @@ pub fn main() -> ExitCode {
             Command::Server(args) => serve::server(args).await,
             Command::Agent(args) => serve::agent(args).await,
             Command::Repo(args) => repo::run(args).await,
+            Command::Restic(args) => match args.command {
+                ResticCommand::Repo(repo) => match repo.command {
+                    ResticRepoCommand::Get(get) => {
+                        repo::repositories(&get.args, get.output == ResticOutput::Json).await
+                    }
+                },
+            },
         }
     });
     match result {

@@ -11,7 +11,73 @@ use lifeboat_repo::{
 };
 use serde::Serialize;
 
+use crate::cluster::ClusterArgs;
 use crate::format::human_bytes;
+
+/// `repo get` / `restic repo get`.
+#[derive(Debug, Args)]
+pub(crate) struct RepositoryGetArgs {
+    /// Repositories to show (default: all).
+    names: Vec<String>,
+    /// Only repositories with these labels.
+    #[arg(long, short = 'l')]
+    selector: Option<String>,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+}
+
+/// Lists the ResticRepositories: Velero's columns, or the objects as JSON.
+pub(crate) async fn repositories(args: &RepositoryGetArgs, json: bool) -> Result<()> {
+    use kube::ResourceExt as _;
+    use lifeboat_server::api::ResticRepository;
+    let namespace = args.cluster.namespace()?;
+    let client = args.cluster.client().await?;
+    let api: kube::Api<ResticRepository> = kube::Api::namespaced(client, &namespace);
+    let mut params = kube::api::ListParams::default();
+    if let Some(selector) = &args.selector {
+        params = params.labels(selector);
+    }
+    let mut items = api
+        .list(&params)
+        .await
+        .with_context(|| format!("cannot list the repositories in namespace {namespace}"))?
+        .items;
+    if !args.names.is_empty() {
+        for name in &args.names {
+            if !items.iter().any(|r| &r.name_any() == name) {
+                anyhow::bail!("repository {name:?} does not exist in namespace {namespace}");
+            }
+        }
+        items.retain(|r| args.names.contains(&r.name_any()));
+    }
+    if json {
+        return crate::format::print_objects(
+            args.names.len() == 1,
+            &items,
+            crate::format::Format::Json,
+        );
+    }
+    let rows = items
+        .iter()
+        .map(|r| {
+            let status = r.status.clone().unwrap_or_default();
+            vec![
+                r.name_any(),
+                status
+                    .phase
+                    .map(|p| format!("{p:?}"))
+                    .unwrap_or_else(|| "New".into()),
+                status
+                    .last_maintenance_time
+                    .as_ref()
+                    .map(crate::format::local_time)
+                    .unwrap_or_else(|| "<never>".into()),
+            ]
+        })
+        .collect();
+    crate::format::print_table(&["NAME", "STATUS", "LAST MAINTENANCE"], rows);
+    Ok(())
+}
 
 #[derive(Debug, Args)]
 pub(crate) struct RepoArgs {
@@ -46,6 +112,9 @@ enum Output {
 
 #[derive(Debug, Subcommand)]
 enum RepoCommand {
+    /// List the install's repositories (ResticRepository objects) with their phase and last
+    /// maintenance; Velero's `velero restic repo get` (also `lifeboat restic repo get`).
+    Get(RepositoryGetArgs),
     /// Create a repository (restic format version 2).
     Init,
     /// Back up a directory into a new snapshot.
@@ -204,6 +273,9 @@ fn context(json: bool) -> Context {
 pub(crate) async fn run(args: RepoArgs) -> Result<()> {
     let g = &args.global;
     let json = g.output == Output::Json;
+    if let RepoCommand::Get(get) = &args.command {
+        return repositories(get, json).await;
+    }
     let loc = location(g)?;
     let pw = password(g)?;
     if let RepoCommand::Init = args.command {
@@ -224,7 +296,7 @@ pub(crate) async fn run(args: RepoArgs) -> Result<()> {
     let repo = Repository::open(&loc, &pw, options(g)).await?;
     let ctx = context(json);
     match args.command {
-        RepoCommand::Init => unreachable!("handled above"),
+        RepoCommand::Init | RepoCommand::Get(_) => unreachable!("handled above"),
         RepoCommand::Backup {
             path,
             tags,

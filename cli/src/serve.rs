@@ -66,6 +66,9 @@ pub(crate) struct ServerArgs {
     /// Backups run at once.
     #[arg(long, default_value_t = 2)]
     backup_concurrency: u16,
+    /// How often repositories are pruned unless their ResticRepository says otherwise.
+    #[arg(long, alias = "default-repo-maintain-frequency", default_value = "168h", value_parser = parse_duration)]
+    default_restic_prune_frequency: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -164,6 +167,7 @@ pub(crate) async fn server(args: ServerArgs) -> Result<()> {
             backup_sync_period: args.backup_sync_period,
             gc_frequency: args.garbage_collection_frequency,
             restic_timeout: args.restic_timeout,
+            default_prune_frequency: args.default_restic_prune_frequency,
             ..Settings::default()
         },
         clock: lifeboat_server::clock::Clock::system(),

@@ -128,6 +128,7 @@ pub async fn run(
                 controller::gc::run(ctx.clone(), shutdown.clone()),
                 controller::deletion::run(ctx.clone(), shutdown.clone()),
                 controller::sync::run(ctx.clone(), shutdown.clone()),
+                controller::repository::run(ctx.clone(), shutdown.clone()),
             );
         }
     });

@@ -326,7 +326,17 @@ impl Cluster {
     }
 
     /// Starts `lifeboat agent` for `node` with the certificates in `tls`.
+    /// Starts the agent of `node` with extra arguments (`--concurrency 8`).
+    pub fn start_agent_with(&mut self, node: &str, args: &[&str]) {
+        let tls = self.tls_dir("lifeboat-agent-tls");
+        self.spawn_agent(node, &tls, args);
+    }
+
     pub fn start_agent_with_tls(&mut self, node: &str, tls: &Path) {
+        self.spawn_agent(node, tls, &[]);
+    }
+
+    fn spawn_agent(&mut self, node: &str, tls: &Path, extra: &[&str]) {
         let host_pods = self.host_pods(node);
         std::fs::create_dir_all(&host_pods).expect("create the host-pods root");
         let mut cmd = self.command();
@@ -337,6 +347,7 @@ impl Cluster {
             .arg(&host_pods)
             .arg("--tls-dir")
             .arg(tls)
+            .args(extra)
             .env("NODE_NAME", node)
             .env("VELERO_NAMESPACE", &self.namespace)
             .env("LIFEBOAT_LOG", "info,h2=warn,hyper=warn,tower=warn");

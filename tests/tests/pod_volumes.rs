@@ -269,6 +269,23 @@ fn chosen_volumes_are_backed_up_by_their_nodes_agents_and_restic_restores_them()
         .expect("the second snapshot is listed");
     assert_eq!(snap["parent"], parent, "{snap:#}");
 
+    // The namespaces' repositories are listed as Ready, as `velero restic repo get` does.
+    let repos = rig.cluster.lifeboat(["restic", "repo", "get"]).ok();
+    for prefix in ["shop-default-", "blog-default-"] {
+        assert!(repos.stdout.contains(prefix), "{}", repos.stdout);
+    }
+    assert!(repos.stdout.contains("Ready"), "{}", repos.stdout);
+    let listed = rig
+        .cluster
+        .lifeboat(["repo", "get", "-o", "json"])
+        .ok()
+        .json();
+    assert_eq!(
+        listed["items"].as_array().map(Vec::len),
+        Some(2),
+        "{listed:#}"
+    );
+
     // The pod volume backups are in the bucket with the backup, and describe lists them.
     let described = rig
         .cluster
@@ -335,4 +352,75 @@ fn a_killed_agent_ends_the_backup_partially_failed_within_seconds_naming_why() {
         "{message}"
     );
     eprintln!("backup ended {took:?} after the agent was killed");
+
+    // The killed agent's lock is stale by restic's rule (its process is gone): maintenance
+    // removes it and prunes, after which restic takes its exclusive lock without `unlock`.
+    let repo = rig
+        .cluster
+        .api
+        .objects()
+        .into_iter()
+        .find(|o| o.plural == "resticrepositories")
+        .expect("the namespace's repository object");
+    let before = repo.object["status"]["lastMaintenanceTime"].clone();
+    rig.cluster
+        .lifeboat(["repo", "get", &repo.name, "-o", "json"])
+        .ok();
+    let mut object = repo.object.clone();
+    object["spec"]["maintenanceFrequency"] = json!("1s");
+    rig.put(object);
+    wait_for("maintenance", Duration::from_secs(60), || {
+        let now = rig
+            .cluster
+            .velero_object("resticrepositories", &repo.name)?;
+        (now["status"]["lastMaintenanceTime"] != before && now["status"]["message"].is_null())
+            .then_some(())
+    });
+    rig.restic("big").run(["check"]).ok();
+}
+
+#[test]
+fn eight_volumes_on_one_node_run_at_once() {
+    let mut rig = Rig::new(&[]);
+    rig.cluster
+        .start_agent_with("node-1", &["--concurrency", "8"]);
+    wait_for("the agent's session", Duration::from_secs(30), || {
+        (rig.cluster.live_agents().len() == 1).then_some(())
+    });
+    rig.put(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "many"}}));
+    let volumes: Vec<Value> = (0..8)
+        .map(|i| json!({"name": format!("v{i}"), "emptyDir": {}}))
+        .collect();
+    let uid = rig.pod(
+        "many",
+        "worker-0",
+        "node-1",
+        json!({}),
+        Value::Array(volumes),
+    );
+    let mut rng = rand::rngs::StdRng::seed_from_u64(21);
+    for i in 0..8 {
+        let dir = rig.volume_dir("node-1", &uid, "kubernetes.io~empty-dir", &format!("v{i}"));
+        for f in 0..4 {
+            fs::write(dir.join(format!("f{f}")), random(&mut rng, 8 << 20)).expect("write data");
+        }
+    }
+    let backup = rig.backup("many", &["--default-volumes-to-restic"]);
+    assert_eq!(backup["status"]["phase"], "Completed", "{backup:#}");
+    let pvbs = rig.volume_backups("many");
+    assert_eq!(pvbs.len(), 8);
+    assert!(
+        pvbs.iter().all(|p| p["status"]["phase"] == "Completed"),
+        "{pvbs:#?}"
+    );
+    // All eight started before the first one finished.
+    let log = rig.cluster.agent_log("node-1");
+    let first_done = log
+        .find("pod volume backed up")
+        .expect("a finished volume in the log");
+    let started = log[..first_done].matches("backing up a pod volume").count();
+    assert_eq!(
+        started, 8,
+        "volumes started before the first finished:\n{log}"
+    );
 }

@@ -10,6 +10,7 @@ pub(crate) mod deletion;
 pub(crate) mod gc;
 pub(crate) mod location;
 pub(crate) mod podvolume;
+pub(crate) mod repository;
 pub(crate) mod schedule;
 pub(crate) mod sync;
 
@@ -58,6 +59,9 @@ pub struct Settings {
     pub gc_frequency: Duration,
     /// How long a backup's pod volumes may take in all (`--restic-timeout`, 4h).
     pub restic_timeout: Duration,
+    /// How often a repository is pruned unless it says otherwise
+    /// (`--default-restic-prune-frequency`, 7 days).
+    pub default_prune_frequency: Duration,
 }
 
 impl Default for Settings {
@@ -74,6 +78,7 @@ impl Default for Settings {
             backup_sync_period: Duration::from_secs(60),
             gc_frequency: Duration::from_secs(3600),
             restic_timeout: Duration::from_secs(4 * 3600),
+            default_prune_frequency: Duration::from_secs(7 * 24 * 3600),
         }
     }
 }

@@ -431,7 +431,9 @@ async fn ensure_repository(
                 volume_namespace: namespace.to_owned(),
                 backup_storage_location: location_name.clone(),
                 restic_identifier: location.to_string(),
-                maintenance_frequency: "168h0m0s".into(),
+                maintenance_frequency: super::backup::go_duration(
+                    ctx.settings.default_prune_frequency,
+                ),
                 ..ResticRepositorySpec::default()
             },
         );
