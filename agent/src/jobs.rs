@@ -19,7 +19,7 @@ use lifeboat_repo::{
 use tokio_util::sync::CancellationToken;
 
 use crate::proto::{self, BackupDone, JobProgress, VolumeBackup, job_result};
-use crate::volume::find_volume;
+use crate::volume::{VolumeError, find_volume};
 
 /// How long a job waits for a repository another process holds exclusively (prune).
 pub const MAINTENANCE_WAIT: Duration = Duration::from_secs(10 * 60);
@@ -144,7 +144,22 @@ pub async fn backup(
 ) -> job_result::Outcome {
     match run_backup(job, host_pods, counters, cancel).await {
         Ok(done) => job_result::Outcome::Backup(done),
-        Err(reason) => job_result::Outcome::Error(reason),
+        Err(JobError::Skipped(reason)) => job_result::Outcome::Skipped(reason),
+        Err(JobError::Failed(reason)) => job_result::Outcome::Error(reason),
+    }
+}
+
+/// How a job ends without a snapshot.
+enum JobError {
+    /// The volume is not here.
+    Skipped(String),
+    /// It could not be backed up.
+    Failed(String),
+}
+
+impl From<String> for JobError {
+    fn from(reason: String) -> Self {
+        JobError::Failed(reason)
     }
 }
 
@@ -153,11 +168,15 @@ async fn run_backup(
     host_pods: &Path,
     counters: Arc<Counters>,
     cancel: CancellationToken,
-) -> Result<BackupDone, String> {
-    let source =
-        find_volume(host_pods, &job.pod_uid, &job.volume_dir).map_err(|e| e.to_string())?;
+) -> Result<BackupDone, JobError> {
+    let source = find_volume(host_pods, &job.pod_uid, &job.volume_dir).map_err(|e| match e {
+        VolumeError::NoPod { .. } | VolumeError::NotMounted { .. } => {
+            JobError::Skipped(e.to_string())
+        }
+        other => JobError::Failed(other.to_string()),
+    })?;
     let Some(repo) = &job.repository else {
-        return Err("the job names no repository".into());
+        return Err(JobError::Failed("the job names no repository".into()));
     };
     let (location, opts) = repository(repo)?;
     let repository = Repository::open(&location, &repo.password, opts)

@@ -236,11 +236,21 @@ impl Jobs {
                 _ = token.cancelled() => job_result::Outcome::Error("the backup was cancelled before it started".into()),
             };
             match &outcome {
-                job_result::Outcome::Backup(done) => {
-                    tracing::info!(job = %id, snapshot = %done.snapshot_id, "pod volume backed up")
-                }
+                job_result::Outcome::Backup(done) => tracing::info!(
+                    job = %id,
+                    snapshot = %done.snapshot_id,
+                    files_new = done.files_new,
+                    files_changed = done.files_changed,
+                    files_unchanged = done.files_unchanged,
+                    bytes_added = done.bytes_added,
+                    seconds = done.duration_secs,
+                    "pod volume backed up"
+                ),
                 job_result::Outcome::Error(reason) => {
                     tracing::warn!(job = %id, "pod volume backup failed: {reason}")
+                }
+                job_result::Outcome::Skipped(reason) => {
+                    tracing::warn!(job = %id, "pod volume skipped: {reason}")
                 }
             }
             let result = AgentMessage {

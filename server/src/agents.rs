@@ -76,6 +76,8 @@ pub enum JobOutcome {
     Backup(BackupDone),
     /// It failed, or its agent left (the reason says which).
     Failed(String),
+    /// There was nothing to back up (the volume is not mounted on the node).
+    Skipped(String),
 }
 
 /// A job sent to an agent: its events, ending with exactly one [`JobEvent::Done`].
@@ -217,6 +219,7 @@ impl Agents {
                 let outcome = match result.outcome {
                     Some(job_result::Outcome::Backup(done)) => JobOutcome::Backup(done),
                     Some(job_result::Outcome::Error(reason)) => JobOutcome::Failed(reason),
+                    Some(job_result::Outcome::Skipped(reason)) => JobOutcome::Skipped(reason),
                     None => JobOutcome::Failed("the agent reported no outcome".into()),
                 };
                 if let Some(tx) = self.finish_job(node, &result.job_id) {

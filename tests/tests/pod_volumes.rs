@@ -234,6 +234,9 @@ fn chosen_volumes_are_backed_up_by_their_nodes_agents_and_restic_restores_them()
     restore_and_compare(&rig, "shop", by_volume(&pvbs, "db-0", "scratch"), &scratch);
     rig.restic("shop").run(["check", "--read-data"]).ok();
 
+    // One file of the claim changes before the next backup.
+    fs::write(data.join("small.txt"), b"changed by the application\n").expect("change a file");
+
     // Opt-out: every volume but the excluded ones, from both nodes.
     let second = rig.backup("opt-out", &["--default-volumes-to-restic"]);
     assert_eq!(second["status"]["phase"], "Completed", "{second:#}");
@@ -268,6 +271,17 @@ fn chosen_volumes_are_backed_up_by_their_nodes_agents_and_restic_restores_them()
         .find(|s| s["id"] == again["status"]["snapshotID"])
         .expect("the second snapshot is listed");
     assert_eq!(snap["parent"], parent, "{snap:#}");
+    // ...and read only the changed file: the agent's account of that volume says so.
+    let job = again["metadata"]["name"].as_str().expect("a name");
+    let log = rig.cluster.agent_log("node-1");
+    let line = log
+        .lines()
+        .find(|l| l.contains(job) && l.contains("pod volume backed up"))
+        .unwrap_or_else(|| panic!("no result line for {job} in\n{log}"));
+    assert!(
+        line.contains("files_new=0") && line.contains("files_changed=1"),
+        "{line}"
+    );
 
     // The namespaces' repositories are listed as Ready, as `velero restic repo get` does.
     let repos = rig.cluster.lifeboat(["restic", "repo", "get"]).ok();
@@ -423,4 +437,67 @@ fn eight_volumes_on_one_node_run_at_once() {
         started, 8,
         "volumes started before the first finished:\n{log}"
     );
+}
+
+#[test]
+fn an_unmounted_volume_is_a_warning_and_the_timeout_bounds_the_volumes() {
+    let rig = Rig::new(&["node-1"]);
+    rig.put(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "edge"}}));
+    // Named by the annotation, but kubelet has no such directory on the node (the pod's
+    // directory is there, the volume's is not).
+    let ghost = rig.pod(
+        "edge",
+        "ghost-0",
+        "node-1",
+        json!({"backup.velero.io/backup-volumes": "cache"}),
+        json!([{"name": "cache", "emptyDir": {}}]),
+    );
+    fs::create_dir_all(rig.cluster.host_pods("node-1").join(&ghost).join("volumes"))
+        .expect("create the pod's directory");
+    let backup = rig.backup("ghost", &["--include-namespaces", "edge"]);
+    assert_eq!(backup["status"]["phase"], "Completed", "{backup:#}");
+    assert!(
+        backup["status"]["warnings"].as_i64() >= Some(1),
+        "{backup:#}"
+    );
+    let described = rig
+        .cluster
+        .lifeboat(["backup", "describe", "ghost", "--details"])
+        .ok();
+    assert!(
+        described.stdout.contains("not mounted"),
+        "{}",
+        described.stdout
+    );
+
+    // A backup's own timeout (Velero's annotation) bounds its volumes: what is still running
+    // then is cancelled and failed, naming the timeout.
+    let uid = rig.pod(
+        "edge",
+        "loader-0",
+        "node-1",
+        json!({"backup.velero.io/backup-volumes": "data"}),
+        json!([{"name": "data", "emptyDir": {}}]),
+    );
+    let data = rig.volume_dir("node-1", &uid, "kubernetes.io~empty-dir", "data");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(13);
+    for i in 0..24 {
+        fs::write(data.join(format!("f{i}")), random(&mut rng, 16 << 20)).expect("write data");
+    }
+    rig.put(json!({
+        "apiVersion": "velero.io/v1", "kind": "Backup",
+        "metadata": {"name": "bounded", "namespace": rig.cluster.namespace,
+            "annotations": {"velero.io/pod-volume-timeout": "1s"}},
+        "spec": {"includedNamespaces": ["edge"]}
+    }));
+    let ended = wait_for("the bounded backup to end", Duration::from_secs(60), || {
+        let b = rig.cluster.velero_object("backups", "bounded")?;
+        let phase = b["status"]["phase"].as_str()?.to_owned();
+        (!["New", "InProgress"].contains(&phase.as_str())).then_some(b)
+    });
+    assert_eq!(ended["status"]["phase"], "PartiallyFailed", "{ended:#}");
+    let pvbs = rig.volume_backups("bounded");
+    let loader = by_volume(&pvbs, "loader-0", "data");
+    let message = loader["status"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("timed out after 1s"), "{message}");
 }

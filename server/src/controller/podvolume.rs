@@ -262,17 +262,25 @@ pub(crate) async fn back_up_pod_volumes(
         .map(|(pvb, handle)| follow(ctx, pvb, handle, deadline, timeout))
         .collect();
     while let Some((pvb, outcome)) = waiting.next().await {
-        if let Err(reason) = outcome {
-            let pod = &pvb.spec.pod;
-            results.errors.add(
+        let pod = &pvb.spec.pod;
+        let pod_name = pod.name.clone().unwrap_or_default();
+        match outcome {
+            Ended::Completed => {}
+            Ended::Failed(reason) => results.errors.add(
                 pod.namespace.as_deref(),
                 format!(
-                    "pod volume backup {} of pod {} volume {} failed: {reason}",
+                    "pod volume backup {} of pod {pod_name} volume {} failed: {reason}",
                     pvb.name_any(),
-                    pod.name.clone().unwrap_or_default(),
                     pvb.spec.volume
                 ),
-            );
+            ),
+            Ended::Skipped(reason) => results.warnings.add(
+                pod.namespace.as_deref(),
+                format!(
+                    "pod {pod_name}: volume {} not backed up: {reason}",
+                    pvb.spec.volume
+                ),
+            ),
         }
     }
 
@@ -301,7 +309,7 @@ async fn follow(
     mut handle: JobHandle,
     deadline: tokio::time::Instant,
     timeout: Duration,
-) -> (PodVolumeBackup, std::result::Result<(), String>) {
+) -> (PodVolumeBackup, Ended) {
     let mut last_report = Instant::now() - PROGRESS_EVERY;
     let outcome = loop {
         match tokio::time::timeout_at(deadline, handle.next()).await {
@@ -337,7 +345,7 @@ async fn follow(
                 "message": if done.warnings.is_empty() { None } else { Some(format!("{} file(s) could not be read: {}", done.warnings.len(), done.warnings.join("; "))) },
             });
             set_status(ctx, &pvb, status).await;
-            (pvb, Ok(()))
+            (pvb, Ended::Completed)
         }
         JobOutcome::Failed(reason) => {
             let status = json!({
@@ -346,9 +354,26 @@ async fn follow(
                 "completionTimestamp": now,
             });
             set_status(ctx, &pvb, status).await;
-            (pvb, Err(reason))
+            (pvb, Ended::Failed(reason))
+        }
+        JobOutcome::Skipped(reason) => {
+            // Velero has no Skipped phase: Failed, with the reason, but a warning on the backup.
+            let status = json!({
+                "phase": PodVolumePhase::Failed,
+                "message": format!("skipped: {reason}"),
+                "completionTimestamp": now,
+            });
+            set_status(ctx, &pvb, status).await;
+            (pvb, Ended::Skipped(reason))
         }
     }
+}
+
+/// How a volume's backup ended.
+enum Ended {
+    Completed,
+    Failed(String),
+    Skipped(String),
 }
 
 async fn set_status(ctx: &Context, pvb: &PodVolumeBackup, status: Value) {
