@@ -348,6 +348,11 @@ impl Cluster {
             .arg("--tls-dir")
             .arg(tls)
             .args(extra)
+            // Agents hold no store credentials of their own (the server sends them with each
+            // job); a test's own AWS settings must not stand in for that.
+            .env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
+            .env_remove("AWS_SHARED_CREDENTIALS_FILE")
             .env("NODE_NAME", node)
             .env("VELERO_NAMESPACE", &self.namespace)
             .env("LIFEBOAT_LOG", "info,h2=warn,hyper=warn,tower=warn");

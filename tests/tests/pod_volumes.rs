@@ -22,11 +22,24 @@ struct Rig {
 }
 
 impl Rig {
+    /// Backups in a directory (the `filesystem` provider).
     fn new(nodes: &[&str]) -> Rig {
         let scratch = tempfile::tempdir().expect("a scratch directory");
         let bucket = scratch.path().join("bucket");
         fs::create_dir_all(&bucket).expect("create the bucket directory");
-        let mut cluster = Cluster::new(Storage::Directory(bucket.clone()));
+        Rig::start(Storage::Directory(bucket.clone()), bucket, scratch, nodes)
+    }
+
+    /// Backups in a bucket of the S3 server.
+    fn with_s3(test: &str, nodes: &[&str]) -> Rig {
+        let scratch = tempfile::tempdir().expect("a scratch directory");
+        let bucket = scratch.path().join("unused");
+        let s3 = lifeboat_tests::s3::S3::bucket(test);
+        Rig::start(Storage::S3(s3), bucket, scratch, nodes)
+    }
+
+    fn start(storage: Storage, bucket: PathBuf, scratch: tempfile::TempDir, nodes: &[&str]) -> Rig {
+        let mut cluster = Cluster::new(storage);
         cluster.install().ok();
         cluster.start_server();
         for node in nodes {
@@ -65,8 +78,18 @@ impl Rig {
     }
 
     fn restic(&self, namespace: &str) -> Restic {
-        let repo = self.bucket.join("cluster-a/restic").join(namespace);
-        Restic::new(repo.display().to_string()).with_env(&[("RESTIC_PASSWORD", self.password())])
+        let password = ("RESTIC_PASSWORD", self.password());
+        match &self.cluster.storage {
+            Storage::S3(s3) => {
+                let mut env = s3.env();
+                env.push(password);
+                Restic::new(s3.restic_url(&format!("cluster-a/restic/{namespace}"))).with_env(&env)
+            }
+            Storage::Directory(_) => {
+                let repo = self.bucket.join("cluster-a/restic").join(namespace);
+                Restic::new(repo.display().to_string()).with_env(&[password])
+            }
+        }
     }
 
     fn put(&self, object: Value) -> Value {
@@ -169,7 +192,8 @@ fn restore_and_compare(rig: &Rig, ns: &str, pvb: &Value, original: &Path) {
 
 #[test]
 fn chosen_volumes_are_backed_up_by_their_nodes_agents_and_restic_restores_them() {
-    let rig = Rig::new(&["node-1", "node-2"]);
+    // On the S3 server: the agents reach the bucket only with what the server sends them.
+    let rig = Rig::with_s3("pod-volumes", &["node-1", "node-2"]);
     rig.put(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}}));
     rig.put(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "blog"}}));
     rig.put(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "creds", "namespace": "shop"}, "data": {}}));
