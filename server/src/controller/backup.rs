@@ -19,7 +19,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::StreamExt;
 use jiff::Timestamp;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Config, Controller};
@@ -28,7 +27,7 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use super::{Context, MANAGER, parse_duration};
+use super::{Context, MANAGER, log_reconciles, parse_duration, retry_after};
 use crate::api::{
     Backup, BackupPhase, BackupStorageLocation, LocationPhase, VolumeSnapshotLocation, labels,
 };
@@ -86,16 +85,14 @@ pub(crate) async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
     });
     // Running backups see the token and end themselves (marked Failed); the controller then
     // waits for them rather than abandoning them mid-write.
-    Controller::new(api, watcher::Config::default())
-        .with_config(Config::default().concurrency(concurrency))
-        .graceful_shutdown_on(async move { shutdown.cancelled().await })
-        .run(reconcile, error_policy, ctx)
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                tracing::debug!(controller = NAME, "{}", chain(&e));
-            }
-        })
-        .await;
+    log_reconciles(
+        NAME,
+        Controller::new(api, watcher::Config::default())
+            .with_config(Config::default().concurrency(concurrency))
+            .graceful_shutdown_on(async move { shutdown.cancelled().await })
+            .run(reconcile, error_policy, ctx),
+    )
+    .await;
 }
 
 struct BackupContext {
@@ -151,11 +148,7 @@ async fn reconcile(backup: Arc<Backup>, bctx: Arc<BackupContext>) -> Result<Acti
 fn error_policy(backup: Arc<Backup>, error: &Error, bctx: Arc<BackupContext>) -> Action {
     bctx.ctx.metrics.reconciled(NAME, false);
     tracing::warn!(backup = %backup.name_any(), "reconcile failed: {}", chain(error));
-    Action::requeue(if error.is_retryable() {
-        Duration::from_secs(5)
-    } else {
-        Duration::from_secs(60)
-    })
+    retry_after(error)
 }
 
 fn schedule_of(backup: &Backup) -> String {

@@ -14,7 +14,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
@@ -23,7 +22,7 @@ use lifeboat_repo::{Repository, RepositoryOptions};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use super::{Context, MANAGER};
+use super::{Context, MANAGER, log_reconciles, retry_after};
 use crate::api::{
     Backup, BackupPhase, BackupStorageLocation, DeleteBackupRequest, DeleteBackupRequestPhase,
     PodVolumeBackup, Restore, labels,
@@ -44,15 +43,13 @@ pub(crate) const REPOSITORY_SECRET: (&str, &str) =
 /// Runs the controller until `shutdown` fires.
 pub(crate) async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
     let api: Api<DeleteBackupRequest> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
-    Controller::new(api, watcher::Config::default())
-        .graceful_shutdown_on(async move { shutdown.cancelled().await })
-        .run(reconcile, error_policy, ctx)
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                tracing::debug!(controller = NAME, "{}", chain(&e));
-            }
-        })
-        .await;
+    log_reconciles(
+        NAME,
+        Controller::new(api, watcher::Config::default())
+            .graceful_shutdown_on(async move { shutdown.cancelled().await })
+            .run(reconcile, error_policy, ctx),
+    )
+    .await;
 }
 
 async fn reconcile(request: Arc<DeleteBackupRequest>, ctx: Arc<Context>) -> Result<Action> {
@@ -295,9 +292,5 @@ async fn forget_snapshots(
 fn error_policy(request: Arc<DeleteBackupRequest>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics.reconciled(NAME, false);
     tracing::warn!(request = %request.name_any(), "reconcile failed: {}", chain(error));
-    Action::requeue(if error.is_retryable() {
-        Duration::from_secs(5)
-    } else {
-        Duration::from_secs(60)
-    })
+    retry_after(error)
 }

@@ -6,14 +6,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use kube::api::{Api, ListParams, ObjectMeta, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use tokio_util::sync::CancellationToken;
 
-use super::Context;
+use super::{Context, log_reconciles};
 use crate::api::{
     Backup, BackupPhase, BackupStorageLocation, DeleteBackupRequest, DeleteBackupRequestPhase,
     DeleteBackupRequestSpec, labels,
@@ -26,16 +25,14 @@ const NAME: &str = "gc";
 /// Runs the controller until `shutdown` fires.
 pub(crate) async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
     let api: Api<Backup> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
-    Controller::new(api, watcher::Config::default())
-        .reconcile_all_on(ctx.clock.changes())
-        .graceful_shutdown_on(async move { shutdown.cancelled().await })
-        .run(reconcile, error_policy, ctx)
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                tracing::debug!(controller = NAME, "{}", chain(&e));
-            }
-        })
-        .await;
+    log_reconciles(
+        NAME,
+        Controller::new(api, watcher::Config::default())
+            .reconcile_all_on(ctx.clock.changes())
+            .graceful_shutdown_on(async move { shutdown.cancelled().await })
+            .run(reconcile, error_policy, ctx),
+    )
+    .await;
 }
 
 async fn reconcile(backup: Arc<Backup>, ctx: Arc<Context>) -> Result<Action> {

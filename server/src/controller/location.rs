@@ -9,9 +9,8 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Config, Controller};
@@ -20,7 +19,7 @@ use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use tokio_util::sync::CancellationToken;
 
-use super::{Context, MANAGER, parse_duration};
+use super::{Context, MANAGER, log_reconciles, parse_duration, retry_after};
 use crate::api::{BackupStorageLocation, LocationPhase};
 use crate::error::{Error, Result};
 use crate::storage::chain;
@@ -61,16 +60,14 @@ impl State {
 pub(crate) async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
     let api: Api<BackupStorageLocation> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
     let concurrency = ctx.settings.location_concurrency;
-    Controller::new(api, watcher::Config::default())
-        .with_config(Config::default().concurrency(concurrency))
-        .graceful_shutdown_on(async move { shutdown.cancelled().await })
-        .run(reconcile, error_policy, ctx)
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                tracing::debug!(controller = NAME, "{}", chain(&e));
-            }
-        })
-        .await;
+    log_reconciles(
+        NAME,
+        Controller::new(api, watcher::Config::default())
+            .with_config(Config::default().concurrency(concurrency))
+            .graceful_shutdown_on(async move { shutdown.cancelled().await })
+            .run(reconcile, error_policy, ctx),
+    )
+    .await;
 }
 
 async fn reconcile(bsl: Arc<BackupStorageLocation>, ctx: Arc<Context>) -> Result<Action> {
@@ -158,9 +155,5 @@ async fn validate(bsl: &BackupStorageLocation, ctx: &Context) -> std::result::Re
 fn error_policy(bsl: Arc<BackupStorageLocation>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics.reconciled(NAME, false);
     tracing::warn!(location = %bsl.name_any(), "reconcile failed: {}", chain(error));
-    Action::requeue(if error.is_retryable() {
-        Duration::from_secs(5)
-    } else {
-        Duration::from_secs(60)
-    })
+    retry_after(error)
 }

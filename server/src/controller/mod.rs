@@ -170,6 +170,33 @@ impl Context {
     }
 }
 
+/// Drives a controller's reconcile stream to its end, logging the failures (the error policy
+/// has already counted and reported them).
+pub(crate) async fn log_reconciles<S, T, E>(controller: &'static str, stream: S)
+where
+    S: futures::Stream<Item = std::result::Result<T, E>>,
+    E: std::error::Error + 'static,
+{
+    use futures::StreamExt as _;
+    stream
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(controller, "{}", chain(&e));
+            }
+        })
+        .await;
+}
+
+/// When a failed reconcile is tried again: soon when the failure may pass (the API server
+/// restarting, a conflict), later when it needs a change first.
+pub(crate) fn retry_after(error: &Error) -> kube::runtime::controller::Action {
+    kube::runtime::controller::Action::requeue(if error.is_retryable() {
+        Duration::from_secs(5)
+    } else {
+        Duration::from_secs(60)
+    })
+}
+
 /// A Kubernetes duration (`1m0s`, `720h`, `90s`) as Velero's manifests write them; `0` is zero.
 pub fn parse_duration(text: &str) -> Option<Duration> {
     let t = text.trim();

@@ -12,7 +12,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
@@ -21,7 +20,7 @@ use lifeboat_repo::{Repository, RepositoryOptions};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use super::{Context, MANAGER, parse_duration};
+use super::{Context, MANAGER, log_reconciles, parse_duration};
 use crate::api::{BackupStorageLocation, RepositoryPhase, ResticRepository};
 use crate::clock::kube_time;
 use crate::controller::podvolume::repository_password;
@@ -36,16 +35,14 @@ const BUSY_RETRY: Duration = Duration::from_secs(60);
 /// Runs the controller until `shutdown` fires.
 pub(crate) async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
     let api: Api<ResticRepository> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
-    Controller::new(api, watcher::Config::default())
-        .reconcile_all_on(ctx.clock.changes())
-        .graceful_shutdown_on(async move { shutdown.cancelled().await })
-        .run(reconcile, error_policy, ctx)
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                tracing::debug!(controller = NAME, "{}", chain(&e));
-            }
-        })
-        .await;
+    log_reconciles(
+        NAME,
+        Controller::new(api, watcher::Config::default())
+            .reconcile_all_on(ctx.clock.changes())
+            .graceful_shutdown_on(async move { shutdown.cancelled().await })
+            .run(reconcile, error_policy, ctx),
+    )
+    .await;
 }
 
 async fn reconcile(repo: Arc<ResticRepository>, ctx: Arc<Context>) -> Result<Action> {

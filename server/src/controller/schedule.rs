@@ -17,7 +17,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
@@ -26,7 +25,7 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use super::{Context, MANAGER};
+use super::{Context, MANAGER, log_reconciles, retry_after};
 use crate::api::{Backup, Schedule, SchedulePhase, labels};
 use crate::clock::kube_time;
 use crate::cron::{CronSchedule, backup_name};
@@ -42,16 +41,14 @@ const MAX_WAIT: Duration = Duration::from_secs(300);
 /// Runs the controller until `shutdown` fires.
 pub(crate) async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
     let api: Api<Schedule> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
-    Controller::new(api, watcher::Config::default())
-        .reconcile_all_on(ctx.clock.changes())
-        .graceful_shutdown_on(async move { shutdown.cancelled().await })
-        .run(reconcile, error_policy, ctx)
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                tracing::debug!(controller = NAME, "{}", chain(&e));
-            }
-        })
-        .await;
+    log_reconciles(
+        NAME,
+        Controller::new(api, watcher::Config::default())
+            .reconcile_all_on(ctx.clock.changes())
+            .graceful_shutdown_on(async move { shutdown.cancelled().await })
+            .run(reconcile, error_policy, ctx),
+    )
+    .await;
 }
 
 async fn reconcile(schedule: Arc<Schedule>, ctx: Arc<Context>) -> Result<Action> {
@@ -160,11 +157,7 @@ fn backup_for(schedule: &Schedule, now: jiff::Timestamp) -> Backup {
 fn error_policy(schedule: Arc<Schedule>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics.reconciled(NAME, false);
     tracing::warn!(schedule = %schedule.name_any(), "reconcile failed: {}", chain(error));
-    Action::requeue(if error.is_retryable() {
-        Duration::from_secs(5)
-    } else {
-        Duration::from_secs(60)
-    })
+    retry_after(error)
 }
 
 #[cfg(test)]

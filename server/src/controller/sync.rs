@@ -19,7 +19,6 @@ use std::io::Read;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
@@ -27,7 +26,7 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use super::{Context, MANAGER, parse_duration};
+use super::{Context, MANAGER, log_reconciles, parse_duration};
 use crate::api::{Backup, BackupPhase, BackupStorageLocation, PodVolumeBackup, labels};
 use crate::backup::layout::{BACKUPS_DIR, BackupKeys};
 use crate::error::{Error, Result};
@@ -44,15 +43,13 @@ pub(crate) struct State {
 /// Runs the controller until `shutdown` fires.
 pub(crate) async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
     let api: Api<BackupStorageLocation> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
-    Controller::new(api, watcher::Config::default())
-        .graceful_shutdown_on(async move { shutdown.cancelled().await })
-        .run(reconcile, error_policy, ctx)
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                tracing::debug!(controller = NAME, "{}", chain(&e));
-            }
-        })
-        .await;
+    log_reconciles(
+        NAME,
+        Controller::new(api, watcher::Config::default())
+            .graceful_shutdown_on(async move { shutdown.cancelled().await })
+            .run(reconcile, error_policy, ctx),
+    )
+    .await;
 }
 
 async fn reconcile(bsl: Arc<BackupStorageLocation>, ctx: Arc<Context>) -> Result<Action> {
