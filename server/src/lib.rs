@@ -13,6 +13,7 @@ mod http;
 pub mod install;
 pub mod metrics;
 pub mod pki;
+pub mod restore;
 mod server;
 pub mod storage;
 mod tls;
