@@ -310,12 +310,12 @@ async fn follow(
     deadline: tokio::time::Instant,
     timeout: Duration,
 ) -> (PodVolumeBackup, Ended) {
-    let mut last_report = Instant::now() - PROGRESS_EVERY;
+    let mut last_report: Option<Instant> = None;
     let outcome = loop {
         match tokio::time::timeout_at(deadline, handle.next()).await {
             Ok(Some(JobEvent::Progress(p))) => {
-                if last_report.elapsed() >= PROGRESS_EVERY {
-                    last_report = Instant::now();
+                if last_report.is_none_or(|at| at.elapsed() >= PROGRESS_EVERY) {
+                    last_report = Some(Instant::now());
                     let progress = json!({"progress": {
                         "totalBytes": p.bytes_total, "bytesDone": p.bytes_done,
                     }});
