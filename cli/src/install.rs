@@ -62,6 +62,9 @@ struct InstallFlags {
     /// Back up every pod volume unless excluded, by default for every backup.
     #[arg(long, visible_alias = "default-volumes-to-fs-backup")]
     default_volumes_to_restic: bool,
+    /// How often the server prunes repositories by default, e.g. 168h (the server's own default).
+    #[arg(long, visible_alias = "default-repo-maintain-frequency")]
+    default_restic_prune_frequency: Option<String>,
     /// CPU request of the server pod.
     #[arg(long, default_value = "500m")]
     velero_pod_cpu_request: String,
@@ -203,6 +206,14 @@ fn options(args: &InstallFlags, namespace: &str, tls: pki::Bundle) -> Result<Ins
     options.features = split_features(&args.features);
     options.use_restic = args.use_restic;
     options.default_volumes_to_restic = args.default_volumes_to_restic;
+    if let Some(frequency) = &args.default_restic_prune_frequency {
+        if lifeboat_server::parse_duration(frequency).is_none_or(|d| d.is_zero()) {
+            bail!(
+                "--default-restic-prune-frequency `{frequency}` is not a duration such as 24h or 168h"
+            );
+        }
+        options.default_restic_prune_frequency = Some(frequency.trim().to_owned());
+    }
     options.pod_labels = parse_pairs("pod-labels", args.pod_labels.as_slice())?;
     options.pod_annotations = parse_pairs("pod-annotations", args.pod_annotations.as_slice())?;
     options.server_resources = resources(

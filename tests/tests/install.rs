@@ -498,6 +498,8 @@ fn node_agent_aliases_no_secret_and_velero_defaults() {
             "--no-secret",
             "--use-node-agent",
             "--default-volumes-to-fs-backup",
+            "--default-repo-maintain-frequency",
+            "72h",
             "--node-agent-pod-mem-limit",
             "3Gi",
         ])
@@ -519,7 +521,11 @@ fn node_agent_aliases_no_secret_and_velero_defaults() {
     let container = &server["containers"][0];
     assert_eq!(
         container["args"],
-        json!(["server", "--default-volumes-to-restic"])
+        json!([
+            "server",
+            "--default-volumes-to-restic",
+            "--default-restic-prune-frequency=72h"
+        ])
     );
     assert_eq!(
         container["image"],

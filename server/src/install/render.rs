@@ -42,6 +42,8 @@ pub struct InstallOptions {
     pub use_restic: bool,
     /// Whether the server backs up every pod volume unless excluded (`--default-volumes-to-restic`).
     pub default_volumes_to_restic: bool,
+    /// How often the server prunes repositories by default (`--default-restic-prune-frequency`).
+    pub default_restic_prune_frequency: Option<String>,
     /// The server pod's requests and limits.
     pub server_resources: PodResources,
     /// An agent pod's requests and limits.
@@ -71,6 +73,7 @@ impl InstallOptions {
             credentials: None,
             use_restic: false,
             default_volumes_to_restic: false,
+            default_restic_prune_frequency: None,
             server_resources: PodResources::server_default(),
             agent_resources: PodResources::agent_default(),
             features: Vec::new(),
@@ -515,6 +518,9 @@ fn deployment(options: &InstallOptions) -> Deployment {
     args.extend(features_arg(options));
     if options.default_volumes_to_restic {
         args.push("--default-volumes-to-restic".into());
+    }
+    if let Some(frequency) = &options.default_restic_prune_frequency {
+        args.push(format!("--default-restic-prune-frequency={frequency}"));
     }
     let mut env = vec![field_env("VELERO_NAMESPACE", "metadata.namespace")];
     env.extend(common_env(options));
