@@ -167,40 +167,7 @@ pub(crate) fn local_time(time: &Time) -> String {
         .to_string()
 }
 
-/// A duration as Go's `time.Duration` writes it, the form Kubernetes stores (`72h0m0s`,
-/// `1h30m0s`, `5m0s`, `30s`, `1.5s`, `250ms`, `0s`).
-pub(crate) fn go_duration(d: Duration) -> String {
-    /// `n / unit` with the remainder as decimals, trailing zeros dropped (`1500, 1000` → `1.5`).
-    fn decimal(n: u128, unit: u128) -> String {
-        let (whole, rest) = (n / unit, n % unit);
-        if rest == 0 {
-            return whole.to_string();
-        }
-        let digits = unit.ilog10() as usize;
-        let fraction = format!("{rest:0digits$}");
-        format!("{whole}.{}", fraction.trim_end_matches('0'))
-    }
-    let nanos = d.as_nanos();
-    match nanos {
-        0 => "0s".into(),
-        1..1_000 => format!("{nanos}ns"),
-        1_000..1_000_000 => format!("{}µs", decimal(nanos, 1_000)),
-        1_000_000..1_000_000_000 => format!("{}ms", decimal(nanos, 1_000_000)),
-        _ => {
-            let secs = d.as_secs();
-            let (hours, minutes) = (secs / 3600, secs % 3600 / 60);
-            let seconds = decimal(
-                u128::from(secs % 60) * 1_000_000_000 + u128::from(d.subsec_nanos()),
-                1_000_000_000,
-            );
-            match (hours, minutes) {
-                (0, 0) => format!("{seconds}s"),
-                (0, m) => format!("{m}m{seconds}s"),
-                (h, m) => format!("{h}h{m}m{seconds}s"),
-            }
-        }
-    }
-}
+pub(crate) use lifeboat_server::go_duration;
 
 /// Parses the duration of `--flag` (`72h`, `24h0m0s`, `90m`, `30s`) as Kubernetes and Velero
 /// take them; the error names the flag.
@@ -268,16 +235,6 @@ mod tests {
 
     #[test]
     fn durations_are_written_as_go_writes_them() {
-        let d = |s: u64| Duration::from_secs(s);
-        assert_eq!(go_duration(d(72 * 3600)), "72h0m0s");
-        assert_eq!(go_duration(d(5400)), "1h30m0s");
-        assert_eq!(go_duration(d(300)), "5m0s");
-        assert_eq!(go_duration(d(30)), "30s");
-        assert_eq!(go_duration(d(0)), "0s");
-        assert_eq!(go_duration(Duration::from_millis(1500)), "1.5s");
-        assert_eq!(go_duration(Duration::from_millis(250)), "250ms");
-        assert_eq!(go_duration(Duration::from_micros(1500)), "1.5ms");
-        assert_eq!(go_duration(Duration::from_nanos(7)), "7ns");
         for text in ["72h", "72h0m0s", "24h0m0s", "90m", "30s", "3d"] {
             let parsed = parse_go_duration("ttl", text).unwrap();
             assert!(parsed > Duration::ZERO, "{text}");

@@ -18,6 +18,6 @@ mod server;
 pub mod storage;
 mod tls;
 
-pub use controller::{Settings, parse_duration};
+pub use controller::{Settings, go_duration, parse_duration};
 pub use error::{Error, Result};
 pub use server::{ServerOptions, run, serve_agents};

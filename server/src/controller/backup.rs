@@ -27,7 +27,7 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use super::{Context, MANAGER, log_reconciles, parse_duration, retry_after};
+use super::{Context, MANAGER, go_duration, log_reconciles, parse_duration, retry_after};
 use crate::api::{
     Backup, BackupPhase, BackupStorageLocation, LocationPhase, VolumeSnapshotLocation, labels,
 };
@@ -162,19 +162,12 @@ fn schedule_of(backup: &Backup) -> String {
 async fn mark_failed(ctx: &Context, backup: &Backup, reason: &str) -> Result<()> {
     tracing::warn!(backup = %backup.name_any(), "backup failed: {reason}");
     let now = kube_time(ctx.clock.now());
-    let status = json!({"status": {
+    let status = json!({
         "phase": BackupPhase::Failed,
         "failureReason": reason,
         "completionTimestamp": now,
-    }});
-    patch_status(ctx, &backup.name_any(), &status).await
-}
-
-async fn patch_status(ctx: &Context, name: &str, status: &serde_json::Value) -> Result<()> {
-    let api: Api<Backup> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
-    api.patch_status(name, &PatchParams::apply(MANAGER), &Patch::Merge(status))
-        .await?;
-    Ok(())
+    });
+    ctx.patch_status::<Backup>(&backup.name_any(), status).await
 }
 
 /// One backup from validation to its final status.
@@ -185,12 +178,15 @@ struct Run<'a> {
     log: OperationLog,
     cancel: CancellationToken,
     started: Timestamp,
-    /// The served resources, from `prepare`.
-    index: Option<crate::backup::ResourceIndex>,
-    /// API groups whose discovery failed (a warning each).
-    unreachable_groups: Vec<String>,
     /// The backup's TTL, once `prepare` has resolved it.
     ttl: Duration,
+}
+
+/// A validated backup's storage location, opened, and the resources the API server serves.
+struct Prepared {
+    location: BackupStorageLocation,
+    store: LocationStore,
+    discovered: crate::backup::DiscoveredResources,
 }
 
 /// What stops a backup before it completes.
@@ -225,8 +221,6 @@ impl<'a> Run<'a> {
             name,
             cancel,
             started: ctx.clock.now(),
-            index: None,
-            unreachable_groups: Vec::new(),
             ttl: ctx.settings.default_backup_ttl,
         }
     }
@@ -246,14 +240,14 @@ impl<'a> Run<'a> {
                 }
                 // Expires like any other backup, so garbage collection removes it in time.
                 let now = self.ctx.clock.now();
-                let status = json!({"status": {
+                let status = json!({
                     "phase": BackupPhase::FailedValidation,
                     "validationErrors": errors,
                     "version": 1,
                     "formatVersion": FORMAT_VERSION,
                     "expiration": kube_time(expires(now, self.ttl)),
-                }});
-                patch_status(self.ctx, &self.name, &status).await?;
+                });
+                self.ctx.patch_status::<Backup>(&self.name, status).await?;
                 self.ctx
                     .metrics
                     .backup_finished(&schedule, "FailedValidation");
@@ -293,9 +287,8 @@ impl<'a> Run<'a> {
         }
     }
 
-    /// Fills in the defaults, validates, and moves the Backup to InProgress. Returns the
-    /// storage location, opened.
-    async fn prepare(&mut self) -> Result<(BackupStorageLocation, LocationStore), Stop> {
+    /// Fills in the defaults, validates, and moves the Backup to InProgress.
+    async fn prepare(&mut self) -> Result<Prepared, Stop> {
         let ctx = self.ctx;
         let settings = &ctx.settings;
         let mut errors = Vec::new();
@@ -388,34 +381,27 @@ impl<'a> Run<'a> {
         let now = ctx.clock.now();
         self.started = now;
         let expiration = expires(now, ttl);
-        let status = json!({"status": {
+        let status = json!({
             "phase": BackupPhase::InProgress,
             "version": 1,
             "formatVersion": FORMAT_VERSION,
             "startTimestamp": kube_time(now),
             "expiration": kube_time(expiration),
             "validationErrors": null,
-        }});
-        patch_status(ctx, &self.name, &status).await?;
+        });
+        ctx.patch_status::<Backup>(&self.name, status).await?;
         self.info(&format!(
             "Starting backup to storage location {location_name} (expires {})",
             kube_time(expiration).0
         ));
-        for group in &discovered.unreachable_groups {
-            self.log.line(
-                now,
-                Level::Warning,
-                &format!(
-                    "API group {group} did not answer discovery; its resources are not backed up"
-                ),
-            );
-        }
         let store = ctx.open_location(&location).await.map_err(|e| {
             Stop::Failed(format!("cannot open storage location {location_name}: {e}"))
         })?;
-        self.unreachable_groups = discovered.unreachable_groups.clone();
-        self.index = Some(discovered.index);
-        Ok((location, store))
+        Ok(Prepared {
+            location,
+            store,
+            discovered,
+        })
     }
 
     /// The spec defaults and Velero's labels and annotations, on the object itself.
@@ -522,10 +508,12 @@ impl<'a> Run<'a> {
 
     /// Collects and uploads; returns the final phase. Every file is written, or the backup is
     /// Failed and what was written is removed.
-    async fn execute(
-        &mut self,
-        (location, store): &(BackupStorageLocation, LocationStore),
-    ) -> Result<&'static str, Stop> {
+    async fn execute(&mut self, prepared: &Prepared) -> Result<&'static str, Stop> {
+        let Prepared {
+            location,
+            store,
+            discovered,
+        } = prepared;
         let ctx = self.ctx;
         let keys = BackupKeys::new(&self.name);
         let bucket = &store.bucket;
@@ -545,8 +533,8 @@ impl<'a> Run<'a> {
             }
         }
 
-        let index = self.index.take().unwrap_or_default();
-        let filter = BackupFilter::new(&self.backup.spec, &index).map_err(Stop::Failed)?;
+        let index = &discovered.index;
+        let filter = BackupFilter::new(&self.backup.spec, index).map_err(Stop::Failed)?;
         let mtime = u64::try_from(self.started.as_second()).unwrap_or(0);
         let mut tarball = StreamingTarball::start(bucket, &keys.contents(), mtime)
             .await
@@ -597,7 +585,7 @@ impl<'a> Run<'a> {
             let options = CollectOptions::default();
             let work = collect(
                 &ctx.client,
-                &index,
+                index,
                 &filter,
                 &options,
                 &mut tarball,
@@ -667,7 +655,7 @@ impl<'a> Run<'a> {
                 volume_backups.len() - failed
             ));
         }
-        for group in &self.unreachable_groups {
+        for group in &discovered.unreachable_groups {
             results.warnings.velero.push(format!(
                 "API group {group} did not answer discovery; its resources are not backed up"
             ));
@@ -744,8 +732,9 @@ impl<'a> Run<'a> {
             ctx.metrics
                 .backup_last_success(&schedule_of(&self.backup), completed.as_second());
         }
-        let status = json!({"status": status});
-        patch_status(ctx, &self.name, &status).await?;
+        let status = serde_json::to_value(&status)
+            .map_err(|e| Stop::Failed(format!("cannot encode the backup's status: {e}")))?;
+        ctx.patch_status::<Backup>(&self.name, status).await?;
         Ok(match phase {
             BackupPhase::Completed => "Completed",
             _ => "PartiallyFailed",
@@ -841,29 +830,4 @@ fn expires(start: Timestamp, ttl: Duration) -> Timestamp {
     start
         .checked_add(jiff::SignedDuration::try_from(ttl).unwrap_or_default())
         .unwrap_or(Timestamp::MAX)
-}
-
-/// A duration as Go prints it (`720h0m0s`, `1h30m0s`, `45s`), the form Velero writes `ttl` in.
-pub(crate) fn go_duration(d: Duration) -> String {
-    let secs = d.as_secs();
-    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
-    match (h, m) {
-        (0, 0) => format!("{s}s"),
-        (0, _) => format!("{m}m{s}s"),
-        _ => format!("{h}h{m}m{s}s"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_print_as_go_does() {
-        assert_eq!(go_duration(Duration::from_secs(720 * 3600)), "720h0m0s");
-        assert_eq!(go_duration(Duration::from_secs(5400)), "1h30m0s");
-        assert_eq!(go_duration(Duration::from_secs(90)), "1m30s");
-        assert_eq!(go_duration(Duration::from_secs(45)), "45s");
-        assert_eq!(go_duration(Duration::ZERO), "0s");
-    }
 }

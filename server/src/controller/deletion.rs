@@ -36,10 +36,6 @@ const NAME: &str = "delete-backup-request";
 /// How long a processed request is kept for `kubectl get deletebackuprequests` to show.
 const KEEP_PROCESSED: Duration = Duration::from_secs(24 * 3600);
 
-/// The install's repository password (Velero's Secret name and key).
-pub(crate) const REPOSITORY_SECRET: (&str, &str) =
-    ("velero-restic-credentials", "repository-password");
-
 /// Runs the controller until `shutdown` fires.
 pub(crate) async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
     let api: Api<DeleteBackupRequest> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
@@ -244,17 +240,9 @@ async fn forget_snapshots(
     if by_namespace.is_empty() {
         return Vec::new();
     }
-    let password = match ctx
-        .secret_key(REPOSITORY_SECRET.0, REPOSITORY_SECRET.1)
-        .await
-    {
-        Ok(bytes) => String::from_utf8_lossy(&bytes).trim_end().to_string(),
-        Err(e) => {
-            return vec![format!(
-                "cannot read the repository password: {}",
-                chain(&e)
-            )];
-        }
+    let password = match ctx.repository_password().await {
+        Ok(password) => password,
+        Err(e) => return vec![format!("cannot read the repository password: {e}")],
     };
     let mut errors = Vec::new();
     for (namespace, ids) in by_namespace {

@@ -134,6 +134,39 @@ impl Context {
         }
     }
 
+    /// The install's repository password, from Velero's Secret `velero-restic-credentials`
+    /// (key `repository-password`), so an existing Velero bucket's repositories keep opening.
+    pub async fn repository_password(&self) -> std::result::Result<String, String> {
+        let bytes = self
+            .secret_key(
+                crate::install::REPOSITORY_SECRET,
+                crate::install::REPOSITORY_PASSWORD_KEY,
+            )
+            .await
+            .map_err(|e| chain(&e))?;
+        Ok(String::from_utf8_lossy(&bytes).trim_end().to_owned())
+    }
+
+    /// Merges `status` into the status of the `K` named `name` in the install namespace, as
+    /// this server's field manager: how every controller records what it did.
+    pub async fn patch_status<K>(&self, name: &str, status: serde_json::Value) -> Result<()>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+    {
+        let api: Api<K> = Api::namespaced(self.client.clone(), &self.namespace);
+        let patch = serde_json::json!({ "status": status });
+        api.patch_status(
+            name,
+            &kube::api::PatchParams::apply(MANAGER),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await?;
+        Ok(())
+    }
+
     /// Opens a storage location with its credentials (the location's `credential` Secret key,
     /// else the server's credentials file or environment). The error is one sentence.
     pub async fn open_location(
@@ -197,6 +230,41 @@ pub(crate) fn retry_after(error: &Error) -> kube::runtime::controller::Action {
     })
 }
 
+/// A duration as Go's `time.Duration` writes it, the form Kubernetes stores (`72h0m0s`,
+/// `1h30m0s`, `5m0s`, `30s`, `1.5s`, `250ms`, `0s`).
+pub fn go_duration(d: Duration) -> String {
+    /// `n / unit` with the remainder as decimals, trailing zeros dropped (`1500, 1000` → `1.5`).
+    fn decimal(n: u128, unit: u128) -> String {
+        let (whole, rest) = (n / unit, n % unit);
+        if rest == 0 {
+            return whole.to_string();
+        }
+        let digits = unit.ilog10() as usize;
+        let fraction = format!("{rest:0digits$}");
+        format!("{whole}.{}", fraction.trim_end_matches('0'))
+    }
+    let nanos = d.as_nanos();
+    match nanos {
+        0 => "0s".into(),
+        1..1_000 => format!("{nanos}ns"),
+        1_000..1_000_000 => format!("{}µs", decimal(nanos, 1_000)),
+        1_000_000..1_000_000_000 => format!("{}ms", decimal(nanos, 1_000_000)),
+        _ => {
+            let secs = d.as_secs();
+            let (hours, minutes) = (secs / 3600, secs % 3600 / 60);
+            let seconds = decimal(
+                u128::from(secs % 60) * 1_000_000_000 + u128::from(d.subsec_nanos()),
+                1_000_000_000,
+            );
+            match (hours, minutes) {
+                (0, 0) => format!("{seconds}s"),
+                (0, m) => format!("{m}m{seconds}s"),
+                (h, m) => format!("{h}h{m}m{seconds}s"),
+            }
+        }
+    }
+}
+
 /// A Kubernetes duration (`1m0s`, `720h`, `90s`) as Velero's manifests write them; `0` is zero.
 pub fn parse_duration(text: &str) -> Option<Duration> {
     let t = text.trim();
@@ -209,6 +277,20 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_are_written_as_go_writes_them() {
+        let d = |s: u64| Duration::from_secs(s);
+        assert_eq!(go_duration(d(72 * 3600)), "72h0m0s");
+        assert_eq!(go_duration(d(5400)), "1h30m0s");
+        assert_eq!(go_duration(d(300)), "5m0s");
+        assert_eq!(go_duration(d(30)), "30s");
+        assert_eq!(go_duration(d(0)), "0s");
+        assert_eq!(go_duration(Duration::from_millis(1500)), "1.5s");
+        assert_eq!(go_duration(Duration::from_millis(250)), "250ms");
+        assert_eq!(go_duration(Duration::from_micros(1500)), "1.5ms");
+        assert_eq!(go_duration(Duration::from_nanos(7)), "7ns");
+    }
 
     #[test]
     fn kubernetes_durations_parse() {

@@ -32,7 +32,6 @@ use crate::api::{
 use crate::backup::BackupResults;
 use crate::backup::volumes::{chosen, pod_unready, unsupported};
 use crate::clock::kube_time;
-use crate::controller::deletion::REPOSITORY_SECRET;
 use crate::error::Result;
 use crate::storage::{LocationStore, chain};
 
@@ -167,7 +166,7 @@ pub(crate) async fn back_up_pod_volumes(
                 Some(location) => location.clone(),
                 None => {
                     if password.is_none() {
-                        password = Some(repository_password(ctx).await.map_err(|e| {
+                        password = Some(ctx.repository_password().await.map_err(|e| {
                             crate::error::Error::NotReady(format!(
                                 "the repository password cannot be read: {e}"
                             ))
@@ -376,28 +375,15 @@ enum Ended {
     Skipped(String),
 }
 
+/// Records a volume's status; a failure is logged (the backup goes on, and the final status
+/// is written again when the volume ends).
 async fn set_status(ctx: &Context, pvb: &PodVolumeBackup, status: Value) {
-    let api: Api<PodVolumeBackup> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
-    let patch = json!({ "status": status });
-    if let Err(e) = api
-        .patch_status(
-            &pvb.name_any(),
-            &PatchParams::apply(MANAGER),
-            &Patch::Merge(&patch),
-        )
+    if let Err(e) = ctx
+        .patch_status::<PodVolumeBackup>(&pvb.name_any(), status)
         .await
     {
         tracing::warn!(pvb = %pvb.name_any(), "cannot record the pod volume backup's status: {}", chain(&e));
     }
-}
-
-/// The install's repository password (Velero's Secret and key).
-pub(crate) async fn repository_password(ctx: &Context) -> std::result::Result<String, String> {
-    let bytes = ctx
-        .secret_key(REPOSITORY_SECRET.0, REPOSITORY_SECRET.1)
-        .await
-        .map_err(|e| chain(&e))?;
-    Ok(String::from_utf8_lossy(&bytes).trim_end().to_owned())
 }
 
 /// The repository of `namespace` on the backup's location: its ResticRepository object, and
@@ -456,9 +442,7 @@ async fn ensure_repository(
                 volume_namespace: namespace.to_owned(),
                 backup_storage_location: location_name.clone(),
                 restic_identifier: location.to_string(),
-                maintenance_frequency: super::backup::go_duration(
-                    ctx.settings.default_prune_frequency,
-                ),
+                maintenance_frequency: super::go_duration(ctx.settings.default_prune_frequency),
                 ..ResticRepositorySpec::default()
             },
         );

@@ -12,7 +12,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
@@ -20,10 +20,9 @@ use lifeboat_repo::{Repository, RepositoryOptions};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use super::{Context, MANAGER, log_reconciles, parse_duration};
+use super::{Context, log_reconciles, parse_duration};
 use crate::api::{BackupStorageLocation, RepositoryPhase, ResticRepository};
 use crate::clock::kube_time;
-use crate::controller::podvolume::repository_password;
 use crate::error::{Error, Result};
 use crate::storage::chain;
 
@@ -64,8 +63,7 @@ async fn reconcile(repo: Arc<ResticRepository>, ctx: Arc<Context>) -> Result<Act
                 || status.message.as_deref() != Some(&reason)
             {
                 tracing::warn!(repository = %name, "repository not ready: {reason}");
-                write_status(
-                    &ctx,
+                ctx.patch_status::<ResticRepository>(
                     &name,
                     json!({"phase": RepositoryPhase::NotReady, "message": reason}),
                 )
@@ -77,10 +75,7 @@ async fn reconcile(repo: Arc<ResticRepository>, ctx: Arc<Context>) -> Result<Act
     match status.last_maintenance_time.as_ref().map(|t| t.0) {
         // A new repository counts as maintained when it is first seen.
         None => {
-            write_status(
-                &ctx,
-                &name,
-                json!({"phase": RepositoryPhase::Ready, "message": null, "lastMaintenanceTime": kube_time(now)}),
+            ctx.patch_status::<ResticRepository>(&name, json!({"phase": RepositoryPhase::Ready, "message": null, "lastMaintenanceTime": kube_time(now)}),
             )
             .await?;
             return Ok(Action::requeue(frequency.min(Duration::from_secs(3600))));
@@ -89,8 +84,7 @@ async fn reconcile(repo: Arc<ResticRepository>, ctx: Arc<Context>) -> Result<Act
             let elapsed = now.duration_since(last).unsigned_abs();
             if elapsed < frequency {
                 if status.phase != Some(RepositoryPhase::Ready) {
-                    write_status(
-                        &ctx,
+                    ctx.patch_status::<ResticRepository>(
                         &name,
                         json!({"phase": RepositoryPhase::Ready, "message": null}),
                     )
@@ -118,10 +112,7 @@ async fn reconcile(repo: Arc<ResticRepository>, ctx: Arc<Context>) -> Result<Act
                 bytes_removed = pruned.bytes_removed,
                 "repository maintained"
             );
-            write_status(
-                &ctx,
-                &name,
-                json!({"phase": RepositoryPhase::Ready, "message": null, "lastMaintenanceTime": kube_time(ctx.clock.now())}),
+            ctx.patch_status::<ResticRepository>(&name, json!({"phase": RepositoryPhase::Ready, "message": null, "lastMaintenanceTime": kube_time(ctx.clock.now())}),
             )
             .await?;
             ctx.metrics.reconciled(NAME, true);
@@ -138,8 +129,7 @@ async fn reconcile(repo: Arc<ResticRepository>, ctx: Arc<Context>) -> Result<Act
                 format!("maintenance failed: {reason}")
             };
             tracing::warn!(repository = %name, "{message}");
-            write_status(
-                &ctx,
+            ctx.patch_status::<ResticRepository>(
                 &name,
                 json!({"phase": RepositoryPhase::Ready, "message": message}),
             )
@@ -159,7 +149,7 @@ async fn open(ctx: &Context, repo: &ResticRepository) -> std::result::Result<Rep
         .map_err(|e| chain(&e))?
         .ok_or_else(|| format!("backup storage location {location_name} does not exist"))?;
     let store = ctx.open_location(&bsl).await?;
-    let password = repository_password(ctx).await?;
+    let password = ctx.repository_password().await?;
     let location = store.repo_root.join(&repo.spec.volume_namespace);
     let opts = RepositoryOptions {
         store: store.options.clone(),
@@ -173,17 +163,6 @@ async fn open(ctx: &Context, repo: &ResticRepository) -> std::result::Result<Rep
                 lifeboat_repo::error_chain(&e)
             )
         })
-}
-
-async fn write_status(ctx: &Context, name: &str, status: serde_json::Value) -> Result<()> {
-    let api: Api<ResticRepository> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
-    api.patch_status(
-        name,
-        &PatchParams::apply(MANAGER),
-        &Patch::Merge(json!({ "status": status })),
-    )
-    .await?;
-    Ok(())
 }
 
 fn error_policy(repo: Arc<ResticRepository>, error: &Error, ctx: Arc<Context>) -> Action {
