@@ -1,11 +1,17 @@
-//! The agent's jobs: one pod volume backed up into a repository, with progress streamed back
-//! at a bounded rate and a result that says what happened in one sentence when it failed.
+//! The agent's jobs: one pod volume backed up into a repository, or one snapshot restored into
+//! a restored pod's volume, with progress streamed back at a bounded rate and a result that
+//! says what happened in one sentence when it failed.
 //!
 //! A job finds its volume under the host-pods root ([`find_volume`]), opens the repository
 //! the server described (the agent holds no credentials of its own), and runs the engine's
 //! backup with the stored path, host, tags and parent the server chose. Cancellation (the
 //! server's CancelJob, or the session ending) stops the engine between chunks; the repository
 //! is left consistent (restic's rule: nothing is referenced before it is written).
+//!
+//! A restore ends with a marker in the volume for the pod's `restic-wait` init container
+//! (`lifeboat restore-helper`): `.velero/<restore-uid>` once the data is in place, or
+//! `.velero/<restore-uid>.failed` holding the reason, so the pod never waits on a restore that
+//! is not coming.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -13,12 +19,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use lifeboat_repo::{
-    BackupOptions, Context, Credentials, Location, LockOptions, ParentChoice, Progress, Repository,
-    RepositoryOptions, Stage, StoreOptions, Unit,
+    BackupOptions, Context, Credentials, Error as RepoError, Location, LockOptions, ParentChoice,
+    Progress, Repository, RepositoryOptions, RestoreOptions, Stage, StoreOptions, Unit,
 };
 use tokio_util::sync::CancellationToken;
 
-use crate::proto::{self, BackupDone, JobProgress, VolumeBackup, job_result};
+use crate::proto::{
+    self, BackupDone, JobProgress, RestoreDone, VolumeBackup, VolumeRestore, job_result,
+};
 use crate::volume::{VolumeError, find_volume};
 
 /// How long a job waits for a repository another process holds exclusively (prune).
@@ -239,5 +247,115 @@ async fn run_backup(
             .iter()
             .map(|w| format!("{}: {}", w.path, w.message))
             .collect(),
+    })
+}
+
+/// The directory in a restored volume where markers for the init container are written
+/// (Velero's name, so a pod restored by Velero's helper image would also see them).
+pub const MARKER_DIR: &str = ".velero";
+
+/// Runs one volume restore; `counters` follow its progress. The outcome is the job's result,
+/// and the volume gets its marker (done or failed) whenever the volume was found.
+pub async fn restore(
+    job: &VolumeRestore,
+    host_pods: &Path,
+    counters: Arc<Counters>,
+    cancel: CancellationToken,
+) -> job_result::Outcome {
+    let target = match find_volume(host_pods, &job.pod_uid, &job.volume_dir) {
+        Ok(target) => target,
+        Err(e) => return job_result::Outcome::Error(e.to_string()),
+    };
+    let outcome = match run_restore(job, &target, counters, cancel).await {
+        Ok(done) => job_result::Outcome::Restore(done),
+        Err(reason) => job_result::Outcome::Error(reason),
+    };
+    let marked = match &outcome {
+        job_result::Outcome::Error(reason) => mark(&target, &job.restore_uid, Some(reason)),
+        _ => mark(&target, &job.restore_uid, None),
+    };
+    match (outcome, marked) {
+        (outcome, Ok(())) => outcome,
+        (job_result::Outcome::Error(reason), Err(_)) => job_result::Outcome::Error(reason),
+        (_, Err(e)) => job_result::Outcome::Error(format!(
+            "the data is restored but the marker for the init container cannot be written in {}: {e}",
+            target.display()
+        )),
+    }
+}
+
+/// Writes `.velero/<restore_uid>` (done), or `.velero/<restore_uid>.failed` holding `failure`.
+fn mark(volume: &Path, restore_uid: &str, failure: Option<&str>) -> std::io::Result<()> {
+    if restore_uid.is_empty() || restore_uid.contains(['/', '\0']) || restore_uid.starts_with('.') {
+        return Err(std::io::Error::other(format!(
+            "the restore UID {restore_uid:?} is not a plain name"
+        )));
+    }
+    let dir = volume.join(MARKER_DIR);
+    std::fs::create_dir_all(&dir)?;
+    match failure {
+        None => std::fs::write(dir.join(restore_uid), b""),
+        Some(reason) => std::fs::write(dir.join(format!("{restore_uid}.failed")), reason),
+    }
+}
+
+async fn run_restore(
+    job: &VolumeRestore,
+    target: &Path,
+    counters: Arc<Counters>,
+    cancel: CancellationToken,
+) -> Result<RestoreDone, String> {
+    let Some(repo) = &job.repository else {
+        return Err("the job names no repository".into());
+    };
+    if job.snapshot_id.is_empty() {
+        return Err("the job names no snapshot".into());
+    }
+    let (location, opts) = repository(repo)?;
+    let repository = Repository::open(&location, &repo.password, opts)
+        .await
+        .map_err(|e| {
+            format!(
+                "cannot open repository {location}: {}",
+                lifeboat_repo::error_chain(&e)
+            )
+        })?;
+    let failed = |e: &RepoError| {
+        if cancel.is_cancelled() {
+            "the restore was cancelled".to_string()
+        } else {
+            format!(
+                "restoring snapshot {} from {location} failed: {}",
+                job.snapshot_id,
+                lifeboat_repo::error_chain(e)
+            )
+        }
+    };
+    let snapshot = repository
+        .find_snapshot(&job.snapshot_id, &Default::default())
+        .await
+        .map_err(|e| failed(&e))?;
+    let ctx = Context {
+        progress: Arc::new(Report(counters)),
+        cancel: cancel.clone(),
+    };
+    // The volume's data is the snapshot's stored path (`/<ns>/pvc/<claim>`, as our backups and
+    // `--as-path` write it); a snapshot Velero's restic took of `.` holds it at the root.
+    let stored = snapshot.paths.first().map(|p| p.trim_start_matches('/'));
+    let opts = RestoreOptions::default();
+    let id = snapshot.id.to_string();
+    let stats = match repository.restore(&id, stored, target, &opts, &ctx).await {
+        Err(RepoError::PathNotInSnapshot { .. }) => {
+            repository.restore(&id, None, target, &opts, &ctx).await
+        }
+        other => other,
+    }
+    .map_err(|e| failed(&e))?;
+    Ok(RestoreDone {
+        snapshot_id: id,
+        files: stats.files,
+        dirs: stats.dirs,
+        bytes: stats.bytes,
+        duration_secs: stats.duration_secs,
     })
 }

@@ -21,8 +21,8 @@ use tonic::transport::{Channel, Endpoint};
 use crate::jobs;
 use crate::proto::agents_client::AgentsClient;
 use crate::proto::{
-    AgentMessage, Heartbeat, Hello, JobResult, VolumeBackup, agent_message, job_result,
-    server_message,
+    AgentMessage, Heartbeat, Hello, JobResult, VolumeBackup, VolumeRestore, agent_message,
+    job_result, server_message,
 };
 use crate::tls::TlsMaterial;
 
@@ -148,6 +148,7 @@ async fn session(
             msg = inbound.next() => match msg {
                 Some(Ok(msg)) => match msg.body {
                     Some(server_message::Body::Backup(job)) => jobs.start_backup(job, tx.clone()),
+                    Some(server_message::Body::Restore(job)) => jobs.start_restore(job, tx.clone()),
                     Some(server_message::Body::Cancel(c)) => jobs.cancel(&c.job_id),
                     Some(server_message::Body::Welcome(_)) | None => {}
                 },
@@ -196,8 +197,30 @@ impl Jobs {
     }
 
     fn start_backup(&self, job: VolumeBackup, tx: mpsc::Sender<AgentMessage>) {
-        let token = self.session.child_token();
         let id = job.job_id.clone();
+        tracing::debug!(job = %id, pod = %job.pod_uid, volume = %job.volume_dir, "backup job received");
+        self.start(id, "backup", tx, move |host_pods, counters, token| async move {
+            tracing::info!(pod = %job.pod_uid, volume = %job.volume_dir, "backing up a pod volume");
+            jobs::backup(&job, &host_pods, counters, token).await
+        });
+    }
+
+    fn start_restore(&self, job: VolumeRestore, tx: mpsc::Sender<AgentMessage>) {
+        let id = job.job_id.clone();
+        self.start(id, "restore", tx, move |host_pods, counters, token| async move {
+            tracing::info!(pod = %job.pod_uid, volume = %job.volume_dir, snapshot = %job.snapshot_id, "restoring a pod volume");
+            jobs::restore(&job, &host_pods, counters, token).await
+        });
+    }
+
+    /// Runs a job when a permit is free, reporting its progress every
+    /// [`jobs::PROGRESS_EVERY`] and its result once.
+    fn start<F, Fut>(&self, id: String, what: &'static str, tx: mpsc::Sender<AgentMessage>, run: F)
+    where
+        F: FnOnce(PathBuf, Arc<jobs::Counters>, CancellationToken) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = job_result::Outcome> + Send,
+    {
+        let token = self.session.child_token();
         {
             let mut tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
             if tokens.contains_key(&id) {
@@ -213,7 +236,6 @@ impl Jobs {
             let outcome = tokio::select! {
                 permit = permits.acquire_owned() => {
                     let _permit = permit;
-                    tracing::info!(job = %id, pod = %job.pod_uid, volume = %job.volume_dir, "backing up a pod volume");
                     let counters = Arc::new(jobs::Counters::default());
                     let reporter = {
                         let (tx, counters, id) = (tx.clone(), counters.clone(), id.clone());
@@ -229,11 +251,11 @@ impl Jobs {
                             }
                         })
                     };
-                    let outcome = jobs::backup(&job, &host_pods, counters, token).await;
+                    let outcome = run(host_pods, counters, token).await;
                     reporter.abort();
                     outcome
                 }
-                _ = token.cancelled() => job_result::Outcome::Error("the backup was cancelled before it started".into()),
+                _ = token.cancelled() => job_result::Outcome::Error(format!("the {what} was cancelled before it started")),
             };
             match &outcome {
                 job_result::Outcome::Backup(done) => tracing::info!(
@@ -246,8 +268,16 @@ impl Jobs {
                     seconds = done.duration_secs,
                     "pod volume backed up"
                 ),
+                job_result::Outcome::Restore(done) => tracing::info!(
+                    job = %id,
+                    snapshot = %done.snapshot_id,
+                    files = done.files,
+                    bytes = done.bytes,
+                    seconds = done.duration_secs,
+                    "pod volume restored"
+                ),
                 job_result::Outcome::Error(reason) => {
-                    tracing::warn!(job = %id, "pod volume backup failed: {reason}")
+                    tracing::warn!(job = %id, "pod volume {what} failed: {reason}")
                 }
                 job_result::Outcome::Skipped(reason) => {
                     tracing::warn!(job = %id, "pod volume skipped: {reason}")

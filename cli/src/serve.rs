@@ -69,6 +69,13 @@ pub(crate) struct ServerArgs {
     /// How often repositories are pruned unless their ResticRepository says otherwise.
     #[arg(long, alias = "default-repo-maintain-frequency", default_value = "168h", value_parser = parse_duration)]
     default_restic_prune_frequency: Duration,
+    /// Run restores only: backups, schedules and garbage collection are off.
+    #[arg(long)]
+    restore_only: bool,
+    /// The image of restored pods' restic-wait init container (default: this version's
+    /// image; `lifeboat install --image` sets it to the install's).
+    #[arg(long)]
+    restore_helper_image: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -168,6 +175,10 @@ pub(crate) async fn server(args: ServerArgs) -> Result<()> {
             gc_frequency: args.garbage_collection_frequency,
             restic_timeout: args.restic_timeout,
             default_prune_frequency: args.default_restic_prune_frequency,
+            restore_only: args.restore_only,
+            restore_helper_image: args
+                .restore_helper_image
+                .unwrap_or_else(lifeboat_server::install::default_image),
             ..Settings::default()
         },
         clock: lifeboat_server::clock::Clock::system(),

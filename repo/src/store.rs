@@ -374,6 +374,41 @@ impl Bucket {
         }
     }
 
+    /// Copies an object into the local file `to` as it arrives, so memory stays at one
+    /// response chunk whatever the object's size; returns the bytes written.
+    pub async fn download(&self, key: &str, to: &std::path::Path) -> Result<u64, StoreError> {
+        use tokio::io::AsyncWriteExt as _;
+        let path = self.key(key);
+        let local = |e: std::io::Error| {
+            StoreError::from_object_store(
+                &path,
+                object_store::Error::Generic {
+                    store: "local file",
+                    source: format!("cannot write {}: {e}", to.display()).into(),
+                },
+            )
+        };
+        let _p = self.permit().await;
+        let mut stream = self
+            .inner
+            .get(&path)
+            .await
+            .map_err(|e| StoreError::from_object_store(&path, e))?
+            .into_stream();
+        let mut file = tokio::fs::File::create(to).await.map_err(local)?;
+        let mut written = 0u64;
+        while let Some(chunk) = stream
+            .try_next()
+            .await
+            .map_err(|e| StoreError::from_object_store(&path, e))?
+        {
+            file.write_all(&chunk).await.map_err(local)?;
+            written += chunk.len() as u64;
+        }
+        file.flush().await.map_err(local)?;
+        Ok(written)
+    }
+
     /// Writes a whole object atomically.
     pub async fn put(&self, key: &str, bytes: Bytes) -> Result<(), StoreError> {
         let path = self.key(key);

@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 use futures::{Stream, StreamExt};
 use lifeboat_agent::proto::agents_server::{Agents as AgentsService, AgentsServer};
 use lifeboat_agent::proto::{
-    AgentMessage, BackupDone, CancelJob, JobProgress, ServerMessage, VolumeBackup, Welcome,
-    agent_message, job_result, server_message,
+    AgentMessage, BackupDone, CancelJob, JobProgress, RestoreDone, ServerMessage, VolumeBackup,
+    VolumeRestore, Welcome, agent_message, job_result, server_message,
 };
 use serde::Serialize;
 use tokio::sync::mpsc;
@@ -74,6 +74,8 @@ pub enum JobEvent {
 pub enum JobOutcome {
     /// The volume is backed up.
     Backup(BackupDone),
+    /// The volume is restored.
+    Restore(RestoreDone),
     /// It failed, or its agent left (the reason says which).
     Failed(String),
     /// There was nothing to back up (the volume is not mounted on the node).
@@ -152,6 +154,27 @@ impl Agents {
     /// silent) before finishing.
     pub async fn submit_backup(&self, node: &str, job: VolumeBackup) -> Result<JobHandle, String> {
         let job_id = job.job_id.clone();
+        self.submit(node, job_id, server_message::Body::Backup(job))
+            .await
+    }
+
+    /// Sends a volume restore to the agent on `node`, as [`Agents::submit_backup`] does.
+    pub async fn submit_restore(
+        &self,
+        node: &str,
+        job: VolumeRestore,
+    ) -> Result<JobHandle, String> {
+        let job_id = job.job_id.clone();
+        self.submit(node, job_id, server_message::Body::Restore(job))
+            .await
+    }
+
+    async fn submit(
+        &self,
+        node: &str,
+        job_id: String,
+        body: server_message::Body,
+    ) -> Result<JobHandle, String> {
         let (events_tx, events) = mpsc::unbounded_channel();
         let outbound = {
             let mut reg = self.lock();
@@ -164,9 +187,7 @@ impl Agents {
             entry.jobs.insert(job_id.clone(), events_tx);
             entry.outbound.clone()
         };
-        let message = ServerMessage {
-            body: Some(server_message::Body::Backup(job)),
-        };
+        let message = ServerMessage { body: Some(body) };
         if outbound.send(Ok(message)).await.is_err() {
             self.finish_job(node, &job_id);
             return Err(format!(
@@ -218,6 +239,7 @@ impl Agents {
             agent_message::Body::Result(result) => {
                 let outcome = match result.outcome {
                     Some(job_result::Outcome::Backup(done)) => JobOutcome::Backup(done),
+                    Some(job_result::Outcome::Restore(done)) => JobOutcome::Restore(done),
                     Some(job_result::Outcome::Error(reason)) => JobOutcome::Failed(reason),
                     Some(job_result::Outcome::Skipped(reason)) => JobOutcome::Skipped(reason),
                     None => JobOutcome::Failed("the agent reported no outcome".into()),

@@ -121,11 +121,27 @@ pub async fn run(
     let controllers = tokio::spawn({
         let shutdown = shutdown.clone();
         async move {
+            // `--restore-only`: nothing is backed up, scheduled or expired (Velero's flag, for a
+            // cluster that restores from another's bucket without touching it).
+            let backups = !ctx.settings.restore_only;
             tokio::join!(
                 controller::location::run(ctx.clone(), shutdown.clone()),
-                controller::backup::run(ctx.clone(), shutdown.clone()),
-                controller::schedule::run(ctx.clone(), shutdown.clone()),
-                controller::gc::run(ctx.clone(), shutdown.clone()),
+                async {
+                    if backups {
+                        controller::backup::run(ctx.clone(), shutdown.clone()).await;
+                    }
+                },
+                async {
+                    if backups {
+                        controller::schedule::run(ctx.clone(), shutdown.clone()).await;
+                    }
+                },
+                async {
+                    if backups {
+                        controller::gc::run(ctx.clone(), shutdown.clone()).await;
+                    }
+                },
+                controller::restore::run(ctx.clone(), shutdown.clone()),
                 controller::deletion::run(ctx.clone(), shutdown.clone()),
                 controller::sync::run(ctx.clone(), shutdown.clone()),
                 controller::repository::run(ctx.clone(), shutdown.clone()),

@@ -149,6 +149,7 @@ fn finished(outcome: JobOutcome) -> BackupDone {
         JobOutcome::Backup(done) => done,
         JobOutcome::Failed(reason) => panic!("the job failed: {reason}"),
         JobOutcome::Skipped(reason) => panic!("the job was skipped: {reason}"),
+        JobOutcome::Restore(done) => panic!("a backup answered as a restore: {done:?}"),
     }
 }
 

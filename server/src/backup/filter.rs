@@ -270,7 +270,7 @@ impl ResourceIndex {
     }
 
     /// The names in `names` (other than `*`) that resolve to nothing.
-    fn unknown<'a>(&self, names: &'a [String]) -> Vec<&'a str> {
+    pub fn unknown<'a>(&self, names: &'a [String]) -> Vec<&'a str> {
         names
             .iter()
             .map(String::as_str)

@@ -11,8 +11,10 @@ pub(crate) mod gc;
 pub(crate) mod location;
 pub(crate) mod podvolume;
 pub(crate) mod repository;
+pub(crate) mod restore;
 pub(crate) mod schedule;
 pub(crate) mod sync;
+pub(crate) mod volume_restore;
 
 use std::time::Duration;
 
@@ -62,6 +64,11 @@ pub struct Settings {
     /// How often a repository is pruned unless it says otherwise
     /// (`--default-restic-prune-frequency`, 7 days).
     pub default_prune_frequency: Duration,
+    /// The image of the `restic-wait` init container of restored pods
+    /// (`--restore-helper-image`; default: this version's image).
+    pub restore_helper_image: String,
+    /// `--restore-only`: backups, schedules and garbage collection are off.
+    pub restore_only: bool,
 }
 
 impl Default for Settings {
@@ -79,6 +86,8 @@ impl Default for Settings {
             gc_frequency: Duration::from_secs(3600),
             restic_timeout: Duration::from_secs(4 * 3600),
             default_prune_frequency: Duration::from_secs(7 * 24 * 3600),
+            restore_helper_image: crate::install::default_image(),
+            restore_only: false,
         }
     }
 }
@@ -94,6 +103,8 @@ pub(crate) struct Context {
     pub clock: Clock,
     /// Backups this process is running.
     pub running_backups: backup::Running,
+    /// Restores this process is running.
+    pub running_restores: restore::Running,
     /// When each location was last synced.
     pub sync: sync::State,
     /// The live agents, to hand pod volumes to.
@@ -128,6 +139,7 @@ impl Context {
             locations: location::State::default(),
             clock,
             running_backups: backup::Running::default(),
+            running_restores: restore::Running::default(),
             sync: sync::State::default(),
             agents,
             server_version,

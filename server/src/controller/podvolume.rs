@@ -346,6 +346,11 @@ async fn follow(
             set_status(ctx, &pvb, status).await;
             (pvb, Ended::Completed)
         }
+        JobOutcome::Restore(_) => {
+            let reason = "the agent answered a backup with a restore".to_string();
+            set_status(ctx, &pvb, json!({"phase": PodVolumePhase::Failed, "message": reason, "completionTimestamp": now})).await;
+            (pvb, Ended::Failed(reason))
+        }
         JobOutcome::Failed(reason) => {
             let status = json!({
                 "phase": PodVolumePhase::Failed,
@@ -580,7 +585,7 @@ fn new_volume_backup(
 }
 
 /// What an agent needs to open the repository at `location`.
-fn repository_message(
+pub(crate) fn repository_message(
     store: &LocationStore,
     location: &Location,
     password: &str,

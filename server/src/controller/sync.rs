@@ -289,7 +289,9 @@ async fn sync_backup(
 }
 
 /// A gzip JSON list as Velero writes it (`null` for none).
-fn decode_list<T: serde::de::DeserializeOwned>(gz: &[u8]) -> std::result::Result<Vec<T>, String> {
+pub(crate) fn decode_list<T: serde::de::DeserializeOwned>(
+    gz: &[u8],
+) -> std::result::Result<Vec<T>, String> {
     let mut json = Vec::new();
     flate2::read::GzDecoder::new(gz)
         .read_to_end(&mut json)

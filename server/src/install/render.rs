@@ -522,6 +522,10 @@ fn deployment(options: &InstallOptions) -> Deployment {
     if let Some(frequency) = &options.default_restic_prune_frequency {
         args.push(format!("--default-restic-prune-frequency={frequency}"));
     }
+    // Restored pods' restic-wait init container runs the install's image, not the default.
+    if options.image != default_image() {
+        args.push(format!("--restore-helper-image={}", options.image));
+    }
     let mut env = vec![field_env("VELERO_NAMESPACE", "metadata.namespace")];
     env.extend(common_env(options));
     let (volumes, mounts) = common_volumes(options, SERVER_TLS_SECRET);

@@ -168,6 +168,28 @@ impl ApiServer {
         Ok(self.shared.store().put(object)?)
     }
 
+    /// Deletes one object as a client's DELETE would (a namespace takes its objects with it),
+    /// for a test that removes what it backed up before restoring it.
+    pub fn delete_object(
+        &self,
+        api_version: &str,
+        plural: &str,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> anyhow::Result<()> {
+        let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+        let mut store = self.shared.store();
+        let resource = store
+            .registry()
+            .find(group, version, plural)
+            .ok_or_else(|| anyhow::anyhow!("{plural} at {api_version} is not served"))?
+            .clone();
+        store
+            .delete(&resource, namespace, name, &Default::default(), false)
+            .map_err(|e| anyhow::anyhow!("{}", e.to_status()))?;
+        Ok(())
+    }
+
     /// Delays the answer to every list request (`GET` on a collection, not a watch) by
     /// `latency` from now on; zero turns it off. A backup lists every resource it takes, so
     /// this stretches a backup out long enough for a test to act while it runs (kill the
