@@ -10,7 +10,7 @@
 use std::fs;
 use std::time::{Duration, Instant};
 
-use lifeboat_agent::proto::{BackupDone, Repository as RepositoryMsg, VolumeBackup};
+use lifeboat_agent::proto::{BackupDone, Repository as RepositoryMsg, VolumeBackup, VolumeRestore};
 use lifeboat_server::agents::{Agents, JobEvent, JobHandle, JobOutcome};
 use lifeboat_tests::bin::Restic;
 use lifeboat_tests::cluster::{Cluster, Storage, wait_for};
@@ -307,4 +307,65 @@ fn an_agent_killed_mid_volume_ends_its_job_within_seconds_and_the_repository_sta
     let mut handle = rig.submit("node-1", rig.job("big-again", "pod-uid-1", "big", "/a/big"));
     finished(rig.outcome(&mut handle, Duration::from_secs(120)).0);
     rig.restic().run(["check"]).ok();
+}
+
+#[test]
+fn an_agent_restores_a_restic_snapshot_into_a_new_pods_volume_and_marks_it() {
+    let rig = Rig::new(&["node-1"]);
+    // A snapshot the real restic wrote (its stored path is the absolute source path).
+    let source = tempfile::tempdir().expect("a source directory");
+    let data = source.path().join("data");
+    compat_tree(&data, 13);
+    rig.restic()
+        .run(["backup", "--host", "velero", &data.display().to_string()])
+        .ok();
+    let listed = rig.restic().run(["snapshots", "--json"]).ok().json();
+    let snapshot = listed[0]["id"].as_str().expect("an id").to_owned();
+
+    let volume = rig.volume("node-1", "new-pod", "kubernetes.io~csi", "pv-new");
+    fs::create_dir_all(volume.join("mount")).expect("the volume's mount");
+    let job = |id: &str, snapshot: &str| VolumeRestore {
+        job_id: id.into(),
+        pod_uid: "new-pod".into(),
+        volume_dir: "pv-new".into(),
+        repository: Some(RepositoryMsg {
+            location: rig.repo.display().to_string(),
+            password: PASSWORD.into(),
+            ..RepositoryMsg::default()
+        }),
+        snapshot_id: snapshot.into(),
+        restore_uid: "restore-uid-1".into(),
+    };
+    let mut handle = rig
+        .runtime
+        .block_on(rig.agents.submit_restore("node-1", job("r-1", &snapshot)))
+        .expect("the node has a live agent");
+    match rig.outcome(&mut handle, Duration::from_secs(60)).0 {
+        JobOutcome::Restore(done) => {
+            assert_eq!(done.snapshot_id, snapshot);
+            assert!(done.files > 0, "{done:?}");
+        }
+        other => panic!("expected a restore, got {other:?}"),
+    }
+    // The data is the snapshot's, and the marker tells the init container it is there.
+    let mount = volume.join("mount");
+    let marker = mount.join(".velero/restore-uid-1");
+    assert!(marker.is_file(), "no marker at {}", marker.display());
+    fs::remove_dir_all(mount.join(".velero")).expect("remove the marker as the helper does");
+    assert_same_tree(&data, &mount);
+
+    // A snapshot that is not there fails the job, and the volume says why.
+    let mut handle = rig
+        .runtime
+        .block_on(rig.agents.submit_restore("node-1", job("r-2", "0123456789abcdef")))
+        .expect("the node has a live agent");
+    match rig.outcome(&mut handle, Duration::from_secs(60)).0 {
+        JobOutcome::Failed(reason) => {
+            assert!(reason.contains("0123456789abcdef"), "{reason}");
+            let failed = fs::read_to_string(mount.join(".velero/restore-uid-1.failed"))
+                .expect("the failure marker");
+            assert_eq!(failed, reason);
+        }
+        other => panic!("expected a failure, got {other:?}"),
+    }
 }
