@@ -33,6 +33,46 @@ pub struct Metrics {
     location_available: Family<LocationLabels, Gauge>,
     reconciles: Family<ReconcileLabels, Counter>,
     backup: BackupMetrics,
+    restore: RestoreMetrics,
+}
+
+/// Velero's restore metrics, by the schedule of the restored backup (`""` for none).
+#[derive(Debug, Clone)]
+struct RestoreMetrics {
+    attempt: Family<ScheduleLabels, Counter>,
+    success: Family<ScheduleLabels, Counter>,
+    partial_failure: Family<ScheduleLabels, Counter>,
+    failed: Family<ScheduleLabels, Counter>,
+    validation_failed: Family<ScheduleLabels, Counter>,
+}
+
+impl RestoreMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let mut counter = |name: &str, help: &str| {
+            let family = Family::<ScheduleLabels, Counter>::default();
+            registry.register(name, help, family.clone());
+            family
+        };
+        RestoreMetrics {
+            attempt: counter(
+                "velero_restore_attempt",
+                "Total number of attempted restores",
+            ),
+            success: counter(
+                "velero_restore_success",
+                "Total number of successful restores",
+            ),
+            partial_failure: counter(
+                "velero_restore_partial_failure",
+                "Total number of partially failed restores",
+            ),
+            failed: counter("velero_restore_failed", "Total number of failed restores"),
+            validation_failed: counter(
+                "velero_restore_validation_failed",
+                "Total number of failed restores failing validations",
+            ),
+        }
+    }
 }
 
 /// Velero's backup metrics, under Velero's names (`pkg/metrics/metrics.go`), so dashboards and
@@ -157,12 +197,14 @@ impl Metrics {
             reconciles.clone(),
         );
         let backup = BackupMetrics::register(&mut registry);
+        let restore = RestoreMetrics::register(&mut registry);
         Self {
             registry: Arc::new(registry),
             agents,
             location_available,
             reconciles,
             backup,
+            restore,
         }
     }
 
@@ -191,6 +233,24 @@ impl Metrics {
         ScheduleLabels {
             schedule: schedule.to_string(),
         }
+    }
+
+    pub(crate) fn restore_attempted(&self, schedule: &str) {
+        self.restore
+            .attempt
+            .get_or_create(&Self::schedule(schedule))
+            .inc();
+    }
+
+    /// A restore ended in `phase` (Completed, PartiallyFailed, Failed, FailedValidation).
+    pub(crate) fn restore_finished(&self, schedule: &str, phase: &str) {
+        let family = match phase {
+            "Completed" => &self.restore.success,
+            "PartiallyFailed" => &self.restore.partial_failure,
+            "FailedValidation" => &self.restore.validation_failed,
+            _ => &self.restore.failed,
+        };
+        family.get_or_create(&Self::schedule(schedule)).inc();
     }
 
     pub(crate) fn backup_attempted(&self, schedule: &str) {

@@ -357,7 +357,10 @@ fn an_agent_restores_a_restic_snapshot_into_a_new_pods_volume_and_marks_it() {
     // A snapshot that is not there fails the job, and the volume says why.
     let mut handle = rig
         .runtime
-        .block_on(rig.agents.submit_restore("node-1", job("r-2", "0123456789abcdef")))
+        .block_on(
+            rig.agents
+                .submit_restore("node-1", job("r-2", "0123456789abcdef")),
+        )
         .expect("the node has a live agent");
     match rig.outcome(&mut handle, Duration::from_secs(60)).0 {
         JobOutcome::Failed(reason) => {

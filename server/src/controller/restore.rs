@@ -229,6 +229,9 @@ impl<'a> Run<'a> {
     }
 
     async fn go(mut self) -> Result<()> {
+        let schedule = self.restore.spec.schedule_name.clone().unwrap_or_default();
+        let metrics = self.ctx.metrics.clone();
+        metrics.restore_attempted(&schedule);
         let prepared = match self.prepare().await {
             Ok(p) => p,
             Err(Stop::Invalid(errors)) => {
@@ -240,13 +243,25 @@ impl<'a> Run<'a> {
                     "validationErrors": errors,
                     "completionTimestamp": kube_time(self.ctx.clock.now()),
                 });
+                metrics.restore_finished(&schedule, "FailedValidation");
                 return self.ctx.patch_status::<Restore>(&self.name, status).await;
             }
-            Err(Stop::Failed(reason)) => return mark_failed(self.ctx, &self.name, &reason).await,
+            Err(Stop::Failed(reason)) => {
+                metrics.restore_finished(&schedule, "Failed");
+                return mark_failed(self.ctx, &self.name, &reason).await;
+            }
             Err(Stop::Api(e)) => return Err(e),
         };
-        match self.execute(&prepared).await {
-            Ok(()) => Ok(()),
+        let outcome = self.execute(&prepared).await;
+        metrics.restore_finished(
+            &schedule,
+            match &outcome {
+                Ok(phase) => phase,
+                Err(_) => "Failed",
+            },
+        );
+        match outcome {
+            Ok(_) => Ok(()),
             Err(Stop::Failed(reason)) => mark_failed(self.ctx, &self.name, &reason).await,
             Err(Stop::Invalid(errors)) => {
                 mark_failed(self.ctx, &self.name, &errors.join("; ")).await
@@ -389,7 +404,7 @@ impl<'a> Run<'a> {
 
     /// Downloads, restores every selected object, waits for the pod volumes, and records the
     /// final status and files.
-    async fn execute(&mut self, prepared: &Prepared) -> Result<(), Stop> {
+    async fn execute(&mut self, prepared: &Prepared) -> Result<&'static str, Stop> {
         let ctx = self.ctx;
         let backup_name = prepared.backup.name_any();
         let keys = BackupKeys::new(&backup_name);
@@ -523,7 +538,7 @@ impl<'a> Run<'a> {
         prepared: &Prepared,
         total: usize,
         restored: usize,
-    ) -> Result<(), Stop> {
+    ) -> Result<&'static str, Stop> {
         let ctx = self.ctx;
         let results = std::mem::take(&mut self.results);
         for (level, messages) in [
@@ -587,7 +602,10 @@ impl<'a> Run<'a> {
             "progress": {"totalItems": total, "itemsRestored": restored},
         });
         ctx.patch_status::<Restore>(&self.name, status).await?;
-        Ok(())
+        Ok(match phase {
+            RestorePhase::Completed => "Completed",
+            _ => "PartiallyFailed",
+        })
     }
 }
 
