@@ -76,6 +76,9 @@ pub(crate) struct ServerArgs {
     /// image; `lifeboat install --image` sets it to the install's).
     #[arg(long)]
     restore_helper_image: Option<String>,
+    /// Where restores unpack backup tarballs (the Deployment's scratch volume).
+    #[arg(long, env = "VELERO_SCRATCH_DIR")]
+    scratch_dir: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -176,6 +179,7 @@ pub(crate) async fn server(args: ServerArgs) -> Result<()> {
             restic_timeout: args.restic_timeout,
             default_prune_frequency: args.default_restic_prune_frequency,
             restore_only: args.restore_only,
+            scratch_dir: args.scratch_dir,
             restore_helper_image: args
                 .restore_helper_image
                 .unwrap_or_else(lifeboat_server::install::default_image),

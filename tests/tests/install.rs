@@ -321,7 +321,8 @@ fn check_full_install(list: &Value) {
         json!([
             "server",
             "--features=EnableCSI,Other",
-            "--default-volumes-to-restic"
+            "--default-volumes-to-restic",
+            "--restore-helper-image=registry.local/lifeboat:v9"
         ])
     );
     let ports: Vec<(Value, Value)> = server["ports"]

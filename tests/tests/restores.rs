@@ -510,7 +510,7 @@ fn mapped_filtered_and_existing_objects() {
     let scratch = tempfile::tempdir().expect("a scratch directory");
     let bucket = scratch.path().join("bucket");
     fs::create_dir_all(&bucket).expect("the bucket directory");
-    let cluster = start(Storage::Directory(bucket), &[]);
+    let mut cluster = start(Storage::Directory(bucket), &[]);
     let seeded = seed_apps(&cluster.api);
     let b = backup(&cluster, "apps", &[]);
     assert_eq!(b["status"]["phase"], "Completed", "{b:#}");

@@ -69,6 +69,9 @@ pub struct Settings {
     pub restore_helper_image: String,
     /// `--restore-only`: backups, schedules and garbage collection are off.
     pub restore_only: bool,
+    /// Where restores unpack their backup's tarball (`VELERO_SCRATCH_DIR`, the Deployment's
+    /// `/scratch` volume; default: the system's temporary directory).
+    pub scratch_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for Settings {
@@ -88,6 +91,7 @@ impl Default for Settings {
             default_prune_frequency: Duration::from_secs(7 * 24 * 3600),
             restore_helper_image: crate::install::default_image(),
             restore_only: false,
+            scratch_dir: None,
         }
     }
 }

@@ -409,10 +409,20 @@ impl<'a> Run<'a> {
         let backup_name = prepared.backup.name_any();
         let keys = BackupKeys::new(&backup_name);
         let bucket = &prepared.store.bucket;
+        let scratch_root = ctx
+            .settings
+            .scratch_dir
+            .clone()
+            .unwrap_or_else(std::env::temp_dir);
         let scratch = tempfile::Builder::new()
             .prefix("lifeboat-restore-")
-            .tempdir()
-            .map_err(|e| Stop::Failed(format!("cannot create a scratch directory: {e}")))?;
+            .tempdir_in(&scratch_root)
+            .map_err(|e| {
+                Stop::Failed(format!(
+                    "cannot create a scratch directory in {}: {e}",
+                    scratch_root.display()
+                ))
+            })?;
         let tarball = scratch.path().join("contents.tar.gz");
         let size = bucket
             .download(&keys.contents(), &tarball)
