@@ -944,6 +944,33 @@ impl<'r> Walk<'r> {
             ));
             return Ok(());
         }
+        if gr == "serviceaccounts" {
+            // Velero merges service accounts (a namespace's `default` always exists): the
+            // backed-up secrets, pull secrets, labels and annotations are added to the live one.
+            let merged =
+                merge_service_account(&serde_json::to_value(&existing).unwrap_or_default(), object);
+            if let Some(patch) = merged {
+                match api
+                    .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                {
+                    Ok(_) => self.log.push(format!(
+                        "ServiceAccount {} merged with the backed-up one",
+                        qualified(ns, name)
+                    )),
+                    Err(kube::Error::Api(e)) => self.warn(
+                        ns,
+                        format!(
+                            "could not merge the existing ServiceAccount {}: {}",
+                            qualified(ns, name),
+                            e.message
+                        ),
+                    ),
+                    Err(e) => return Err(Stop::Api(e.into())),
+                }
+            }
+            return Ok(());
+        }
         if self.update_existing {
             let mut patch = object.clone();
             if let Some(meta) = patch.get_mut("metadata").and_then(Value::as_object_mut) {
@@ -1097,6 +1124,47 @@ fn same_content(a: &Value, b: &Value) -> bool {
     strip(a) == strip(b)
 }
 
+/// The merge patch that adds a backed-up ServiceAccount's secrets, pull secrets, labels and
+/// annotations to the live one; `None` when the live one has them all.
+fn merge_service_account(live: &Value, backed_up: &Value) -> Option<Value> {
+    let mut patch = serde_json::Map::new();
+    for list in ["secrets", "imagePullSecrets"] {
+        let mut merged: Vec<Value> = live[list].as_array().cloned().unwrap_or_default();
+        for item in backed_up[list].as_array().into_iter().flatten() {
+            // The token Secrets are the old cluster's; the new one makes its own.
+            let token = item["name"].as_str().is_some_and(|n| {
+                n.starts_with(&format!(
+                    "{}-token-",
+                    backed_up["metadata"]["name"].as_str().unwrap_or_default()
+                ))
+            });
+            if !token && !merged.iter().any(|m| m["name"] == item["name"]) {
+                merged.push(item.clone());
+            }
+        }
+        if merged.len() != live[list].as_array().map_or(0, Vec::len) {
+            patch.insert(list.into(), Value::Array(merged));
+        }
+    }
+    let mut meta = serde_json::Map::new();
+    for field in ["labels", "annotations"] {
+        let missing: serde_json::Map<String, Value> = backed_up["metadata"][field]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(k, v)| live["metadata"][field].get(k.as_str()) != Some(*v))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        if !missing.is_empty() {
+            meta.insert(field.into(), Value::Object(missing));
+        }
+    }
+    if !meta.is_empty() {
+        patch.insert("metadata".into(), Value::Object(meta));
+    }
+    (!patch.is_empty()).then_some(Value::Object(patch))
+}
+
 /// The claims a (prepared) pod mounts, by volume name.
 fn claims_of(pod: &Value) -> BTreeMap<String, String> {
     pod["spec"]["volumes"]
@@ -1123,6 +1191,25 @@ mod tests {
         assert!(same_content(&a, &b));
         let c = json!({"metadata": {"name": "a"}, "data": {"k": "other"}});
         assert!(!same_content(&a, &c));
+    }
+
+    #[test]
+    fn service_accounts_are_merged_not_overwritten() {
+        let live = json!({"metadata": {"name": "default", "labels": {"a": "1"}},
+            "secrets": [{"name": "default-token-new"}]});
+        let backed_up = json!({"metadata": {"name": "default", "labels": {"a": "1", "velero.io/restore-name": "r"}},
+            "secrets": [{"name": "default-token-old"}, {"name": "registry"}],
+            "imagePullSecrets": [{"name": "registry"}]});
+        assert_eq!(
+            merge_service_account(&live, &backed_up),
+            Some(
+                json!({"secrets": [{"name": "default-token-new"}, {"name": "registry"}],
+                "imagePullSecrets": [{"name": "registry"}],
+                "metadata": {"labels": {"velero.io/restore-name": "r"}}})
+            )
+        );
+        let same = json!({"metadata": {"name": "default", "labels": {"a": "1"}}});
+        assert_eq!(merge_service_account(&live, &same), None);
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //!   resourceVersion, creationTimestamp, ownerReferences or managed fields;
 //! - `status` is dropped (the API server and controllers own it);
 //! - the namespace is mapped (`--namespace-mappings`), and so are the references that carry a
-//!   namespace: a PV's `claimRef`, the ServiceAccount subjects of (Cluster)RoleBindings;
+//!   namespace: a PV's `claimRef` (which also loses the old claim's uid), the ServiceAccount
+//!   subjects of (Cluster)RoleBindings;
 //! - the labels `velero.io/restore-name` and `velero.io/backup-name` are added;
 //! - a pod loses `nodeName` (the scheduler places it again), `priority` (admission sets it from
 //!   the class) and the service account token volume (`default-token-*`) with its mounts;
@@ -73,12 +74,16 @@ pub fn prepare(object: &mut Value, gr: &str, restoring: &Restoring) {
         "services" => service(fields),
         "persistentvolumeclaims" => claim(fields, restoring),
         "persistentvolumes" => {
-            if let Some(Value::String(ns)) = fields
-                .get_mut("spec")
-                .and_then(|s| s.get_mut("claimRef"))
-                .and_then(|c| c.get_mut("namespace"))
+            if let Some(Value::Object(claim)) =
+                fields.get_mut("spec").and_then(|s| s.get_mut("claimRef"))
             {
-                *ns = restoring.target_namespace(ns).to_owned();
+                // The restored claim is a new object: a claimRef naming the old one's uid
+                // would leave the volume Released instead of bound to it.
+                claim.remove("uid");
+                claim.remove("resourceVersion");
+                if let Some(Value::String(ns)) = claim.get_mut("namespace") {
+                    *ns = restoring.target_namespace(ns).to_owned();
+                }
             }
         }
         "rolebindings.rbac.authorization.k8s.io"
@@ -254,9 +259,12 @@ mod tests {
         assert_eq!(pvc["metadata"]["annotations"], json!({"keep": "1"}));
         assert_eq!(pvc["spec"], json!({"accessModes": ["ReadWriteOnce"]}));
 
-        let mut pv = json!({"metadata": {"name": "pv-1"}, "spec": {"claimRef": {"namespace": "shop", "name": "c"}}});
+        let mut pv = json!({"metadata": {"name": "pv-1"}, "spec": {"claimRef": {"namespace": "shop", "name": "c", "uid": "old", "resourceVersion": "7"}}});
         prepare(&mut pv, "persistentvolumes", &restoring());
-        assert_eq!(pv["spec"]["claimRef"]["namespace"], "shop-copy");
+        assert_eq!(
+            pv["spec"]["claimRef"],
+            json!({"namespace": "shop-copy", "name": "c"})
+        );
 
         let mut rb = json!({"metadata": {"name": "rb", "namespace": "shop"},
             "subjects": [{"kind": "ServiceAccount", "name": "sa", "namespace": "shop"},
