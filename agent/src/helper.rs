@@ -84,10 +84,7 @@ impl Volumes {
             let entry = entry.map_err(read_err(dir))?;
             let path = entry.path();
             // metadata (not symlink_metadata): a symlink to a directory is a volume too.
-            if !std::fs::metadata(&path)
-                .map_err(read_err(&path))?
-                .is_dir()
-            {
+            if !std::fs::metadata(&path).map_err(read_err(&path))?.is_dir() {
                 continue;
             }
             let name = entry.file_name().to_string_lossy().into_owned();
@@ -245,7 +242,12 @@ mod tests {
         // A file beside the volumes is not a volume.
         std::fs::write(dir.path().join("README"), "").unwrap();
         mark(dir.path(), "data", UID, "");
-        mark(dir.path(), "logs", &format!("{UID}.failed"), "snapshot 3a4b not found\n");
+        mark(
+            dir.path(),
+            "logs",
+            &format!("{UID}.failed"),
+            "snapshot 3a4b not found\n",
+        );
         // Another restore's marker does not count.
         mark(dir.path(), "other", "another-uid", "");
         let mut opts = options(dir.path());
