@@ -18,7 +18,7 @@
 //! [`bucket`]: crate::bucket
 
 use std::collections::BTreeMap;
-use std::io::{IsTerminal as _, Write as _};
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -42,6 +42,7 @@ use crate::format::{
     Format, Output, ask, from_now, go_duration, human_bytes, local_time, parse_go_duration,
     parse_pairs, print_objects, print_table, write_stdout,
 };
+use crate::progress::{Waited, wait_until_finished};
 use crate::selector;
 
 pub(crate) use lifeboat_server::api::labels::{
@@ -536,64 +537,35 @@ fn from_schedule_template(
     }
 }
 
-/// Polls the backup once a second until its phase is neither New nor InProgress, showing the
-/// items backed up on a terminal and a dot per second otherwise (Velero's output).
+/// Polls the backup until its phase is neither New nor InProgress, showing the items backed
+/// up on a terminal.
 async fn wait_for(api: &Api<Backup>, name: &str) -> Result<()> {
-    println!(
-        "Waiting for backup to complete. You may safely press ctrl-c to stop waiting - your backup will continue in the background."
-    );
-    let bar = std::io::stdout().is_terminal().then(|| {
-        let bar =
-            indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stdout());
-        if let Ok(style) =
-            indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {msg}")
-        {
-            bar.set_style(style);
-        }
-        bar.enable_steady_tick(Duration::from_millis(200));
-        bar
-    });
-    let mut ticker = tokio::time::interval(Duration::from_secs(1));
-    loop {
-        ticker.tick().await;
+    let phase = wait_until_finished("backup", || async {
         let backup = api.get_opt(name).await.with_context(|| {
             format!("cannot read backup {name:?} while waiting; it goes on in the background")
         })?;
         let Some(backup) = backup else {
-            if let Some(bar) = &bar {
-                bar.finish_and_clear();
-            }
             bail!("backup {name:?} was deleted while waiting for it");
         };
         let status = backup.status.unwrap_or_default();
-        let phase = status.phase.unwrap_or_default();
-        if matches!(phase, BackupPhase::New | BackupPhase::InProgress) {
-            match &bar {
-                Some(bar) => bar.set_message(match (phase, &status.progress) {
-                    (BackupPhase::InProgress, Some(p)) => format!(
-                        "{}/{} items backed up",
-                        p.items_backed_up.unwrap_or(0),
-                        p.total_items.unwrap_or(0)
-                    ),
-                    (BackupPhase::InProgress, None) => "in progress".into(),
-                    _ => "waiting for the server to start it".into(),
-                }),
-                None => {
-                    print!(".");
-                    let _ = std::io::stdout().flush();
-                }
-            }
-            continue;
-        }
-        match &bar {
-            Some(bar) => bar.finish_and_clear(),
-            None => println!(),
-        }
-        println!(
-            "Backup completed with status: {phase:?}. You may check for more information using the commands `lifeboat backup describe {name}` and `lifeboat backup logs {name}`."
-        );
-        return Ok(());
-    }
+        Ok(match status.phase.unwrap_or_default() {
+            BackupPhase::InProgress => Waited::Running(match &status.progress {
+                Some(p) => format!(
+                    "{}/{} items backed up",
+                    p.items_backed_up.unwrap_or(0),
+                    p.total_items.unwrap_or(0)
+                ),
+                None => "in progress".into(),
+            }),
+            BackupPhase::New => Waited::Running("waiting for the server to start it".into()),
+            phase => Waited::Finished(format!("{phase:?}")),
+        })
+    })
+    .await?;
+    println!(
+        "Backup completed with status: {phase}. You may check for more information using the commands `lifeboat backup describe {name}` and `lifeboat backup logs {name}`."
+    );
+    Ok(())
 }
 
 /// Refuses a backup that is not finished: its files are not (all) in the bucket yet.

@@ -1,13 +1,16 @@
 //! Reading a backup's files (log, tarball, resource list) straight from its storage location,
-//! for `backup logs`, `backup download` and `backup describe --details` (and `restore logs`).
+//! for `backup logs`, `backup download` and `backup describe --details`, and a restore's
+//! (log, results) for `restore logs` and `restore describe`; and removing a restore's files
+//! for `restore delete`, the one write the client makes.
 //!
 //! Velero's client asks its server for a signed URL (a DownloadRequest) and needs the server
 //! running and the bucket reachable through the URL. lifeboat's client opens the location
 //! itself, with the location's own settings and the credentials the server would use: the
 //! Secret key the location's `credential` names, else key `cloud` of the install's Secret
 //! `cloud-credentials`, else the environment (`AWS_SHARED_CREDENTIALS_FILE`, `AWS_*`, …). So
-//! whoever can read those Secrets can read the bucket, as with the server; the location is
-//! opened read-only, so nothing is created or written.
+//! whoever can read those Secrets can read the bucket, as with the server. The location is
+//! opened read-only, so nothing is created or written, except by [`LocationFiles::open_writable`],
+//! which refuses a `ReadOnly` location.
 
 use std::io::Read as _;
 use std::path::PathBuf;
@@ -61,6 +64,26 @@ impl LocationFiles {
         name: &str,
         access: &StoreAccessArgs,
     ) -> Result<Self> {
+        Self::open_as(client, namespace, name, access, false).await
+    }
+
+    /// Opens the location for removing files; a `ReadOnly` location is refused, naming it.
+    pub(crate) async fn open_writable(
+        client: &kube::Client,
+        namespace: &str,
+        name: &str,
+        access: &StoreAccessArgs,
+    ) -> Result<Self> {
+        Self::open_as(client, namespace, name, access, true).await
+    }
+
+    async fn open_as(
+        client: &kube::Client,
+        namespace: &str,
+        name: &str,
+        access: &StoreAccessArgs,
+        writable: bool,
+    ) -> Result<Self> {
         let locations: Api<BackupStorageLocation> = Api::namespaced(client.clone(), namespace);
         let location = if name.is_empty() {
             match locations
@@ -83,8 +106,12 @@ impl LocationFiles {
         };
         let name = location.name_any();
         let mut spec = location.spec;
-        // Read-only: the client never writes, nor creates a filesystem location's directory.
-        spec.access_mode = Some("ReadOnly".into());
+        if !writable {
+            // Read-only: nothing is written, nor a filesystem location's directory created.
+            spec.access_mode = Some("ReadOnly".into());
+        } else if spec.access_mode.as_deref() == Some("ReadOnly") {
+            bail!("backup storage location {name:?} is ReadOnly");
+        }
         if access.insecure_skip_tls_verify {
             spec.config
                 .insert("insecureSkipTLSVerify".into(), "true".into());
@@ -127,6 +154,35 @@ impl LocationFiles {
             Ok(Ok(bytes)) => Ok(Some(bytes.to_vec())),
             Ok(Err(StoreError::NotFound { .. })) => Ok(None),
             Ok(Err(e)) => Err(e).with_context(|| format!("cannot read {key} from {location}")),
+        }
+    }
+
+    /// Removes every object under `dir` (relative to the prefix); returns how many there were.
+    pub(crate) async fn remove_dir(&self, dir: &str) -> Result<usize> {
+        let location = self.store.bucket.location().to_string();
+        let remove = async {
+            let keys = self
+                .store
+                .bucket
+                .list_keys(dir)
+                .await
+                .with_context(|| format!("cannot list {dir} in {location}"))?;
+            for key in &keys {
+                self.store
+                    .bucket
+                    .delete(key)
+                    .await
+                    .with_context(|| format!("cannot remove {key} from {location}"))?;
+            }
+            Ok(keys.len())
+        };
+        match tokio::time::timeout(self.timeout, remove).await {
+            Ok(result) => result,
+            Err(_) => bail!(
+                "the object store of location {:?} did not answer within {}s (see --timeout)",
+                self.name,
+                self.timeout.as_secs()
+            ),
         }
     }
 }

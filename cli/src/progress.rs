@@ -62,3 +62,58 @@ pub(crate) fn for_terminal(json: bool) -> Arc<dyn Progress> {
         Arc::new(NoProgress)
     }
 }
+
+/// What a poll of `wait_until_finished` found.
+pub(crate) enum Waited {
+    /// Still running; the text for the spinner line on a terminal.
+    Running(String),
+    /// Finished in this phase.
+    Finished(String),
+}
+
+/// Polls once a second until `poll` says the object (`kind`: `backup`, `restore`) is finished,
+/// showing a spinner with `poll`'s text on a terminal and a dot per second otherwise (Velero's
+/// output). Returns the final phase; an error of `poll` ends the wait.
+pub(crate) async fn wait_until_finished<F, Fut>(kind: &str, mut poll: F) -> anyhow::Result<String>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Waited>>,
+{
+    use std::io::Write as _;
+    println!(
+        "Waiting for {kind} to complete. You may safely press ctrl-c to stop waiting - your {kind} will continue in the background."
+    );
+    let bar = std::io::stdout().is_terminal().then(|| {
+        let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stdout());
+        if let Ok(style) = ProgressStyle::with_template("{spinner} [{elapsed_precise}] {msg}") {
+            bar.set_style(style);
+        }
+        bar.enable_steady_tick(std::time::Duration::from_millis(200));
+        bar
+    });
+    let mut ticker = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        ticker.tick().await;
+        let phase = match poll().await {
+            Ok(Waited::Running(message)) => {
+                match &bar {
+                    Some(bar) => bar.set_message(message),
+                    None => {
+                        print!(".");
+                        let _ = std::io::stdout().flush();
+                    }
+                }
+                continue;
+            }
+            Ok(Waited::Finished(phase)) => Ok(phase),
+            Err(e) => Err(e),
+        };
+        match &bar {
+            Some(bar) => bar.finish_and_clear(),
+            // The dots' line ends before the result (an error goes to stderr after them).
+            None if phase.is_ok() => println!(),
+            None => {}
+        }
+        return phase;
+    }
+}

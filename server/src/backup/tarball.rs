@@ -28,7 +28,7 @@ use std::io::{self, Write};
 
 use flate2::Compression;
 use flate2::write::GzEncoder;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::filter::GroupResource;
 
@@ -184,8 +184,10 @@ impl ResourceList {
 }
 
 /// Messages of one kind (warnings or errors) from a backup: Velero's `Result` (`velero`,
-/// `cluster` and per-namespace lists, each left out when empty).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+/// `cluster` and per-namespace lists, each left out when empty). Restores write the same
+/// shape; the client reads both back for `describe`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Messages {
     /// About lifeboat's own operation.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -220,7 +222,8 @@ impl Messages {
 }
 
 /// A backup's warnings and errors: `<backup>-results.gz`, `{"errors":…,"warnings":…}`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct BackupResults {
     /// What failed.
     pub errors: Messages,
