@@ -361,7 +361,15 @@ fn a_deleted_application_comes_back_with_its_objects_and_volume_data() {
     fs::remove_dir_all(cluster.host_pods("node-2").join(&editor_uid))
         .expect("the pod's directory goes");
 
-    create_restore(&cluster, "nightly-back", json!({"backupName": "nightly"}));
+    cluster
+        .lifeboat([
+            "restore",
+            "create",
+            "nightly-back",
+            "--from-backup",
+            "nightly",
+        ])
+        .ok();
     // The new pods land on the other nodes this time.
     let kubelet2 = Kubelet {
         cluster: &cluster,
@@ -516,10 +524,26 @@ fn mapped_filtered_and_existing_objects() {
     assert_eq!(b["status"]["phase"], "Completed", "{b:#}");
 
     // Into a mapped namespace: shop's objects appear in shop-copy, shop is left alone.
-    create_restore(
-        &cluster,
-        "to-copy",
-        json!({"backupName": "apps", "includedNamespaces": ["shop"], "namespaceMapping": {"shop": "shop-copy"}}),
+    let created = cluster
+        .lifeboat([
+            "restore",
+            "create",
+            "to-copy",
+            "--from-backup",
+            "apps",
+            "--include-namespaces",
+            "shop",
+            "--namespace-mappings",
+            "shop:shop-copy",
+            "--wait",
+        ])
+        .ok();
+    assert!(
+        created
+            .stdout
+            .contains("Restore completed with status: Completed"),
+        "{}",
+        created.stdout
     );
     let r = restore_ended(&cluster, "to-copy", Duration::from_secs(60));
     assert_eq!(
@@ -667,6 +691,13 @@ fn mapped_filtered_and_existing_objects() {
     assert!(
         warnings.contains("storefront") && warnings.contains("example.com/v1"),
         "{warnings}"
+    );
+    // describe shows it from the bucket's results, as Velero's does.
+    let described = cluster.lifeboat(["restore", "describe", "no-widgets"]).ok();
+    assert!(
+        described.stdout.contains("storefront"),
+        "{}",
+        described.stdout
     );
 
     // A restore of a backup that does not exist fails validation, creating nothing.
