@@ -143,6 +143,20 @@ pub fn repository(repo: &proto::Repository) -> Result<(Location, RepositoryOptio
     ))
 }
 
+/// Opens the repository a job names; the error is one sentence.
+async fn open(repo: Option<&proto::Repository>) -> Result<Repository, String> {
+    let repo = repo.ok_or("the job names no repository")?;
+    let (location, opts) = repository(repo)?;
+    Repository::open(&location, &repo.password, opts)
+        .await
+        .map_err(|e| {
+            format!(
+                "cannot open repository {location}: {}",
+                lifeboat_repo::error_chain(&e)
+            )
+        })
+}
+
 /// Runs one volume backup; `counters` follow its progress. The outcome is the job's result.
 pub async fn backup(
     job: &VolumeBackup,
@@ -183,18 +197,7 @@ async fn run_backup(
         }
         other => JobError::Failed(other.to_string()),
     })?;
-    let Some(repo) = &job.repository else {
-        return Err(JobError::Failed("the job names no repository".into()));
-    };
-    let (location, opts) = repository(repo)?;
-    let repository = Repository::open(&location, &repo.password, opts)
-        .await
-        .map_err(|e| {
-            format!(
-                "cannot open repository {location}: {}",
-                lifeboat_repo::error_chain(&e)
-            )
-        })?;
+    let repository = open(job.repository.as_ref()).await?;
     let stored = if job.stored_path.is_empty() {
         None
     } else {
@@ -305,21 +308,11 @@ async fn run_restore(
     counters: Arc<Counters>,
     cancel: CancellationToken,
 ) -> Result<RestoreDone, String> {
-    let Some(repo) = &job.repository else {
-        return Err("the job names no repository".into());
-    };
     if job.snapshot_id.is_empty() {
         return Err("the job names no snapshot".into());
     }
-    let (location, opts) = repository(repo)?;
-    let repository = Repository::open(&location, &repo.password, opts)
-        .await
-        .map_err(|e| {
-            format!(
-                "cannot open repository {location}: {}",
-                lifeboat_repo::error_chain(&e)
-            )
-        })?;
+    let repository = open(job.repository.as_ref()).await?;
+    let location = repository.location().clone();
     let failed = |e: &RepoError| {
         if cancel.is_cancelled() {
             "the restore was cancelled".to_string()

@@ -121,6 +121,25 @@ impl Cluster {
         Self::new(other.storage.clone())
     }
 
+    /// A cluster for `storage` with lifeboat installed, the server and one agent per node
+    /// running, every agent's session up and the default location Available.
+    pub fn running(storage: Storage, nodes: &[&str]) -> Self {
+        let mut cluster = Self::new(storage);
+        cluster.install().ok();
+        cluster.start_server();
+        for node in nodes {
+            cluster.start_agent(node);
+        }
+        wait_for("the agents' sessions", Duration::from_secs(30), || {
+            (cluster.live_agents().len() == nodes.len()).then_some(())
+        });
+        wait_for("the location to validate", Duration::from_secs(30), || {
+            let bsl = cluster.velero_object("backupstoragelocations", "default")?;
+            (bsl["status"]["phase"] == "Available").then_some(())
+        });
+        cluster
+    }
+
     /// A cluster for `storage`, with nothing installed yet.
     pub fn new(storage: Storage) -> Self {
         let api = ApiServer::start().expect("start the API-server stand-in");

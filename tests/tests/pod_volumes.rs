@@ -39,19 +39,7 @@ impl Rig {
     }
 
     fn start(storage: Storage, bucket: PathBuf, scratch: tempfile::TempDir, nodes: &[&str]) -> Rig {
-        let mut cluster = Cluster::new(storage);
-        cluster.install().ok();
-        cluster.start_server();
-        for node in nodes {
-            cluster.start_agent(node);
-        }
-        wait_for("the agents' sessions", Duration::from_secs(30), || {
-            (cluster.live_agents().len() == nodes.len()).then_some(())
-        });
-        wait_for("the location to validate", Duration::from_secs(30), || {
-            let bsl = cluster.velero_object("backupstoragelocations", "default")?;
-            (bsl["status"]["phase"] == "Available").then_some(())
-        });
+        let cluster = Cluster::running(storage, nodes);
         Rig {
             cluster,
             bucket,

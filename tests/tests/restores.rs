@@ -19,24 +19,6 @@ use serde_json::{Value, json};
 const CSI: &str = "kubernetes.io~csi";
 const EMPTY_DIR: &str = "kubernetes.io~empty-dir";
 
-/// A cluster with its server and agents running and its location Available.
-fn start(storage: Storage, nodes: &[&str]) -> Cluster {
-    let mut cluster = Cluster::new(storage);
-    cluster.install().ok();
-    cluster.start_server();
-    for node in nodes {
-        cluster.start_agent(node);
-    }
-    wait_for("the agents' sessions", Duration::from_secs(30), || {
-        (cluster.live_agents().len() == nodes.len()).then_some(())
-    });
-    wait_for("the location to validate", Duration::from_secs(30), || {
-        let bsl = cluster.velero_object("backupstoragelocations", "default")?;
-        (bsl["status"]["phase"] == "Available").then_some(())
-    });
-    cluster
-}
-
 fn put(cluster: &Cluster, object: Value) -> Value {
     cluster
         .api
@@ -295,7 +277,7 @@ fn has_restore_label(object: &Value, restore: &str) -> bool {
 
 #[test]
 fn a_deleted_application_comes_back_with_its_objects_and_volume_data() {
-    let cluster = start(
+    let cluster = Cluster::running(
         Storage::S3(lifeboat_tests::s3::S3::bucket("restores")),
         &["node-1", "node-2"],
     );
@@ -518,7 +500,7 @@ fn mapped_filtered_and_existing_objects() {
     let scratch = tempfile::tempdir().expect("a scratch directory");
     let bucket = scratch.path().join("bucket");
     fs::create_dir_all(&bucket).expect("the bucket directory");
-    let mut cluster = start(Storage::Directory(bucket), &[]);
+    let mut cluster = Cluster::running(Storage::Directory(bucket), &[]);
     let seeded = seed_apps(&cluster.api);
     let b = backup(&cluster, "apps", &[]);
     assert_eq!(b["status"]["phase"], "Completed", "{b:#}");
@@ -710,11 +692,41 @@ fn mapped_filtered_and_existing_objects() {
             .contains("no-such-backup"),
         "{r:#}"
     );
+
+    // Velero's restore metrics count them.
+    let metrics = cluster.metrics();
+    for line in [
+        "velero_restore_attempt_total{schedule=\"\"} 7",
+        "velero_restore_success_total{schedule=\"\"} 6",
+        "velero_restore_validation_failed_total{schedule=\"\"} 1",
+    ] {
+        assert!(metrics.contains(line), "{line} not in\n{metrics}");
+    }
+
+    // A restore-only server restores, and leaves backups alone.
+    cluster.stop_server();
+    cluster.start_server_with(&["--restore-only"]);
+    cluster.lifeboat(["backup", "create", "not-now"]).ok();
+    create_restore(
+        &cluster,
+        "only-restores",
+        json!({"backupName": "apps", "includedNamespaces": ["tools"]}),
+    );
+    let r = restore_ended(&cluster, "only-restores", Duration::from_secs(60));
+    assert_eq!(r["status"]["phase"], "Completed", "{r:#}");
+    std::thread::sleep(Duration::from_secs(1));
+    let ignored = cluster
+        .velero_object("backups", "not-now")
+        .expect("the backup object");
+    assert!(
+        ignored["status"]["phase"].is_null(),
+        "a restore-only server ran a backup: {ignored:#}"
+    );
 }
 
 #[test]
 fn a_fresh_cluster_restores_a_synced_backup_and_a_missing_snapshot_fails_its_volume() {
-    let old = start(
+    let old = Cluster::running(
         Storage::S3(lifeboat_tests::s3::S3::bucket("restore-elsewhere")),
         &["node-1"],
     );
@@ -754,7 +766,7 @@ fn a_fresh_cluster_restores_a_synced_backup_and_a_missing_snapshot_fails_its_vol
     // A fresh cluster on the same bucket: the backup is synced in, then restored. The volumes'
     // repositories open with the old install's password, which the operator carried over (the
     // Secret `velero-restic-credentials`, as the README's disaster recovery steps say).
-    let fresh = start(old.storage.clone(), &["node-7"]);
+    let fresh = Cluster::running(old.storage.clone(), &["node-7"]);
     let mut secret = old
         .api
         .get(

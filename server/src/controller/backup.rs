@@ -13,9 +13,9 @@
 //! `velero-backup.json` (bucket sync, Velero itself): the tarball streams first (invisible
 //! until complete), then the log, the lists and the results, and `velero-backup.json` last.
 
-use std::collections::{BTreeMap, HashSet};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -27,7 +27,7 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use super::{Context, MANAGER, go_duration, log_reconciles, parse_duration, retry_after};
+use super::{Context, go_duration, log_reconciles, parse_duration, retry_after};
 use crate::api::{
     Backup, BackupPhase, BackupStorageLocation, LocationPhase, VolumeSnapshotLocation, labels,
 };
@@ -44,36 +44,6 @@ use crate::error::{Error, Result};
 use crate::storage::{LocationStore, chain};
 
 const NAME: &str = "backup";
-
-/// The backups this process is running (by UID), so a Backup InProgress that is not among them
-/// is known to be orphaned.
-#[derive(Debug, Default)]
-pub(crate) struct Running {
-    uids: Mutex<HashSet<String>>,
-}
-
-impl Running {
-    fn start(&self, uid: &str) -> bool {
-        self.uids
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(uid.to_owned())
-    }
-
-    fn contains(&self, uid: &str) -> bool {
-        self.uids
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(uid)
-    }
-
-    fn end(&self, uid: &str) {
-        self.uids
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(uid);
-    }
-}
 
 /// Runs the controller until `shutdown` fires.
 pub(crate) async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
@@ -545,39 +515,9 @@ impl<'a> Run<'a> {
                 ))
             })?;
 
-        // Progress goes to the status at most once a second, from a task of its own, so the
-        // collection never waits on the API server for it.
-        let progress = Arc::new((AtomicUsize::new(0), AtomicUsize::new(0)));
-        let reporter = {
-            let progress = progress.clone();
-            let name = self.name.clone();
-            let client = ctx.client.clone();
-            let namespace = ctx.namespace.clone();
-            tokio::spawn(async move {
-                let api: Api<Backup> = Api::namespaced(client, &namespace);
-                let mut last = (usize::MAX, usize::MAX);
-                loop {
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    let now = (
-                        progress.0.load(Ordering::Relaxed),
-                        progress.1.load(Ordering::Relaxed),
-                    );
-                    if now == last {
-                        continue;
-                    }
-                    last = now;
-                    let status = json!({"status": {"progress": {
-                        "totalItems": now.0, "itemsBackedUp": now.1,
-                    }}});
-                    if let Err(e) = api
-                        .patch_status(&name, &PatchParams::apply(MANAGER), &Patch::Merge(&status))
-                        .await
-                    {
-                        tracing::debug!(backup = %name, "cannot record progress: {e}");
-                    }
-                }
-            })
-        };
+        let progress = super::ItemProgress::default();
+        let reporter =
+            super::report_progress::<Backup>(ctx, &self.name, "itemsBackedUp", progress.clone());
 
         self.info("Backing up resources");
         let collected = {

@@ -106,9 +106,9 @@ pub(crate) struct Context {
     pub locations: location::State,
     pub clock: Clock,
     /// Backups this process is running.
-    pub running_backups: backup::Running,
+    pub running_backups: Running,
     /// Restores this process is running.
-    pub running_restores: restore::Running,
+    pub running_restores: Running,
     /// When each location was last synced.
     pub sync: sync::State,
     /// The live agents, to hand pod volumes to.
@@ -142,8 +142,8 @@ impl Context {
             settings,
             locations: location::State::default(),
             clock,
-            running_backups: backup::Running::default(),
-            running_restores: restore::Running::default(),
+            running_backups: Running::default(),
+            running_restores: Running::default(),
             sync: sync::State::default(),
             agents,
             server_version,
@@ -217,6 +217,87 @@ impl Context {
         }
         Err(missing())
     }
+}
+
+/// The operations (backups, restores) this process is running, by UID: one found InProgress
+/// that is not among them was left by a server that stopped.
+#[derive(Debug, Default)]
+pub(crate) struct Running {
+    uids: std::sync::Mutex<std::collections::HashSet<String>>,
+}
+
+impl Running {
+    /// Records `uid` as running; false when it already was.
+    pub fn start(&self, uid: &str) -> bool {
+        self.lock().insert(uid.to_owned())
+    }
+
+    pub fn contains(&self, uid: &str) -> bool {
+        self.lock().contains(uid)
+    }
+
+    pub fn end(&self, uid: &str) {
+        self.lock().remove(uid);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
+        self.uids.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Item counts of a running operation: (total, done).
+pub(crate) type ItemProgress = std::sync::Arc<(
+    std::sync::atomic::AtomicUsize,
+    std::sync::atomic::AtomicUsize,
+)>;
+
+/// Writes `progress` into the status of the `K` named `name` at most once a second, when it
+/// changed, as `{"progress": {"totalItems": …, <done_field>: …}}`, from a task of its own so
+/// the operation never waits on the API server for it. Abort the handle when done.
+pub(crate) fn report_progress<K>(
+    ctx: &Context,
+    name: &str,
+    done_field: &'static str,
+    progress: ItemProgress,
+) -> tokio::task::JoinHandle<()>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + 'static,
+{
+    use std::sync::atomic::Ordering;
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    let name = name.to_owned();
+    tokio::spawn(async move {
+        let mut last = (usize::MAX, usize::MAX);
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let now = (
+                progress.0.load(Ordering::Relaxed),
+                progress.1.load(Ordering::Relaxed),
+            );
+            if now == last {
+                continue;
+            }
+            last = now;
+            let status = serde_json::json!({"status": {"progress": {
+                "totalItems": now.0, done_field: now.1,
+            }}});
+            if let Err(e) = api
+                .patch_status(
+                    &name,
+                    &kube::api::PatchParams::apply(MANAGER),
+                    &kube::api::Patch::Merge(&status),
+                )
+                .await
+            {
+                tracing::debug!(object = %name, "cannot record progress: {e}");
+            }
+        }
+    })
 }
 
 /// Drives a controller's reconcile stream to its end, logging the failures (the error policy

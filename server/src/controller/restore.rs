@@ -17,8 +17,8 @@
 //! `existingResourcePolicy: update`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -32,7 +32,7 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use super::volume_restore::{self, PodVolumes};
-use super::{Context, MANAGER, log_reconciles, retry_after};
+use super::{Context, log_reconciles, retry_after};
 use crate::api::{
     Backup, BackupPhase, BackupSpec, BackupStorageLocation, PodVolumeBackup, Restore, RestorePhase,
     labels,
@@ -68,30 +68,6 @@ const NON_RESTORABLE: &[&str] = &[
     "restores.velero.io",
     "resticrepositories.velero.io",
 ];
-
-/// The restores this process is running (by UID).
-#[derive(Debug, Default)]
-pub(crate) struct Running {
-    uids: Mutex<HashSet<String>>,
-}
-
-impl Running {
-    fn start(&self, uid: &str) -> bool {
-        self.lock().insert(uid.to_owned())
-    }
-
-    fn contains(&self, uid: &str) -> bool {
-        self.lock().contains(uid)
-    }
-
-    fn end(&self, uid: &str) {
-        self.lock().remove(uid);
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
-        self.uids.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
 
 /// Runs the controller until `shutdown` fires.
 pub(crate) async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
@@ -465,33 +441,12 @@ impl<'a> Run<'a> {
         };
 
         let mut walk = Walk::new(self, prepared, &contents, volume_backups)?;
-        let progress = walk.progress.clone();
-        let reporter = {
-            let name = self.name.clone();
-            let client = ctx.client.clone();
-            let namespace = ctx.namespace.clone();
-            tokio::spawn(async move {
-                let api: Api<Restore> = Api::namespaced(client, &namespace);
-                let mut last = (usize::MAX, usize::MAX);
-                loop {
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    let now = (
-                        progress.0.load(Ordering::Relaxed),
-                        progress.1.load(Ordering::Relaxed),
-                    );
-                    if now == last {
-                        continue;
-                    }
-                    last = now;
-                    let status = json!({"status": {"progress": {
-                        "totalItems": now.0, "itemsRestored": now.1,
-                    }}});
-                    let _ = api
-                        .patch_status(&name, &PatchParams::apply(MANAGER), &Patch::Merge(&status))
-                        .await;
-                }
-            })
-        };
+        let reporter = super::report_progress::<Restore>(
+            ctx,
+            &self.name,
+            "itemsRestored",
+            walk.progress.clone(),
+        );
         let walked = tokio::select! {
             r = walk.restore_all(&contents) => Some(r),
             _ = self.cancel.cancelled() => None,
@@ -638,7 +593,7 @@ struct Walk<'r> {
     /// Served resources by group/version (`None`: the version is not served).
     served: HashMap<String, Option<Vec<String>>>,
     /// (total, restored).
-    progress: Arc<(AtomicUsize, AtomicUsize)>,
+    progress: super::ItemProgress,
     results: BackupResults,
     /// Pods restored with volumes to fill.
     pod_volumes: Vec<PodVolumes>,
