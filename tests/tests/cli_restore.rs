@@ -288,7 +288,14 @@ fn bad_input_and_printing_create_nothing() {
             "schedule \"weekly\" has no backups",
         ),
         (
-            &["restore", "create", "--from-backup", "nightly", "-l", "a=="][..],
+            &[
+                "restore",
+                "create",
+                "--from-backup",
+                "nightly",
+                "-l",
+                "app web",
+            ][..],
             "--selector",
         ),
     ] {
@@ -401,7 +408,7 @@ fn describe_reads_the_results_from_the_bucket_and_lists_volume_restores() {
         "Name:         r1\n",
         "Phase:  PartiallyFailed (run `lifeboat restore logs r1` for more information)\n",
         "Started:    2026-11-22 03:00:00 +0000 UTC\n",
-        "Warnings:\n  Velero:   no snapshot provider\n  Cluster:  could not restore, persistentvolumes \"pv-1\" already exists\n  Namespaces:  <none>\n",
+        "Warnings:\n  Velero:      no snapshot provider\n  Cluster:     could not restore, persistentvolumes \"pv-1\" already exists\n  Namespaces:  <none>\n",
         "Errors:\n  Velero:   <none>\n  Cluster:  <none>\n  Namespaces:\n    shop-copy:  error restoring pods/shop-copy/web-0: boom\n",
         "Backup:  nightly\n",
         "  Included:  all namespaces found in the backup\n",
