@@ -177,10 +177,9 @@ impl Started {
 
     fn wait(self, timeout: Duration) -> Output {
         let mut child = self.helper;
-        let output = wait_for("the restore helper to exit", timeout, || {
+        wait_for("the restore helper to exit", timeout, || {
             child.try_wait().expect("poll the helper").map(|_| ())
         });
-        let _ = output;
         child.wait_with_output().expect("the helper's output")
     }
 }
