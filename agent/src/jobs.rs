@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use crate::proto::{
     self, BackupDone, JobProgress, RestoreDone, VolumeBackup, VolumeRestore, job_result,
 };
+use crate::helper::{FAILED_SUFFIX, MARKER_DIR};
 use crate::volume::{VolumeError, find_volume};
 
 /// How long a job waits for a repository another process holds exclusively (prune).
@@ -253,10 +254,6 @@ async fn run_backup(
     })
 }
 
-/// The directory in a restored volume where markers for the init container are written
-/// (Velero's name, so a pod restored by Velero's helper image would also see them).
-pub const MARKER_DIR: &str = ".velero";
-
 /// Runs one volume restore; `counters` follow its progress. The outcome is the job's result,
 /// and the volume gets its marker (done or failed) whenever the volume was found.
 pub async fn restore(
@@ -287,7 +284,8 @@ pub async fn restore(
     }
 }
 
-/// Writes `.velero/<restore_uid>` (done), or `.velero/<restore_uid>.failed` holding `failure`.
+/// Writes the markers [`crate::helper`] reads: `.velero/<restore_uid>` (done), or
+/// `.velero/<restore_uid>.failed` holding `failure`.
 fn mark(volume: &Path, restore_uid: &str, failure: Option<&str>) -> std::io::Result<()> {
     if restore_uid.is_empty() || restore_uid.contains(['/', '\0']) || restore_uid.starts_with('.') {
         return Err(std::io::Error::other(format!(
@@ -298,7 +296,7 @@ fn mark(volume: &Path, restore_uid: &str, failure: Option<&str>) -> std::io::Res
     std::fs::create_dir_all(&dir)?;
     match failure {
         None => std::fs::write(dir.join(restore_uid), b""),
-        Some(reason) => std::fs::write(dir.join(format!("{restore_uid}.failed")), reason),
+        Some(reason) => std::fs::write(dir.join(format!("{restore_uid}{FAILED_SUFFIX}")), reason),
     }
 }
 
