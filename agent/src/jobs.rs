@@ -24,10 +24,10 @@ use lifeboat_repo::{
 };
 use tokio_util::sync::CancellationToken;
 
+use crate::helper::{FAILED_SUFFIX, MARKER_DIR};
 use crate::proto::{
     self, BackupDone, JobProgress, RestoreDone, VolumeBackup, VolumeRestore, job_result,
 };
-use crate::helper::{FAILED_SUFFIX, MARKER_DIR};
 use crate::volume::{VolumeError, find_volume};
 
 /// How long a job waits for a repository another process holds exclusively (prune).

@@ -67,6 +67,11 @@ pub enum Error {
     #[error("snapshot id prefix `{query}` is ambiguous; give more digits")]
     SnapshotAmbiguous { query: String },
 
+    /// The restore could not write or read what it needed (the sentence names the path or
+    /// pack).
+    #[error("restore failed: {0}")]
+    Restore(String),
+
     /// A path inside a snapshot does not exist.
     #[error("`{path}` does not exist in snapshot {snapshot}")]
     PathNotInSnapshot { snapshot: SnapshotId, path: String },

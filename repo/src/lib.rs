@@ -14,6 +14,7 @@ mod location;
 mod lock;
 mod progress;
 mod repository;
+mod restorer;
 mod snapshot;
 mod source;
 mod store;

@@ -20,9 +20,9 @@ use std::time::{Duration, Instant};
 
 use rustic_core::repofile::{MasterKey as RusticKey, SnapshotFile};
 use rustic_core::{
-    Credentials, Excludes, Grouped, KeyOptions, LocalDestination, LocalSource,
-    LocalSourceFilterOptions, LocalSourceSaveOptions, LsOptions, OpenStatus, ParentOptions,
-    RepositoryBackends, RusticError, SnapshotGroupCriterion, SnapshotOptions,
+    Credentials, Excludes, Grouped, KeyOptions, LocalSource, LocalSourceFilterOptions,
+    LocalSourceSaveOptions, LsOptions, OpenStatus, ParentOptions, RepositoryBackends, RusticError,
+    SnapshotGroupCriterion, SnapshotOptions,
 };
 use serde::Serialize;
 use tokio::runtime::Handle;
@@ -35,6 +35,7 @@ use crate::id::{PackId, SnapshotId};
 use crate::location::Location;
 use crate::lock::{LockGuard, LockInfo, LockOptions, Locks};
 use crate::progress::{Adapter, NoProgress, Progress};
+use crate::restorer::{self, RestoreOptions as RestoreRun, Restorer};
 use crate::snapshot::{self, Snapshot, SnapshotFilter};
 use crate::source::{Warning, Warnings, Watched};
 use crate::store::{FileKind, Store, StoreError, StoreOptions};
@@ -652,8 +653,19 @@ impl Repository {
         let target = std::fs::canonicalize(target).map_err(target_err)?;
         let subpath = subpath.unwrap_or("").trim_start_matches('/').to_string();
         let snap_id = snap.id;
+        let store = self.store.clone();
+        let key = MasterKey::from_rustic(&self.key);
+        let rt = self.rt.clone();
+        // Every core decrypting and decompressing, at least `pack_reads` requests in flight,
+        // and never more than 8 (each holds up to MAX_READ plus a blob).
+        let cores = std::thread::available_parallelism().map_or(2, usize::from);
+        let ropts = RestoreRun {
+            readers: self.opts.pack_reads.max(cores).min(8),
+        };
         let (files, dirs, bytes) = self
             .locked(false, ctx, async |ctx| {
+                let progress = ctx.progress.clone();
+                let cancel = ctx.cancel.clone();
                 self.run("restore", ctx, move |repo| {
                     let repo = repo.to_indexed()?;
                     let snapfile = repo.get_snapshot_from_str(&snap_id.to_string(), |_| true)?;
@@ -678,28 +690,54 @@ impl Repository {
                             files += 1;
                         }
                     }
-                    let dest_path = if node.is_dir() {
-                        target.clone()
-                    } else {
-                        check_entry_name(snap_id, Path::new(""), &node.name())?;
-                        files = 1;
-                        target.join(node.name())
-                    };
-                    let dest_str = dest_path.to_str().ok_or_else(|| {
-                        Error::InvalidOption(format!(
-                            "the restore target `{}` is not UTF-8",
-                            dest_path.display()
-                        ))
-                    })?;
-                    let dest = LocalDestination::new(dest_str, true, !node.is_dir())?;
-                    let mut ropts = rustic_core::RestoreOptions::default().numeric_id(true);
-                    // Write all-zero blocks as holes, so sparse files stay sparse. rustic_core
-                    // does not export the enum's name; its serde form reaches the variant.
-                    ropts.sparse = serde_json::from_str("\"ByContent\"").ok();
-                    let ls = repo.ls(&node, &ls_opts)?;
-                    let plan = repo.prepare_restore(&ropts, ls.clone(), &dest, false)?;
-                    let bytes = plan.restore_size;
-                    repo.restore(plan, &ropts, ls, &dest)?;
+                    // Our restorer (crate::restorer): memory bounded by the readers, not by
+                    // the snapshot. The checks above ran first: nothing is written for a
+                    // snapshot holding an unsafe name.
+                    let mut restorer = Restorer::new(&repo, &target);
+                    let single = (!node.is_dir()).then(|| PathBuf::from(node.name().into_owned()));
+                    match &single {
+                        Some(name) => {
+                            check_entry_name(snap_id, Path::new(""), &node.name())?;
+                            files = 1;
+                            restorer.lay_out(name, &node).map_err(restore_error)?;
+                        }
+                        None => {
+                            for item in repo.ls(&node, &ls_opts)? {
+                                let (path, entry) = item?;
+                                restorer.lay_out(&path, &entry).map_err(restore_error)?;
+                            }
+                        }
+                    }
+                    let written = restorer
+                        .write_contents(&store, &key, &rt, ropts, progress.as_ref(), &cancel)
+                        .map_err(restore_error)?;
+                    let bytes = written.bytes;
+                    // Metadata last, each directory after everything in it.
+                    match &single {
+                        Some(name) => restorer::set_metadata(&target, name, &node),
+                        None => {
+                            let mut dirs_open: Vec<(PathBuf, rustic_core::repofile::Node)> =
+                                Vec::new();
+                            for item in repo.ls(&node, &ls_opts)? {
+                                let (path, entry) = item?;
+                                while let Some((dir, _)) = dirs_open.last() {
+                                    if path.starts_with(dir) {
+                                        break;
+                                    }
+                                    let (dir, dnode) = dirs_open.pop().expect("not empty");
+                                    restorer::set_metadata(&target, &dir, &dnode);
+                                }
+                                if entry.is_dir() {
+                                    dirs_open.push((path, entry));
+                                } else {
+                                    restorer::set_metadata(&target, &path, &entry);
+                                }
+                            }
+                            for (dir, dnode) in dirs_open.into_iter().rev() {
+                                restorer::set_metadata(&target, &dir, &dnode);
+                            }
+                        }
+                    }
                     Ok((files, dirs, bytes))
                 })
                 .await
@@ -880,6 +918,10 @@ impl Repository {
     pub fn store(&self) -> &Store {
         &self.store
     }
+}
+
+fn restore_error(e: restorer::RestoreError) -> OpError {
+    OpError::Ours(Error::Restore(e.0))
 }
 
 fn check_entry_name(snapshot: SnapshotId, parent: &Path, name: &std::ffi::OsStr) -> OpResult<()> {
