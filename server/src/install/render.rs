@@ -853,7 +853,9 @@ mod tests {
             json!([
                 "server",
                 "--features=EnableCSI,Other",
-                "--default-volumes-to-restic"
+                "--default-volumes-to-restic",
+                // Not the default image: restored pods' init container runs the install's.
+                "--restore-helper-image=registry.local/lifeboat:v9"
             ])
         );
         let agent =
@@ -869,6 +871,7 @@ mod tests {
         let mut plain = full_options();
         plain.features.clear();
         plain.default_volumes_to_restic = false;
+        plain.image = default_image();
         let objects = render(&plain);
         let server =
             &find(&objects, "Deployment", "velero")["spec"]["template"]["spec"]["containers"][0];
