@@ -359,6 +359,7 @@ pub(crate) async fn run(args: RepoArgs) -> Result<()> {
             };
             let opts = RestoreOptions {
                 filter: SnapshotFilter { tags, host },
+                ..RestoreOptions::default()
             };
             let stats = repo
                 .restore(&snap, sub.as_deref(), &target, &opts, &ctx)

@@ -129,6 +129,9 @@ pub struct BackupStats {
 pub struct RestoreOptions {
     /// Among which snapshots `latest` or a prefix is resolved.
     pub filter: SnapshotFilter,
+    /// Files or blobs planned before their contents are written (default 262,144: about 30
+    /// MiB of plan). Smaller bounds memory further, at the cost of less read locality.
+    pub batch: Option<usize>,
 }
 
 /// What a restore did.
@@ -661,6 +664,7 @@ impl Repository {
         let cores = std::thread::available_parallelism().map_or(2, usize::from);
         let ropts = RestoreRun {
             readers: self.opts.pack_reads.max(cores).min(8),
+            batch: opts.batch.unwrap_or(restorer::BATCH).max(1),
         };
         let (files, dirs, bytes) = self
             .locked(false, ctx, async |ctx| {
@@ -705,13 +709,25 @@ impl Repository {
                             for item in repo.ls(&node, &ls_opts)? {
                                 let (path, entry) = item?;
                                 restorer.lay_out(&path, &entry).map_err(restore_error)?;
+                                if restorer.batch_full(ropts) {
+                                    restorer
+                                        .write_contents(
+                                            &store,
+                                            &key,
+                                            &rt,
+                                            ropts,
+                                            progress.as_ref(),
+                                            &cancel,
+                                        )
+                                        .map_err(restore_error)?;
+                                }
                             }
                         }
                     }
-                    let written = restorer
+                    restorer
                         .write_contents(&store, &key, &rt, ropts, progress.as_ref(), &cancel)
                         .map_err(restore_error)?;
-                    let bytes = written.bytes;
+                    let bytes = restorer.written().bytes;
                     // Metadata last, each directory after everything in it.
                     match &single {
                         Some(name) => restorer::set_metadata(&target, name, &node),

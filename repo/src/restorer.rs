@@ -7,7 +7,9 @@
 //! 1. **Layout**: directories, empty files of their final length (unwritten ranges stay holes,
 //!    so sparse files stay sparse), symlinks, FIFOs and devices; a hardlink is made to the
 //!    first path of its inode. Each file's blobs become *pieces* (pack, offset in the pack,
-//!    file, offset in the file): 40 bytes per blob.
+//!    file, offset in the file): 32 bytes per blob. Once [`BATCH`] pieces or files are planned,
+//!    pass 2 runs for them and the walk goes on, so a snapshot of millions of files never has
+//!    its whole plan in memory.
 //! 2. **Contents**: pieces sorted by pack and offset are cut into *reads* (one ranged read of
 //!    adjacent blobs of one pack, at most [`MAX_READ`] unless a single blob is larger).
 //!    [`RestoreOptions::readers`] threads take reads in turn; each holds one read and one
@@ -39,12 +41,17 @@ use crate::store::{FileKind, Store};
 pub(crate) const MAX_READ: u64 = 8 << 20;
 /// Blobs closer than this in one pack are read in one request (the gap is read and dropped).
 const GAP: u64 = 256 << 10;
+/// Pieces or files planned before their contents are written: about 30 MiB of plan (paths
+/// included), and still enough blobs per batch that reads of one pack come together.
+pub(crate) const BATCH: usize = 256 * 1024;
 
 /// How a restore writes.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct RestoreOptions {
     /// Reads in flight (each also decrypts and writes what it read).
     pub readers: usize,
+    /// Pieces or files planned before pass 2 runs for them.
+    pub batch: usize,
 }
 
 /// What the restore wrote.
@@ -90,7 +97,8 @@ pub(crate) struct Restorer<'a, S: IndexedFull> {
     /// First path of each (device, inode) with several links.
     inodes: HashMap<(u64, u64), PathBuf>,
     written: Written,
-    total_bytes: u64,
+    /// Bytes planned in this batch.
+    batch_bytes: u64,
 }
 
 impl<'a, S: IndexedFull> Restorer<'a, S> {
@@ -104,7 +112,7 @@ impl<'a, S: IndexedFull> Restorer<'a, S> {
             pieces: Vec::new(),
             inodes: HashMap::new(),
             written: Written::default(),
-            total_bytes: 0,
+            batch_bytes: 0,
         }
     }
 
@@ -157,7 +165,7 @@ impl<'a, S: IndexedFull> Restorer<'a, S> {
                     });
                     offset += u64::from(location.data_length());
                 }
-                self.total_bytes += offset;
+                self.batch_bytes += offset;
             }
             NodeType::Symlink { .. } => {
                 remove_existing(&dest)?;
@@ -194,7 +202,18 @@ impl<'a, S: IndexedFull> Restorer<'a, S> {
         Ok(())
     }
 
-    /// Pass 2: reads, decrypts and writes every planned blob with `opts.readers` threads.
+    /// Whether the plan is large enough to write before the walk goes on.
+    pub(crate) fn batch_full(&self, opts: RestoreOptions) -> bool {
+        self.pieces.len() >= opts.batch || self.files.len() >= opts.batch
+    }
+
+    /// What was written so far.
+    pub(crate) fn written(&self) -> Written {
+        self.written
+    }
+
+    /// Pass 2 for the files planned since the last call: reads, decrypts and writes their
+    /// blobs with `opts.readers` threads, then forgets the plan.
     pub(crate) fn write_contents(
         &mut self,
         store: &Store,
@@ -208,7 +227,7 @@ impl<'a, S: IndexedFull> Restorer<'a, S> {
         pieces.sort_unstable_by_key(|p| (p.pack, p.offset, p.file, p.file_offset));
         let reads = cut_reads(&pieces);
         let stage = progress.stage("restoring", Unit::Bytes);
-        stage.set_total(self.total_bytes);
+        stage.set_total(self.written.bytes + self.batch_bytes);
         let next = AtomicUsize::new(0);
         let failure: Mutex<Option<RestoreError>> = Mutex::new(None);
         let files = &self.files;
@@ -241,7 +260,9 @@ impl<'a, S: IndexedFull> Restorer<'a, S> {
         if cancel.is_cancelled() {
             return Err(RestoreError("the restore was cancelled".into()));
         }
-        self.written.bytes = self.total_bytes;
+        self.written.bytes += self.batch_bytes;
+        self.batch_bytes = 0;
+        self.files.clear();
         Ok(self.written)
     }
 }

@@ -221,6 +221,28 @@ async fn as_path_keeps_the_logical_path_so_a_moved_volume_finds_its_parent() {
     .await
     .expect("restore");
     assert_same_tree(&second_mount, &out);
+    // In batches of three files or blobs (hardlinks across batches, holes, symlinks, a FIFO,
+    // owners and modes), the result is the same.
+    let compat = dir.path().join("compat");
+    lifeboat_tests::tree::compat_tree(&compat, 5);
+    let snap = repo
+        .backup(&compat, &BackupOptions::default(), &Context::default())
+        .await
+        .expect("backup of the compat tree");
+    let batched = dir.path().join("batched");
+    repo.restore(
+        &snap.snapshot.id.to_string(),
+        Some(&compat.display().to_string()),
+        &batched,
+        &RestoreOptions {
+            batch: Some(3),
+            ..Default::default()
+        },
+        &Context::default(),
+    )
+    .await
+    .expect("restore in batches");
+    assert_same_tree(&compat, &batched);
 
     let err = repo
         .backup(
