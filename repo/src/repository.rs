@@ -752,6 +752,10 @@ impl Repository {
                             for (dir, dnode) in dirs_open.into_iter().rev() {
                                 restorer::set_metadata(&target, &dir, &dnode);
                             }
+                            // The target takes the restored directory's own owner, mode and
+                            // times: a volume's root (a database's data directory must be
+                            // 0700 and its user's) comes back as it was.
+                            restorer::set_metadata(&target, Path::new(""), &node);
                         }
                     }
                     Ok((files, dirs, bytes))

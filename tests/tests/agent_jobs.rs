@@ -316,6 +316,12 @@ fn an_agent_restores_a_restic_snapshot_into_a_new_pods_volume_and_marks_it() {
     let source = tempfile::tempdir().expect("a source directory");
     let data = source.path().join("data");
     compat_tree(&data, 13);
+    // A volume root such as a database's data directory: its owner's alone. restic stores the
+    // root's own metadata, and the volume gets it back.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&data, fs::Permissions::from_mode(0o700)).expect("chmod");
+    }
     rig.restic()
         .run(["backup", "--host", "velero", &data.display().to_string()])
         .ok();
@@ -353,6 +359,14 @@ fn an_agent_restores_a_restic_snapshot_into_a_new_pods_volume_and_marks_it() {
     assert!(marker.is_file(), "no marker at {}", marker.display());
     fs::remove_dir_all(mount.join(".velero")).expect("remove the marker as the helper does");
     assert_same_tree(&data, &mount);
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = fs::metadata(&mount)
+            .expect("the volume root")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o7777, 0o700, "the volume root's mode comes back");
+    }
 
     // A snapshot that is not there fails the job, and the volume says why.
     let mut handle = rig
