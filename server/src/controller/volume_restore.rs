@@ -260,7 +260,17 @@ pub(crate) async fn run(
                         jobs.push(restore_volume(ctx, store_ref, password, pod.clone(), volume, pvr, node.clone(), deadline, timeout));
                     }
                 }
-                Ok(None) => break,
+                // The watch cannot end while the server runs; if it does, the pods still
+                // waiting can no longer be seen: their volumes fail, the running ones finish.
+                Ok(None) => {
+                    for (_, (pod, volumes)) in waiting.drain() {
+                        for (volume, pvr) in volumes {
+                            let reason = "the server stopped watching the restored pods".to_owned();
+                            fail(ctx, &pvr, &reason).await;
+                            results.errors.add(Some(&pod.namespace), format!("pod volume {}/{}: {reason}", pod.name, volume.volume));
+                        }
+                    }
+                }
                 Err(e) => tracing::debug!("pod watch: {e}"),
             },
             Some(done) = jobs.next(), if !jobs.is_empty() => {
