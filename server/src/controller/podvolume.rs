@@ -309,29 +309,17 @@ async fn follow(
     deadline: tokio::time::Instant,
     timeout: Duration,
 ) -> (PodVolumeBackup, Ended) {
-    let mut last_report: Option<Instant> = None;
-    let outcome = loop {
-        match tokio::time::timeout_at(deadline, handle.next()).await {
-            Ok(Some(JobEvent::Progress(p))) => {
-                if last_report.is_none_or(|at| at.elapsed() >= PROGRESS_EVERY) {
-                    last_report = Some(Instant::now());
-                    let progress = json!({"progress": {
-                        "totalBytes": p.bytes_total, "bytesDone": p.bytes_done,
-                    }});
-                    set_status(ctx, &pvb, progress).await;
-                }
-            }
-            Ok(Some(JobEvent::Done(outcome))) => break outcome,
-            Ok(None) => break JobOutcome::Failed("the job ended without a result".into()),
-            Err(_) => {
-                ctx.agents.cancel_job(&handle.node, &handle.job_id).await;
-                break JobOutcome::Failed(format!(
-                    "timed out after {} (--restic-timeout, or the backup's {TIMEOUT_ANNOTATION})",
-                    humantime::format_duration(timeout)
-                ));
-            }
-        }
-    };
+    let outcome = follow_job::<PodVolumeBackup>(
+        ctx,
+        &pvb.name_any(),
+        &mut handle,
+        deadline,
+        format!(
+            "timed out after {} (--restic-timeout, or the backup's {TIMEOUT_ANNOTATION})",
+            humantime::format_duration(timeout)
+        ),
+    )
+    .await;
     let now = kube_time(ctx.clock.now());
     match outcome {
         JobOutcome::Backup(done) => {
@@ -373,6 +361,58 @@ async fn follow(
     }
 }
 
+/// Follows a pod volume job (backup or restore) to its outcome, writing its progress into the
+/// status of the `K` named `name` at most every [`PROGRESS_EVERY`]; past `deadline` the job is
+/// cancelled and fails with `timeout_reason`.
+pub(crate) async fn follow_job<K>(
+    ctx: &Context,
+    name: &str,
+    handle: &mut JobHandle,
+    deadline: tokio::time::Instant,
+    timeout_reason: String,
+) -> JobOutcome
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let mut last_report: Option<Instant> = None;
+    loop {
+        match tokio::time::timeout_at(deadline, handle.next()).await {
+            Ok(Some(JobEvent::Progress(p))) => {
+                if last_report.is_none_or(|at| at.elapsed() >= PROGRESS_EVERY) {
+                    last_report = Some(Instant::now());
+                    let progress = json!({"progress": {
+                        "totalBytes": p.bytes_total, "bytesDone": p.bytes_done,
+                    }});
+                    record_status::<K>(ctx, name, progress).await;
+                }
+            }
+            Ok(Some(JobEvent::Done(outcome))) => return outcome,
+            Ok(None) => return JobOutcome::Failed("the job ended without a result".into()),
+            Err(_) => {
+                ctx.agents.cancel_job(&handle.node, &handle.job_id).await;
+                return JobOutcome::Failed(timeout_reason);
+            }
+        }
+    }
+}
+
+/// Records a pod volume object's status; a failure is logged (the operation goes on, and the
+/// final status is written again when the volume ends).
+pub(crate) async fn record_status<K>(ctx: &Context, name: &str, status: Value)
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    if let Err(e) = ctx.patch_status::<K>(name, status).await {
+        tracing::warn!(object = %name, "cannot record the pod volume status: {}", chain(&e));
+    }
+}
+
 /// How a volume's backup ended.
 enum Ended {
     Completed,
@@ -380,15 +420,8 @@ enum Ended {
     Skipped(String),
 }
 
-/// Records a volume's status; a failure is logged (the backup goes on, and the final status
-/// is written again when the volume ends).
 async fn set_status(ctx: &Context, pvb: &PodVolumeBackup, status: Value) {
-    if let Err(e) = ctx
-        .patch_status::<PodVolumeBackup>(&pvb.name_any(), status)
-        .await
-    {
-        tracing::warn!(pvb = %pvb.name_any(), "cannot record the pod volume backup's status: {}", chain(&e));
-    }
+    record_status::<PodVolumeBackup>(ctx, &pvb.name_any(), status).await;
 }
 
 /// The repository of `namespace` on the backup's location: its ResticRepository object, and

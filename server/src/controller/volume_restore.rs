@@ -19,7 +19,7 @@
 //! restore (PartiallyFailed).
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::stream::FuturesUnordered;
 use futures::{StreamExt, TryStreamExt};
@@ -31,16 +31,16 @@ use kube::{Resource, ResourceExt};
 use lifeboat_agent::proto::VolumeRestore;
 use serde_json::{Value, json};
 
-use super::podvolume::repository_message;
+use super::podvolume::{follow_job, record_status, repository_message};
 use super::{Context, Settings, go_duration};
-use crate::agents::{JobEvent, JobOutcome};
+use crate::agents::JobOutcome;
 use crate::api::{
     PodVolumeBackup, PodVolumePhase, PodVolumeRestore, PodVolumeRestoreSpec, Restore, labels,
 };
 use crate::backup::BackupResults;
 use crate::clock::kube_time;
 use crate::error::Result;
-use crate::storage::{LocationStore, chain};
+use crate::storage::LocationStore;
 
 /// The init container's name (Velero's).
 pub const WAIT_CONTAINER: &str = "restic-wait";
@@ -50,8 +50,6 @@ pub const RESTORES_DIR: &str = "/restores";
 const RESTORE_UID_LABEL: &str = "velero.io/restore-uid";
 /// The label of a PodVolumeRestore naming its pod's UID.
 const POD_UID_LABEL: &str = "velero.io/pod-uid";
-/// How often a volume's progress is written into its PodVolumeRestore at most.
-const PROGRESS_EVERY: Duration = Duration::from_secs(2);
 
 /// One volume of a restored pod.
 #[derive(Debug, Clone)]
@@ -428,33 +426,17 @@ async fn restore_volume_inner(
         restore_uid: pod.restore_uid.clone(),
     };
     let mut handle = ctx.agents.submit_restore(node, job).await?;
-    let mut last_report: Option<Instant> = None;
-    let outcome = loop {
-        match tokio::time::timeout_at(deadline, handle.next()).await {
-            Ok(Some(JobEvent::Progress(p))) => {
-                if last_report.is_none_or(|at| at.elapsed() >= PROGRESS_EVERY) {
-                    last_report = Some(Instant::now());
-                    set_status(
-                        ctx,
-                        pvr,
-                        json!({"progress": {
-                            "totalBytes": p.bytes_total, "bytesDone": p.bytes_done,
-                        }}),
-                    )
-                    .await;
-                }
-            }
-            Ok(Some(JobEvent::Done(outcome))) => break outcome,
-            Ok(None) => break JobOutcome::Failed("the job ended without a result".into()),
-            Err(_) => {
-                ctx.agents.cancel_job(&handle.node, &handle.job_id).await;
-                break JobOutcome::Failed(format!(
-                    "timed out after {} (--restic-timeout)",
-                    humantime::format_duration(timeout)
-                ));
-            }
-        }
-    };
+    let outcome = follow_job::<PodVolumeRestore>(
+        ctx,
+        pvr,
+        &mut handle,
+        deadline,
+        format!(
+            "timed out after {} (--restic-timeout)",
+            humantime::format_duration(timeout)
+        ),
+    )
+    .await;
     match outcome {
         JobOutcome::Restore(done) => {
             let status = json!({
@@ -481,13 +463,7 @@ async fn fail(ctx: &Context, pvr: &str, reason: &str) {
 }
 
 async fn set_status(ctx: &Context, pvr: &str, status: Value) {
-    if let Err(e) = ctx.patch_status::<PodVolumeRestore>(pvr, status).await {
-        tracing::warn!(
-            pvr,
-            "cannot record the pod volume restore's status: {}",
-            chain(&e)
-        );
-    }
+    record_status::<PodVolumeRestore>(ctx, pvr, status).await;
 }
 
 #[cfg(test)]
