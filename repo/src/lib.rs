@@ -6,10 +6,13 @@
 //! `CancellationToken` in the [`Context`]). Repositories it writes pass `restic check
 //! --read-data`, and it reads what restic writes.
 
+mod archiver;
 mod bridge;
+mod chunker;
 mod crypto;
 mod error;
 mod id;
+mod index;
 mod location;
 mod lock;
 mod progress;
@@ -18,6 +21,7 @@ mod restorer;
 mod snapshot;
 mod source;
 mod store;
+mod verify;
 
 pub use error::{Error, Result, error_chain};
 pub use id::{BlobId, InvalidId, LockId, PackId, SnapshotId};

@@ -1,11 +1,12 @@
 //! The repository: open or create one, and run the operations on it.
 //!
-//! Design: rustic_core implements the restic format (packs, indexes, trees, the archiver, the
-//! restorer, check and prune). This module owns everything around it that makes those safe and
-//! ours to call: the storage ([`Store`]), restic's locks ([`crate::lock`]), snapshot selection,
+//! Design: the data paths are ours — backups ([`crate::archiver`]: restic's chunker, packs and
+//! index files), restores ([`crate::restorer`]) and `check --read-data` ([`crate::verify`]).
+//! rustic_core provides the rest of the restic format: opening keys, the structural check,
+//! forget and prune. This module owns everything around them that makes those safe to call:
+//! the storage ([`Store`]), restic's locks ([`crate::lock`]), snapshot and parent selection,
 //! the restore path checks, per-file warnings, progress, cancellation and typed errors. The
-//! rustic_core types never appear in our public API, so its backup and restore paths can be
-//! replaced by our own pipelines without touching callers.
+//! rustic_core types never appear in our public API.
 //!
 //! Threads: rustic_core is synchronous and spawns its own workers. Each operation therefore runs
 //! on one dedicated OS thread (one per operation in flight, never per file), which blocks on the
@@ -20,25 +21,28 @@ use std::time::{Duration, Instant};
 
 use rustic_core::repofile::{MasterKey as RusticKey, SnapshotFile};
 use rustic_core::{
-    Credentials, Excludes, Grouped, KeyOptions, LocalSource, LocalSourceFilterOptions,
-    LocalSourceSaveOptions, LsOptions, OpenStatus, ParentOptions, RepositoryBackends, RusticError,
+    Credentials, Grouped, KeyOptions, LsOptions, OpenStatus, RepositoryBackends, RusticError,
     SnapshotGroupCriterion, SnapshotOptions,
 };
 use serde::Serialize;
 use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 
+use crate::archiver::{self, Failure};
 use crate::bridge::Bridge;
+use crate::chunker::{Rabin, Sizes};
 use crate::crypto::{self, MasterKey};
 use crate::error::{Error, Result};
 use crate::id::{PackId, SnapshotId};
+use crate::index::{BlobIndex, IndexError};
 use crate::location::Location;
 use crate::lock::{LockGuard, LockInfo, LockOptions, Locks};
-use crate::progress::{Adapter, NoProgress, Progress};
+use crate::progress::{Adapter, NoProgress, Progress, Unit};
 use crate::restorer::{self, RestoreOptions as RestoreRun, Restorer};
 use crate::snapshot::{self, Snapshot, SnapshotFilter};
-use crate::source::{Warning, Warnings, Watched};
+use crate::source::{Warning, Warnings};
 use crate::store::{FileKind, Store, StoreError, StoreOptions};
+use crate::verify;
 
 /// How a repository is accessed.
 #[derive(Debug, Clone)]
@@ -266,6 +270,12 @@ impl From<Error> for OpError {
 
 type OpResult<T> = std::result::Result<T, OpError>;
 
+/// Index files read at once when a backup loads the index.
+const INDEX_READS: usize = 8;
+/// zstd level of our blobs when the repository asks for the default: level 3 (rustic's and
+/// close to restic's `auto`) costs twice level 1's time for a few percent of size.
+const ZSTD_LEVEL: i32 = 3;
+
 fn rustic_options() -> rustic_core::RepositoryOptions {
     // No local cache: agents run in short-lived pods, and a stale cache is one more thing
     // to go wrong; indexes and snapshots are read from the store.
@@ -484,6 +494,13 @@ impl Repository {
         }
     }
 
+    fn index_error(&self, e: IndexError) -> Error {
+        match e {
+            IndexError::Store { source, .. } => store_error(&self.store, source),
+            e @ IndexError::Damaged(_) => Error::engine(e),
+        }
+    }
+
     /// Runs `f` on rustic_core's view of the repository, on an operation thread.
     async fn run<T: Send + 'static>(
         &self,
@@ -582,52 +599,107 @@ impl Repository {
                 p.display()
             )));
         }
-        let explicit_parent = match &opts.parent {
-            ParentChoice::Snapshot(q) => {
-                Some(self.find_snapshot(q, &SnapshotFilter::default()).await?.id)
-            }
-            _ => None,
-        };
         let opts = opts.clone();
         let stored_root = opts.as_path.clone().unwrap_or_else(|| source.clone());
-        let warnings = Warnings::new(source.clone(), stored_root);
+        let host = opts
+            .host
+            .clone()
+            .unwrap_or_else(|| gethostname::gethostname().to_string_lossy().into_owned());
+        let warnings = Warnings::new(source.clone(), stored_root.clone());
         let w = warnings.clone();
         let snap = self
             .locked(false, ctx, async |ctx| {
-                self.run("backup", ctx, move |repo| {
-                    let repo = repo.to_indexed_ids()?;
-                    let mut snap = SnapshotOptions::default().to_snapshot()?;
-                    if let Some(host) = &opts.host {
-                        snap.hostname.clone_from(host);
+                let parent = match &opts.parent {
+                    ParentChoice::None => None,
+                    ParentChoice::Snapshot(q) => {
+                        Some(self.find_snapshot(q, &SnapshotFilter::default()).await?)
                     }
+                    // restic's choice: the newest snapshot of this host and these paths.
+                    ParentChoice::Auto => {
+                        let paths = vec![stored_root.to_string_lossy().into_owned()];
+                        self.snapshots(&SnapshotFilter::default())
+                            .await?
+                            .into_iter()
+                            .filter(|s| s.hostname == host && s.paths == paths)
+                            .max_by_key(|s| s.time)
+                    }
+                };
+                let key = MasterKey::from_rustic(&self.key);
+                let index = BlobIndex::load(&self.store, &key, INDEX_READS)
+                    .await
+                    .map_err(|e| self.index_error(e))?;
+                let store = self.store.clone();
+                let rt = self.rt.clone();
+                let version = self.version;
+                let ctx = ctx.clone();
+                self.run("backup", &ctx.clone(), move |repo| {
+                    let config = repo.config();
+                    if config.chunker() != rustic_core::repofile::Chunker::Rabin {
+                        return Err(Error::engine(
+                            "this repository uses a fixed-size chunker, which lifeboat does not write",
+                        )
+                        .into());
+                    }
+                    let sizes = Sizes {
+                        min: config.chunk_min_size(),
+                        max: config.chunk_max_size(),
+                        average: config.chunk_size(),
+                    };
+                    let level = match config.zstd()? {
+                        None => None,
+                        Some(0) => Some(ZSTD_LEVEL),
+                        Some(l) => Some(l),
+                    };
+                    let env = archiver::Env {
+                        store: store.clone(),
+                        rt,
+                        key: key.clone(),
+                        version: if level.is_some() { version } else { 1 },
+                        rabin: Rabin::new(config.poly()?, sizes),
+                        level: level.unwrap_or(0),
+                        workers: std::thread::available_parallelism().map_or(2, usize::from),
+                        cancel: ctx.cancel.clone(),
+                        progress: ctx.progress.clone(),
+                        warnings: w,
+                    };
+                    let plan = archiver::Plan {
+                        source: &source,
+                        stored: &stored_root,
+                        parent: parent.as_ref().map(|p| *p.tree.as_bytes()),
+                    };
+                    let (root, summary) =
+                        archiver::archive(&env, &index, &plan).map_err(|f| match f {
+                            Failure::Cancelled => Error::Cancelled,
+                            Failure::Store(e) => store_error(&store, e),
+                            Failure::Other(m) => Error::engine(m),
+                        })?;
+                    let mut snap = SnapshotOptions::default().to_snapshot()?;
+                    snap.hostname = host;
                     for tag in &opts.tags {
                         snap.tags.add(tag.clone());
                     }
-                    let mut parent = ParentOptions::default();
-                    match (&opts.parent, explicit_parent) {
-                        (ParentChoice::None, _) => parent = parent.force(true),
-                        (_, Some(id)) => {
-                            // The caller named the parent: use it whatever host or path it has.
-                            parent = parent
-                                .parents(vec![id.to_string()])
-                                .group_by(Some(SnapshotGroupCriterion::new()));
-                        }
-                        _ => {}
-                    }
-                    let backup_opts = rustic_core::BackupOptions::default()
-                        .as_path(opts.as_path.clone())
-                        .parent_opts(parent);
-                    let walker = LocalSource::new(
-                        LocalSourceSaveOptions::default(),
-                        &Excludes::default(),
-                        &LocalSourceFilterOptions::default(),
-                        &[&source],
-                    )?;
-                    let src = Watched {
-                        inner: walker,
-                        warnings: w,
-                    };
-                    Ok(repo.archive(&backup_opts, &src, snap, &[source])?)
+                    snap.paths.add(stored_root.to_string_lossy().into_owned());
+                    snap.tree = rustic_core::TreeId::from(rustic_core::Id::new(root));
+                    snap.parent = parent.map(|p| {
+                        rustic_core::repofile::SnapshotId::from(rustic_core::Id::new(
+                            *p.id.as_bytes(),
+                        ))
+                    });
+                    snap.summary = Some(summary_of(&summary, &snap.time, started));
+                    // Written as the last file: a snapshot only ever names stored data.
+                    let json = serde_json::to_vec(&snap)
+                        .map_err(|e| Error::engine(format!("cannot encode the snapshot: {e}")))?;
+                    let bytes = key.encrypt(&crypto::pack_json(version, &json));
+                    let id = crate::id::hash(&bytes);
+                    env.rt
+                        .block_on(store.write(
+                            FileKind::Snapshot,
+                            &hex::encode(id),
+                            vec![bytes.into()],
+                        ))
+                        .map_err(|e| store_error(&store, e))?;
+                    snap.id = rustic_core::repofile::SnapshotId::from(rustic_core::Id::new(id));
+                    Ok(snap)
                 })
                 .await
             })
@@ -775,18 +847,39 @@ impl Repository {
     /// Checks the repository's structure, and with `read_data` every blob, under a shared lock.
     pub async fn check(&self, opts: &CheckOptions, ctx: &Context) -> Result<CheckReport> {
         let read_data = opts.read_data;
-        let findings = self
+        let (findings, damage) = self
             .locked(false, ctx, async |ctx| {
-                self.run("check", ctx, move |repo| {
-                    let results =
-                        repo.check(rustic_core::CheckOptions::default().read_data(read_data))?;
-                    Ok(results
-                        .0
-                        .iter()
-                        .map(|(level, e)| (format!("{level:?}") == "Error", e.to_string()))
-                        .collect::<Vec<_>>())
+                // The structure (snapshots, trees, index against the packs' sizes) by the
+                // format engine; the data by our readers.
+                let findings = self
+                    .run("check", ctx, move |repo| {
+                        let results = repo.check(rustic_core::CheckOptions::default())?;
+                        Ok(results
+                            .0
+                            .iter()
+                            .map(|(level, e)| (format!("{level:?}") == "Error", e.to_string()))
+                            .collect::<Vec<_>>())
+                    })
+                    .await?;
+                if !read_data {
+                    return Ok((findings, Vec::new()));
+                }
+                let key = MasterKey::from_rustic(&self.key);
+                let index = BlobIndex::load(&self.store, &key, INDEX_READS)
+                    .await
+                    .map_err(|e| self.index_error(e))?;
+                let (store, rt, cancel) = (self.store.clone(), self.rt.clone(), ctx.cancel.clone());
+                let stage = ctx.progress.stage("reading packs", Unit::Items);
+                let readers = self
+                    .opts
+                    .pack_reads
+                    .max(std::thread::available_parallelism().map_or(2, usize::from));
+                let damage = on_thread("check", move || {
+                    verify::read_data(&store, &rt, &key, &index, readers, &cancel, stage.as_ref())
                 })
-                .await
+                .await?
+                .map_err(|()| Error::Cancelled)?;
+                Ok((findings, damage))
             })
             .await?;
         // Findings name packs by a short prefix; the full ids are only needed then.
@@ -799,6 +892,12 @@ impl Repository {
             Vec::new()
         };
         let mut report = CheckReport::default();
+        for (name, what) in damage {
+            report.errors.push(Finding {
+                message: format!("pack {name} is damaged: {what}"),
+                pack: name.parse().ok(),
+            });
+        }
         for (is_error, message) in findings {
             let pack = pack_in_message(&message, &packs);
             let finding = Finding { message, pack };
@@ -992,6 +1091,54 @@ fn pack_in_message(message: &str, packs: &[(String, u64)]) -> Option<PackId> {
     name.parse().ok()
 }
 
+/// restic's summary of a backup from the archiver's counters.
+fn summary_of(
+    s: &archiver::Summary,
+    start: &jiff::Zoned,
+    started: Instant,
+) -> rustic_core::repofile::SnapshotSummary {
+    let end = jiff::Zoned::now();
+    let secs = started.elapsed().as_secs_f64();
+    let mut out = rustic_core::repofile::SnapshotSummary::default();
+    (
+        out.files_new,
+        out.files_changed,
+        out.files_unmodified,
+        out.total_files_processed,
+        out.total_bytes_processed,
+    ) = (
+        s.files_new,
+        s.files_changed,
+        s.files_unmodified,
+        s.files_new + s.files_changed + s.files_unmodified,
+        s.bytes_processed,
+    );
+    (
+        out.dirs_new,
+        out.dirs_changed,
+        out.dirs_unmodified,
+        out.total_dirs_processed,
+    ) = (
+        s.dirs_new,
+        s.dirs_changed,
+        s.dirs_unmodified,
+        s.dirs_new + s.dirs_changed + s.dirs_unmodified,
+    );
+    out.data_blobs = s.data_blobs;
+    out.tree_blobs = s.tree_blobs;
+    out.data_added = s.data_added + s.trees_added;
+    out.data_added_packed = s.data_added_packed + s.trees_added_packed;
+    out.data_added_files = s.data_added;
+    out.data_added_files_packed = s.data_added_packed;
+    out.data_added_trees = s.trees_added;
+    out.data_added_trees_packed = s.trees_added_packed;
+    out.command = "backup".into();
+    out.backup_start = start.clone();
+    out.backup_end = end;
+    out.backup_duration = secs;
+    out.total_duration = secs;
+    out
+}
 fn backup_stats(snap: &SnapshotFile, warnings: Vec<Warning>, elapsed: Duration) -> BackupStats {
     let s = snap.summary.clone().unwrap_or_default();
     BackupStats {

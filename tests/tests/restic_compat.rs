@@ -161,12 +161,16 @@ fn lifeboat_incremental_backup_uses_restic_snapshot_as_parent() {
         first.as_str(),
         "restic's snapshot is the parent"
     );
-    // Unchanged regular files (and the fifo) are matched against restic's tree and not read.
-    // The two symlinks count as changed: restic's and rustic_core's symlink nodes differ in
-    // metadata fields, and a symlink has no data to read either way.
-    assert_eq!(stats["files_unchanged"], 9, "{stats}");
+    // Unchanged regular files are matched against restic's tree and not read; as in restic's
+    // summary, only regular files are counted (not the symlinks or the fifo).
+    assert_eq!(stats["files_unchanged"], 8, "{stats}");
     assert_eq!(stats["files_new"], 1, "{stats}");
-    assert_eq!(stats["files_changed"], 3, "{stats}");
+    assert_eq!(stats["files_changed"], 1, "{stats}");
+    assert_eq!(
+        stats["bytes_added"].as_u64().map(|b| b < 64 << 10),
+        Some(true),
+        "{stats}"
+    );
     let second = stats["snapshot"]["id"].as_str().expect("id").to_string();
 
     c.restic.run(["check", "--read-data"]).ok();
@@ -283,4 +287,51 @@ fn lifeboat_backs_up_into_a_version_1_repository_as_velero_1_5_made_them() {
     assert_same_tree(&c.src, &out);
     let config = c.restic.run(["cat", "config"]).ok().json();
     assert_eq!(config["version"], 1, "the repository stays at version 1");
+}
+
+/// Our chunker cuts where restic's does: a file restic stored is not stored again by us.
+#[test]
+fn lifeboat_cuts_chunks_where_restic_does_so_restic_data_deduplicates() {
+    let c = Case::new("same-chunks", Backend::Local);
+    let big = c.dir.path().join("big");
+    std::fs::create_dir_all(&big).expect("mkdir");
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    let noise: Vec<u8> = (0..(24 << 20))
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 32) as u8
+        })
+        .collect();
+    std::fs::write(big.join("noise.bin"), &noise).expect("write");
+    // Text-like data compresses, so the blobs differ from their chunks in size.
+    let text: Vec<u8> = noise
+        .chunks(7)
+        .take(2 << 20)
+        .flat_map(|w| format!("line {} {}\n", w[0], w[1] % 13).into_bytes())
+        .collect();
+    std::fs::write(big.join("text.log"), &text).expect("write");
+    c.restic.run(["init", "--repository-version", "2"]).ok();
+    c.restic.backup(&big, &["--host", "restic-node"]);
+
+    let stats = c
+        .lifeboat
+        .repo([
+            "backup",
+            big.to_str().expect("utf-8"),
+            "--host",
+            "lifeboat-node",
+            "-o",
+            "json",
+        ])
+        .ok()
+        .json();
+    assert_eq!(stats["files_new"], 2, "{stats}");
+    let added = stats["bytes_added"].as_u64().expect("bytes_added");
+    assert!(
+        added < 64 << 10,
+        "only our trees are new, restic's chunks are reused: {stats}"
+    );
+    c.restic.run(["check", "--read-data"]).ok();
 }

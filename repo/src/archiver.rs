@@ -1,0 +1,969 @@
+//! Our backup pipeline: a directory tree into restic-format packs, trees and index files.
+//!
+//! ```text
+//!  walker (this thread) ── files to read (bounded) ──▶ workers (one per core)
+//!   │ readdir, lstat, parent comparison              read, chunk (restic's Rabin), SHA-256,
+//!   │ unchanged files keep their parent's content    dedup, zstd, AES-CTR/Poly1305, own pack
+//!   ▼                                                          │ full packs (bounded in flight)
+//!  pending directories: a tree is written when its             ▼
+//!  last child is done (on whichever thread did it)     uploads on the runtime ──▶ index files
+//! ```
+//!
+//! Memory is bounded by configuration: the walker is at most [`QUEUE`] files ahead of the
+//! workers; each worker holds one chunk (≤ 8 MiB), its sealed copy and one pack being filled;
+//! at most [`UPLOADS`] finished packs are in flight. Directories wait in memory only until
+//! their last child is done, so what is held is the directories along the walk, not the tree.
+//!
+//! Order of writes (what makes an interrupted backup harmless): packs, then the index files
+//! naming them, then — by the caller — the snapshot. A crash leaves at most packs no index
+//! names (restic's `check` calls them additional files; `prune` removes them), and a retry
+//! deduplicates against every pack whose index file was written.
+
+use std::collections::{HashMap, HashSet};
+use std::ffi::{OsStr, OsString};
+use std::fs::{File, Metadata as FsMetadata};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use rustic_core::repofile::{Metadata, Node, NodeType, Tree};
+use rustic_core::{DataId, Id, TreeId};
+use sha2::{Digest, Sha256};
+use tokio::runtime::Handle;
+use tokio_util::sync::CancellationToken;
+
+use crate::chunker::{Chunks, Rabin};
+use crate::crypto::MasterKey;
+use crate::index::{BLOBS_PER_FILE, BlobIndex, IndexWriter, PackedBlob};
+use crate::progress::{Progress, Stage, Unit};
+use crate::source::Warnings;
+use crate::store::{FileKind, Store, StoreError};
+
+/// Files the walker may be ahead of the workers.
+const QUEUE: usize = 1024;
+/// Target size of a pack (restic 0.14's default).
+const PACK_SIZE: usize = 16 << 20;
+/// Finished packs being uploaded at once.
+const UPLOADS: usize = 2;
+/// Packs after which an index file is written even if it holds fewer than
+/// [`BLOBS_PER_FILE`] blobs, so an interrupted backup's retry finds most of its data.
+const PACKS_PER_INDEX: usize = 32;
+
+/// What the archiver needs from the repository.
+pub(crate) struct Env {
+    pub store: Store,
+    pub rt: Handle,
+    pub key: MasterKey,
+    pub version: u32,
+    pub rabin: Rabin,
+    /// zstd level (version 2 repositories).
+    pub level: i32,
+    pub workers: usize,
+    pub cancel: CancellationToken,
+    pub progress: Arc<dyn Progress>,
+    pub warnings: Warnings,
+}
+
+/// What to back up.
+pub(crate) struct Plan<'a> {
+    /// The source on disk (canonical).
+    pub source: &'a Path,
+    /// Its path in the snapshot.
+    pub stored: &'a Path,
+    /// The parent snapshot's root tree.
+    pub parent: Option<[u8; 32]>,
+}
+
+/// What a backup did, restic's summary counters.
+#[derive(Debug, Default)]
+pub(crate) struct Summary {
+    pub files_new: u64,
+    pub files_changed: u64,
+    pub files_unmodified: u64,
+    pub dirs_new: u64,
+    pub dirs_changed: u64,
+    pub dirs_unmodified: u64,
+    pub bytes_processed: u64,
+    pub data_blobs: u64,
+    pub tree_blobs: u64,
+    pub data_added: u64,
+    pub data_added_packed: u64,
+    pub trees_added: u64,
+    pub trees_added_packed: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    files_new: AtomicU64,
+    files_changed: AtomicU64,
+    files_unmodified: AtomicU64,
+    dirs_new: AtomicU64,
+    dirs_changed: AtomicU64,
+    dirs_unmodified: AtomicU64,
+    bytes_processed: AtomicU64,
+    data_blobs: AtomicU64,
+    tree_blobs: AtomicU64,
+    data_added: AtomicU64,
+    data_added_packed: AtomicU64,
+    trees_added: AtomicU64,
+    trees_added_packed: AtomicU64,
+}
+
+fn bump(c: &AtomicU64, n: u64) {
+    c.fetch_add(n, Ordering::Relaxed);
+}
+
+impl Counters {
+    fn summary(&self) -> Summary {
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        Summary {
+            files_new: g(&self.files_new),
+            files_changed: g(&self.files_changed),
+            files_unmodified: g(&self.files_unmodified),
+            dirs_new: g(&self.dirs_new),
+            dirs_changed: g(&self.dirs_changed),
+            dirs_unmodified: g(&self.dirs_unmodified),
+            bytes_processed: g(&self.bytes_processed),
+            data_blobs: g(&self.data_blobs),
+            tree_blobs: g(&self.tree_blobs),
+            data_added: g(&self.data_added),
+            data_added_packed: g(&self.data_added_packed),
+            trees_added: g(&self.trees_added),
+            trees_added_packed: g(&self.trees_added_packed),
+        }
+    }
+}
+
+/// Why a backup stopped.
+#[derive(Debug)]
+pub(crate) enum Failure {
+    Cancelled,
+    Store(StoreError),
+    Other(String),
+}
+
+/// A pack being filled.
+struct Packer {
+    tree: bool,
+    buf: Vec<u8>,
+    blobs: Vec<PackedBlob>,
+}
+
+/// A finished pack: its id, bytes and blobs.
+struct Pack {
+    id: [u8; 32],
+    bytes: Vec<u8>,
+    blobs: Vec<PackedBlob>,
+}
+
+impl Packer {
+    fn new(tree: bool) -> Self {
+        Self {
+            tree,
+            buf: Vec::new(),
+            blobs: Vec::new(),
+        }
+    }
+
+    fn add(&mut self, id: [u8; 32], sealed: &[u8], uncompressed: u32) {
+        if self.buf.capacity() == 0 {
+            // The last blob may pass the target by a maximum-size chunk, then the header.
+            self.buf.reserve_exact(PACK_SIZE + (9 << 20));
+        }
+        self.blobs.push(PackedBlob {
+            id,
+            tree: self.tree,
+            offset: self.buf.len() as u32,
+            length: sealed.len() as u32,
+            uncompressed,
+        });
+        self.buf.extend_from_slice(sealed);
+    }
+
+    fn full(&self) -> bool {
+        self.buf.len() >= PACK_SIZE
+    }
+
+    /// The pack file: blobs, then the encrypted header and its length.
+    fn finish(&mut self, key: &MasterKey) -> Option<Pack> {
+        if self.blobs.is_empty() {
+            return None;
+        }
+        let mut header = Vec::with_capacity(self.blobs.len() * 41);
+        for b in &self.blobs {
+            let compressed = b.uncompressed != 0;
+            header.push(u8::from(b.tree) | (u8::from(compressed) << 1));
+            header.extend_from_slice(&b.length.to_le_bytes());
+            if compressed {
+                header.extend_from_slice(&b.uncompressed.to_le_bytes());
+            }
+            header.extend_from_slice(&b.id);
+        }
+        let sealed = key.encrypt(&header);
+        let mut bytes = std::mem::take(&mut self.buf);
+        bytes.extend_from_slice(&sealed);
+        bytes.extend_from_slice(&(sealed.len() as u32).to_le_bytes());
+        Some(Pack {
+            id: Sha256::digest(&bytes).into(),
+            bytes,
+            blobs: std::mem::take(&mut self.blobs),
+        })
+    }
+}
+
+/// A directory whose tree is not written yet.
+struct Pending {
+    /// Its own node (`None` for the snapshot's root).
+    node: Mutex<Option<Node>>,
+    children: Mutex<Vec<Option<Node>>>,
+    /// Children not done, plus one while the walker lists it.
+    remaining: AtomicUsize,
+    up: Option<(Arc<Pending>, usize)>,
+    /// The parent snapshot's tree of this directory.
+    before: Option<[u8; 32]>,
+}
+
+impl Pending {
+    fn new(
+        node: Option<Node>,
+        up: Option<(Arc<Pending>, usize)>,
+        before: Option<[u8; 32]>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            node: Mutex::new(node),
+            children: Mutex::new(Vec::new()),
+            remaining: AtomicUsize::new(1),
+            up,
+            before,
+        })
+    }
+}
+
+/// A file for the workers.
+struct Job {
+    path: PathBuf,
+    node: Node,
+    dir: Arc<Pending>,
+    slot: usize,
+}
+
+/// State shared by the walker, the workers and the uploads.
+struct Shared<'e> {
+    env: &'e Env,
+    index: &'e BlobIndex,
+    /// Blobs written by this backup.
+    seen: Mutex<HashSet<[u8; 32]>>,
+    trees: Mutex<Packer>,
+    counters: Counters,
+    stage: Box<dyn Stage>,
+    /// Cancelled by the caller or by the first failure.
+    stop: CancellationToken,
+    failure: Arc<Mutex<Option<Failure>>>,
+    uploads: Arc<tokio::sync::Semaphore>,
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    written: Arc<Mutex<IndexWriter>>,
+    packs_unindexed: Arc<AtomicUsize>,
+    root: Mutex<Option<[u8; 32]>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Shared<'_> {
+    /// Claims `id` for this backup: false if the repository or this backup has it already.
+    fn claim(&self, id: &[u8; 32]) -> bool {
+        !self.index.contains(id) && lock(&self.seen).insert(*id)
+    }
+
+    /// Compresses (version 2, when it helps) and encrypts a blob: the sealed bytes and the
+    /// uncompressed length recorded for it (0: stored as is).
+    fn seal(
+        &self,
+        plain: &[u8],
+        zstd: &mut Option<zstd::bulk::Compressor<'static>>,
+    ) -> (Vec<u8>, u32) {
+        if let Some(c) = zstd
+            && let Ok(packed) = c.compress(plain)
+            && packed.len() < plain.len()
+        {
+            return (self.env.key.encrypt(&packed), plain.len() as u32);
+        }
+        (self.env.key.encrypt(plain), 0)
+    }
+
+    /// Finishes `packer`'s pack and sends it to the store, once fewer than [`UPLOADS`] are
+    /// in flight (a full pack waits unfinished, so no more than that many exist finished).
+    fn upload(&self, packer: &mut Packer) {
+        let env = self.env;
+        let stop = self.stop.clone();
+        let permit = env.rt.block_on(async {
+            tokio::select! {
+                p = self.uploads.clone().acquire_owned() => p.ok(),
+                () = stop.cancelled() => None,
+            }
+        });
+        let Some(permit) = permit else { return };
+        let Some(pack) = packer.finish(&env.key) else {
+            return;
+        };
+        let store = env.store.clone();
+        let key = env.key.clone();
+        let version = env.version;
+        let written = self.written.clone();
+        let unindexed = self.packs_unindexed.clone();
+        let failure = FailSlot {
+            stop: self.stop.clone(),
+            failure: self.failure.clone(),
+        };
+        let task = env.rt.spawn(async move {
+            let _permit = permit;
+            let name = hex::encode(pack.id);
+            let bytes = Bytes::from(pack.bytes);
+            if let Err(e) = store.write(FileKind::Pack, &name, vec![bytes]).await {
+                failure.fail(e);
+                return;
+            }
+            let file = {
+                let mut w = lock(&written);
+                w.add(pack.id, pack.blobs);
+                let packs = unindexed.fetch_add(1, Ordering::Relaxed) + 1;
+                if w.blobs() >= BLOBS_PER_FILE || packs >= PACKS_PER_INDEX {
+                    unindexed.store(0, Ordering::Relaxed);
+                    w.take_file(&key, version)
+                } else {
+                    None
+                }
+            };
+            if let Some((name, bytes)) = file
+                && let Err(e) = store.write(FileKind::Index, &name, vec![bytes]).await
+            {
+                failure.fail(e);
+            }
+        });
+        lock(&self.tasks).push(task);
+    }
+
+    /// Every child of `dir` is done: writes its tree and hands its node to its parent.
+    fn finish(&self, dir: &Arc<Pending>) {
+        let mut nodes: Vec<Node> = std::mem::take(&mut *lock(&dir.children))
+            .into_iter()
+            .flatten()
+            .collect();
+        nodes.sort_by(|a, b| a.name().as_bytes().cmp(b.name().as_bytes()));
+        let mut json = serde_json::to_vec(&Tree { nodes }).expect("a tree always serialises");
+        json.push(b'\n');
+        let id: [u8; 32] = Sha256::digest(&json).into();
+        match dir.before {
+            None => bump(&self.counters.dirs_new, 1),
+            Some(before) if before == id => bump(&self.counters.dirs_unmodified, 1),
+            Some(_) => bump(&self.counters.dirs_changed, 1),
+        }
+        if self.claim(&id) {
+            let (sealed, uncompressed) = if self.env.version >= 2 {
+                match zstd::bulk::compress(&json, self.env.level) {
+                    Ok(packed) if packed.len() < json.len() => {
+                        (self.env.key.encrypt(&packed), json.len() as u32)
+                    }
+                    _ => (self.env.key.encrypt(&json), 0),
+                }
+            } else {
+                (self.env.key.encrypt(&json), 0)
+            };
+            bump(&self.counters.tree_blobs, 1);
+            bump(&self.counters.trees_added, json.len() as u64);
+            bump(&self.counters.trees_added_packed, sealed.len() as u64);
+            let mut trees = lock(&self.trees);
+            trees.add(id, &sealed, uncompressed);
+            if trees.full() {
+                self.upload(&mut trees);
+            }
+        }
+        let node = lock(&dir.node).take();
+        match (&dir.up, node) {
+            (Some((parent, slot)), Some(mut node)) => {
+                node.subtree = Some(TreeId::from(Id::new(id)));
+                self.complete(parent, *slot, Some(node));
+            }
+            _ => *lock(&self.root) = Some(id),
+        }
+    }
+
+    /// Child `slot` of `dir` is done (`None`: left out of the snapshot).
+    fn complete(&self, dir: &Arc<Pending>, slot: usize, node: Option<Node>) {
+        lock(&dir.children)[slot] = node;
+        self.release(dir);
+    }
+
+    fn release(&self, dir: &Arc<Pending>) {
+        if dir.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.finish(dir);
+        }
+    }
+
+    /// A worker: reads, chunks and stores files until the walker is done.
+    fn work(&self, jobs: &crossbeam_channel::Receiver<Job>) {
+        let mut zstd = (self.env.version >= 2)
+            .then(|| zstd::bulk::Compressor::new(self.env.level).ok())
+            .flatten();
+        let mut packer = Packer::new(false);
+        let mut buf = Vec::new();
+        for job in jobs {
+            if self.stop.is_cancelled() {
+                continue;
+            }
+            let node = self.read_file(&job.path, job.node, &mut buf, &mut zstd, &mut packer);
+            self.complete(&job.dir, job.slot, node);
+        }
+        if !self.stop.is_cancelled() {
+            self.upload(&mut packer);
+        }
+    }
+
+    /// The file's node with its content, or `None` (a warning) if it cannot be read.
+    fn read_file(
+        &self,
+        path: &Path,
+        mut node: Node,
+        buf: &mut Vec<u8>,
+        zstd: &mut Option<zstd::bulk::Compressor<'static>>,
+        packer: &mut Packer,
+    ) -> Option<Node> {
+        let warnings = &self.env.warnings;
+        let file = match open_noatime(path) {
+            Ok(f) => f,
+            Err(e) => {
+                let what = if path.symlink_metadata().is_err() {
+                    "vanished before it could be read; not in this snapshot".to_string()
+                } else {
+                    format!("cannot be opened; not in this snapshot: {e}")
+                };
+                warnings.add(path, what);
+                return None;
+            }
+        };
+        let mut chunks = Chunks::new(&self.env.rabin, &file, buf);
+        let mut content = Vec::new();
+        let mut size = 0u64;
+        loop {
+            if self.stop.is_cancelled() {
+                return None;
+            }
+            let chunk = match chunks.next_chunk() {
+                Ok(Some(c)) => c,
+                Ok(None) => break,
+                Err(e) => {
+                    warnings.add(path, format!("read failed; not in this snapshot: {e}"));
+                    return None;
+                }
+            };
+            let id: [u8; 32] = Sha256::digest(chunk).into();
+            if self.claim(&id) {
+                let (sealed, uncompressed) = self.seal(chunk, zstd);
+                bump(&self.counters.data_blobs, 1);
+                bump(&self.counters.data_added, chunk.len() as u64);
+                bump(&self.counters.data_added_packed, sealed.len() as u64);
+                packer.add(id, &sealed, uncompressed);
+                if packer.full() {
+                    self.upload(packer);
+                }
+            }
+            size += chunk.len() as u64;
+            self.stage.advance(chunk.len() as u64);
+            content.push(DataId::from(Id::new(id)));
+        }
+        bump(&self.counters.bytes_processed, size);
+        if let Ok(after) = file.metadata()
+            && (after.len() != node.meta.size
+                || timestamp(after.mtime(), after.mtime_nsec()) != node.meta.mtime)
+        {
+            warnings.add(
+                path,
+                "changed while it was being read; the stored content may be inconsistent".into(),
+            );
+        }
+        node.meta.size = size;
+        node.content = Some(content);
+        Some(node)
+    }
+}
+
+/// Failing from an upload task, which outlives the borrow of [`Shared`].
+struct FailSlot {
+    stop: CancellationToken,
+    failure: Arc<Mutex<Option<Failure>>>,
+}
+
+impl FailSlot {
+    fn fail(&self, e: StoreError) {
+        let mut slot = lock(&self.failure);
+        if slot.is_none() {
+            *slot = Some(Failure::Store(e));
+        }
+        self.stop.cancel();
+    }
+}
+
+fn open_noatime(path: &Path) -> std::io::Result<File> {
+    // Reading must not change what the next backup compares (atime is not, but the
+    // filesystem's work is); O_NOATIME needs ownership, so fall back without it.
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOATIME)
+        .open(path)
+        .or_else(|_| File::open(path))
+}
+
+fn timestamp(secs: i64, nanos: i64) -> Option<jiff::Timestamp> {
+    jiff::Timestamp::new(secs, nanos as i32).ok()
+}
+
+/// Go's `os.FileMode` of a Unix mode, as restic stores it.
+pub(crate) fn go_mode(mode: u32) -> u32 {
+    let mut go = mode & 0o777;
+    match mode & libc::S_IFMT {
+        libc::S_IFDIR => go |= 1 << 31,
+        libc::S_IFLNK => go |= 1 << 27,
+        libc::S_IFBLK => go |= 1 << 26,
+        libc::S_IFCHR => go |= (1 << 26) | (1 << 21),
+        libc::S_IFIFO => go |= 1 << 25,
+        libc::S_IFSOCK => go |= 1 << 24,
+        _ => {}
+    }
+    if mode & libc::S_ISUID != 0 {
+        go |= 1 << 23;
+    }
+    if mode & libc::S_ISGID != 0 {
+        go |= 1 << 22;
+    }
+    if mode & libc::S_ISVTX != 0 {
+        go |= 1 << 20;
+    }
+    go
+}
+
+/// The walker: lists directories, compares with the parent snapshot, hands out files.
+struct Walker<'s, 'e> {
+    shared: &'s Shared<'e>,
+    jobs: crossbeam_channel::Sender<Job>,
+    users: HashMap<u32, Option<String>>,
+    groups: HashMap<u32, Option<String>>,
+}
+
+impl Walker<'_, '_> {
+    fn user(&mut self, uid: u32) -> Option<String> {
+        self.users
+            .entry(uid)
+            .or_insert_with(|| {
+                nix::unistd::User::from_uid(uid.into())
+                    .ok()
+                    .flatten()
+                    .map(|u| u.name)
+            })
+            .clone()
+    }
+
+    fn group(&mut self, gid: u32) -> Option<String> {
+        self.groups
+            .entry(gid)
+            .or_insert_with(|| {
+                nix::unistd::Group::from_gid(gid.into())
+                    .ok()
+                    .flatten()
+                    .map(|g| g.name)
+            })
+            .clone()
+    }
+
+    /// The node of `path` from its `lstat`, without content or subtree.
+    fn node(&mut self, name: &OsStr, path: &Path, m: &FsMetadata) -> std::io::Result<Node> {
+        let ft = m.file_type();
+        let mtime = timestamp(m.mtime(), m.mtime_nsec());
+        let meta = Metadata {
+            mode: Some(go_mode(m.mode())),
+            mtime,
+            // atime as the mtime (rustic's default): reading a file must not change its tree.
+            atime: mtime,
+            ctime: timestamp(m.ctime(), m.ctime_nsec()),
+            uid: Some(m.uid()),
+            gid: Some(m.gid()),
+            user: self.user(m.uid()),
+            group: self.group(m.gid()),
+            inode: m.ino(),
+            // Only hardlinked files need it (to find their other names).
+            device_id: if m.nlink() > 1 && !ft.is_dir() {
+                m.dev()
+            } else {
+                0
+            },
+            size: if ft.is_dir() { 0 } else { m.len() },
+            links: if ft.is_dir() { 0 } else { m.nlink() },
+            extended_attributes: xattrs(path),
+        };
+        let node_type = if ft.is_dir() {
+            NodeType::Dir
+        } else if ft.is_symlink() {
+            NodeType::from_link(&std::fs::read_link(path)?)
+        } else if ft.is_block_device() {
+            NodeType::Dev { device: m.rdev() }
+        } else if ft.is_char_device() {
+            NodeType::Chardev { device: m.rdev() }
+        } else if ft.is_fifo() {
+            NodeType::Fifo
+        } else if ft.is_socket() {
+            NodeType::Socket
+        } else {
+            NodeType::File
+        };
+        Ok(Node::new_node(name, node_type, meta))
+    }
+
+    /// The parent snapshot's tree `id`, its nodes by name.
+    fn load(&self, id: [u8; 32]) -> Result<HashMap<String, Node>, Failure> {
+        let env = self.shared.env;
+        let json = self
+            .shared
+            .index
+            .read_blob(&id, &env.store, &env.key, &env.rt)
+            .map_err(|e| Failure::Other(format!("cannot read the parent snapshot's tree: {e}")))?;
+        let tree: Tree = serde_json::from_slice(&json).map_err(|e| {
+            Failure::Other(format!(
+                "the parent snapshot's tree {} does not parse: {e}",
+                hex::encode(id)
+            ))
+        })?;
+        Ok(tree
+            .nodes
+            .into_iter()
+            .map(|n| (n.name.clone(), n))
+            .collect())
+    }
+
+    /// Backs up `path` as child `slot` of `dir`; `before` is its node in the parent snapshot.
+    fn entry(
+        &mut self,
+        path: &Path,
+        name: &OsStr,
+        dir: &Arc<Pending>,
+        slot: usize,
+        before: Option<&Node>,
+    ) -> Result<(), Failure> {
+        let shared = self.shared;
+        if shared.stop.is_cancelled() {
+            return Err(Failure::Cancelled);
+        }
+        let warnings = &shared.env.warnings;
+        let node =
+            std::fs::symlink_metadata(path).and_then(|m| Ok((self.node(name, path, &m)?, m)));
+        let (mut node, m) = match node {
+            Ok(n) => n,
+            Err(e) => {
+                let what = if e.kind() == std::io::ErrorKind::NotFound {
+                    "vanished before it could be read; not in this snapshot".to_string()
+                } else {
+                    format!("cannot be read; not in this snapshot: {e}")
+                };
+                warnings.add(path, what);
+                shared.complete(dir, slot, None);
+                return Ok(());
+            }
+        };
+        match node.node_type {
+            NodeType::Dir => {
+                let before = before.filter(|b| b.is_dir()).and_then(|b| b.subtree);
+                let before = before.map(|t| tree_bytes(&t));
+                let child = Pending::new(Some(node), Some((dir.clone(), slot)), before);
+                self.dir(path, &child, before)?;
+            }
+            NodeType::File => {
+                let counters = &shared.counters;
+                match before.filter(|b| b.is_file()) {
+                    Some(b) if unchanged(b, &node) && self.all_known(b) => {
+                        node.content.clone_from(&b.content);
+                        bump(&counters.files_unmodified, 1);
+                        bump(&counters.bytes_processed, m.len());
+                        shared.stage.advance(m.len());
+                        shared.complete(dir, slot, Some(node));
+                        return Ok(());
+                    }
+                    Some(_) => bump(&counters.files_changed, 1),
+                    None => bump(&counters.files_new, 1),
+                }
+                let job = Job {
+                    path: path.to_path_buf(),
+                    node,
+                    dir: dir.clone(),
+                    slot,
+                };
+                if self.jobs.send(job).is_err() {
+                    return Err(Failure::Other("the backup's workers stopped".into()));
+                }
+            }
+            _ => shared.complete(dir, slot, Some(node)),
+        }
+        Ok(())
+    }
+
+    fn all_known(&self, node: &Node) -> bool {
+        node.content.as_ref().is_some_and(|c| {
+            c.iter().all(|id| {
+                let bytes = data_bytes(id);
+                self.shared.index.contains(&bytes)
+            })
+        })
+    }
+
+    /// Lists directory `path` into `dir` (whose parent-snapshot tree is `before`).
+    fn dir(
+        &mut self,
+        path: &Path,
+        dir: &Arc<Pending>,
+        before: Option<[u8; 32]>,
+    ) -> Result<(), Failure> {
+        let shared = self.shared;
+        let previous = match before {
+            Some(id) => self.load(id)?,
+            None => HashMap::new(),
+        };
+        let mut names: Vec<OsString> = match std::fs::read_dir(path) {
+            Ok(rd) => rd.filter_map(|e| e.ok().map(|e| e.file_name())).collect(),
+            Err(e) => {
+                shared.env.warnings.add(
+                    path,
+                    format!("cannot be listed; its contents are not in this snapshot: {e}"),
+                );
+                Vec::new()
+            }
+        };
+        names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        *lock(&dir.children) = vec![None; names.len()];
+        dir.remaining.fetch_add(names.len(), Ordering::AcqRel);
+        for (slot, name) in names.iter().enumerate() {
+            let key = Node::new_node(name, NodeType::Fifo, Metadata::default()).name;
+            self.entry(&path.join(name), name, dir, slot, previous.get(&key))?;
+        }
+        shared.release(dir);
+        Ok(())
+    }
+}
+
+fn tree_bytes(id: &TreeId) -> [u8; 32] {
+    hex_bytes(&id.to_hex())
+}
+
+fn data_bytes(id: &DataId) -> [u8; 32] {
+    hex_bytes(&id.to_hex())
+}
+
+fn hex_bytes(hex_id: &str) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    let _ = hex::decode_to_slice(hex_id, &mut out);
+    out
+}
+
+/// restic's rule: a file whose type, size, mtime, ctime and inode match its node in the
+/// parent snapshot is not read again.
+fn unchanged(before: &Node, now: &Node) -> bool {
+    before.meta.size == now.meta.size
+        && before.meta.mtime == now.meta.mtime
+        && before.meta.ctime == now.meta.ctime
+        && before.meta.inode == now.meta.inode
+}
+
+/// Extended attributes in restic's form (`{"name", "value": base64}`), read without
+/// following a symlink.
+fn xattrs<T: serde::de::DeserializeOwned + Default>(path: &Path) -> T {
+    use base64::Engine;
+    let Ok(names) = xattr::list(path) else {
+        return T::default();
+    };
+    let list: Vec<serde_json::Value> = names
+        .map(|name| {
+            let value = xattr::get(path, &name).ok().flatten();
+            serde_json::json!({
+                "name": name.to_string_lossy(),
+                "value": value.map(|v| base64::engine::general_purpose::STANDARD.encode(v)),
+            })
+        })
+        .collect();
+    if list.is_empty() {
+        return T::default();
+    }
+    serde_json::from_value(serde_json::Value::Array(list)).unwrap_or_default()
+}
+
+/// Backs up `plan.source` into packs, trees and index files; returns the root tree and the
+/// counters. Runs on the calling thread plus `env.workers` threads; blocks on `env.rt` only
+/// for storage.
+pub(crate) fn archive(
+    env: &Env,
+    index: &BlobIndex,
+    plan: &Plan<'_>,
+) -> Result<([u8; 32], Summary), Failure> {
+    let stop = env.cancel.child_token();
+    let shared = Shared {
+        env,
+        index,
+        seen: Mutex::new(HashSet::new()),
+        trees: Mutex::new(Packer::new(true)),
+        counters: Counters::default(),
+        stage: env.progress.stage("backing up", Unit::Bytes),
+        stop: stop.clone(),
+        failure: Arc::new(Mutex::new(None)),
+        uploads: Arc::new(tokio::sync::Semaphore::new(UPLOADS)),
+        tasks: Mutex::new(Vec::new()),
+        written: Arc::new(Mutex::new(IndexWriter::default())),
+        packs_unindexed: Arc::new(AtomicUsize::new(0)),
+        root: Mutex::new(None),
+    };
+    let walked = std::thread::scope(|scope| {
+        let (tx, rx) = crossbeam_channel::bounded::<Job>(QUEUE);
+        let shared = &shared;
+        let scanner = scope.spawn(move || scan_total(plan.source, shared));
+        for _ in 0..env.workers.max(1) {
+            let rx = rx.clone();
+            scope.spawn(move || shared.work(&rx));
+        }
+        drop(rx);
+        let mut walker = Walker {
+            shared,
+            jobs: tx,
+            users: HashMap::new(),
+            groups: HashMap::new(),
+        };
+        let walked = walker.top(plan);
+        if walked.is_err() {
+            stop.cancel();
+        }
+        drop(walker);
+        let _ = scanner.join();
+        walked
+    });
+    // Workers have flushed their packs; the trees' pack is last.
+    if walked.is_ok() && !stop.is_cancelled() {
+        shared.upload(&mut lock(&shared.trees));
+    }
+    let tasks = std::mem::take(&mut *lock(&shared.tasks));
+    env.rt.block_on(async {
+        for t in tasks {
+            let _ = t.await;
+        }
+    });
+    shared.stage.finish();
+    // The caller's cancel first, then the first failure, then the walker's own result.
+    if env.cancel.is_cancelled() {
+        return Err(Failure::Cancelled);
+    }
+    if let Some(f) = lock(&shared.failure).take() {
+        return Err(f);
+    }
+    walked?;
+    if let Some((name, bytes)) = lock(&shared.written).take_file(&env.key, env.version) {
+        env.rt
+            .block_on(env.store.write(FileKind::Index, &name, vec![bytes]))
+            .map_err(Failure::Store)?;
+    }
+    let root = lock(&shared.root).take().ok_or_else(|| {
+        Failure::Other("the backup ended before its root tree was written; this is a bug".into())
+    })?;
+    Ok((root, shared.counters.summary()))
+}
+
+impl Walker<'_, '_> {
+    /// The snapshot's root: the stored path's ancestors as directories, then the source.
+    fn top(&mut self, plan: &Plan<'_>) -> Result<(), Failure> {
+        let shared = self.shared;
+        let components: Vec<&OsStr> = plan
+            .stored
+            .components()
+            .filter_map(|c| match c {
+                std::path::Component::Normal(n) => Some(n),
+                _ => None,
+            })
+            .collect();
+        let Some((last, ancestors)) = components.split_last() else {
+            return Err(Failure::Other("the stored path has no name".into()));
+        };
+        let root = Pending::new(None, None, plan.parent);
+        let mut before = match plan.parent {
+            Some(id) => Some(self.load(id)?),
+            None => None,
+        };
+        let mut dir = root;
+        let mut real = PathBuf::from("/");
+        for name in ancestors {
+            real.push(name);
+            let node = if plan.stored == plan.source {
+                std::fs::symlink_metadata(&real)
+                    .ok()
+                    .and_then(|m| self.node(name, &real, &m).ok())
+            } else {
+                None
+            };
+            // A logical path's directories do not exist: the same node every time, so a
+            // moved volume's snapshots share them.
+            let node = node.unwrap_or_else(|| {
+                let meta = Metadata {
+                    mode: Some((1 << 31) | 0o755),
+                    ..Metadata::default()
+                };
+                Node::new_node(name, NodeType::Dir, meta)
+            });
+            let key = node.name.clone();
+            let prev = before
+                .as_ref()
+                .and_then(|b| b.get(&key))
+                .filter(|n| n.is_dir())
+                .and_then(|n| n.subtree)
+                .map(|t| tree_bytes(&t));
+            *lock(&dir.children) = vec![None];
+            let child = Pending::new(Some(node), Some((dir.clone(), 0)), prev);
+            // The listing of `dir` is complete once its one child is.
+            dir.remaining.fetch_add(1, Ordering::AcqRel);
+            shared.release(&dir);
+            before = match prev {
+                Some(id) => Some(self.load(id)?),
+                None => None,
+            };
+            dir = child;
+        }
+        *lock(&dir.children) = vec![None];
+        dir.remaining.fetch_add(1, Ordering::AcqRel);
+        let key = Node::new_node(last, NodeType::Fifo, Metadata::default()).name;
+        let prev = before.as_ref().and_then(|b| b.get(&key));
+        let res = self.entry(plan.source, last, &dir, 0, prev);
+        shared.release(&dir);
+        res
+    }
+}
+
+/// Sums the sizes of the source's files for the progress total, beside the backup.
+fn scan_total(source: &Path, shared: &Shared<'_>) {
+    let mut total = 0u64;
+    let mut dirs = vec![source.to_path_buf()];
+    if let Ok(m) = source.symlink_metadata()
+        && !m.is_dir()
+    {
+        total = m.len();
+        dirs.clear();
+    }
+    while let Some(dir) = dirs.pop() {
+        if shared.stop.is_cancelled() {
+            return;
+        }
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            match e.file_type() {
+                Ok(t) if t.is_dir() => dirs.push(e.path()),
+                Ok(t) if t.is_file() => total += e.metadata().map(|m| m.len()).unwrap_or(0),
+                _ => {}
+            }
+        }
+    }
+    shared.stage.set_total(total);
+}
