@@ -44,6 +44,9 @@ use crate::store::{FileKind, Store, StoreError};
 
 /// Files the walker may be ahead of the workers.
 const QUEUE: usize = 1024;
+/// Files sent to the workers together, unless they hold [`BATCH_BYTES`] before.
+const BATCH_FILES: usize = 64;
+const BATCH_BYTES: u64 = 1 << 20;
 /// Target size of a pack (restic 0.14's default).
 const PACK_SIZE: usize = 16 << 20;
 /// Finished packs being uploaded at once.
@@ -152,6 +155,12 @@ struct Packer {
     blobs: Vec<PackedBlob>,
 }
 
+/// A worker's zstd context and output buffer, kept from blob to blob.
+struct Zstd {
+    context: Option<zstd::bulk::Compressor<'static>>,
+    out: Vec<u8>,
+}
+
 /// A finished pack: its id, bytes and blobs.
 struct Pack {
     id: [u8; 32],
@@ -168,19 +177,24 @@ impl Packer {
         }
     }
 
-    fn add(&mut self, id: [u8; 32], sealed: &[u8], uncompressed: u32) {
+    /// Seals `data` (the blob, compressed when `uncompressed` is not 0) into the pack;
+    /// returns its sealed length.
+    fn add(&mut self, key: &MasterKey, id: [u8; 32], data: &[u8], uncompressed: u32) -> u64 {
         if self.buf.capacity() == 0 {
             // The last blob may pass the target by a maximum-size chunk, then the header.
             self.buf.reserve_exact(PACK_SIZE + (9 << 20));
         }
+        let offset = self.buf.len();
+        key.seal_into(data, &mut self.buf);
+        let length = self.buf.len() - offset;
         self.blobs.push(PackedBlob {
             id,
             tree: self.tree,
-            offset: self.buf.len() as u32,
-            length: sealed.len() as u32,
+            offset: offset as u32,
+            length: length as u32,
             uncompressed,
         });
-        self.buf.extend_from_slice(sealed);
+        length as u64
     }
 
     fn full(&self) -> bool {
@@ -279,20 +293,17 @@ impl Shared<'_> {
         !self.index.contains(id) && lock(&self.seen).insert(*id)
     }
 
-    /// Compresses (version 2, when it helps) and encrypts a blob: the sealed bytes and the
-    /// uncompressed length recorded for it (0: stored as is).
-    fn seal(
-        &self,
-        plain: &[u8],
-        zstd: &mut Option<zstd::bulk::Compressor<'static>>,
-    ) -> (Vec<u8>, u32) {
-        if let Some(c) = zstd
-            && let Ok(packed) = c.compress(plain)
-            && packed.len() < plain.len()
-        {
-            return (self.env.key.encrypt(&packed), plain.len() as u32);
+    /// Compresses (version 2, when it helps) and seals a blob into `packer`; returns the
+    /// sealed length.
+    fn seal(&self, id: [u8; 32], plain: &[u8], z: &mut Zstd, packer: &mut Packer) -> u64 {
+        if let Some(c) = &mut z.context {
+            z.out.clear();
+            z.out.reserve(zstd::zstd_safe::compress_bound(plain.len()));
+            if c.compress_to_buffer(plain, &mut z.out).is_ok() && z.out.len() < plain.len() {
+                return packer.add(&self.env.key, id, &z.out, plain.len() as u32);
+            }
         }
-        (self.env.key.encrypt(plain), 0)
+        packer.add(&self.env.key, id, plain, 0)
     }
 
     /// Finishes `packer`'s pack and sends it to the store, once fewer than [`UPLOADS`] are
@@ -363,21 +374,18 @@ impl Shared<'_> {
             Some(_) => bump(&self.counters.dirs_changed, 1),
         }
         if self.claim(&id) {
-            let (sealed, uncompressed) = if self.env.version >= 2 {
-                match zstd::bulk::compress(&json, self.env.level) {
-                    Ok(packed) if packed.len() < json.len() => {
-                        (self.env.key.encrypt(&packed), json.len() as u32)
-                    }
-                    _ => (self.env.key.encrypt(&json), 0),
-                }
-            } else {
-                (self.env.key.encrypt(&json), 0)
+            let packed = (self.env.version >= 2)
+                .then(|| zstd::bulk::compress(&json, self.env.level).ok())
+                .flatten()
+                .filter(|p| p.len() < json.len());
+            let mut trees = lock(&self.trees);
+            let sealed = match &packed {
+                Some(p) => trees.add(&self.env.key, id, p, json.len() as u32),
+                None => trees.add(&self.env.key, id, &json, 0),
             };
             bump(&self.counters.tree_blobs, 1);
             bump(&self.counters.trees_added, json.len() as u64);
-            bump(&self.counters.trees_added_packed, sealed.len() as u64);
-            let mut trees = lock(&self.trees);
-            trees.add(id, &sealed, uncompressed);
+            bump(&self.counters.trees_added_packed, sealed);
             if trees.full() {
                 self.upload(&mut trees);
             }
@@ -405,13 +413,16 @@ impl Shared<'_> {
     }
 
     /// A worker: reads, chunks and stores files until the walker is done.
-    fn work(&self, jobs: &crossbeam_channel::Receiver<Job>) {
-        let mut zstd = (self.env.version >= 2)
-            .then(|| zstd::bulk::Compressor::new(self.env.level).ok())
-            .flatten();
+    fn work(&self, jobs: &crossbeam_channel::Receiver<Vec<Job>>) {
+        let mut zstd = Zstd {
+            context: (self.env.version >= 2)
+                .then(|| zstd::bulk::Compressor::new(self.env.level).ok())
+                .flatten(),
+            out: Vec::new(),
+        };
         let mut packer = Packer::new(false);
         let mut buf = Vec::new();
-        for job in jobs {
+        for job in jobs.iter().flatten() {
             if self.stop.is_cancelled() {
                 continue;
             }
@@ -429,7 +440,7 @@ impl Shared<'_> {
         path: &Path,
         mut node: Node,
         buf: &mut Vec<u8>,
-        zstd: &mut Option<zstd::bulk::Compressor<'static>>,
+        zstd: &mut Zstd,
         packer: &mut Packer,
     ) -> Option<Node> {
         let warnings = &self.env.warnings;
@@ -462,11 +473,10 @@ impl Shared<'_> {
             };
             let id: [u8; 32] = Sha256::digest(chunk).into();
             if self.claim(&id) {
-                let (sealed, uncompressed) = self.seal(chunk, zstd);
+                let sealed = self.seal(id, chunk, zstd, packer);
                 bump(&self.counters.data_blobs, 1);
                 bump(&self.counters.data_added, chunk.len() as u64);
-                bump(&self.counters.data_added_packed, sealed.len() as u64);
-                packer.add(id, &sealed, uncompressed);
+                bump(&self.counters.data_added_packed, sealed);
                 if packer.full() {
                     self.upload(packer);
                 }
@@ -548,7 +558,10 @@ pub(crate) fn go_mode(mode: u32) -> u32 {
 /// The walker: lists directories, compares with the parent snapshot, hands out files.
 struct Walker<'s, 'e> {
     shared: &'s Shared<'e>,
-    jobs: crossbeam_channel::Sender<Job>,
+    jobs: crossbeam_channel::Sender<Vec<Job>>,
+    /// Files not sent yet: sent together, so a worker wakes once per batch, not per file.
+    batch: Vec<Job>,
+    batch_bytes: u64,
     users: HashMap<u32, Option<String>>,
     groups: HashMap<u32, Option<String>>,
 }
@@ -692,19 +705,32 @@ impl Walker<'_, '_> {
                     Some(_) => bump(&counters.files_changed, 1),
                     None => bump(&counters.files_new, 1),
                 }
-                let job = Job {
+                self.batch_bytes += node.meta.size;
+                self.batch.push(Job {
                     path: path.to_path_buf(),
                     node,
                     dir: dir.clone(),
                     slot,
-                };
-                if self.jobs.send(job).is_err() {
-                    return Err(Failure::Other("the backup's workers stopped".into()));
+                });
+                if self.batch.len() >= BATCH_FILES || self.batch_bytes >= BATCH_BYTES {
+                    self.flush()?;
                 }
             }
             _ => shared.complete(dir, slot, Some(node)),
         }
         Ok(())
+    }
+
+    /// Sends the batch to the workers.
+    fn flush(&mut self) -> Result<(), Failure> {
+        self.batch_bytes = 0;
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::take(&mut self.batch);
+        self.jobs
+            .send(batch)
+            .map_err(|_| Failure::Other("the backup's workers stopped".into()))
     }
 
     fn all_known(&self, node: &Node) -> bool {
@@ -820,7 +846,7 @@ pub(crate) fn archive(
         root: Mutex::new(None),
     };
     let walked = std::thread::scope(|scope| {
-        let (tx, rx) = crossbeam_channel::bounded::<Job>(QUEUE);
+        let (tx, rx) = crossbeam_channel::bounded::<Vec<Job>>(QUEUE / BATCH_FILES);
         let shared = &shared;
         let scanner = scope.spawn(move || scan_total(plan.source, shared));
         for _ in 0..env.workers.max(1) {
@@ -831,10 +857,12 @@ pub(crate) fn archive(
         let mut walker = Walker {
             shared,
             jobs: tx,
+            batch: Vec::new(),
+            batch_bytes: 0,
             users: HashMap::new(),
             groups: HashMap::new(),
         };
-        let walked = walker.top(plan);
+        let walked = walker.top(plan).and_then(|()| walker.flush());
         if walked.is_err() {
             stop.cancel();
         }

@@ -58,6 +58,22 @@ impl MasterKey {
         out
     }
 
+    /// Appends `plaintext` sealed (nonce ‖ ciphertext ‖ MAC) to `out`, encrypting in place:
+    /// no copy of the blob beside the pack it goes into.
+    pub(crate) fn seal_into(&self, plaintext: &[u8], out: &mut Vec<u8>) {
+        use aes256ctr_poly1305aes::aead::AeadInPlace;
+        let cipher = Aes256CtrPoly1305Aes::new(&self.0);
+        let mut nonce = [0u8; 16];
+        rand::rng().fill_bytes(&mut nonce);
+        out.extend_from_slice(&nonce);
+        let start = out.len();
+        out.extend_from_slice(plaintext);
+        let tag = cipher
+            .encrypt_in_place_detached((&nonce).into(), b"", &mut out[start..])
+            .expect("AES-CTR/Poly1305 encryption has no failure mode for in-memory data");
+        out.extend_from_slice(&tag);
+    }
+
     pub(crate) fn decrypt(&self, data: &[u8]) -> Result<Vec<u8>, DecryptError> {
         if data.len() < 32 {
             return Err(DecryptError);
@@ -116,6 +132,22 @@ pub(crate) fn pack_json(version: u32, json: &[u8]) -> Vec<u8> {
     }
 }
 
+/// Decompresses a blob of known length with this thread's zstd context: a new context per
+/// blob cost more than decompressing a small blob itself.
+pub(crate) fn decompress(data: &[u8], len: usize) -> std::io::Result<Vec<u8>> {
+    thread_local! {
+        static CONTEXT: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    CONTEXT.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.is_none() {
+            *c = Some(zstd::bulk::Decompressor::new()?);
+        }
+        c.as_mut().expect("set above").decompress(data, len)
+    })
+}
+
 /// JSON of an unpacked file's plaintext: `0x02 ‖ zstd` or plain JSON.
 pub(crate) fn unpack_json(plain: &[u8]) -> Option<Vec<u8>> {
     match plain.first() {
@@ -128,6 +160,16 @@ pub(crate) fn unpack_json(plain: &[u8]) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sealing_in_place_is_what_decrypt_reads() {
+        let key = MasterKey::random();
+        let mut out = b"before".to_vec();
+        key.seal_into(b"a blob", &mut out);
+        assert_eq!(&out[..6], b"before");
+        assert_eq!(out.len(), 6 + 16 + 6 + 16);
+        assert_eq!(key.decrypt(&out[6..]).expect("decrypts"), b"a blob");
+    }
 
     #[test]
     fn encrypt_then_decrypt_round_trips_and_detects_damage() {

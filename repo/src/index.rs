@@ -182,7 +182,7 @@ impl BlobIndex {
         if loc.uncompressed == 0 {
             return Ok(plain);
         }
-        zstd::bulk::decompress(&plain, loc.uncompressed as usize).map_err(|e| {
+        crate::crypto::decompress(&plain, loc.uncompressed as usize).map_err(|e| {
             format!(
                 "blob {} in pack {pack} does not decompress: {e}",
                 hex::encode(blob)

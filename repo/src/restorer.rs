@@ -346,7 +346,7 @@ fn write_read(
             let plain = if piece.uncompressed == 0 {
                 plain
             } else {
-                zstd::bulk::decompress(&plain, piece.uncompressed as usize).map_err(|e| {
+                crate::crypto::decompress(&plain, piece.uncompressed as usize).map_err(|e| {
                     RestoreError(format!(
                         "a blob at offset {} of pack {pack} does not decompress: {e}",
                         piece.offset

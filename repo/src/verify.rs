@@ -106,7 +106,7 @@ fn verify_pack(
         let plain = if loc.uncompressed == 0 {
             plain
         } else {
-            zstd::bulk::decompress(&plain, loc.uncompressed as usize)
+            crate::crypto::decompress(&plain, loc.uncompressed as usize)
                 .map_err(|e| format!("blob {} does not decompress: {e}", hex::encode(blob)))?
         };
         let hash: [u8; 32] = Sha256::digest(&plain).into();
