@@ -148,11 +148,20 @@ pub(crate) enum Failure {
     Other(String),
 }
 
+/// Pack buffers whose upload finished, reused: a new buffer per pack cost page faults and
+/// zeroing of every pack's pages, and left freed buffers to the allocator's heap.
+type Spare = Arc<Mutex<Vec<Vec<u8>>>>;
+
+/// Capacity of a pack buffer: the last blob may pass the target by a maximum-size chunk,
+/// then the header follows.
+const PACK_CAPACITY: usize = PACK_SIZE + (9 << 20);
+
 /// A pack being filled.
 struct Packer {
     tree: bool,
     buf: Vec<u8>,
     blobs: Vec<PackedBlob>,
+    spare: Spare,
 }
 
 /// A worker's zstd context and output buffer, kept from blob to blob.
@@ -169,20 +178,22 @@ struct Pack {
 }
 
 impl Packer {
-    fn new(tree: bool) -> Self {
+    fn new(tree: bool, spare: Spare) -> Self {
         Self {
             tree,
             buf: Vec::new(),
             blobs: Vec::new(),
+            spare,
         }
     }
 
     /// Seals `data` (the blob, compressed when `uncompressed` is not 0) into the pack;
     /// returns its sealed length.
     fn add(&mut self, key: &MasterKey, id: [u8; 32], data: &[u8], uncompressed: u32) -> u64 {
-        if self.buf.capacity() == 0 {
-            // The last blob may pass the target by a maximum-size chunk, then the header.
-            self.buf.reserve_exact(PACK_SIZE + (9 << 20));
+        if self.buf.capacity() < PACK_CAPACITY {
+            self.buf = lock(&self.spare).pop().unwrap_or_default();
+            self.buf.clear();
+            self.buf.reserve_exact(PACK_CAPACITY);
         }
         let offset = self.buf.len();
         key.seal_into(data, &mut self.buf);
@@ -279,6 +290,7 @@ struct Shared<'e> {
     uploads: Arc<tokio::sync::Semaphore>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     written: Arc<Mutex<IndexWriter>>,
+    spare: Spare,
     packs_unindexed: Arc<AtomicUsize>,
     root: Mutex<Option<[u8; 32]>>,
 }
@@ -326,6 +338,7 @@ impl Shared<'_> {
         let version = env.version;
         let written = self.written.clone();
         let unindexed = self.packs_unindexed.clone();
+        let spare = self.spare.clone();
         let failure = FailSlot {
             stop: self.stop.clone(),
             failure: self.failure.clone(),
@@ -334,9 +347,17 @@ impl Shared<'_> {
             let _permit = permit;
             let name = hex::encode(pack.id);
             let bytes = Bytes::from(pack.bytes);
+            let kept = bytes.clone();
             if let Err(e) = store.write(FileKind::Pack, &name, vec![bytes]).await {
                 failure.fail(e);
                 return;
+            }
+            // The store let go of its reference: the buffer is ours again.
+            if let Ok(buf) = kept.try_into_mut() {
+                let buf = Vec::from(buf);
+                if buf.capacity() >= PACK_CAPACITY {
+                    lock(&spare).push(buf);
+                }
             }
             let file = {
                 let mut w = lock(&written);
@@ -420,7 +441,7 @@ impl Shared<'_> {
                 .flatten(),
             out: Vec::new(),
         };
-        let mut packer = Packer::new(false);
+        let mut packer = Packer::new(false, self.spare.clone());
         let mut buf = Vec::new();
         for job in jobs.iter().flatten() {
             if self.stop.is_cancelled() {
@@ -830,11 +851,12 @@ pub(crate) fn archive(
     plan: &Plan<'_>,
 ) -> Result<([u8; 32], Summary), Failure> {
     let stop = env.cancel.child_token();
+    let spare = Spare::default();
     let shared = Shared {
         env,
         index,
         seen: Mutex::new(HashSet::new()),
-        trees: Mutex::new(Packer::new(true)),
+        trees: Mutex::new(Packer::new(true, spare.clone())),
         counters: Counters::default(),
         stage: env.progress.stage("backing up", Unit::Bytes),
         stop: stop.clone(),
@@ -842,6 +864,7 @@ pub(crate) fn archive(
         uploads: Arc::new(tokio::sync::Semaphore::new(UPLOADS)),
         tasks: Mutex::new(Vec::new()),
         written: Arc::new(Mutex::new(IndexWriter::default())),
+        spare,
         packs_unindexed: Arc::new(AtomicUsize::new(0)),
         root: Mutex::new(None),
     };
