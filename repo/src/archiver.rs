@@ -684,14 +684,19 @@ impl Walker<'_, '_> {
         dir: &Arc<Pending>,
         slot: usize,
         before: Option<&Node>,
+        listed: Option<&std::fs::DirEntry>,
     ) -> Result<(), Failure> {
         let shared = self.shared;
         if shared.stop.is_cancelled() {
             return Err(Failure::Cancelled);
         }
         let warnings = &shared.env.warnings;
-        let node =
-            std::fs::symlink_metadata(path).and_then(|m| Ok((self.node(name, path, &m)?, m)));
+        // From the listing: `fstatat` on the directory, not a walk of the whole path.
+        let meta = match listed {
+            Some(e) => e.metadata(),
+            None => std::fs::symlink_metadata(path),
+        };
+        let node = meta.and_then(|m| Ok((self.node(name, path, &m)?, m)));
         let (mut node, m) = match node {
             Ok(n) => n,
             Err(e) => {
@@ -775,8 +780,10 @@ impl Walker<'_, '_> {
             Some(id) => self.load(id)?,
             None => HashMap::new(),
         };
-        let mut names: Vec<OsString> = match std::fs::read_dir(path) {
-            Ok(rd) => rd.filter_map(|e| e.ok().map(|e| e.file_name())).collect(),
+        let mut entries: Vec<(OsString, std::fs::DirEntry)> = match std::fs::read_dir(path) {
+            Ok(rd) => rd
+                .filter_map(|e| e.ok().map(|e| (e.file_name(), e)))
+                .collect(),
             Err(e) => {
                 shared.env.warnings.add(
                     path,
@@ -785,12 +792,13 @@ impl Walker<'_, '_> {
                 Vec::new()
             }
         };
-        names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-        *lock(&dir.children) = vec![None; names.len()];
-        dir.remaining.fetch_add(names.len(), Ordering::AcqRel);
-        for (slot, name) in names.iter().enumerate() {
+        entries.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+        *lock(&dir.children) = vec![None; entries.len()];
+        dir.remaining.fetch_add(entries.len(), Ordering::AcqRel);
+        for (slot, (name, entry)) in entries.iter().enumerate() {
             let key = Node::new_node(name, NodeType::Fifo, Metadata::default()).name;
-            self.entry(&path.join(name), name, dir, slot, previous.get(&key))?;
+            let before = previous.get(&key);
+            self.entry(&path.join(name), name, dir, slot, before, Some(entry))?;
         }
         shared.release(dir);
         Ok(())
@@ -985,7 +993,7 @@ impl Walker<'_, '_> {
         dir.remaining.fetch_add(1, Ordering::AcqRel);
         let key = Node::new_node(last, NodeType::Fifo, Metadata::default()).name;
         let prev = before.as_ref().and_then(|b| b.get(&key));
-        let res = self.entry(plan.source, last, &dir, 0, prev);
+        let res = self.entry(plan.source, last, &dir, 0, prev, None);
         shared.release(&dir);
         res
     }
