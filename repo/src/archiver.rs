@@ -396,7 +396,7 @@ impl Shared<'_> {
         }
         if self.claim(&id) {
             let packed = (self.env.version >= 2)
-                .then(|| zstd::bulk::compress(&json, self.env.level).ok())
+                .then(|| crate::crypto::compress(&json, self.env.level).ok())
                 .flatten()
                 .filter(|p| p.len() < json.len());
             let mut trees = lock(&self.trees);

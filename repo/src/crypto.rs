@@ -132,6 +132,22 @@ pub(crate) fn pack_json(version: u32, json: &[u8]) -> Vec<u8> {
     }
 }
 
+/// Compresses a small blob (a tree) at `level` with this thread's zstd context: a context per
+/// tree cost more than compressing it (a million directories: most of the backup's time).
+pub(crate) fn compress(data: &[u8], level: i32) -> std::io::Result<Vec<u8>> {
+    thread_local! {
+        static CONTEXT: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    CONTEXT.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.as_ref().is_none_or(|(l, _)| *l != level) {
+            *c = Some((level, zstd::bulk::Compressor::new(level)?));
+        }
+        c.as_mut().expect("set above").1.compress(data)
+    })
+}
+
 /// Decompresses a blob of known length with this thread's zstd context: a new context per
 /// blob cost more than decompressing a small blob itself.
 pub(crate) fn decompress(data: &[u8], len: usize) -> std::io::Result<Vec<u8>> {
