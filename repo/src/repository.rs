@@ -1100,30 +1100,15 @@ fn summary_of(
     let end = jiff::Zoned::now();
     let secs = started.elapsed().as_secs_f64();
     let mut out = rustic_core::repofile::SnapshotSummary::default();
-    (
-        out.files_new,
-        out.files_changed,
-        out.files_unmodified,
-        out.total_files_processed,
-        out.total_bytes_processed,
-    ) = (
-        s.files_new,
-        s.files_changed,
-        s.files_unmodified,
-        s.files_new + s.files_changed + s.files_unmodified,
-        s.bytes_processed,
-    );
-    (
-        out.dirs_new,
-        out.dirs_changed,
-        out.dirs_unmodified,
-        out.total_dirs_processed,
-    ) = (
-        s.dirs_new,
-        s.dirs_changed,
-        s.dirs_unmodified,
-        s.dirs_new + s.dirs_changed + s.dirs_unmodified,
-    );
+    out.files_new = s.files_new;
+    out.files_changed = s.files_changed;
+    out.files_unmodified = s.files_unmodified;
+    out.total_files_processed = s.files_new + s.files_changed + s.files_unmodified;
+    out.total_bytes_processed = s.bytes_processed;
+    out.dirs_new = s.dirs_new;
+    out.dirs_changed = s.dirs_changed;
+    out.dirs_unmodified = s.dirs_unmodified;
+    out.total_dirs_processed = s.dirs_new + s.dirs_changed + s.dirs_unmodified;
     out.data_blobs = s.data_blobs;
     out.tree_blobs = s.tree_blobs;
     out.data_added = s.data_added + s.trees_added;
