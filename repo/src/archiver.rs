@@ -42,6 +42,8 @@ use crate::progress::{Progress, Stage, Unit};
 use crate::source::Warnings;
 use crate::store::{FileKind, Store, StoreError};
 
+/// The warning of a file deleted between its listing and its reading.
+const VANISHED: &str = "vanished before it could be read; not in this snapshot";
 /// Files the walker may be ahead of the workers.
 const QUEUE: usize = 1024;
 /// Files sent to the workers together, unless they hold [`BATCH_BYTES`] before.
@@ -80,64 +82,26 @@ pub(crate) struct Plan<'a> {
     pub parent: Option<[u8; 32]>,
 }
 
-/// What a backup did, restic's summary counters.
+/// What a backup did: restic's summary counters, counted from every thread.
 #[derive(Debug, Default)]
-pub(crate) struct Summary {
-    pub files_new: u64,
-    pub files_changed: u64,
-    pub files_unmodified: u64,
-    pub dirs_new: u64,
-    pub dirs_changed: u64,
-    pub dirs_unmodified: u64,
-    pub bytes_processed: u64,
-    pub data_blobs: u64,
-    pub tree_blobs: u64,
-    pub data_added: u64,
-    pub data_added_packed: u64,
-    pub trees_added: u64,
-    pub trees_added_packed: u64,
-}
-
-#[derive(Default)]
-struct Counters {
-    files_new: AtomicU64,
-    files_changed: AtomicU64,
-    files_unmodified: AtomicU64,
-    dirs_new: AtomicU64,
-    dirs_changed: AtomicU64,
-    dirs_unmodified: AtomicU64,
-    bytes_processed: AtomicU64,
-    data_blobs: AtomicU64,
-    tree_blobs: AtomicU64,
-    data_added: AtomicU64,
-    data_added_packed: AtomicU64,
-    trees_added: AtomicU64,
-    trees_added_packed: AtomicU64,
+pub(crate) struct Counters {
+    pub files_new: AtomicU64,
+    pub files_changed: AtomicU64,
+    pub files_unmodified: AtomicU64,
+    pub dirs_new: AtomicU64,
+    pub dirs_changed: AtomicU64,
+    pub dirs_unmodified: AtomicU64,
+    pub bytes_processed: AtomicU64,
+    pub data_blobs: AtomicU64,
+    pub tree_blobs: AtomicU64,
+    pub data_added: AtomicU64,
+    pub data_added_packed: AtomicU64,
+    pub trees_added: AtomicU64,
+    pub trees_added_packed: AtomicU64,
 }
 
 fn bump(c: &AtomicU64, n: u64) {
     c.fetch_add(n, Ordering::Relaxed);
-}
-
-impl Counters {
-    fn summary(&self) -> Summary {
-        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        Summary {
-            files_new: g(&self.files_new),
-            files_changed: g(&self.files_changed),
-            files_unmodified: g(&self.files_unmodified),
-            dirs_new: g(&self.dirs_new),
-            dirs_changed: g(&self.dirs_changed),
-            dirs_unmodified: g(&self.dirs_unmodified),
-            bytes_processed: g(&self.bytes_processed),
-            data_blobs: g(&self.data_blobs),
-            tree_blobs: g(&self.tree_blobs),
-            data_added: g(&self.data_added),
-            data_added_packed: g(&self.data_added_packed),
-            trees_added: g(&self.trees_added),
-            trees_added_packed: g(&self.trees_added_packed),
-        }
-    }
 }
 
 /// Why a backup stopped.
@@ -291,7 +255,6 @@ struct Shared<'e> {
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     written: Arc<Mutex<IndexWriter>>,
     spare: Spare,
-    packs_unindexed: Arc<AtomicUsize>,
     root: Mutex<Option<[u8; 32]>>,
 }
 
@@ -337,7 +300,6 @@ impl Shared<'_> {
         let key = env.key.clone();
         let version = env.version;
         let written = self.written.clone();
-        let unindexed = self.packs_unindexed.clone();
         let spare = self.spare.clone();
         let failure = FailSlot {
             stop: self.stop.clone(),
@@ -362,9 +324,7 @@ impl Shared<'_> {
             let file = {
                 let mut w = lock(&written);
                 w.add(pack.id, pack.blobs);
-                let packs = unindexed.fetch_add(1, Ordering::Relaxed) + 1;
-                if w.blobs() >= BLOBS_PER_FILE || packs >= PACKS_PER_INDEX {
-                    unindexed.store(0, Ordering::Relaxed);
+                if w.blobs() >= BLOBS_PER_FILE || w.packs() >= PACKS_PER_INDEX {
                     w.take_file(&key, version)
                 } else {
                     None
@@ -381,11 +341,11 @@ impl Shared<'_> {
 
     /// Every child of `dir` is done: writes its tree and hands its node to its parent.
     fn finish(&self, dir: &Arc<Pending>) {
-        let mut nodes: Vec<Node> = std::mem::take(&mut *lock(&dir.children))
+        // Slots were given in name order when the directory was listed: restic's tree order.
+        let nodes: Vec<Node> = std::mem::take(&mut *lock(&dir.children))
             .into_iter()
             .flatten()
             .collect();
-        nodes.sort_by(|a, b| a.name().as_bytes().cmp(b.name().as_bytes()));
         let mut json = serde_json::to_vec(&Tree { nodes }).expect("a tree always serialises");
         json.push(b'\n');
         let id: [u8; 32] = Sha256::digest(&json).into();
@@ -469,7 +429,7 @@ impl Shared<'_> {
             Ok(f) => f,
             Err(e) => {
                 let what = if path.symlink_metadata().is_err() {
-                    "vanished before it could be read; not in this snapshot".to_string()
+                    VANISHED.to_string()
                 } else {
                     format!("cannot be opened; not in this snapshot: {e}")
                 };
@@ -539,8 +499,8 @@ impl FailSlot {
 }
 
 fn open_noatime(path: &Path) -> std::io::Result<File> {
-    // Reading must not change what the next backup compares (atime is not, but the
-    // filesystem's work is); O_NOATIME needs ownership, so fall back without it.
+    // O_NOATIME spares the filesystem an inode update per file read; it needs the file's
+    // owner (or CAP_FOWNER), so fall back without it.
     std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOATIME)
@@ -588,28 +548,13 @@ struct Walker<'s, 'e> {
 }
 
 impl Walker<'_, '_> {
-    fn user(&mut self, uid: u32) -> Option<String> {
-        self.users
-            .entry(uid)
-            .or_insert_with(|| {
-                nix::unistd::User::from_uid(uid.into())
-                    .ok()
-                    .flatten()
-                    .map(|u| u.name)
-            })
-            .clone()
-    }
-
-    fn group(&mut self, gid: u32) -> Option<String> {
-        self.groups
-            .entry(gid)
-            .or_insert_with(|| {
-                nix::unistd::Group::from_gid(gid.into())
-                    .ok()
-                    .flatten()
-                    .map(|g| g.name)
-            })
-            .clone()
+    /// Names of user and group ids, looked up once each.
+    fn name(
+        cache: &mut HashMap<u32, Option<String>>,
+        id: u32,
+        look_up: impl FnOnce(u32) -> Option<String>,
+    ) -> Option<String> {
+        cache.entry(id).or_insert_with(|| look_up(id)).clone()
     }
 
     /// The node of `path` from its `lstat`, without content or subtree.
@@ -624,8 +569,18 @@ impl Walker<'_, '_> {
             ctime: timestamp(m.ctime(), m.ctime_nsec()),
             uid: Some(m.uid()),
             gid: Some(m.gid()),
-            user: self.user(m.uid()),
-            group: self.group(m.gid()),
+            user: Self::name(&mut self.users, m.uid(), |id| {
+                nix::unistd::User::from_uid(id.into())
+                    .ok()
+                    .flatten()
+                    .map(|u| u.name)
+            }),
+            group: Self::name(&mut self.groups, m.gid(), |id| {
+                nix::unistd::Group::from_gid(id.into())
+                    .ok()
+                    .flatten()
+                    .map(|g| g.name)
+            }),
             inode: m.ino(),
             // Only hardlinked files need it (to find their other names).
             device_id: if m.nlink() > 1 && !ft.is_dir() {
@@ -655,8 +610,11 @@ impl Walker<'_, '_> {
         Ok(Node::new_node(name, node_type, meta))
     }
 
-    /// The parent snapshot's tree `id`, its nodes by name.
-    fn load(&self, id: [u8; 32]) -> Result<HashMap<String, Node>, Failure> {
+    /// The parent snapshot's tree `id`, its nodes by name (none without a parent tree).
+    fn load(&self, id: Option<[u8; 32]>) -> Result<HashMap<String, Node>, Failure> {
+        let Some(id) = id else {
+            return Ok(HashMap::new());
+        };
         let env = self.shared.env;
         let json = self
             .shared
@@ -676,14 +634,15 @@ impl Walker<'_, '_> {
             .collect())
     }
 
-    /// Backs up `path` as child `slot` of `dir`; `before` is its node in the parent snapshot.
+    /// Backs up `path` as child `slot` of `dir`; `previous` is the parent snapshot's tree of
+    /// `dir`.
     fn entry(
         &mut self,
         path: &Path,
         name: &OsStr,
         dir: &Arc<Pending>,
         slot: usize,
-        before: Option<&Node>,
+        previous: &HashMap<String, Node>,
         listed: Option<&std::fs::DirEntry>,
     ) -> Result<(), Failure> {
         let shared = self.shared;
@@ -701,7 +660,7 @@ impl Walker<'_, '_> {
             Ok(n) => n,
             Err(e) => {
                 let what = if e.kind() == std::io::ErrorKind::NotFound {
-                    "vanished before it could be read; not in this snapshot".to_string()
+                    VANISHED.to_string()
                 } else {
                     format!("cannot be read; not in this snapshot: {e}")
                 };
@@ -710,10 +669,11 @@ impl Walker<'_, '_> {
                 return Ok(());
             }
         };
+        let before = previous.get(&node.name);
         match node.node_type {
             NodeType::Dir => {
                 let before = before.filter(|b| b.is_dir()).and_then(|b| b.subtree);
-                let before = before.map(|t| tree_bytes(&t));
+                let before = before.map(|t| id_bytes(&t));
                 let child = Pending::new(Some(node), Some((dir.clone(), slot)), before);
                 self.dir(path, &child, before)?;
             }
@@ -760,12 +720,9 @@ impl Walker<'_, '_> {
     }
 
     fn all_known(&self, node: &Node) -> bool {
-        node.content.as_ref().is_some_and(|c| {
-            c.iter().all(|id| {
-                let bytes = data_bytes(id);
-                self.shared.index.contains(&bytes)
-            })
-        })
+        node.content
+            .as_ref()
+            .is_some_and(|c| c.iter().all(|id| self.shared.index.contains(&id_bytes(id))))
     }
 
     /// Lists directory `path` into `dir` (whose parent-snapshot tree is `before`).
@@ -776,10 +733,7 @@ impl Walker<'_, '_> {
         before: Option<[u8; 32]>,
     ) -> Result<(), Failure> {
         let shared = self.shared;
-        let previous = match before {
-            Some(id) => self.load(id)?,
-            None => HashMap::new(),
-        };
+        let previous = self.load(before)?;
         let mut entries: Vec<(OsString, std::fs::DirEntry)> = match std::fs::read_dir(path) {
             Ok(rd) => rd
                 .filter_map(|e| e.ok().map(|e| (e.file_name(), e)))
@@ -796,26 +750,18 @@ impl Walker<'_, '_> {
         *lock(&dir.children) = vec![None; entries.len()];
         dir.remaining.fetch_add(entries.len(), Ordering::AcqRel);
         for (slot, (name, entry)) in entries.iter().enumerate() {
-            let key = Node::new_node(name, NodeType::Fifo, Metadata::default()).name;
-            let before = previous.get(&key);
-            self.entry(&path.join(name), name, dir, slot, before, Some(entry))?;
+            self.entry(&path.join(name), name, dir, slot, &previous, Some(entry))?;
         }
         shared.release(dir);
         Ok(())
     }
 }
 
-fn tree_bytes(id: &TreeId) -> [u8; 32] {
-    hex_bytes(&id.to_hex())
-}
-
-fn data_bytes(id: &DataId) -> [u8; 32] {
-    hex_bytes(&id.to_hex())
-}
-
-fn hex_bytes(hex_id: &str) -> [u8; 32] {
+/// The bytes of a format-engine id (it keeps them private; its hex form is exact).
+fn id_bytes(id: &Id) -> [u8; 32] {
     let mut out = [0u8; 32];
-    let _ = hex::decode_to_slice(hex_id, &mut out);
+    hex::decode_to_slice(id.to_hex().as_str(), &mut out)
+        .expect("an id's hex form is 64 hex digits");
     out
 }
 
@@ -857,7 +803,7 @@ pub(crate) fn archive(
     env: &Env,
     index: &BlobIndex,
     plan: &Plan<'_>,
-) -> Result<([u8; 32], Summary), Failure> {
+) -> Result<([u8; 32], Counters), Failure> {
     let stop = env.cancel.child_token();
     let spare = Spare::default();
     let shared = Shared {
@@ -873,7 +819,6 @@ pub(crate) fn archive(
         tasks: Mutex::new(Vec::new()),
         written: Arc::new(Mutex::new(IndexWriter::default())),
         spare,
-        packs_unindexed: Arc::new(AtomicUsize::new(0)),
         root: Mutex::new(None),
     };
     let walked = std::thread::scope(|scope| {
@@ -928,7 +873,7 @@ pub(crate) fn archive(
     let root = lock(&shared.root).take().ok_or_else(|| {
         Failure::Other("the backup ended before its root tree was written; this is a bug".into())
     })?;
-    Ok((root, shared.counters.summary()))
+    Ok((root, shared.counters))
 }
 
 impl Walker<'_, '_> {
@@ -947,10 +892,7 @@ impl Walker<'_, '_> {
             return Err(Failure::Other("the stored path has no name".into()));
         };
         let root = Pending::new(None, None, plan.parent);
-        let mut before = match plan.parent {
-            Some(id) => Some(self.load(id)?),
-            None => None,
-        };
+        let mut before = self.load(plan.parent)?;
         let mut dir = root;
         let mut real = PathBuf::from("/");
         for name in ancestors {
@@ -971,29 +913,22 @@ impl Walker<'_, '_> {
                 };
                 Node::new_node(name, NodeType::Dir, meta)
             });
-            let key = node.name.clone();
             let prev = before
-                .as_ref()
-                .and_then(|b| b.get(&key))
+                .get(&node.name)
                 .filter(|n| n.is_dir())
                 .and_then(|n| n.subtree)
-                .map(|t| tree_bytes(&t));
+                .map(|t| id_bytes(&t));
             *lock(&dir.children) = vec![None];
             let child = Pending::new(Some(node), Some((dir.clone(), 0)), prev);
             // The listing of `dir` is complete once its one child is.
             dir.remaining.fetch_add(1, Ordering::AcqRel);
             shared.release(&dir);
-            before = match prev {
-                Some(id) => Some(self.load(id)?),
-                None => None,
-            };
+            before = self.load(prev)?;
             dir = child;
         }
         *lock(&dir.children) = vec![None];
         dir.remaining.fetch_add(1, Ordering::AcqRel);
-        let key = Node::new_node(last, NodeType::Fifo, Metadata::default()).name;
-        let prev = before.as_ref().and_then(|b| b.get(&key));
-        let res = self.entry(plan.source, last, &dir, 0, prev, None);
+        let res = self.entry(plan.source, last, &dir, 0, &before, None);
         shared.release(&dir);
         res
     }
@@ -1025,4 +960,29 @@ fn scan_total(source: &Path, shared: &Shared<'_>) {
         }
     }
     shared.stage.set_total(total);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::go_mode;
+
+    #[test]
+    fn unix_modes_become_go_file_modes_as_restic_stores_them() {
+        assert_eq!(go_mode(libc::S_IFREG | 0o644), 0o644);
+        assert_eq!(go_mode(libc::S_IFDIR | 0o700), (1 << 31) | 0o700);
+        assert_eq!(go_mode(libc::S_IFLNK | 0o777), (1 << 27) | 0o777);
+        assert_eq!(
+            go_mode(libc::S_IFCHR | 0o600),
+            (1 << 26) | (1 << 21) | 0o600
+        );
+        assert_eq!(go_mode(libc::S_IFIFO | 0o644), (1 << 25) | 0o644);
+        assert_eq!(
+            go_mode(libc::S_IFREG | libc::S_ISUID | libc::S_ISGID | 0o755),
+            (1 << 23) | (1 << 22) | 0o755
+        );
+        assert_eq!(
+            go_mode(libc::S_IFDIR | libc::S_ISVTX | 0o777),
+            (1 << 31) | (1 << 20) | 0o777
+        );
+    }
 }

@@ -245,6 +245,11 @@ impl IndexWriter {
         self.blobs
     }
 
+    /// Packs not yet in an index file.
+    pub(crate) fn packs(&self) -> usize {
+        self.packs.len()
+    }
+
     /// The index file of the packs added so far (name, bytes), emptying the writer; `None`
     /// when there are none.
     pub(crate) fn take_file(&mut self, key: &MasterKey, version: u32) -> Option<(String, Bytes)> {

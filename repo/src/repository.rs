@@ -631,8 +631,8 @@ impl Repository {
                 let store = self.store.clone();
                 let rt = self.rt.clone();
                 let version = self.version;
-                let ctx = ctx.clone();
-                self.run("backup", &ctx.clone(), move |repo| {
+                let (cancel, progress) = (ctx.cancel.clone(), ctx.progress.clone());
+                self.run("backup", ctx, move |repo| {
                     let config = repo.config();
                     if config.chunker() != rustic_core::repofile::Chunker::Rabin {
                         return Err(Error::engine(
@@ -658,8 +658,8 @@ impl Repository {
                         rabin: Rabin::new(config.poly()?, sizes),
                         level: level.unwrap_or(0),
                         workers: std::thread::available_parallelism().map_or(2, usize::from),
-                        cancel: ctx.cancel.clone(),
-                        progress: ctx.progress.clone(),
+                        cancel,
+                        progress,
                         warnings: w,
                     };
                     let plan = archiver::Plan {
@@ -1093,37 +1093,38 @@ fn pack_in_message(message: &str, packs: &[(String, u64)]) -> Option<PackId> {
 
 /// restic's summary of a backup from the archiver's counters.
 fn summary_of(
-    s: &archiver::Summary,
+    c: &archiver::Counters,
     start: &jiff::Zoned,
     started: Instant,
 ) -> rustic_core::repofile::SnapshotSummary {
-    let end = jiff::Zoned::now();
+    let g = |n: &std::sync::atomic::AtomicU64| n.load(std::sync::atomic::Ordering::Relaxed);
     let secs = started.elapsed().as_secs_f64();
     let mut out = rustic_core::repofile::SnapshotSummary::default();
-    out.files_new = s.files_new;
-    out.files_changed = s.files_changed;
-    out.files_unmodified = s.files_unmodified;
-    out.total_files_processed = s.files_new + s.files_changed + s.files_unmodified;
-    out.total_bytes_processed = s.bytes_processed;
-    out.dirs_new = s.dirs_new;
-    out.dirs_changed = s.dirs_changed;
-    out.dirs_unmodified = s.dirs_unmodified;
-    out.total_dirs_processed = s.dirs_new + s.dirs_changed + s.dirs_unmodified;
-    out.data_blobs = s.data_blobs;
-    out.tree_blobs = s.tree_blobs;
-    out.data_added = s.data_added + s.trees_added;
-    out.data_added_packed = s.data_added_packed + s.trees_added_packed;
-    out.data_added_files = s.data_added;
-    out.data_added_files_packed = s.data_added_packed;
-    out.data_added_trees = s.trees_added;
-    out.data_added_trees_packed = s.trees_added_packed;
+    out.files_new = g(&c.files_new);
+    out.files_changed = g(&c.files_changed);
+    out.files_unmodified = g(&c.files_unmodified);
+    out.total_files_processed = out.files_new + out.files_changed + out.files_unmodified;
+    out.total_bytes_processed = g(&c.bytes_processed);
+    out.dirs_new = g(&c.dirs_new);
+    out.dirs_changed = g(&c.dirs_changed);
+    out.dirs_unmodified = g(&c.dirs_unmodified);
+    out.total_dirs_processed = out.dirs_new + out.dirs_changed + out.dirs_unmodified;
+    out.data_blobs = g(&c.data_blobs);
+    out.tree_blobs = g(&c.tree_blobs);
+    out.data_added_files = g(&c.data_added);
+    out.data_added_files_packed = g(&c.data_added_packed);
+    out.data_added_trees = g(&c.trees_added);
+    out.data_added_trees_packed = g(&c.trees_added_packed);
+    out.data_added = out.data_added_files + out.data_added_trees;
+    out.data_added_packed = out.data_added_files_packed + out.data_added_trees_packed;
     out.command = "backup".into();
     out.backup_start = start.clone();
-    out.backup_end = end;
+    out.backup_end = jiff::Zoned::now();
     out.backup_duration = secs;
     out.total_duration = secs;
     out
 }
+
 fn backup_stats(snap: &SnapshotFile, warnings: Vec<Warning>, elapsed: Duration) -> BackupStats {
     let s = snap.summary.clone().unwrap_or_default();
     BackupStats {
