@@ -19,8 +19,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use lifeboat_repo::{
-    BackupOptions, Context, Credentials, Error as RepoError, Location, LockOptions, ParentChoice,
-    Progress, Repository, RepositoryOptions, RestoreOptions, Stage, StoreOptions, Unit,
+    BackupOptions, Context, Credentials, Error as RepoError, Location, LockOptions, MemoryBudget,
+    ParentChoice, Progress, Repository, RepositoryOptions, RestoreOptions, Stage, StoreOptions,
+    Unit,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -144,10 +145,18 @@ pub fn repository(repo: &proto::Repository) -> Result<(Location, RepositoryOptio
     ))
 }
 
+/// What jobs on this node share: where pod volumes are, and the agent's memory budget.
+#[derive(Debug, Clone)]
+pub struct Node {
+    pub host_pods: PathBuf,
+    pub memory: Option<MemoryBudget>,
+}
+
 /// Opens the repository a job names; the error is one sentence.
-async fn open(repo: Option<&proto::Repository>) -> Result<Repository, String> {
+async fn open(repo: Option<&proto::Repository>, node: &Node) -> Result<Repository, String> {
     let repo = repo.ok_or("the job names no repository")?;
-    let (location, opts) = repository(repo)?;
+    let (location, mut opts) = repository(repo)?;
+    opts.memory = node.memory.clone();
     Repository::open(&location, &repo.password, opts)
         .await
         .map_err(|e| {
@@ -161,11 +170,11 @@ async fn open(repo: Option<&proto::Repository>) -> Result<Repository, String> {
 /// Runs one volume backup; `counters` follow its progress. The outcome is the job's result.
 pub async fn backup(
     job: &VolumeBackup,
-    host_pods: &Path,
+    node: &Node,
     counters: Arc<Counters>,
     cancel: CancellationToken,
 ) -> job_result::Outcome {
-    match run_backup(job, host_pods, counters, cancel).await {
+    match run_backup(job, node, counters, cancel).await {
         Ok(done) => job_result::Outcome::Backup(done),
         Err(JobError::Skipped(reason)) => job_result::Outcome::Skipped(reason),
         Err(JobError::Failed(reason)) => job_result::Outcome::Error(reason),
@@ -188,17 +197,18 @@ impl From<String> for JobError {
 
 async fn run_backup(
     job: &VolumeBackup,
-    host_pods: &Path,
+    node: &Node,
     counters: Arc<Counters>,
     cancel: CancellationToken,
 ) -> Result<BackupDone, JobError> {
-    let source = find_volume(host_pods, &job.pod_uid, &job.volume_dir).map_err(|e| match e {
-        VolumeError::NoPod { .. } | VolumeError::NotMounted { .. } => {
-            JobError::Skipped(e.to_string())
-        }
-        other => JobError::Failed(other.to_string()),
-    })?;
-    let repository = open(job.repository.as_ref()).await?;
+    let source =
+        find_volume(&node.host_pods, &job.pod_uid, &job.volume_dir).map_err(|e| match e {
+            VolumeError::NoPod { .. } | VolumeError::NotMounted { .. } => {
+                JobError::Skipped(e.to_string())
+            }
+            other => JobError::Failed(other.to_string()),
+        })?;
+    let repository = open(job.repository.as_ref(), node).await?;
     let stored = if job.stored_path.is_empty() {
         None
     } else {
@@ -258,15 +268,15 @@ async fn run_backup(
 /// and the volume gets its marker (done or failed) whenever the volume was found.
 pub async fn restore(
     job: &VolumeRestore,
-    host_pods: &Path,
+    node: &Node,
     counters: Arc<Counters>,
     cancel: CancellationToken,
 ) -> job_result::Outcome {
-    let target = match find_volume(host_pods, &job.pod_uid, &job.volume_dir) {
+    let target = match find_volume(&node.host_pods, &job.pod_uid, &job.volume_dir) {
         Ok(target) => target,
         Err(e) => return job_result::Outcome::Error(e.to_string()),
     };
-    let outcome = match run_restore(job, &target, counters, cancel).await {
+    let outcome = match run_restore(job, node, &target, counters, cancel).await {
         Ok(done) => job_result::Outcome::Restore(done),
         Err(reason) => job_result::Outcome::Error(reason),
     };
@@ -302,6 +312,7 @@ fn mark(volume: &Path, restore_uid: &str, failure: Option<&str>) -> std::io::Res
 
 async fn run_restore(
     job: &VolumeRestore,
+    node: &Node,
     target: &Path,
     counters: Arc<Counters>,
     cancel: CancellationToken,
@@ -309,7 +320,7 @@ async fn run_restore(
     if job.snapshot_id.is_empty() {
         return Err("the job names no snapshot".into());
     }
-    let repository = open(job.repository.as_ref()).await?;
+    let repository = open(job.repository.as_ref(), node).await?;
     let location = repository.location().clone();
     let failed = |e: &RepoError| {
         if cancel.is_cancelled() {

@@ -39,6 +39,8 @@ pub struct AgentOptions {
     pub host_pods: PathBuf,
     /// Volumes backed up or restored at once.
     pub concurrency: usize,
+    /// Memory for the jobs: they size their buffers to it and wait for each other's.
+    pub memory: Option<lifeboat_repo::MemoryBudget>,
     /// This side's certificate, key and the CA.
     pub tls: TlsMaterial,
 }
@@ -164,7 +166,7 @@ async fn session(
 
 /// The jobs of one session: at most `concurrency` run at once, the rest wait their turn.
 struct Jobs {
-    host_pods: PathBuf,
+    node: jobs::Node,
     permits: Arc<Semaphore>,
     tokens: Arc<Mutex<HashMap<String, CancellationToken>>>,
     session: CancellationToken,
@@ -173,7 +175,10 @@ struct Jobs {
 impl Jobs {
     fn new(opts: &AgentOptions, session: CancellationToken) -> Jobs {
         Jobs {
-            host_pods: opts.host_pods.clone(),
+            node: jobs::Node {
+                host_pods: opts.host_pods.clone(),
+                memory: opts.memory.clone(),
+            },
             permits: Arc::new(Semaphore::new(opts.concurrency.max(1))),
             tokens: Arc::default(),
             session,
@@ -199,17 +204,17 @@ impl Jobs {
     fn start_backup(&self, job: VolumeBackup, tx: mpsc::Sender<AgentMessage>) {
         let id = job.job_id.clone();
         tracing::debug!(job = %id, pod = %job.pod_uid, volume = %job.volume_dir, "backup job received");
-        self.start(id, "backup", tx, move |host_pods, counters, token| async move {
+        self.start(id, "backup", tx, move |node, counters, token| async move {
             tracing::info!(pod = %job.pod_uid, volume = %job.volume_dir, "backing up a pod volume");
-            jobs::backup(&job, &host_pods, counters, token).await
+            jobs::backup(&job, &node, counters, token).await
         });
     }
 
     fn start_restore(&self, job: VolumeRestore, tx: mpsc::Sender<AgentMessage>) {
         let id = job.job_id.clone();
-        self.start(id, "restore", tx, move |host_pods, counters, token| async move {
+        self.start(id, "restore", tx, move |node, counters, token| async move {
             tracing::info!(pod = %job.pod_uid, volume = %job.volume_dir, snapshot = %job.snapshot_id, "restoring a pod volume");
-            jobs::restore(&job, &host_pods, counters, token).await
+            jobs::restore(&job, &node, counters, token).await
         });
     }
 
@@ -217,7 +222,7 @@ impl Jobs {
     /// [`jobs::PROGRESS_EVERY`] and its result once.
     fn start<F, Fut>(&self, id: String, what: &'static str, tx: mpsc::Sender<AgentMessage>, run: F)
     where
-        F: FnOnce(PathBuf, Arc<jobs::Counters>, CancellationToken) -> Fut + Send + 'static,
+        F: FnOnce(jobs::Node, Arc<jobs::Counters>, CancellationToken) -> Fut + Send + 'static,
         Fut: std::future::Future<Output = job_result::Outcome> + Send,
     {
         let token = self.session.child_token();
@@ -231,7 +236,7 @@ impl Jobs {
         }
         let permits = self.permits.clone();
         let tokens = self.tokens.clone();
-        let host_pods = self.host_pods.clone();
+        let node = self.node.clone();
         tokio::spawn(async move {
             let outcome = tokio::select! {
                 permit = permits.acquire_owned() => {
@@ -251,7 +256,7 @@ impl Jobs {
                             }
                         })
                     };
-                    let outcome = run(host_pods, counters, token).await;
+                    let outcome = run(node, counters, token).await;
                     reporter.abort();
                     outcome
                 }

@@ -234,6 +234,16 @@ fn options(args: &InstallFlags, namespace: &str, tls: pki::Bundle) -> Result<Ins
             &args.restic_pod_mem_limit,
         ],
     )?;
+    if let Some(budget) = install::agent_memory_budget(&args.restic_pod_mem_limit)
+        && budget < u64::from(lifeboat_repo::MIN_BUDGET_MIB) << 20
+    {
+        bail!(
+            "--restic-pod-mem-limit {} leaves the agent {} MiB for its volume jobs, below the {} MiB they need at least; give it 128Mi or more",
+            args.restic_pod_mem_limit,
+            budget >> 20,
+            lifeboat_repo::MIN_BUDGET_MIB
+        );
+    }
     if args.crds_only {
         return Ok(options);
     }

@@ -7,7 +7,8 @@ use anyhow::{Context as _, Result};
 use clap::{Args, Subcommand, ValueEnum};
 use lifeboat_repo::{
     BackupOptions, CheckOptions, Context, ForgetOptions, KeepPolicy, Location, LockOptions,
-    ParentChoice, Repository, RepositoryOptions, RestoreOptions, Snapshot, SnapshotFilter,
+    MemoryBudget, ParentChoice, Repository, RepositoryOptions, RestoreOptions, Snapshot,
+    SnapshotFilter,
 };
 use serde::Serialize;
 
@@ -102,6 +103,10 @@ struct Global {
     /// Output format.
     #[arg(long, short = 'o', global = true, value_enum, default_value_t = Output::Table)]
     output: Output,
+    /// Memory for backup and restore, e.g. 256Mi: fewer workers, smaller packs or fewer reads
+    /// in flight to stay within it (default: none; every core, 16 MiB packs).
+    #[arg(long, global = true, value_parser = lifeboat_repo::parse_budget)]
+    memory_budget: Option<MemoryBudget>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -245,6 +250,7 @@ fn options(global: &Global) -> RepositoryOptions {
             wait: global.lock_wait.unwrap_or_default(),
             ..LockOptions::default()
         },
+        memory: global.memory_budget.clone(),
         ..RepositoryOptions::default()
     }
 }

@@ -107,6 +107,11 @@ pub(crate) struct AgentArgs {
     /// Server-side feature flags, comma-separated (as given to install).
     #[arg(long, default_value = "")]
     features: String,
+    /// Memory for the volume jobs, all at once, e.g. 256Mi or 1Gi: each sizes its buffers
+    /// to what is free (fewer workers, smaller packs, fewer reads) and waits while others
+    /// hold the rest. Keep it below the container's memory limit.
+    #[arg(long, env = "LIFEBOAT_MEMORY_BUDGET", default_value = "256Mi", value_parser = lifeboat_repo::parse_budget)]
+    memory_budget: lifeboat_repo::MemoryBudget,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -215,7 +220,8 @@ pub(crate) async fn agent(args: AgentArgs) -> Result<()> {
     let concurrency = args.concurrency.unwrap_or_else(|| {
         std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
     });
-    tracing::info!(%node, %server, concurrency, features = ?split_features(&args.features), "lifeboat agent starting");
+    let memory_budget_mib = args.memory_budget.mib();
+    tracing::info!(%node, %server, concurrency, memory_budget_mib, features = ?split_features(&args.features), "lifeboat agent starting");
     lifeboat_agent::run(
         AgentOptions {
             server,
@@ -223,6 +229,7 @@ pub(crate) async fn agent(args: AgentArgs) -> Result<()> {
             node,
             host_pods: args.host_pods,
             concurrency: concurrency.max(1),
+            memory: Some(args.memory_budget),
             tls,
         },
         shutdown_token(),

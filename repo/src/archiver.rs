@@ -11,7 +11,8 @@
 //!
 //! Memory is bounded by configuration: the walker is at most [`QUEUE`] files ahead of the
 //! workers; each worker holds one chunk (≤ 8 MiB), its sealed copy and one pack being filled;
-//! at most [`UPLOADS`] finished packs are in flight. Directories wait in memory only until
+//! at most [`BackupBuffers::uploads`] finished packs are in flight: how many workers, uploads
+//! and how large a pack is what the memory budget allows ([`crate::budget`]). Directories wait in memory only until
 //! their last child is done, so what is held is the directories along the walk, not the tree.
 //!
 //! Order of writes (what makes an interrupted backup harmless): packs, then the index files
@@ -19,7 +20,7 @@
 //! names (restic's `check` calls them additional files; `prune` removes them), and a retry
 //! deduplicates against every pack whose index file was written.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::fs::{File, Metadata as FsMetadata};
 use std::os::unix::ffi::OsStrExt;
@@ -35,9 +36,10 @@ use sha2::{Digest, Sha256};
 use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 
+use crate::budget::BackupBuffers;
 use crate::chunker::{Chunks, Rabin};
 use crate::crypto::MasterKey;
-use crate::index::{BLOBS_PER_FILE, BlobIndex, IndexWriter, PackedBlob};
+use crate::index::{BLOBS_PER_FILE, BlobIndex, IdSet, IndexWriter, PackedBlob};
 use crate::progress::{Progress, Stage, Unit};
 use crate::source::Warnings;
 use crate::store::{FileKind, Store, StoreError};
@@ -49,10 +51,8 @@ const QUEUE: usize = 1024;
 /// Files sent to the workers together, unless they hold [`BATCH_BYTES`] before.
 const BATCH_FILES: usize = 64;
 const BATCH_BYTES: u64 = 1 << 20;
-/// Target size of a pack (restic 0.14's default).
-const PACK_SIZE: usize = 16 << 20;
-/// Finished packs being uploaded at once.
-const UPLOADS: usize = 2;
+/// Blobs in one pack at most (a quarter of an index file).
+const PACK_BLOBS: usize = BLOBS_PER_FILE / 4;
 /// Packs after which an index file is written even if it holds fewer than
 /// [`BLOBS_PER_FILE`] blobs, so an interrupted backup's retry finds most of its data.
 const PACKS_PER_INDEX: usize = 32;
@@ -66,7 +66,8 @@ pub(crate) struct Env {
     pub rabin: Rabin,
     /// zstd level (version 2 repositories).
     pub level: i32,
-    pub workers: usize,
+    /// Workers, pack size and uploads.
+    pub buffers: BackupBuffers,
     pub cancel: CancellationToken,
     pub progress: Arc<dyn Progress>,
     pub warnings: Warnings,
@@ -114,11 +115,15 @@ pub(crate) enum Failure {
 
 /// Pack buffers whose upload finished, reused: a new buffer per pack cost page faults and
 /// zeroing of every pack's pages, and left freed buffers to the allocator's heap.
-type Spare = Arc<Mutex<Vec<Vec<u8>>>>;
+type Spare = Arc<Spares>;
 
-/// Capacity of a pack buffer: the last blob may pass the target by a maximum-size chunk,
-/// then the header follows.
-const PACK_CAPACITY: usize = PACK_SIZE + (9 << 20);
+#[derive(Default)]
+struct Spares {
+    bufs: Mutex<Vec<Vec<u8>>>,
+    /// Of each pack buffer: the pack's target size, the last blob that may pass it (a chunk
+    /// at most), then the header.
+    capacity: usize,
+}
 
 /// A pack being filled.
 struct Packer {
@@ -126,6 +131,8 @@ struct Packer {
     buf: Vec<u8>,
     blobs: Vec<PackedBlob>,
     spare: Spare,
+    /// The target size.
+    size: usize,
 }
 
 /// A worker's zstd context and output buffer, kept from blob to blob.
@@ -142,22 +149,23 @@ struct Pack {
 }
 
 impl Packer {
-    fn new(tree: bool, spare: Spare) -> Self {
+    fn new(tree: bool, spare: Spare, size: usize) -> Self {
         Self {
             tree,
             buf: Vec::new(),
             blobs: Vec::new(),
             spare,
+            size,
         }
     }
 
     /// Seals `data` (the blob, compressed when `uncompressed` is not 0) into the pack;
     /// returns its sealed length.
     fn add(&mut self, key: &MasterKey, id: [u8; 32], data: &[u8], uncompressed: u32) -> u64 {
-        if self.buf.capacity() < PACK_CAPACITY {
-            self.buf = lock(&self.spare).pop().unwrap_or_default();
+        if self.buf.capacity() < self.spare.capacity {
+            self.buf = lock(&self.spare.bufs).pop().unwrap_or_default();
             self.buf.clear();
-            self.buf.reserve_exact(PACK_CAPACITY);
+            self.buf.reserve_exact(self.spare.capacity);
         }
         let offset = self.buf.len();
         key.seal_into(data, &mut self.buf);
@@ -172,8 +180,11 @@ impl Packer {
         length as u64
     }
 
+    /// A pack is full at its target size or [`PACK_BLOBS`] blobs: two million 40-byte
+    /// files would otherwise fill a 16 MiB pack with 230,000 blobs, and its index file (held
+    /// until written, then encoded whole) would take ~100 MiB.
     fn full(&self) -> bool {
-        self.buf.len() >= PACK_SIZE
+        self.buf.len() >= self.size || self.blobs.len() >= PACK_BLOBS
     }
 
     /// The pack file: blobs, then the encrypted header and its length.
@@ -244,7 +255,7 @@ struct Shared<'e> {
     env: &'e Env,
     index: &'e BlobIndex,
     /// Blobs written by this backup.
-    seen: Mutex<HashSet<[u8; 32]>>,
+    seen: IdSet,
     trees: Mutex<Packer>,
     counters: Counters,
     stage: Box<dyn Stage>,
@@ -265,7 +276,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Shared<'_> {
     /// Claims `id` for this backup: false if the repository or this backup has it already.
     fn claim(&self, id: &[u8; 32]) -> bool {
-        !self.index.contains(id) && lock(&self.seen).insert(*id)
+        !self.index.contains(id) && self.seen.insert(id)
     }
 
     /// Compresses (version 2, when it helps) and seals a blob into `packer`; returns the
@@ -281,7 +292,7 @@ impl Shared<'_> {
         packer.add(&self.env.key, id, plain, 0)
     }
 
-    /// Finishes `packer`'s pack and sends it to the store, once fewer than [`UPLOADS`] are
+    /// Finishes `packer`'s pack and sends it to the store, once fewer than the budget's uploads are
     /// in flight (a full pack waits unfinished, so no more than that many exist finished).
     fn upload(&self, packer: &mut Packer) {
         let env = self.env;
@@ -317,8 +328,8 @@ impl Shared<'_> {
             // The store let go of its reference: the buffer is ours again.
             if let Ok(buf) = kept.try_into_mut() {
                 let buf = Vec::from(buf);
-                if buf.capacity() >= PACK_CAPACITY {
-                    lock(&spare).push(buf);
+                if buf.capacity() >= spare.capacity {
+                    lock(&spare.bufs).push(buf);
                 }
             }
             let file = {
@@ -401,7 +412,7 @@ impl Shared<'_> {
                 .flatten(),
             out: Vec::new(),
         };
-        let mut packer = Packer::new(false, self.spare.clone());
+        let mut packer = Packer::new(false, self.spare.clone(), self.env.buffers.pack_size);
         let mut buf = Vec::new();
         for job in jobs.iter().flatten() {
             if self.stop.is_cancelled() {
@@ -797,7 +808,7 @@ fn xattrs<T: serde::de::DeserializeOwned + Default>(path: &Path) -> T {
 }
 
 /// Backs up `plan.source` into packs, trees and index files; returns the root tree and the
-/// counters. Runs on the calling thread plus `env.workers` threads; blocks on `env.rt` only
+/// counters. Runs on the calling thread plus `env.buffers.workers` threads; blocks on `env.rt` only
 /// for storage.
 pub(crate) fn archive(
     env: &Env,
@@ -805,17 +816,21 @@ pub(crate) fn archive(
     plan: &Plan<'_>,
 ) -> Result<([u8; 32], Counters), Failure> {
     let stop = env.cancel.child_token();
-    let spare = Spare::default();
+    let buffers = env.buffers;
+    let spare = Arc::new(Spares {
+        bufs: Mutex::default(),
+        capacity: buffers.pack_size + env.rabin.max_size() + (1 << 20),
+    });
     let shared = Shared {
         env,
         index,
-        seen: Mutex::new(HashSet::new()),
-        trees: Mutex::new(Packer::new(true, spare.clone())),
+        seen: IdSet::default(),
+        trees: Mutex::new(Packer::new(true, spare.clone(), buffers.pack_size)),
         counters: Counters::default(),
         stage: env.progress.stage("backing up", Unit::Bytes),
         stop: stop.clone(),
         failure: Arc::new(Mutex::new(None)),
-        uploads: Arc::new(tokio::sync::Semaphore::new(UPLOADS)),
+        uploads: Arc::new(tokio::sync::Semaphore::new(buffers.uploads)),
         tasks: Mutex::new(Vec::new()),
         written: Arc::new(Mutex::new(IndexWriter::default())),
         spare,
@@ -825,7 +840,7 @@ pub(crate) fn archive(
         let (tx, rx) = crossbeam_channel::bounded::<Vec<Job>>(QUEUE / BATCH_FILES);
         let shared = &shared;
         let scanner = scope.spawn(move || scan_total(plan.source, shared));
-        for _ in 0..env.workers.max(1) {
+        for _ in 0..buffers.workers.max(1) {
             let rx = rx.clone();
             scope.spawn(move || shared.work(&rx));
         }

@@ -63,6 +63,11 @@ fn modulo(mut x: u64, p: u64) -> u64 {
 }
 
 impl Rabin {
+    /// The largest chunk it cuts.
+    pub(crate) fn max_size(&self) -> usize {
+        self.sizes.max
+    }
+
     /// Tables for polynomial `pol` (degree 53 in restic's configs).
     pub(crate) fn new(pol: u64, sizes: Sizes) -> Self {
         let k = degree(pol);

@@ -106,6 +106,18 @@ pub enum Error {
     #[error("{}", match pack { Some(p) => format!("the repository has {errors} error(s); pack {p} is damaged"), None => format!("the repository has {errors} error(s)") })]
     CheckFailed { errors: usize, pack: Option<PackId> },
 
+    /// The operation cannot fit in the process's memory budget even with its smallest buffers.
+    #[error(
+        "the memory budget of {budget_mib} MiB cannot hold this {operation}: {what} need {needed_mib} MiB, and {usable_mib} MiB is all operations may use beside the process; raise --memory-budget to at least {} MiB", needed_mib + (budget_mib - usable_mib)
+    )]
+    MemoryBudget {
+        operation: &'static str,
+        what: String,
+        needed_mib: u32,
+        budget_mib: u32,
+        usable_mib: u32,
+    },
+
     /// An invalid option value.
     #[error("invalid option: {0}")]
     InvalidOption(String),

@@ -8,6 +8,7 @@
 
 mod archiver;
 mod bridge;
+mod budget;
 mod chunker;
 mod crypto;
 mod error;
@@ -23,6 +24,7 @@ mod source;
 mod store;
 mod verify;
 
+pub use budget::{MIN_BUDGET_MIB, MemoryBudget, PROCESS_MIB, parse_budget, parse_size};
 pub use error::{Error, Result, error_chain};
 pub use id::{BlobId, InvalidId, LockId, PackId, SnapshotId};
 pub use location::Location;

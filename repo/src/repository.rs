@@ -30,6 +30,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::archiver::{self, Failure};
 use crate::bridge::Bridge;
+use crate::budget::{
+    BackupBuffers, Hold, INDEX_LOAD_MIB, KEY_MIB, MemoryBudget, RestoreBuffers, mib_of,
+};
 use crate::chunker::{Rabin, Sizes};
 use crate::crypto::{self, MasterKey};
 use crate::error::{Error, Result};
@@ -54,6 +57,9 @@ pub struct RepositoryOptions {
     /// both cores busy and, measured on a 2 GiB restore here, cut its peak RSS from 1.25–1.32
     /// GiB to 0.69–0.72 GiB at the same wall time.
     pub pack_reads: usize,
+    /// The process's memory budget, shared by its backups and restores (`None`: every core,
+    /// restic's 16 MiB packs, two uploads, whatever the index takes). See [`MemoryBudget`].
+    pub memory: Option<MemoryBudget>,
 }
 
 impl Default for RepositoryOptions {
@@ -62,6 +68,7 @@ impl Default for RepositoryOptions {
             store: StoreOptions::default(),
             lock: LockOptions::default(),
             pack_reads: 2,
+            memory: None,
         }
     }
 }
@@ -270,8 +277,11 @@ impl From<Error> for OpError {
 
 type OpResult<T> = std::result::Result<T, OpError>;
 
-/// Index files read at once when a backup loads the index.
-const INDEX_READS: usize = 8;
+/// restic's largest chunk by default (a repository's config may say otherwise).
+const MAX_CHUNK: u64 = 8 << 20;
+/// Index files read at once when a backup loads the index: each is up to ~12 MB while it is
+/// decrypted, decompressed and parsed (50,000 blobs), so four fit in [`INDEX_LOAD_MIB`].
+const INDEX_READS: usize = 4;
 /// zstd level of our blobs when the repository asks for the default: level 3 (rustic's and
 /// close to restic's `auto`) costs twice level 1's time for a few percent of size.
 const ZSTD_LEVEL: i32 = 3;
@@ -307,6 +317,55 @@ fn rustic_message(e: &RusticError) -> String {
         .unwrap_or(text)
         .trim()
         .to_string()
+}
+
+/// Reserves `mib` of `budget`, waiting for it unless `cancel` fires first. The callers
+/// checked that it fits in the whole budget.
+async fn reserve(budget: &MemoryBudget, mib: u32, cancel: &CancellationToken) -> Result<Hold> {
+    tokio::select! {
+        hold = budget.reserve(mib) => hold.ok_or_else(|| Error::MemoryBudget {
+            operation: "operation",
+            what: "its buffers".into(),
+            needed_mib: mib,
+            budget_mib: budget.mib(),
+            usable_mib: budget.usable(),
+        }),
+        () = cancel.cancelled() => Err(Error::Cancelled),
+    }
+}
+
+/// The error when an index of `index_mib` (described by `index`) and the smallest buffers of
+/// an `operation` cannot fit in `budget` at all.
+fn beyond(
+    budget: &MemoryBudget,
+    operation: &'static str,
+    index: &str,
+    index_mib: u32,
+    smallest_mib: u32,
+) -> Result<()> {
+    let needed_mib = index_mib + smallest_mib;
+    if needed_mib <= budget.usable() {
+        return Ok(());
+    }
+    Err(Error::MemoryBudget {
+        operation,
+        what: format!(
+            "the repository's index ({index}) and the smallest buffers ({smallest_mib} MiB)"
+        ),
+        needed_mib,
+        budget_mib: budget.mib(),
+        usable_mib: budget.usable(),
+    })
+}
+
+/// [`reserve`] from an operation thread.
+fn reserve_blocking(
+    rt: &Handle,
+    budget: &MemoryBudget,
+    mib: u32,
+    cancel: &CancellationToken,
+) -> Result<Hold> {
+    rt.block_on(reserve(budget, mib, cancel))
 }
 
 fn store_error(store: &Store, source: StoreError) -> Error {
@@ -432,6 +491,12 @@ impl Repository {
         );
         let b = bridge.clone();
         let password = password.to_string();
+        // Deriving the key from the password holds scrypt's table: several jobs opening at
+        // once (an agent's volumes) would otherwise hold one each beside the others' buffers.
+        let _deriving = match &opts.memory {
+            None => Hold::none(),
+            Some(budget) => reserve(budget, KEY_MIB, &CancellationToken::new()).await?,
+        };
         let res = on_thread("open", move || -> OpResult<(RusticKey, u32)> {
             let backends = RepositoryBackends::new(Arc::new(b), None);
             let repo = rustic_core::Repository::new(&rustic_options(), &backends)?
@@ -492,6 +557,32 @@ impl Repository {
                 },
             },
         }
+    }
+
+    /// Reserves `mib` from the process's budget (nothing without one), waiting while other
+    /// operations hold it; cancelled with the operation.
+    async fn reserve(&self, mib: u32, ctx: &Context) -> Result<Hold> {
+        match &self.opts.memory {
+            None => Ok(Hold::none()),
+            Some(budget) => reserve(budget, mib, &ctx.cancel).await,
+        }
+    }
+
+    /// What an index of this repository takes in memory (MiB), from its index files' size:
+    /// 48 bytes a blob, which takes about 40 bytes of a compressed (version 2) index file
+    /// and 130 of an uncompressed one (measured: two million blobs, 80 MB of index files).
+    async fn index_estimate(&self) -> Result<u32> {
+        let files = self
+            .store
+            .list(FileKind::Index)
+            .await
+            .map_err(|e| store_error(&self.store, e))?;
+        let bytes: u64 = files.iter().map(|(_, size)| size).sum();
+        Ok(mib_of(if self.version >= 2 {
+            bytes / 5 * 6
+        } else {
+            bytes / 5 * 2
+        }))
     }
 
     fn index_error(&self, e: IndexError) -> Error {
@@ -625,12 +716,23 @@ impl Repository {
                     }
                 };
                 let key = MasterKey::from_rustic(&self.key);
+                // A backup that cannot fit beside the index fails before loading it.
+                if let Some(budget) = &self.opts.memory {
+                    let index_mib = self.index_estimate().await?;
+                    let smallest = BackupBuffers::smallest().mib(MAX_CHUNK as usize);
+                    let index_text = format!("~{index_mib} MiB");
+                    beyond(budget, "backup", &index_text, index_mib, smallest)?;
+                }
+                let loading = self.reserve(INDEX_LOAD_MIB, ctx).await?;
                 let index = BlobIndex::load(&self.store, &key, INDEX_READS)
                     .await
                     .map_err(|e| self.index_error(e))?;
+                drop(loading);
                 let store = self.store.clone();
                 let rt = self.rt.clone();
                 let version = self.version;
+                let budget = self.opts.memory.clone();
+                let cores = std::thread::available_parallelism().map_or(2, usize::from);
                 let (cancel, progress) = (ctx.cancel.clone(), ctx.progress.clone());
                 self.run("backup", ctx, move |repo| {
                     let config = repo.config();
@@ -650,6 +752,31 @@ impl Repository {
                         Some(0) => Some(ZSTD_LEVEL),
                         Some(l) => Some(l),
                     };
+                    // The index for as long as the backup runs, and the largest buffers that
+                    // fit beside it in what is free now (the smallest, waited for, if none do).
+                    let (buffers, _held) = match &budget {
+                        None => (BackupBuffers::full(cores), Hold::none()),
+                        Some(budget) => {
+                            let index_mib = mib_of(index.memory());
+                            let smallest = BackupBuffers::smallest().mib(sizes.max);
+                            let index_text =
+                                format!("{} blobs, {index_mib} MiB", index.len());
+                            beyond(budget, "backup", &index_text, index_mib, smallest)?;
+                            let buffers = BackupBuffers::fitting(
+                                cores,
+                                sizes.max,
+                                budget.free().saturating_sub(index_mib),
+                            )
+                            .unwrap_or_else(BackupBuffers::smallest);
+                            let hold = reserve_blocking(
+                                &rt,
+                                budget,
+                                index_mib + buffers.mib(sizes.max),
+                                &cancel,
+                            )?;
+                            (buffers, hold)
+                        }
+                    };
                     let env = archiver::Env {
                         store: store.clone(),
                         rt,
@@ -657,7 +784,7 @@ impl Repository {
                         version: if level.is_some() { version } else { 1 },
                         rabin: Rabin::new(config.poly()?, sizes),
                         level: level.unwrap_or(0),
-                        workers: std::thread::available_parallelism().map_or(2, usize::from),
+                        buffers,
                         cancel,
                         progress,
                         warnings: w,
@@ -720,9 +847,31 @@ impl Repository {
     ) -> Result<RestoreStats> {
         let started = Instant::now();
         let snap = self.find_snapshot(snapshot, &opts.filter).await?;
+        let cores = std::thread::available_parallelism().map_or(2, usize::from);
+        let full = RestoreBuffers {
+            readers: self.opts.pack_reads.max(cores).min(8),
+            batch: opts.batch.unwrap_or(restorer::BATCH).max(1),
+        };
+        let smallest = RestoreBuffers {
+            readers: 1,
+            batch: full.batch.min(16_384),
+        };
+        let budget = self.opts.memory.clone();
         let target_err = |e| Error::Target {
             path: target.display().to_string(),
             source: e,
+        };
+        // The format engine's index, estimated before it is loaded: a restore that cannot
+        // fit fails before it starts (and before the target is made).
+        let index_mib = match &budget {
+            None => 0,
+            Some(budget) => {
+                let index_mib = self.index_estimate().await?;
+                let smallest_mib = smallest.mib(restorer::MAX_READ, MAX_CHUNK);
+                let index_text = format!("~{index_mib} MiB");
+                beyond(budget, "restore", &index_text, index_mib, smallest_mib)?;
+                index_mib
+            }
         };
         std::fs::create_dir_all(target).map_err(target_err)?;
         let target = std::fs::canonicalize(target).map_err(target_err)?;
@@ -733,17 +882,33 @@ impl Repository {
         let rt = self.rt.clone();
         // Every core decrypting and decompressing, at least `pack_reads` requests in flight,
         // and never more than 8 (each holds up to MAX_READ plus a blob).
-        let cores = std::thread::available_parallelism().map_or(2, usize::from);
-        let ropts = RestoreRun {
-            readers: self.opts.pack_reads.max(cores).min(8),
-            batch: opts.batch.unwrap_or(restorer::BATCH).max(1),
-        };
         let (files, dirs, bytes) = self
             .locked(false, ctx, async |ctx| {
                 let progress = ctx.progress.clone();
                 let cancel = ctx.cancel.clone();
+                let loading = self.reserve(INDEX_LOAD_MIB + index_mib, ctx).await?;
                 self.run("restore", ctx, move |repo| {
                     let repo = repo.to_indexed()?;
+                    drop(loading);
+                    let max_blob = (repo.config().chunk_max_size() as u64).max(MAX_CHUNK);
+                    let (buffers, _held) = match &budget {
+                        None => (full, Hold::none()),
+                        Some(budget) => {
+                            let buffers = RestoreBuffers::fitting(
+                                full,
+                                restorer::MAX_READ,
+                                max_blob,
+                                budget.free().saturating_sub(index_mib),
+                            )
+                            .unwrap_or(smallest);
+                            let mib = index_mib + buffers.mib(restorer::MAX_READ, max_blob);
+                            (buffers, reserve_blocking(&rt, budget, mib, &cancel)?)
+                        }
+                    };
+                    let ropts = RestoreRun {
+                        readers: buffers.readers,
+                        batch: buffers.batch,
+                    };
                     let snapfile = repo.get_snapshot_from_str(&snap_id.to_string(), |_| true)?;
                     let node = repo
                         .node_from_snapshot_and_path(&snapfile, &subpath)

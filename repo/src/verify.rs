@@ -39,14 +39,15 @@ pub(crate) fn read_data(
             scope.spawn(|| {
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some((id, blobs)) = packs.get(i) else {
+                    if i >= packs.len() {
                         break;
-                    };
+                    }
+                    let (id, blobs) = packs.pack(i);
                     if cancel.is_cancelled() {
                         break;
                     }
                     let name = hex::encode(id);
-                    if let Err(what) = verify_pack(store, rt, key, &name, id, blobs) {
+                    if let Err(what) = verify_pack(store, rt, key, &name, &id, &blobs) {
                         damage
                             .lock()
                             .unwrap_or_else(std::sync::PoisonError::into_inner)

@@ -2,7 +2,7 @@
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 
 /// The result of one command.
 #[derive(Debug)]
@@ -83,6 +83,18 @@ impl Tool {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
+        let mut cmd = self.command(args);
+        Run::from_output(
+            cmd.output()
+                .unwrap_or_else(|e| panic!("cannot run {}: {e}", self.exe.display())),
+        )
+    }
+
+    fn command<I, S>(&self, args: I) -> Command
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
         let mut cmd = Command::new(&self.exe);
         cmd.arg(self.prefix)
             .args(args)
@@ -95,11 +107,70 @@ impl Tool {
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
-        Run::from_output(
-            cmd.output()
-                .unwrap_or_else(|e| panic!("cannot run {}: {e}", self.exe.display())),
-        )
+        cmd
     }
+}
+
+/// Runs `cmd` to its end; its result and its peak resident set in KiB, as the kernel
+/// accounted that one process (`wait4`, what `/usr/bin/time` reports as maximum RSS).
+#[allow(clippy::zombie_processes, reason = "wait4 reaps the child")]
+pub fn run_measured(mut cmd: Command) -> (Run, u64) {
+    use std::io::Read;
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut text = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut text);
+            }
+            String::from_utf8_lossy(&text).into_owned()
+        })
+    };
+    let out = drain(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let err = drain(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let (status, max_rss) = wait4(child.id());
+    let run = Run {
+        status,
+        stdout: out.join().expect("stdout reader"),
+        stderr: err.join().expect("stderr reader"),
+    };
+    (run, max_rss)
+}
+
+/// Waits for child `pid`: its exit code (-1 if a signal ended it) and peak RSS in KiB.
+#[allow(unsafe_code)]
+fn wait4(pid: u32) -> (i32, u64) {
+    let mut status = 0;
+    // SAFETY: rusage is plain old data, and all zeroes is a valid value of it.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: pid is our own unwaited child, and both pointers are to live locals.
+    let reaped = unsafe { libc::wait4(pid as libc::pid_t, &mut status, 0, &mut usage) };
+    assert_eq!(
+        reaped,
+        pid as libc::pid_t,
+        "wait4 failed: {}",
+        std::io::Error::last_os_error()
+    );
+    let code = if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        -1
+    };
+    (code, usage.ru_maxrss as u64)
 }
 
 /// The `lifeboat` binary of this workspace, on one repository.
@@ -148,6 +219,15 @@ impl Lifeboat {
         S: AsRef<OsStr>,
     {
         self.0.run(args)
+    }
+
+    /// `lifeboat repo ARGS…`, and its peak resident set in KiB.
+    pub fn repo_measured<I, S>(&self, args: I) -> (Run, u64)
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        run_measured(self.0.command(args))
     }
 
     /// Backs up `path` and returns the new snapshot's id.

@@ -408,6 +408,21 @@ impl Cluster {
         nix::sys::signal::kill(pid, signal).expect("signal the agent");
     }
 
+    /// The peak resident set of `node`'s running agent so far, in KiB (`VmHWM`).
+    pub fn agent_peak_rss_kib(&self, node: &str) -> u64 {
+        let proc = self
+            .agents
+            .get(node)
+            .unwrap_or_else(|| panic!("no agent runs for {node}"));
+        let status = std::fs::read_to_string(format!("/proc/{}/status", proc.child.id()))
+            .expect("the agent's /proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM in /proc/<pid>/status")
+    }
+
     /// Whether the agent process of `node` still runs.
     pub fn agent_running(&mut self, node: &str) -> bool {
         self.agents.get_mut(node).is_some_and(Proc::alive)

@@ -615,6 +615,19 @@ fn bad_flags_are_refused_with_one_sentence_naming_them() {
         "--bucket",
     );
     refused(
+        run(with(&[
+            "--provider",
+            "aws",
+            "--bucket",
+            "b",
+            "--secret-file",
+            &secret,
+            "--restic-pod-mem-limit",
+            "100Mi",
+        ])),
+        "--restic-pod-mem-limit 100Mi leaves the agent 75 MiB for its volume jobs, below the 96 MiB",
+    );
+    refused(
         run(with(&["--bucket", "b", "--secret-file", &secret])),
         "--provider",
     );

@@ -452,6 +452,50 @@ fn eight_volumes_on_one_node_run_at_once() {
 }
 
 #[test]
+fn volumes_at_once_share_the_agents_memory_budget() {
+    const BUDGET_MIB: u64 = 128;
+    let mut rig = Rig::new(&[]);
+    let budget = format!("{BUDGET_MIB}Mi");
+    rig.cluster.start_agent_with(
+        "node-1",
+        &["--concurrency", "4", "--memory-budget", &budget],
+    );
+    wait_for("the agent's session", Duration::from_secs(30), || {
+        (rig.cluster.live_agents().len() == 1).then_some(())
+    });
+    rig.put(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "lean"}}));
+    let volumes: Vec<Value> = (0..4)
+        .map(|i| json!({"name": format!("v{i}"), "emptyDir": {}}))
+        .collect();
+    let uid = rig.pod("lean", "db-0", "node-1", json!({}), Value::Array(volumes));
+    let mut rng = rand::rngs::StdRng::seed_from_u64(128);
+    for i in 0..4 {
+        let dir = rig.volume_dir("node-1", &uid, "kubernetes.io~empty-dir", &format!("v{i}"));
+        for f in 0..3 {
+            fs::write(dir.join(format!("f{f}")), random(&mut rng, 16 << 20)).expect("write data");
+        }
+    }
+    let backup = rig.backup("lean", &["--default-volumes-to-restic"]);
+    assert_eq!(backup["status"]["phase"], "Completed", "{backup:#}");
+    let pvbs = rig.volume_backups("lean");
+    assert_eq!(pvbs.len(), 4);
+    assert!(
+        pvbs.iter().all(|p| p["status"]["phase"] == "Completed"),
+        "{pvbs:#?}"
+    );
+    // Four volumes at once would hold ~4 × 130 MiB unbounded; together they stayed within the
+    // budget, each waiting for memory the others held.
+    let peak = rig.cluster.agent_peak_rss_kib("node-1");
+    eprintln!("the agent's peak RSS: {} MiB", peak / 1024);
+    assert!(
+        peak <= BUDGET_MIB * 1024,
+        "the agent peaked at {peak} KiB, over its {BUDGET_MIB} MiB budget\n{}",
+        rig.cluster.agent_log("node-1")
+    );
+    rig.restic("lean").run(["check", "--read-data"]).ok();
+}
+
+#[test]
 fn an_unmounted_volume_is_a_warning_and_the_timeout_bounds_the_volumes() {
     let rig = Rig::new(&["node-1"]);
     rig.put(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "edge"}}));

@@ -390,6 +390,21 @@ fn service(options: &InstallOptions) -> Service {
 }
 
 /// The `--features=a,b` argument, when features are given.
+/// The agent's `--memory-budget` when its container's memory limit is too small for the
+/// default 256Mi: three quarters of the limit (the rest is for what the container is charged
+/// besides the agent's own memory: page tables, stacks, kernel buffers). `None`: the default
+/// fits, or the limit is unset or written in a form other than whole units (`0.5Gi`).
+pub fn agent_memory_budget(memory_limit: &str) -> Option<u64> {
+    let limit = lifeboat_repo::parse_size(memory_limit).filter(|&l| l > 0)?;
+    let budget = (limit / 4 * 3) >> 20 << 20;
+    (budget < 256 << 20).then_some(budget)
+}
+
+fn memory_budget_arg(options: &InstallOptions) -> Option<String> {
+    agent_memory_budget(&options.agent_resources.memory_limit)
+        .map(|b| format!("--memory-budget={}Mi", b >> 20))
+}
+
 fn features_arg(options: &InstallOptions) -> Option<String> {
     (!options.features.is_empty()).then(|| format!("--features={}", options.features.join(",")))
 }
@@ -601,6 +616,7 @@ fn deployment(options: &InstallOptions) -> Deployment {
 fn daemon_set(options: &InstallOptions) -> DaemonSet {
     let mut args = vec!["agent".to_string()];
     args.extend(features_arg(options));
+    args.extend(memory_budget_arg(options));
     let mut env = vec![
         field_env("NODE_NAME", "spec.nodeName"),
         field_env("VELERO_NAMESPACE", "metadata.namespace"),
@@ -1185,6 +1201,28 @@ mod tests {
         assert_eq!(
             ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"],
             "privileged"
+        );
+    }
+
+    #[test]
+    fn a_small_agent_memory_limit_lowers_its_budget_to_three_quarters() {
+        assert_eq!(agent_memory_budget("1Gi"), None, "256Mi fits a 1Gi limit");
+        assert_eq!(agent_memory_budget("342Mi"), None);
+        assert_eq!(agent_memory_budget("256Mi"), Some(192 << 20));
+        assert_eq!(agent_memory_budget("200000000"), Some(143 << 20));
+        for unset in ["", "0", "0.5Gi"] {
+            assert_eq!(agent_memory_budget(unset), None, "{unset}");
+        }
+        let mut options = full_options();
+        options.agent_resources.memory_limit = "256Mi".into();
+        let objects = render(&options);
+        let agent = find(&objects, "DaemonSet", DAEMONSET);
+        let args = &agent["spec"]["template"]["spec"]["containers"][0]["args"];
+        assert!(
+            args.as_array()
+                .unwrap()
+                .contains(&serde_json::json!("--memory-budget=192Mi")),
+            "{args}"
         );
     }
 
