@@ -76,16 +76,18 @@ impl MemoryBudget {
         u32::try_from(self.ledger.available_permits()).unwrap_or(u32::MAX)
     }
 
-    /// Reserves `mib`, waiting while others hold too much; `None` if it is more than the
-    /// whole budget.
-    pub(crate) async fn reserve(&self, mib: u32) -> Option<Hold> {
-        if mib > self.usable() {
-            return None;
-        }
-        let permit = self.ledger.clone().acquire_many_owned(mib).await.ok()?;
-        Some(Hold {
+    /// Reserves `mib`, waiting while others hold too much. More than the whole budget takes
+    /// all of it (the operation runs alone); callers refuse what cannot fit beforehand.
+    pub(crate) async fn reserve(&self, mib: u32) -> Hold {
+        let permit = self
+            .ledger
+            .clone()
+            .acquire_many_owned(mib.min(self.usable()))
+            .await
+            .expect("the ledger is never closed");
+        Hold {
             _permit: Some(permit),
-        })
+        }
     }
 }
 
@@ -316,12 +318,14 @@ mod tests {
     async fn reservations_wait_for_each_other_and_never_exceed_the_budget() {
         let budget = MemoryBudget::new(96 * MIB).unwrap();
         assert_eq!(budget.usable(), 72);
-        assert!(budget.reserve(73).await.is_none());
-        let first = budget.reserve(50).await.unwrap();
+        let all = budget.reserve(1000).await;
+        assert_eq!(budget.free(), 0, "more than the budget takes all of it");
+        drop(all);
+        let first = budget.reserve(50).await;
         assert_eq!(budget.free(), 22);
         let waiting = tokio::spawn({
             let budget = budget.clone();
-            async move { budget.reserve(30).await.map(|_| ()) }
+            async move { drop(budget.reserve(30).await) }
         });
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         assert!(
@@ -329,7 +333,7 @@ mod tests {
             "30 MiB cannot be had while 50 of 72 are held"
         );
         drop(first);
-        assert!(waiting.await.unwrap().is_some());
+        waiting.await.expect("the second reservation");
         assert_eq!(budget.free(), 72);
         assert!(MemoryBudget::new(95 * MIB).is_none());
     }

@@ -319,17 +319,10 @@ fn rustic_message(e: &RusticError) -> String {
         .to_string()
 }
 
-/// Reserves `mib` of `budget`, waiting for it unless `cancel` fires first. The callers
-/// checked that it fits in the whole budget.
+/// Reserves `mib` of `budget`, waiting for it unless `cancel` fires first.
 async fn reserve(budget: &MemoryBudget, mib: u32, cancel: &CancellationToken) -> Result<Hold> {
     tokio::select! {
-        hold = budget.reserve(mib) => hold.ok_or_else(|| Error::MemoryBudget {
-            operation: "operation",
-            what: "its buffers".into(),
-            needed_mib: mib,
-            budget_mib: budget.mib(),
-            usable_mib: budget.usable(),
-        }),
+        hold = budget.reserve(mib) => Ok(hold),
         () = cancel.cancelled() => Err(Error::Cancelled),
     }
 }
