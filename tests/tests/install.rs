@@ -610,22 +610,14 @@ fn bad_flags_are_refused_with_one_sentence_naming_them() {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         files.run(&args)
     };
+    // A complete install (no credentials) plus `extra`.
+    let aws = |extra: &[&str]| -> Vec<String> {
+        let base = ["--provider", "aws", "--bucket", "b", "--no-secret"];
+        with(&base.iter().chain(extra).copied().collect::<Vec<_>>())
+    };
     refused(
         run(with(&["--provider", "aws", "--secret-file", &secret])),
         "--bucket",
-    );
-    refused(
-        run(with(&[
-            "--provider",
-            "aws",
-            "--bucket",
-            "b",
-            "--secret-file",
-            &secret,
-            "--restic-pod-mem-limit",
-            "100Mi",
-        ])),
-        "--restic-pod-mem-limit 100Mi leaves the agent 75 MiB for its volume jobs, below the 96 MiB",
     );
     refused(
         run(with(&["--bucket", "b", "--secret-file", &secret])),
@@ -647,40 +639,17 @@ fn bad_flags_are_refused_with_one_sentence_naming_them() {
         ])),
         "no-such-file",
     );
+    refused(run(aws(&["--uploader-type", "kopia"])), "kopia");
     refused(
-        run(with(&[
-            "--provider",
-            "aws",
-            "--bucket",
-            "b",
-            "--no-secret",
-            "--uploader-type",
-            "kopia",
-        ])),
-        "kopia",
-    );
-    refused(
-        run(with(&[
-            "--provider",
-            "aws",
-            "--bucket",
-            "b",
-            "--no-secret",
-            "--restic-pod-mem-limit",
-            "2GB",
-        ])),
+        run(aws(&["--restic-pod-mem-limit", "2GB"])),
         "--restic-pod-mem-limit",
     );
     refused(
-        run(with(&[
-            "--provider",
-            "aws",
-            "--bucket",
-            "b",
-            "--no-secret",
-            "--backup-location-config",
-            "region",
-        ])),
+        run(aws(&["--restic-pod-mem-limit", "100Mi"])),
+        "--restic-pod-mem-limit 100Mi leaves the agent 75 MiB for its volume jobs, below the 96 MiB",
+    );
+    refused(
+        run(aws(&["--backup-location-config", "region"])),
         "--backup-location-config",
     );
     // -o without --dry-run is refused before any cluster is looked for.

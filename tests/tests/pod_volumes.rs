@@ -405,40 +405,52 @@ fn a_killed_agent_ends_the_backup_partially_failed_within_seconds_naming_why() {
     rig.restic("big").run(["check"]).ok();
 }
 
-#[test]
-fn eight_volumes_on_one_node_run_at_once() {
+/// One agent on node-1 started with `agent_args`; a pod in a new `namespace` with `volumes`
+/// emptyDirs of `files` seeded random files of `size` bytes each; the namespace backed up, and
+/// every volume's backup asserted Completed.
+fn back_up_volumes_of_one_agent(
+    agent_args: &[&str],
+    namespace: &str,
+    (volumes, files, size): (usize, usize, usize),
+    seed: u64,
+) -> Rig {
     let mut rig = Rig::new(&[]);
-    rig.cluster
-        .start_agent_with("node-1", &["--concurrency", "8"]);
+    rig.cluster.start_agent_with("node-1", agent_args);
     wait_for("the agent's session", Duration::from_secs(30), || {
         (rig.cluster.live_agents().len() == 1).then_some(())
     });
-    rig.put(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "many"}}));
-    let volumes: Vec<Value> = (0..8)
+    rig.put(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}));
+    let specs: Vec<Value> = (0..volumes)
         .map(|i| json!({"name": format!("v{i}"), "emptyDir": {}}))
         .collect();
     let uid = rig.pod(
-        "many",
+        namespace,
         "worker-0",
         "node-1",
         json!({}),
-        Value::Array(volumes),
+        Value::Array(specs),
     );
-    let mut rng = rand::rngs::StdRng::seed_from_u64(21);
-    for i in 0..8 {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    for i in 0..volumes {
         let dir = rig.volume_dir("node-1", &uid, "kubernetes.io~empty-dir", &format!("v{i}"));
-        for f in 0..4 {
-            fs::write(dir.join(format!("f{f}")), random(&mut rng, 8 << 20)).expect("write data");
+        for f in 0..files {
+            fs::write(dir.join(format!("f{f}")), random(&mut rng, size)).expect("write data");
         }
     }
-    let backup = rig.backup("many", &["--default-volumes-to-restic"]);
+    let backup = rig.backup(namespace, &["--default-volumes-to-restic"]);
     assert_eq!(backup["status"]["phase"], "Completed", "{backup:#}");
-    let pvbs = rig.volume_backups("many");
-    assert_eq!(pvbs.len(), 8);
+    let pvbs = rig.volume_backups(namespace);
+    assert_eq!(pvbs.len(), volumes);
     assert!(
         pvbs.iter().all(|p| p["status"]["phase"] == "Completed"),
         "{pvbs:#?}"
     );
+    rig
+}
+
+#[test]
+fn eight_volumes_on_one_node_run_at_once() {
+    let rig = back_up_volumes_of_one_agent(&["--concurrency", "8"], "many", (8, 4, 8 << 20), 21);
     // All eight started before the first one finished.
     let log = rig.cluster.agent_log("node-1");
     let first_done = log
@@ -454,34 +466,12 @@ fn eight_volumes_on_one_node_run_at_once() {
 #[test]
 fn volumes_at_once_share_the_agents_memory_budget() {
     const BUDGET_MIB: u64 = 128;
-    let mut rig = Rig::new(&[]);
     let budget = format!("{BUDGET_MIB}Mi");
-    rig.cluster.start_agent_with(
-        "node-1",
+    let rig = back_up_volumes_of_one_agent(
         &["--concurrency", "4", "--memory-budget", &budget],
-    );
-    wait_for("the agent's session", Duration::from_secs(30), || {
-        (rig.cluster.live_agents().len() == 1).then_some(())
-    });
-    rig.put(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "lean"}}));
-    let volumes: Vec<Value> = (0..4)
-        .map(|i| json!({"name": format!("v{i}"), "emptyDir": {}}))
-        .collect();
-    let uid = rig.pod("lean", "db-0", "node-1", json!({}), Value::Array(volumes));
-    let mut rng = rand::rngs::StdRng::seed_from_u64(128);
-    for i in 0..4 {
-        let dir = rig.volume_dir("node-1", &uid, "kubernetes.io~empty-dir", &format!("v{i}"));
-        for f in 0..3 {
-            fs::write(dir.join(format!("f{f}")), random(&mut rng, 16 << 20)).expect("write data");
-        }
-    }
-    let backup = rig.backup("lean", &["--default-volumes-to-restic"]);
-    assert_eq!(backup["status"]["phase"], "Completed", "{backup:#}");
-    let pvbs = rig.volume_backups("lean");
-    assert_eq!(pvbs.len(), 4);
-    assert!(
-        pvbs.iter().all(|p| p["status"]["phase"] == "Completed"),
-        "{pvbs:#?}"
+        "lean",
+        (4, 3, 16 << 20),
+        128,
     );
     // Four volumes at once would hold ~4 × 130 MiB unbounded; together they stayed within the
     // budget, each waiting for memory the others held.
