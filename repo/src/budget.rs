@@ -10,14 +10,14 @@
 //! - the process itself (binary, runtime, connections): [`PROCESS_MIB`], taken off the top;
 //! - opening a repository with its password ([`KEY_MIB`]: scrypt's table);
 //! - loading an index ([`INDEX_LOAD_MIB`]: files being read and parsed), then the index
-//!   itself (48 bytes per blob, see [`crate::index`]) for as long as the operation runs;
+//!   itself for as long as the operation runs: a backup's as measured (48 bytes per blob, see
+//!   [`crate::index`]), a restore's (the format engine's) as estimated from the size of the
+//!   index files;
 //! - a backup's buffers ([`BackupBuffers::mib`]) or a restore's ([`RestoreBuffers::mib`]).
 //!
 //! Not reserved: the set of blobs a backup adds (about 36 bytes per new blob, so 70 MiB for
-//! two million new files), and the format engine's own index in a restore (reserved as
-//! estimated from the index files' size). An operation that cannot fit even its smallest
-//! buffers beside its index fails at once with [`Error::MemoryBudget`](crate::Error), naming
-//! what it needs.
+//! two million new files). An operation that cannot fit even its smallest buffers beside its
+//! index fails at once with [`Error::MemoryBudget`](crate::Error), naming what it needs.
 
 use std::sync::Arc;
 
