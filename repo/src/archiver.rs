@@ -117,7 +117,6 @@ pub(crate) enum Failure {
 /// zeroing of every pack's pages, and left freed buffers to the allocator's heap.
 type Spare = Arc<Spares>;
 
-#[derive(Default)]
 struct Spares {
     bufs: Mutex<Vec<Vec<u8>>>,
     /// Of each pack buffer: the pack's target size, the last blob that may pass it (a chunk

@@ -564,18 +564,21 @@ impl Repository {
     /// What an index of this repository takes in memory (MiB), from its index files' size:
     /// 48 bytes a blob, which takes about 40 bytes of a compressed (version 2) index file
     /// and 130 of an uncompressed one (measured: two million blobs, 80 MB of index files).
-    async fn index_estimate(&self) -> Result<u32> {
-        let files = self
-            .store
-            .list(FileKind::Index)
-            .await
-            .map_err(|e| store_error(&self.store, e))?;
+    fn index_estimate(&self, files: &[(String, u64)]) -> u32 {
         let bytes: u64 = files.iter().map(|(_, size)| size).sum();
-        Ok(mib_of(if self.version >= 2 {
+        mib_of(if self.version >= 2 {
             bytes / 5 * 6
         } else {
             bytes / 5 * 2
-        }))
+        })
+    }
+
+    /// The index files: name, size.
+    async fn index_files(&self) -> Result<Vec<(String, u64)>> {
+        self.store
+            .list(FileKind::Index)
+            .await
+            .map_err(|e| store_error(&self.store, e))
     }
 
     fn index_error(&self, e: IndexError) -> Error {
@@ -709,15 +712,16 @@ impl Repository {
                     }
                 };
                 let key = MasterKey::from_rustic(&self.key);
+                let index_files = self.index_files().await?;
                 // A backup that cannot fit beside the index fails before loading it.
                 if let Some(budget) = &self.opts.memory {
-                    let index_mib = self.index_estimate().await?;
+                    let index_mib = self.index_estimate(&index_files);
                     let smallest = BackupBuffers::smallest().mib(MAX_CHUNK as usize);
                     let index_text = format!("~{index_mib} MiB");
                     beyond(budget, "backup", &index_text, index_mib, smallest)?;
                 }
                 let loading = self.reserve(INDEX_LOAD_MIB, ctx).await?;
-                let index = BlobIndex::load(&self.store, &key, INDEX_READS)
+                let index = BlobIndex::load(&self.store, &key, index_files, INDEX_READS)
                     .await
                     .map_err(|e| self.index_error(e))?;
                 drop(loading);
@@ -859,7 +863,7 @@ impl Repository {
         let index_mib = match &budget {
             None => 0,
             Some(budget) => {
-                let index_mib = self.index_estimate().await?;
+                let index_mib = self.index_estimate(&self.index_files().await?);
                 let smallest_mib = smallest.mib(restorer::MAX_READ, MAX_CHUNK);
                 let index_text = format!("~{index_mib} MiB");
                 beyond(budget, "restore", &index_text, index_mib, smallest_mib)?;
@@ -1023,7 +1027,8 @@ impl Repository {
                     return Ok((findings, Vec::new()));
                 }
                 let key = MasterKey::from_rustic(&self.key);
-                let index = BlobIndex::load(&self.store, &key, INDEX_READS)
+                let index_files = self.index_files().await?;
+                let index = BlobIndex::load(&self.store, &key, index_files, INDEX_READS)
                     .await
                     .map_err(|e| self.index_error(e))?;
                 let (store, rt, cancel) = (self.store.clone(), self.rt.clone(), ctx.cancel.clone());
