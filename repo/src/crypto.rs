@@ -83,6 +83,74 @@ impl MasterKey {
             .decrypt(nonce.into(), sealed)
             .map_err(|_| DecryptError)
     }
+
+    /// [`Self::decrypt`] into `out` (replacing what it held), decrypting in place: the
+    /// buffer is reused from blob to blob instead of allocated per blob.
+    pub(crate) fn decrypt_into(&self, data: &[u8], out: &mut Vec<u8>) -> Result<(), DecryptError> {
+        use aes256ctr_poly1305aes::aead::AeadInPlace;
+        if data.len() < 32 {
+            return Err(DecryptError);
+        }
+        let (nonce, sealed) = data.split_at(16);
+        let (ciphertext, tag) = sealed.split_at(sealed.len() - 16);
+        out.clear();
+        out.extend_from_slice(ciphertext);
+        Aes256CtrPoly1305Aes::new(&self.0)
+            .decrypt_in_place_detached(nonce.into(), b"", out, tag.into())
+            .map_err(|_| DecryptError)
+    }
+}
+
+/// Why a blob could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum OpenError {
+    #[error("does not decrypt")]
+    Decrypt,
+    #[error("does not decompress: {0}")]
+    Decompress(std::io::Error),
+}
+
+/// A thread's buffers for opening blobs (decrypt, then decompress), kept from blob to blob:
+/// a restore or a check opens thousands of blobs of up to 8 MiB, and two fresh buffers per
+/// blob cost page faults on every one and the allocator's trimming on every free (measured:
+/// a sixth of a 2 GiB restore's time).
+#[derive(Default)]
+pub(crate) struct Opener {
+    plain: Vec<u8>,
+    out: Vec<u8>,
+    /// The last blob opened was compressed (its plaintext is in `out`).
+    compressed: bool,
+}
+
+impl Opener {
+    /// The plaintext of `sealed`, decompressed to `uncompressed` bytes unless that is 0
+    /// (stored uncompressed). Valid until the next call.
+    pub(crate) fn open(
+        &mut self,
+        key: &MasterKey,
+        sealed: &[u8],
+        uncompressed: u32,
+    ) -> Result<&[u8], OpenError> {
+        self.compressed = false;
+        self.out.clear();
+        key.decrypt_into(sealed, &mut self.plain)
+            .map_err(|_| OpenError::Decrypt)?;
+        if uncompressed != 0 {
+            decompress_into(&self.plain, uncompressed as usize, &mut self.out)
+                .map_err(OpenError::Decompress)?;
+            self.compressed = true;
+        }
+        Ok(self.last())
+    }
+
+    /// The plaintext of the last blob [`Self::open`] opened.
+    pub(crate) fn last(&self) -> &[u8] {
+        if self.compressed {
+            &self.out
+        } else {
+            &self.plain
+        }
+    }
 }
 
 /// scrypt parameters of the key files we write (see the module comment).
@@ -164,6 +232,34 @@ pub(crate) fn decompress(data: &[u8], len: usize) -> std::io::Result<Vec<u8>> {
     })
 }
 
+/// [`decompress`] into `out` (replacing what it held); fails unless the blob is exactly
+/// `len` bytes.
+fn decompress_into(data: &[u8], len: usize, out: &mut Vec<u8>) -> std::io::Result<()> {
+    thread_local! {
+        static CONTEXT: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    out.clear();
+    out.reserve(len);
+    CONTEXT.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.is_none() {
+            *c = Some(zstd::bulk::Decompressor::new()?);
+        }
+        c.as_mut()
+            .expect("set above")
+            .decompress_to_buffer(data, out)
+    })?;
+    if out.len() == len {
+        Ok(())
+    } else {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{} bytes, not the {len} its index says", out.len()),
+        ))
+    }
+}
+
 /// JSON of an unpacked file's plaintext: `0x02 ‖ zstd` or plain JSON.
 pub(crate) fn unpack_json(plain: &[u8]) -> Option<Vec<u8>> {
     match plain.first() {
@@ -185,6 +281,42 @@ mod tests {
         assert_eq!(&out[..6], b"before");
         assert_eq!(out.len(), 6 + 16 + 6 + 16);
         assert_eq!(key.decrypt(&out[6..]).expect("decrypts"), b"a blob");
+    }
+
+    #[test]
+    fn opener_reads_plain_and_compressed_blobs_into_reused_buffers_and_refuses_damage() {
+        let key = MasterKey::random();
+        let text = b"restic ".repeat(1000);
+        let packed = zstd::bulk::compress(&text, 3).expect("compress");
+        let mut sealed_plain = Vec::new();
+        key.seal_into(b"short", &mut sealed_plain);
+        let mut sealed_packed = Vec::new();
+        key.seal_into(&packed, &mut sealed_packed);
+        let mut opener = Opener::default();
+        for _ in 0..2 {
+            assert_eq!(
+                opener.open(&key, &sealed_packed, 7000).expect("opens"),
+                &text[..]
+            );
+            assert_eq!(
+                opener.open(&key, &sealed_plain, 0).expect("opens"),
+                b"short"
+            );
+        }
+        assert!(matches!(
+            opener.open(&key, &sealed_packed, 6999),
+            Err(OpenError::Decompress(_))
+        ));
+        let mut damaged = sealed_packed.clone();
+        damaged[20] ^= 1;
+        assert!(matches!(
+            opener.open(&key, &damaged, 7000),
+            Err(OpenError::Decrypt)
+        ));
+        assert!(matches!(
+            opener.open(&key, &sealed_plain[..31], 0),
+            Err(OpenError::Decrypt)
+        ));
     }
 
     #[test]

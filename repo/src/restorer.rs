@@ -25,14 +25,13 @@ use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rustic_core::repofile::{Node, NodeType};
 use rustic_core::{IndexedFull, Repository as RusticRepository};
 use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 
-use crate::crypto::MasterKey;
+use crate::crypto::{MasterKey, Opener};
 use crate::progress::{Progress, Unit};
 use crate::store::{FileKind, Store};
 
@@ -228,19 +227,27 @@ impl<'a, S: IndexedFull> Restorer<'a, S> {
         let reads = cut_reads(&pieces);
         let stage = progress.stage("restoring", Unit::Bytes);
         stage.set_total(self.written.bytes + self.batch_bytes);
-        let next = AtomicUsize::new(0);
+        let readers = opts.readers.max(1);
+        let stretches = Stretches::new(reads.len(), readers);
         let failure: Mutex<Option<RestoreError>> = Mutex::new(None);
         let files = &self.files;
         let packs = &self.packs;
         let stop = cancel.child_token();
         std::thread::scope(|scope| {
-            for _ in 0..opts.readers.max(1) {
-                scope.spawn(|| {
+            for me in 0..readers {
+                let (stretches, reads, pieces) = (&stretches, &reads, &pieces);
+                let (stop, failure, stage) = (&stop, &failure, &stage);
+                scope.spawn(move || {
+                    let mut reader = Reader {
+                        opener: Opener::default(),
+                        file: None,
+                    };
                     while !stop.is_cancelled() {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(read) = reads.get(i) else { return };
+                        let Some(i) = stretches.next(me) else { return };
+                        let read = &reads[i];
                         let group = &pieces[read.clone()];
-                        let outcome = write_read(group, store, key, rt, files, packs)
+                        let outcome = reader
+                            .write_read(group, store, key, rt, files, packs)
                             .map(|bytes| stage.advance(bytes));
                         if let Err(e) = outcome {
                             failure
@@ -264,6 +271,38 @@ impl<'a, S: IndexedFull> Restorer<'a, S> {
         self.batch_bytes = 0;
         self.files.clear();
         Ok(self.written)
+    }
+}
+
+/// Reads handed out so that readers work far apart in the list: reads in order are mostly of
+/// one file, and two threads writing one file take turns on its inode lock (measured: a tenth
+/// of a 2 GiB restore's time spent spinning on it). Each reader takes reads in order from its
+/// own stretch; one whose stretch is done takes the back half of the longest left.
+struct Stretches(Mutex<Vec<std::ops::Range<usize>>>);
+
+impl Stretches {
+    fn new(reads: usize, readers: usize) -> Self {
+        let part = reads.div_ceil(readers.max(1));
+        let stretches = (0..readers.max(1))
+            .map(|k| (k * part).min(reads)..((k + 1) * part).min(reads))
+            .collect();
+        Self(Mutex::new(stretches))
+    }
+
+    /// The next read for reader `me`, or `None` when every read is taken.
+    fn next(&self, me: usize) -> Option<usize> {
+        let mut all = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if all[me].is_empty() {
+            let longest = (0..all.len()).max_by_key(|&k| all[k].len())?;
+            let from = all[longest].clone();
+            if from.is_empty() {
+                return None;
+            }
+            let middle = from.start + from.len() / 2;
+            all[longest] = from.start..middle;
+            all[me] = middle..from.end;
+        }
+        all[me].next()
     }
 }
 
@@ -301,73 +340,80 @@ fn cut_reads(pieces: &[Piece]) -> Vec<std::ops::Range<usize>> {
     reads
 }
 
-/// Reads one range of a pack and writes its blobs; returns the bytes written.
-fn write_read(
-    group: &[Piece],
-    store: &Store,
-    key: &MasterKey,
-    rt: &Handle,
-    files: &[PathBuf],
-    packs: &[String],
-) -> Result<u64> {
-    let first = group[0];
-    let pack = &packs[first.pack as usize];
-    let start = u64::from(first.offset);
-    let end = group
-        .iter()
-        .map(|p| u64::from(p.offset) + u64::from(p.length))
-        .max()
-        .unwrap_or(start);
-    let data = rt
-        .block_on(store.read_range(FileKind::Pack, pack, start, end - start))
-        .map_err(|e| {
-            RestoreError(format!(
-                "cannot read pack {pack}: {}",
-                crate::error_chain(&e)
-            ))
-        })?;
-    let mut written = 0u64;
-    let mut last: Option<((u32, u32), Vec<u8>)> = None;
-    for piece in group {
-        let here = (piece.offset, piece.length);
-        if last.as_ref().is_none_or(|(at, _)| *at != here) {
-            let from = (u64::from(piece.offset) - start) as usize;
-            let encrypted = data
-                .get(from..from + piece.length as usize)
-                .ok_or_else(|| {
-                    RestoreError(format!("pack {pack} is shorter than its index says"))
-                })?;
-            let plain = key.decrypt(encrypted).map_err(|_| {
+/// A reader thread's buffers and its last opened file, kept from read to read: most reads
+/// write blobs of one file, and each blob is up to 8 MiB.
+struct Reader {
+    opener: Opener,
+    file: Option<(u32, File)>,
+}
+
+impl Reader {
+    /// Reads one range of a pack and writes its blobs; returns the bytes written.
+    fn write_read(
+        &mut self,
+        group: &[Piece],
+        store: &Store,
+        key: &MasterKey,
+        rt: &Handle,
+        files: &[PathBuf],
+        packs: &[String],
+    ) -> Result<u64> {
+        let first = group[0];
+        let pack = &packs[first.pack as usize];
+        let start = u64::from(first.offset);
+        let end = group
+            .iter()
+            .map(|p| u64::from(p.offset) + u64::from(p.length))
+            .max()
+            .unwrap_or(start);
+        let data = rt
+            .block_on(store.read_range(FileKind::Pack, pack, start, end - start))
+            .map_err(|e| {
                 RestoreError(format!(
-                    "a blob at offset {} of pack {pack} does not decrypt: the pack is damaged",
-                    piece.offset
+                    "cannot read pack {pack}: {}",
+                    crate::error_chain(&e)
                 ))
             })?;
-            let plain = if piece.uncompressed == 0 {
-                plain
-            } else {
-                crate::crypto::decompress(&plain, piece.uncompressed as usize).map_err(|e| {
-                    RestoreError(format!(
-                        "a blob at offset {} of pack {pack} does not decompress: {e}",
-                        piece.offset
-                    ))
-                })?
-            };
-            last = Some((here, plain));
+        let mut written = 0u64;
+        let mut last: Option<(u32, u32)> = None;
+        for piece in group {
+            let here = (piece.offset, piece.length);
+            if last != Some(here) {
+                let from = (u64::from(piece.offset) - start) as usize;
+                let encrypted = data
+                    .get(from..from + piece.length as usize)
+                    .ok_or_else(|| {
+                        RestoreError(format!("pack {pack} is shorter than its index says"))
+                    })?;
+                self.opener
+                    .open(key, encrypted, piece.uncompressed)
+                    .map_err(|e| {
+                        RestoreError(format!(
+                            "a blob at offset {} of pack {pack} {e}: the pack is damaged",
+                            piece.offset
+                        ))
+                    })?;
+                last = Some(here);
+            }
+            let blob = self.opener.last();
+            if blob.iter().any(|&b| b != 0) {
+                let path = &files[piece.file as usize];
+                if self.file.as_ref().is_none_or(|(f, _)| *f != piece.file) {
+                    self.file = None;
+                    let file = OpenOptions::new()
+                        .write(true)
+                        .open(path)
+                        .map_err(io("open", path))?;
+                    self.file = Some((piece.file, file));
+                }
+                let (_, file) = self.file.as_ref().expect("opened above");
+                file.write_all_at(blob, piece.file_offset)
+                    .map_err(io("write", path))?;
+            }
+            written += blob.len() as u64;
         }
-        let (_, blob) = last.as_ref().expect("set above");
-        if blob.iter().any(|&b| b != 0) {
-            let path = &files[piece.file as usize];
-            let file = OpenOptions::new()
-                .write(true)
-                .open(path)
-                .map_err(io("open", path))?;
-            file.write_all_at(blob, piece.file_offset)
-                .map_err(io("write", path))?;
-        }
-        written += blob.len() as u64;
+        Ok(written)
     }
-    Ok(written)
 }
 
 /// Pass 3: the metadata of `path` (relative to the target) from `node`. Failures to set an
@@ -454,6 +500,34 @@ mod tests {
         ];
         assert_eq!(cut_reads(&pieces), vec![0..3, 3..4, 4..5, 5..6]);
         assert!(cut_reads(&[]).is_empty());
+    }
+
+    #[test]
+    fn readers_start_far_apart_and_take_every_read_once() {
+        for (reads, readers) in [(0, 2), (1, 2), (2, 2), (7, 2), (100, 3), (5, 8)] {
+            let stretches = Stretches::new(reads, readers);
+            let mut taken = Vec::new();
+            // The first read of each reader: a stretch apart.
+            let firsts: Vec<_> = (0..readers).filter_map(|k| stretches.next(k)).collect();
+            if reads >= readers {
+                let part = reads.div_ceil(readers);
+                assert_eq!(firsts, (0..readers).map(|k| k * part).collect::<Vec<_>>());
+            }
+            taken.extend(firsts);
+            // Reader 0 alone finishes: it takes halves of the others' stretches.
+            while let Some(i) = stretches.next(0) {
+                taken.push(i);
+            }
+            for k in 0..readers {
+                assert_eq!(stretches.next(k), None);
+            }
+            taken.sort_unstable();
+            assert_eq!(
+                taken,
+                (0..reads).collect::<Vec<_>>(),
+                "{reads} reads, {readers}"
+            );
+        }
     }
 
     #[test]

@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 
-use crate::crypto::MasterKey;
+use crate::crypto::{MasterKey, Opener};
 use crate::index::{BlobIndex, Loc};
 use crate::progress::Stage;
 use crate::store::{FileKind, Store};
@@ -37,6 +37,7 @@ pub(crate) fn read_data(
     std::thread::scope(|scope| {
         for _ in 0..readers.max(1) {
             scope.spawn(|| {
+                let mut opener = Opener::default();
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     if i >= packs.len() {
@@ -47,7 +48,8 @@ pub(crate) fn read_data(
                         break;
                     }
                     let name = hex::encode(id);
-                    if let Err(what) = verify_pack(store, rt, key, &name, &id, &blobs) {
+                    if let Err(what) = verify_pack(store, rt, key, &mut opener, &name, &id, &blobs)
+                    {
                         damage
                             .lock()
                             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -70,6 +72,7 @@ fn verify_pack(
     store: &Store,
     rt: &Handle,
     key: &MasterKey,
+    opener: &mut Opener,
     name: &str,
     id: &[u8; 32],
     blobs: &[([u8; 32], Loc)],
@@ -101,16 +104,10 @@ fn verify_pack(
         let sealed = data
             .get(loc.offset as usize..(loc.offset + loc.length) as usize)
             .ok_or("it is shorter than its index says")?;
-        let plain = key
-            .decrypt(sealed)
-            .map_err(|_| format!("blob {} does not decrypt", hex::encode(blob)))?;
-        let plain = if loc.uncompressed == 0 {
-            plain
-        } else {
-            crate::crypto::decompress(&plain, loc.uncompressed as usize)
-                .map_err(|e| format!("blob {} does not decompress: {e}", hex::encode(blob)))?
-        };
-        let hash: [u8; 32] = Sha256::digest(&plain).into();
+        let plain = opener
+            .open(key, sealed, loc.uncompressed)
+            .map_err(|e| format!("blob {} {e}", hex::encode(blob)))?;
+        let hash: [u8; 32] = Sha256::digest(plain).into();
         if &hash != blob {
             return Err(format!(
                 "blob {} hashes to {}",
