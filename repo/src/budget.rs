@@ -25,8 +25,10 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// What the process holds besides its operations: an idle agent's resident set.
 pub const PROCESS_MIB: u32 = 24;
-/// Opening a repository with a password: scrypt holds 128·N·r bytes, 32 MiB with restic's
-/// and our keys (N = 2^15, r = 8); restic calibrates a new key to 60 MiB at most.
+/// Opening a repository with a password: scrypt holds 128·N·r bytes per lane derived at
+/// once, 32 MiB with restic's and our keys (N = 2^15, r = 8), and our keys' lanes run two at
+/// a time ([`crate::crypto::KEY_LANES`]); restic's keys have one lane, calibrated to 60 MiB
+/// at most.
 pub(crate) const KEY_MIB: u32 = 64;
 /// Index files being read and parsed at once during an index load.
 pub(crate) const INDEX_LOAD_MIB: u32 = 48;

@@ -111,7 +111,7 @@ enum Kind {
 }
 
 /// An id parsed from its hex text without allocating a string for it.
-struct Hex32([u8; 32]);
+pub(crate) struct Hex32(pub [u8; 32]);
 
 impl<'de> Deserialize<'de> for Hex32 {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -162,13 +162,16 @@ impl BlobIndex {
                         source,
                     }
                 })?;
-                let file: FileIn = key
-                    .decrypt(&raw)
-                    .ok()
-                    .and_then(|plain| crypto::unpack_json(&plain))
-                    .and_then(|json| serde_json::from_slice(&json).ok())
-                    .ok_or_else(|| IndexError::Damaged(name.clone()))?;
-                Ok::<_, IndexError>(file)
+                // Decrypted and parsed off the runtime's thread, so the files in flight are
+                // parsed on every core (one after the other, this was most of the load).
+                let key = key.clone();
+                let parsed = tokio::task::spawn_blocking(move || -> Option<FileIn> {
+                    let plain = key.decrypt(&raw).ok()?;
+                    serde_json::from_slice(&crypto::unpack_json(&plain)?).ok()
+                })
+                .await
+                .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+                parsed.ok_or(IndexError::Damaged(name))
             }))
             .buffer_unordered(reads.max(1));
         let mut packs = Vec::new();

@@ -492,8 +492,10 @@ impl Repository {
         };
         let res = on_thread("open", move || -> OpResult<(RusticKey, u32)> {
             let backends = RepositoryBackends::new(Arc::new(b), None);
-            let repo = rustic_core::Repository::new(&rustic_options(), &backends)?
-                .open(&Credentials::password(&password))?;
+            let repo = crate::crypto::deriving(|| {
+                rustic_core::Repository::new(&rustic_options(), &backends)?
+                    .open(&Credentials::password(&password))
+            })?;
             Ok((repo.key(), repo.config().version))
         })
         .await?;

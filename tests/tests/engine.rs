@@ -260,7 +260,70 @@ async fn as_path_keeps_the_logical_path_so_a_moved_volume_finds_its_parent() {
     assert!(matches!(err, Error::SnapshotNotFound { .. }), "{err}");
 }
 
-/// A file written to while it is read is stored as read, with a warning naming it; the
+/// Directories are listed by several walkers at once (one per core) and finished by whichever
+/// thread completes their last child; each tree keeps its nodes in name order all the same,
+/// so the same data gives the same trees every time, and a deep, wide tree with empty
+/// directories is walked whole, then found unchanged.
+#[tokio::test(flavor = "multi_thread")]
+async fn walkers_in_parallel_give_the_same_trees_every_time() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join("src");
+    small_files(&src, 600, 11);
+    let mut deep = src.join("deep");
+    for i in 0..40 {
+        deep = deep.join(format!("l{i:02}"));
+        std::fs::create_dir_all(&deep).expect("mkdir");
+        std::fs::write(deep.join("f"), i.to_string()).expect("write");
+    }
+    for i in 0..50 {
+        std::fs::create_dir_all(src.join(format!("empty/e{i:02}"))).expect("mkdir");
+    }
+    let repo = new_repo(dir.path()).await;
+    let fresh = BackupOptions {
+        parent: ParentChoice::None,
+        ..Default::default()
+    };
+    let mut trees = Vec::new();
+    for _ in 0..3 {
+        let stats = repo
+            .backup(&src, &fresh, &Context::default())
+            .await
+            .expect("backup");
+        assert_eq!(stats.files_new, 640);
+        // 17 + 221 directories of files, 41 of the chain, 51 of empties; the source, its
+        // ancestors and the root.
+        let ancestors = src.ancestors().count() as u64;
+        assert_eq!(stats.dirs_new, 17 + 221 + 41 + 51 + ancestors, "{stats:?}");
+        trees.push(stats.snapshot.tree);
+    }
+    assert!(trees.iter().all(|t| *t == trees[0]), "{trees:?}");
+
+    let again = repo
+        .backup(&src, &BackupOptions::default(), &Context::default())
+        .await
+        .expect("backup with a parent");
+    assert_eq!(
+        (again.files_unchanged, again.files_new, again.files_changed),
+        (640, 0, 0)
+    );
+    assert_eq!((again.dirs_changed, again.dirs_new), (0, 0));
+    assert_eq!(again.bytes_added, 0);
+    assert_eq!(again.snapshot.tree, trees[0]);
+
+    let out = dir.path().join("out");
+    repo.restore(
+        &again.snapshot.id.to_string(),
+        Some(&src.display().to_string()),
+        &out,
+        &RestoreOptions::default(),
+        &Context::default(),
+    )
+    .await
+    .expect("restore");
+    assert_same_tree(&src, &out);
+}
+
+/// A file written to while it is read, with a warning naming it; the
 /// backup of the others goes on.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_file_that_changes_while_it_is_read_is_a_warning_with_its_stored_path() {
