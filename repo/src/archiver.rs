@@ -166,7 +166,10 @@ impl Packer {
     /// Seals `data` (the blob, compressed when `uncompressed` is not 0) into the pack;
     /// returns its sealed length.
     fn add(&mut self, key: &MasterKey, id: [u8; 32], data: &[u8], uncompressed: u32) -> u64 {
-        if self.buf.capacity() < self.spare.capacity {
+        // The trees' pack grows as trees come: a backup of a few large files writes a few
+        // kilobytes of trees, and a spare pack buffer (written before, so resident up to its
+        // 16-25 MiB) would be held for them to the end.
+        if !self.tree && self.buf.capacity() < self.spare.capacity {
             self.buf = lock(&self.spare.bufs).pop().unwrap_or_default();
             self.buf.clear();
             self.buf.reserve_exact(self.spare.capacity);
