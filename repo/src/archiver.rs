@@ -579,9 +579,11 @@ impl Dirs {
         self.changed.notify_one();
     }
 
-    /// The next directory to list, waiting while others may still push one; `None` once
-    /// the stack is empty and no walker is listing, or the backup stopped.
-    fn take(&self, stop: &CancellationToken) -> Option<DirTask> {
+    /// The next directory to list, waiting while others may still push one (`before_waiting`
+    /// runs first, unlocked); `None` once the stack is empty and no walker is listing, or the
+    /// backup stopped.
+    fn take(&self, stop: &CancellationToken, before_waiting: impl FnOnce()) -> Option<DirTask> {
+        let mut before_waiting = Some(before_waiting);
         let mut state = lock(&self.state);
         loop {
             if stop.is_cancelled() {
@@ -594,6 +596,12 @@ impl Dirs {
             if state.1 == 0 {
                 return None;
             }
+            if let Some(run) = before_waiting.take() {
+                drop(state);
+                run();
+                state = lock(&self.state);
+                continue;
+            }
             state = self
                 .changed
                 .wait(state)
@@ -605,10 +613,6 @@ impl Dirs {
     fn done(&self) {
         lock(&self.state).1 -= 1;
         self.changed.notify_all();
-    }
-
-    fn is_empty(&self) -> bool {
-        lock(&self.state).0.is_empty()
     }
 
     fn fail(&self, failure: Failure, stop: &CancellationToken) {
@@ -823,24 +827,22 @@ impl Walker<'_, '_> {
 
     /// Lists directories until none is left; then sends its last files.
     fn run(&mut self) {
-        let stop = &self.shared.stop;
-        while let Some(task) = self.dirs.take(stop) {
-            let listed = self.dir(&task.path, &task.dir, task.before);
+        let (stop, dirs) = (&self.shared.stop, self.dirs);
+        loop {
             // Files held back while this walker waits would hold back their directories.
-            let listed = listed.and_then(|()| {
-                if self.dirs.is_empty() {
-                    self.flush()
-                } else {
-                    Ok(())
-                }
-            });
-            if let Err(f) = listed {
-                self.dirs.fail(f, stop);
+            let mut sent = Ok(());
+            let task = dirs.take(stop, || sent = self.flush());
+            if let Err(f) = sent {
+                dirs.fail(f, stop);
             }
-            self.dirs.done();
+            let Some(task) = task else { break };
+            if let Err(f) = self.dir(&task.path, &task.dir, task.before) {
+                dirs.fail(f, stop);
+            }
+            dirs.done();
         }
         if let Err(f) = self.flush() {
-            self.dirs.fail(f, stop);
+            dirs.fail(f, stop);
         }
     }
 

@@ -239,17 +239,9 @@ pub(crate) fn compress(data: &[u8], level: i32) -> std::io::Result<Vec<u8>> {
 /// Decompresses a blob of known length with this thread's zstd context: a new context per
 /// blob cost more than decompressing a small blob itself.
 pub(crate) fn decompress(data: &[u8], len: usize) -> std::io::Result<Vec<u8>> {
-    thread_local! {
-        static CONTEXT: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
-            const { std::cell::RefCell::new(None) };
-    }
-    CONTEXT.with(|c| {
-        let mut c = c.borrow_mut();
-        if c.is_none() {
-            *c = Some(zstd::bulk::Decompressor::new()?);
-        }
-        c.as_mut().expect("set above").decompress(data, len)
-    })
+    let mut out = Vec::new();
+    decompress_into(data, len, &mut out)?;
+    Ok(out)
 }
 
 /// [`decompress`] into `out` (replacing what it held); fails unless the blob is exactly
