@@ -879,9 +879,10 @@ impl Walker<'_, '_> {
     }
 }
 
-/// A node of the parent snapshot's tree: only what the comparison reads. Parsing the whole
-/// node (the format engine's, its type and metadata flattened into it) was a fifth of an
-/// unchanged backup's walk.
+/// A node of the parent snapshot's tree: only what the comparison reads, not the format
+/// engine's whole node (its type and metadata flattened into it, so buffered before parsed).
+/// With index files parsed on every core as well, an unchanged backup of 200,000 files went
+/// from 1.52 to 1.29 s (medians of four runs).
 #[derive(serde::Deserialize)]
 struct Before {
     name: String,
@@ -1013,10 +1014,7 @@ pub(crate) fn archive(
         }
         drop((first, tx));
         let _ = scanner.join();
-        match lock(&dirs.failure).take() {
-            Some(f) => Err(f),
-            None => Ok(()),
-        }
+        lock(&dirs.failure).take().map_or(Ok(()), Err)
     });
     // Workers have flushed their packs; the trees' pack is last.
     if walked.is_ok() && !stop.is_cancelled() {
@@ -1108,8 +1106,8 @@ impl Walker<'_, '_> {
 
 /// Sums the sizes of the source's files for the progress total, beside the backup, at a
 /// lower priority than the backup's own threads: it repeats the walkers' `readdir` and
-/// `lstat`, and where those keep every core busy (many small files, nothing to read) it took
-/// a third of a core from them. Until it is done, progress has no total.
+/// `lstat` (about a third of a core while they walk many small files). Until it is done,
+/// progress has no total.
 fn scan_total(source: &Path, shared: &Shared<'_>) {
     lower_priority();
     let mut total = 0u64;

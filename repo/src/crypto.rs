@@ -75,13 +75,9 @@ impl MasterKey {
     }
 
     pub(crate) fn decrypt(&self, data: &[u8]) -> Result<Vec<u8>, DecryptError> {
-        if data.len() < 32 {
-            return Err(DecryptError);
-        }
-        let (nonce, sealed) = data.split_at(16);
-        Aes256CtrPoly1305Aes::new(&self.0)
-            .decrypt(nonce.into(), sealed)
-            .map_err(|_| DecryptError)
+        let mut out = Vec::new();
+        self.decrypt_into(data, &mut out)?;
+        Ok(out)
     }
 
     /// [`Self::decrypt`] into `out` (replacing what it held), decrypting in place: the
@@ -132,7 +128,6 @@ impl Opener {
         uncompressed: u32,
     ) -> Result<&[u8], OpenError> {
         self.compressed = false;
-        self.out.clear();
         key.decrypt_into(sealed, &mut self.plain)
             .map_err(|_| OpenError::Decrypt)?;
         if uncompressed != 0 {

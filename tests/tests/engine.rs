@@ -23,6 +23,19 @@ async fn new_repo(dir: &Path) -> Repository {
     .expect("init")
 }
 
+/// Restores `path` of `snapshot` into `target`; any failure fails the test.
+async fn restore(
+    repo: &Repository,
+    snapshot: &str,
+    path: Option<&str>,
+    target: &Path,
+    opts: RestoreOptions,
+) {
+    repo.restore(snapshot, path, target, &opts, &Context::default())
+        .await
+        .unwrap_or_else(|e| panic!("restore of {snapshot} into {}: {e}", target.display()));
+}
+
 fn entries(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
         .expect("read_dir")
@@ -73,15 +86,14 @@ async fn restore_refuses_entries_that_would_escape_the_target() {
         .await
         .expect("snapshot");
     let target = dir.path().join("good");
-    repo.restore(
+    restore(
+        &repo,
         &id.to_string(),
         None,
         &target,
-        &RestoreOptions::default(),
-        &Context::default(),
+        RestoreOptions::default(),
     )
-    .await
-    .expect("restore");
+    .await;
     assert_eq!(
         std::fs::read(target.join("crafted/fine.txt")).expect("read"),
         b"ok"
@@ -213,15 +225,15 @@ async fn as_path_keeps_the_logical_path_so_a_moved_volume_finds_its_parent() {
         .expect("third");
     assert_eq!(third.snapshot.parent, Some(first.snapshot.id));
     let out = dir.path().join("out");
-    repo.restore(
-        &second.snapshot.id.to_string(),
+    let second_id = second.snapshot.id.to_string();
+    restore(
+        &repo,
+        &second_id,
         Some("/data"),
         &out,
-        &RestoreOptions::default(),
-        &Context::default(),
+        RestoreOptions::default(),
     )
-    .await
-    .expect("restore");
+    .await;
     assert_same_tree(&second_mount, &out);
     // In batches of three files or blobs (hardlinks across batches, holes, symlinks, a FIFO,
     // owners and modes), the result is the same.
@@ -232,18 +244,19 @@ async fn as_path_keeps_the_logical_path_so_a_moved_volume_finds_its_parent() {
         .await
         .expect("backup of the compat tree");
     let batched = dir.path().join("batched");
-    repo.restore(
+    let in_threes = RestoreOptions {
+        batch: Some(3),
+        ..Default::default()
+    };
+    let path = compat.display().to_string();
+    restore(
+        &repo,
         &snap.snapshot.id.to_string(),
-        Some(&compat.display().to_string()),
+        Some(&path),
         &batched,
-        &RestoreOptions {
-            batch: Some(3),
-            ..Default::default()
-        },
-        &Context::default(),
+        in_threes,
     )
-    .await
-    .expect("restore in batches");
+    .await;
     assert_same_tree(&compat, &batched);
 
     let err = repo
@@ -316,15 +329,15 @@ async fn walkers_in_parallel_give_the_same_trees_every_time() {
     assert_eq!(again.snapshot.tree, trees[0]);
 
     let out = dir.path().join("out");
-    repo.restore(
-        &again.snapshot.id.to_string(),
+    let again_id = again.snapshot.id.to_string();
+    restore(
+        &repo,
+        &again_id,
         Some("/data"),
         &out,
-        &RestoreOptions::default(),
-        &Context::default(),
+        RestoreOptions::default(),
     )
-    .await
-    .expect("restore");
+    .await;
     assert_same_tree(&src, &out);
 }
 
