@@ -353,6 +353,27 @@ async fn run_restore(
         other => other,
     }
     .map_err(|e| failed(&e))?;
+    if !stats.is_complete() {
+        // Velero's PodVolumeRestore has no partial phase: the volume fails, naming what is
+        // missing, and everything else is in place.
+        let mut named: Vec<String> = stats
+            .unrestored
+            .iter()
+            .take(10)
+            .map(|u| format!("{}: {}", u.path, u.reason))
+            .collect();
+        let unnamed = stats.unrestored_count.saturating_sub(named.len() as u64);
+        if unnamed > 0 {
+            named.push(format!("and {unnamed} more"));
+        }
+        return Err(format!(
+            "partially restored: snapshot {} restored {} files, but {} entries were left out: {}",
+            job.snapshot_id,
+            stats.files,
+            stats.unrestored_count,
+            named.join("; ")
+        ));
+    }
     Ok(RestoreDone {
         snapshot_id: id,
         files: stats.files,

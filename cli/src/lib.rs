@@ -4,7 +4,10 @@
 //! `lifeboat server` and `lifeboat agent`, and `lifeboat restore-helper`, the `restic-wait` init
 //! container a restore adds to restored pods.
 //!
-//! Exit codes: 0 on success, 1 on failure with one sentence on stderr naming what is wrong.
+//! Exit codes, restic's: 0 on success; 1 on failure with one sentence on stderr naming what is
+//! wrong; 3 when `repo backup` saved its snapshot but some files could not be read (each named
+//! above); 10 when there is no repository at the location, 11 when it is locked by another
+//! process, 12 when the password opens none of its keys (restic 0.17's codes).
 
 mod backup;
 mod bucket;
@@ -234,9 +237,35 @@ pub fn main() -> ExitCode {
         Ok(code) => code,
         Err(err) => {
             eprintln!("lifeboat: {}", sentence(&err));
-            ExitCode::FAILURE
+            exit_code(&err)
         }
     }
+}
+
+/// A command's outcome that is not plain failure: the sentence to print and restic's exit code.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub(crate) struct Exit {
+    pub code: u8,
+    pub message: String,
+}
+
+/// The exit code of a failed command: its own ([`Exit`]), restic's for the repository errors
+/// scripts test for, else 1.
+fn exit_code(err: &anyhow::Error) -> ExitCode {
+    use lifeboat_repo::Error as RepoError;
+    for cause in err.chain() {
+        if let Some(exit) = cause.downcast_ref::<Exit>() {
+            return ExitCode::from(exit.code);
+        }
+        match cause.downcast_ref::<RepoError>() {
+            Some(RepoError::NoRepository { .. }) => return ExitCode::from(10),
+            Some(RepoError::Locked { .. }) => return ExitCode::from(11),
+            Some(RepoError::WrongPassword { .. }) => return ExitCode::from(12),
+            _ => {}
+        }
+    }
+    ExitCode::FAILURE
 }
 
 /// The error and its causes as one line; each layer's message describes only itself.
@@ -248,7 +277,13 @@ fn init_logging(daemon: bool) {
     use tracing_subscriber::EnvFilter;
     // Client commands are quiet unless asked: warnings of the format engine about single files
     // are reported in the command's result instead. The server and agent log what they do.
-    let default = if daemon { "info" } else { "error" };
+    // The format engine's own log lines are reports for its developers (backtraces, its
+    // error banners): what it finds reaches users through our results and errors.
+    let default = if daemon {
+        "info,rustic_core=off"
+    } else {
+        "error,rustic_core=off"
+    };
     let filter =
         EnvFilter::try_from_env("LIFEBOAT_LOG").unwrap_or_else(|_| EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()

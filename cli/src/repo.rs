@@ -344,6 +344,17 @@ pub(crate) async fn run(args: RepoArgs) -> Result<()> {
                     stats.snapshot.id.short(),
                 );
             }
+            if !stats.is_complete() {
+                let left_out = stats.warnings.iter().filter(|w| w.left_out).count();
+                return Err(crate::Exit {
+                    code: 3,
+                    message: format!(
+                        "snapshot {} was saved without {left_out} file(s) or directories that could not be read (named above)",
+                        stats.snapshot.id.short()
+                    ),
+                }
+                .into());
+            }
         }
         RepoCommand::Snapshots { tags, host } => {
             let list = repo.snapshots(&SnapshotFilter { tags, host }).await?;
@@ -373,6 +384,13 @@ pub(crate) async fn run(args: RepoArgs) -> Result<()> {
             if json {
                 print_json(&stats)?;
             } else {
+                for u in &stats.unrestored {
+                    eprintln!("error: {}: {}", u.path, u.reason);
+                }
+                let unlisted = stats.unrestored_count - stats.unrestored.len() as u64;
+                if unlisted > 0 {
+                    eprintln!("error: and {unlisted} more entries left out");
+                }
                 println!(
                     "restored snapshot {} into {}: {} files, {} dirs, {} in {:.1}s",
                     stats.snapshot.short(),
@@ -382,6 +400,17 @@ pub(crate) async fn run(args: RepoArgs) -> Result<()> {
                     human_bytes(stats.bytes),
                     stats.duration_secs
                 );
+            }
+            if !stats.is_complete() {
+                return Err(crate::Exit {
+                    code: 1,
+                    message: format!(
+                        "snapshot {} was restored partially: {} entries were left out (named above); everything else is restored",
+                        stats.snapshot.short(),
+                        stats.unrestored_count
+                    ),
+                }
+                .into());
             }
         }
         RepoCommand::Check { read_data } => {

@@ -29,6 +29,7 @@ use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::fs::{File, Metadata as FsMetadata};
 use std::os::unix::ffi::OsStrExt;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -130,7 +131,7 @@ struct Spares {
 }
 
 /// A pack being filled.
-struct Packer {
+pub(crate) struct Packer {
     tree: bool,
     buf: Vec<u8>,
     blobs: Vec<PackedBlob>,
@@ -146,10 +147,10 @@ struct Zstd {
 }
 
 /// A finished pack: its id, bytes and blobs.
-struct Pack {
-    id: [u8; 32],
-    bytes: Vec<u8>,
-    blobs: Vec<PackedBlob>,
+pub(crate) struct Pack {
+    pub id: [u8; 32],
+    pub bytes: Vec<u8>,
+    pub blobs: Vec<PackedBlob>,
 }
 
 impl Packer {
@@ -163,9 +164,19 @@ impl Packer {
         }
     }
 
+    /// A packer of its own (no shared buffers), for test repositories.
+    #[cfg(feature = "testing")]
+    pub(crate) fn alone(tree: bool) -> Self {
+        let spare = Arc::new(Spares {
+            bufs: Mutex::default(),
+            capacity: 0,
+        });
+        Self::new(tree, spare, usize::MAX)
+    }
+
     /// Seals `data` (the blob, compressed when `uncompressed` is not 0) into the pack;
     /// returns its sealed length.
-    fn add(&mut self, key: &MasterKey, id: [u8; 32], data: &[u8], uncompressed: u32) -> u64 {
+    pub(crate) fn add(&mut self, key: &MasterKey, id: [u8; 32], data: &[u8], uncompressed: u32) -> u64 {
         // The trees' pack grows as trees come: a backup of a few large files writes a few
         // kilobytes of trees, and a spare pack buffer (written before, so resident up to its
         // 16-25 MiB) would be held for them to the end.
@@ -195,7 +206,7 @@ impl Packer {
     }
 
     /// The pack file: blobs, then the encrypted header and its length.
-    fn finish(&mut self, key: &MasterKey) -> Option<Pack> {
+    pub(crate) fn finish(&mut self, key: &MasterKey) -> Option<Pack> {
         if self.blobs.is_empty() {
             return None;
         }
@@ -252,6 +263,8 @@ impl Pending {
 /// A file for the workers.
 struct Job {
     path: PathBuf,
+    /// What the listing found there: only that file is read.
+    listed: Identity,
     node: Node,
     dir: Arc<Pending>,
     slot: usize,
@@ -425,7 +438,14 @@ impl Shared<'_> {
             if self.stop.is_cancelled() {
                 continue;
             }
-            let node = self.read_file(&job.path, job.node, &mut buf, &mut zstd, &mut packer);
+            let node = self.read_file(
+                &job.path,
+                job.listed,
+                job.node,
+                &mut buf,
+                &mut zstd,
+                &mut packer,
+            );
             self.complete(&job.dir, job.slot, node);
         }
         if !self.stop.is_cancelled() {
@@ -437,21 +457,26 @@ impl Shared<'_> {
     fn read_file(
         &self,
         path: &Path,
+        listed: Identity,
         mut node: Node,
         buf: &mut Vec<u8>,
         zstd: &mut Zstd,
         packer: &mut Packer,
     ) -> Option<Node> {
         let warnings = &self.env.warnings;
-        let file = match open_noatime(path) {
+        let file = match open_listed(path, listed) {
             Ok(f) => f,
-            Err(e) => {
-                let what = if path.symlink_metadata().is_err() {
+            Err(Opened::Failed(e)) => {
+                let what = if e.kind() == std::io::ErrorKind::NotFound {
                     VANISHED.to_string()
                 } else {
                     format!("cannot be opened; not in this snapshot: {e}")
                 };
                 warnings.add(path, what);
+                return None;
+            }
+            Err(Opened::Replaced(by)) => {
+                warnings.add(path, replaced(by));
                 return None;
             }
         };
@@ -489,7 +514,7 @@ impl Shared<'_> {
             && (after.len() != node.meta.size
                 || timestamp(after.mtime(), after.mtime_nsec()) != node.meta.mtime)
         {
-            warnings.add(
+            warnings.add_stored(
                 path,
                 "changed while it was being read; the stored content may be inconsistent".into(),
             );
@@ -516,14 +541,114 @@ impl FailSlot {
     }
 }
 
-fn open_noatime(path: &Path) -> std::io::Result<File> {
+/// What a listing saw at a path: the object a backup reads there must be this one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Identity {
+    dev: u64,
+    ino: u64,
+    /// `S_IFMT` bits.
+    kind: u32,
+}
+
+impl Identity {
+    fn of(m: &FsMetadata) -> Self {
+        Self {
+            dev: m.dev(),
+            ino: m.ino(),
+            kind: m.mode() & libc::S_IFMT,
+        }
+    }
+}
+
+/// Why a listed path was not read.
+#[derive(Debug)]
+enum Opened {
+    Failed(std::io::Error),
+    /// Something else stands there now: a symlink, or this kind of object.
+    Replaced(&'static str),
+}
+
+fn kind_name(kind: u32) -> &'static str {
+    match kind {
+        libc::S_IFREG => "another file",
+        libc::S_IFDIR => "another directory",
+        libc::S_IFLNK => "a symlink",
+        libc::S_IFIFO => "a FIFO",
+        libc::S_IFSOCK => "a socket",
+        libc::S_IFCHR | libc::S_IFBLK => "a device",
+        _ => "something else",
+    }
+}
+
+/// The warning of a path replaced between its listing and its reading.
+fn replaced(by: &str) -> String {
+    format!(
+        "was replaced by {by} after it was listed; not in this snapshot (nothing of the replacement was read)"
+    )
+}
+
+/// Opens what the listing saw at `path`, and only that: the last name is not followed if it
+/// became a symlink, a FIFO or device swapped in neither blocks the open nor is read
+/// (`O_NONBLOCK`), and the object opened must be the listed one (same device, inode and
+/// type) — which also refuses a path that reached another object through a directory
+/// swapped for a symlink on the way. restic's archiver makes the same checks.
+fn open_listed(path: &Path, listed: Identity) -> Result<File, Opened> {
+    let flags = libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC;
+    let open = |extra: i32| {
+        let mut o = std::fs::OpenOptions::new();
+        o.read(true).custom_flags(flags | extra);
+        o.open(path)
+    };
     // O_NOATIME spares the filesystem an inode update per file read; it needs the file's
     // owner (or CAP_FOWNER), so fall back without it.
-    std::fs::OpenOptions::new()
+    let file = open(libc::O_NOATIME)
+        .or_else(|e| match e.raw_os_error() {
+            Some(libc::EPERM) => open(0),
+            _ => Err(e),
+        })
+        .map_err(|e| match e.raw_os_error() {
+            // O_NOFOLLOW's answer when the last name is now a symlink.
+            Some(libc::ELOOP) => Opened::Replaced(kind_name(libc::S_IFLNK)),
+            _ => Opened::Failed(e),
+        })?;
+    let now = file.metadata().map_err(Opened::Failed)?;
+    let found = Identity::of(&now);
+    if found != listed {
+        return Err(Opened::Replaced(kind_name(found.kind)));
+    }
+    Ok(file)
+}
+
+/// Lists what the listing of its parent saw at `path`, and only that, as [`open_listed`]
+/// opens a file: the directory is opened without following a symlink, checked to be the
+/// listed one, and read through that handle (`/proc/self/fd`), so its entries' metadata is
+/// of the directory checked, not of whatever the path leads to by then.
+fn list_listed(path: &Path, listed: Identity) -> Result<std::fs::ReadDir, Opened> {
+    let dir = std::fs::OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NOATIME)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(path)
-        .or_else(|_| File::open(path))
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => Opened::Replaced(kind_name(libc::S_IFLNK)),
+            Some(libc::ENOTDIR) => Opened::Replaced(
+                path.symlink_metadata()
+                    .map_or("something else", |m| kind_name(m.mode() & libc::S_IFMT)),
+            ),
+            _ => Opened::Failed(e),
+        })?;
+    let found = Identity::of(&dir.metadata().map_err(Opened::Failed)?);
+    if found != listed {
+        return Err(Opened::Replaced(kind_name(found.kind)));
+    }
+    let by_handle = PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd()));
+    match std::fs::read_dir(&by_handle) {
+        Ok(list) => Ok(list),
+        // Without /proc (never in a container), by the path just checked.
+        Err(_) if !Path::new("/proc/self/fd").is_dir() => {
+            std::fs::read_dir(path).map_err(Opened::Failed)
+        }
+        Err(e) => Err(Opened::Failed(e)),
+    }
 }
 
 fn timestamp(secs: i64, nanos: i64) -> Option<jiff::Timestamp> {
@@ -557,6 +682,8 @@ pub(crate) fn go_mode(mode: u32) -> u32 {
 /// A directory to list: its path, its pending tree and its parent-snapshot tree.
 struct DirTask {
     path: PathBuf,
+    /// What the listing found there: only that directory is listed.
+    listed: Identity,
     dir: Arc<Pending>,
     before: Option<[u8; 32]>,
 }
@@ -770,6 +897,7 @@ impl Walker<'_, '_> {
                 let child = Pending::new(Some(node), Some((dir.clone(), slot)), before);
                 self.dirs.push(DirTask {
                     path: path.to_path_buf(),
+                    listed: Identity::of(&m),
                     dir: child,
                     before,
                 });
@@ -794,6 +922,7 @@ impl Walker<'_, '_> {
                 self.batch_bytes += node.meta.size;
                 self.batch.push(Job {
                     path: path.to_path_buf(),
+                    listed: Identity::of(&m),
                     node,
                     dir: dir.clone(),
                     slot,
@@ -836,7 +965,7 @@ impl Walker<'_, '_> {
                 dirs.fail(f, stop);
             }
             let Some(task) = task else { break };
-            if let Err(f) = self.dir(&task.path, &task.dir, task.before) {
+            if let Err(f) = self.dir(&task.path, task.listed, &task.dir, task.before) {
                 dirs.fail(f, stop);
             }
             dirs.done();
@@ -851,19 +980,29 @@ impl Walker<'_, '_> {
     fn dir(
         &mut self,
         path: &Path,
+        listed: Identity,
         dir: &Arc<Pending>,
         before: Option<[u8; 32]>,
     ) -> Result<(), Failure> {
         let shared = self.shared;
         let previous = self.load(before)?;
-        let mut entries: Vec<(OsString, std::fs::DirEntry)> = match std::fs::read_dir(path) {
+        let mut entries: Vec<(OsString, std::fs::DirEntry)> = match list_listed(path, listed) {
             Ok(rd) => rd
                 .filter_map(|e| e.ok().map(|e| (e.file_name(), e)))
                 .collect(),
-            Err(e) => {
+            Err(Opened::Failed(e)) => {
                 shared.env.warnings.add(
                     path,
                     format!("cannot be listed; its contents are not in this snapshot: {e}"),
+                );
+                Vec::new()
+            }
+            Err(Opened::Replaced(by)) => {
+                shared.env.warnings.add(
+                    path,
+                    format!(
+                        "was replaced by {by} after it was listed; its contents are not in this snapshot (nothing of the replacement was read)"
+                    ),
                 );
                 Vec::new()
             }
@@ -1149,7 +1288,84 @@ fn lower_priority() {
 
 #[cfg(test)]
 mod tests {
-    use super::go_mode;
+    use super::{Identity, Opened, go_mode, list_listed, open_listed};
+    use std::io::Read;
+    use std::path::Path;
+
+    fn listed(path: &Path) -> Identity {
+        Identity::of(&path.symlink_metadata().expect("lstat"))
+    }
+
+    fn replaced_by<T>(r: Result<T, Opened>) -> &'static str {
+        match r {
+            Err(Opened::Replaced(by)) => by,
+            Err(Opened::Failed(e)) => panic!("failed instead: {e}"),
+            Ok(_) => panic!("the replacement was opened"),
+        }
+    }
+
+    /// The race of the issue, made deterministic: listed as a regular file, then replaced by a
+    /// symlink to a root-only file, by a FIFO, by another file.
+    #[test]
+    fn a_file_replaced_after_its_listing_is_never_read() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, b"root's secret").expect("write");
+        let path = dir.path().join("data");
+        std::fs::write(&path, b"the user's data").expect("write");
+        let seen = listed(&path);
+        let mut f = open_listed(&path, seen).map_err(|_| ()).expect("the listed file opens");
+        let mut text = String::new();
+        f.read_to_string(&mut text).expect("read");
+        assert_eq!(text, "the user's data");
+
+        std::fs::remove_file(&path).expect("remove");
+        std::os::unix::fs::symlink(&secret, &path).expect("symlink");
+        assert_eq!(replaced_by(open_listed(&path, seen)), "a symlink");
+
+        std::fs::remove_file(&path).expect("remove");
+        nix::unistd::mkfifo(&path, nix::sys::stat::Mode::S_IRWXU).expect("mkfifo");
+        // Opening a FIFO for reading blocks until a writer comes, without O_NONBLOCK: the
+        // answer must come at once.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let p = path.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send(replaced_by(open_listed(&p, seen)));
+        });
+        let by = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("the open of a FIFO returns at once");
+        assert_eq!(by, "a FIFO");
+
+        std::fs::remove_file(&path).expect("remove");
+        std::fs::write(dir.path().join("other"), b"other").expect("write");
+        std::fs::rename(dir.path().join("other"), &path).expect("rename");
+        assert_eq!(replaced_by(open_listed(&path, seen)), "another file");
+    }
+
+    #[test]
+    fn a_directory_replaced_after_its_listing_is_not_listed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let outside = dir.path().join("outside");
+        std::fs::create_dir(&outside).expect("mkdir");
+        std::fs::write(outside.join("secret"), b"s").expect("write");
+        let path = dir.path().join("volume");
+        std::fs::create_dir(&path).expect("mkdir");
+        std::fs::write(path.join("mine"), b"m").expect("write");
+        let seen = listed(&path);
+        let names: Vec<_> = list_listed(&path, seen)
+            .map_err(|_| ())
+            .expect("listed")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert_eq!(names, ["mine"]);
+        std::fs::rename(&path, dir.path().join("moved")).expect("move away");
+        std::os::unix::fs::symlink(&outside, &path).expect("symlink");
+        assert_eq!(replaced_by(list_listed(&path, seen)), "a symlink");
+        std::fs::remove_file(&path).expect("remove");
+        std::fs::create_dir(&path).expect("another directory");
+        assert_eq!(replaced_by(list_listed(&path, seen)), "another directory");
+    }
 
     #[test]
     fn unix_modes_become_go_file_modes_as_restic_stores_them() {

@@ -6,6 +6,7 @@
 
 use crate::id::{PackId, SnapshotId};
 use crate::lock::LockInfo;
+use crate::tree::UnsafeName;
 
 /// Everything the engine can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -76,15 +77,34 @@ pub enum Error {
     #[error("`{path}` does not exist in snapshot {snapshot}")]
     PathNotInSnapshot { snapshot: SnapshotId, path: String },
 
-    /// A tree entry would be written outside the restore target.
+    /// A tree entry could be written outside the restore target.
     #[error(
-        "snapshot {snapshot} holds the entry `{name}` under `{parent}`, which would escape the restore target; nothing was restored"
+        "snapshot {snapshot} holds the entry `{name}` under `/{parent}` {why}, which could escape the restore target; nothing was restored"
     )]
     UnsafeEntry {
         snapshot: SnapshotId,
         parent: String,
         name: String,
+        why: UnsafeName,
     },
+
+    /// A directory of the snapshot cannot be read: its tree is missing or damaged.
+    #[error(
+        "snapshot {snapshot} cannot be restored: {detail} (`lifeboat repo check --read-data` lists all the damage)"
+    )]
+    TreeUnreadable { snapshot: SnapshotId, detail: String },
+
+    /// A snapshot file does not decrypt or parse.
+    #[error(
+        "snapshot file {file} of {location} does not decrypt or parse: it is damaged; remove it from the bucket's snapshots/ to list and restore the others"
+    )]
+    SnapshotDamaged { location: String, file: String },
+
+    /// An index file does not decrypt or parse.
+    #[error(
+        "index file {file} of {location} does not decrypt or parse: the repository is damaged; check it with `lifeboat repo check`, and restore the file from a copy of the bucket if there is one"
+    )]
+    IndexDamaged { location: String, file: String },
 
     /// The source directory of a backup cannot be read.
     #[error("cannot back up `{path}`")]

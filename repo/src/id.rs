@@ -84,6 +84,14 @@ id_type!(
 pub struct InvalidId(pub String);
 
 /// SHA-256 of `data`, the name of a stored file.
+/// The bytes of a format engine id (it shows them only as hex).
+pub(crate) fn rustic_bytes(id: rustic_core::Id) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(id.to_hex().as_str(), &mut out)
+        .expect("the format engine's ids are 64 hex digits");
+    out
+}
+
 pub(crate) fn hash(data: &[u8]) -> [u8; 32] {
     use sha2::Digest;
     sha2::Sha256::digest(data).into()

@@ -238,6 +238,20 @@ impl BlobIndex {
         !self.find(blob).is_empty()
     }
 
+    /// The id of pack number `pack` (a [`Loc`]'s).
+    pub(crate) fn pack_id(&self, pack: u32) -> [u8; 32] {
+        self.packs[pack as usize]
+    }
+
+    /// The blob the index places at `offset` of pack number `pack`: a scan of the whole index,
+    /// for naming a damaged blob, not for lookups.
+    pub(crate) fn blob_at(&self, pack: u32, offset: u32) -> Option<[u8; 32]> {
+        self.entries
+            .iter()
+            .find(|e| e.pack & !TREE == pack && e.offset == offset)
+            .map(|e| e.id)
+    }
+
     /// Blobs in the index (a blob stored twice counts twice).
     pub(crate) fn len(&self) -> usize {
         self.entries.len()

@@ -7,6 +7,7 @@
 //! --read-data`, and it reads what restic writes.
 
 mod archiver;
+mod beneath;
 mod bridge;
 mod budget;
 mod chunker;
@@ -22,6 +23,7 @@ mod restorer;
 mod snapshot;
 mod source;
 mod store;
+mod tree;
 mod verify;
 
 pub use budget::{MIN_BUDGET_MIB, MemoryBudget, PROCESS_MIB, parse_budget, parse_size};
@@ -30,6 +32,7 @@ pub use id::{BlobId, InvalidId, LockId, PackId, SnapshotId};
 pub use location::Location;
 pub use lock::{LockInfo, LockOptions};
 pub use progress::{NoProgress, Progress, Stage, Unit};
+pub use restorer::Unrestored;
 #[cfg(feature = "testing")]
 pub use repository::testing;
 pub use repository::{
@@ -39,6 +42,7 @@ pub use repository::{
 };
 pub use snapshot::{Snapshot, SnapshotFilter};
 pub use source::Warning;
+pub use tree::UnsafeName;
 pub use store::{Bucket, Credentials, FileKind, Store, StoreError, StoreOptions, Upload};
 
 /// Re-exported so callers can cancel operations without depending on tokio-util themselves.

@@ -19,9 +19,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rustic_core::repofile::{MasterKey as RusticKey, SnapshotFile};
+use rustic_core::repofile::{MasterKey as RusticKey, Node, SnapshotFile};
 use rustic_core::{
-    Credentials, Grouped, KeyOptions, LsOptions, OpenStatus, RepositoryBackends, RusticError,
+    Credentials, Grouped, KeyOptions, OpenStatus, RepositoryBackends, RusticError,
     SnapshotGroupCriterion, SnapshotOptions,
 };
 use serde::Serialize;
@@ -41,7 +41,9 @@ use crate::index::{BlobIndex, IndexError};
 use crate::location::Location;
 use crate::lock::{LockGuard, LockInfo, LockOptions, Locks};
 use crate::progress::{Adapter, NoProgress, Progress, Unit};
-use crate::restorer::{self, RestoreOptions as RestoreRun, Restorer};
+use crate::beneath::Beneath;
+use crate::restorer::{self, RestoreOptions as RestoreRun, Restorer, Unrestored};
+use crate::tree::{Trees, WalkError, check_names};
 use crate::snapshot::{self, Snapshot, SnapshotFilter};
 use crate::source::{Warning, Warnings};
 use crate::store::{FileKind, Store, StoreError, StoreOptions};
@@ -135,6 +137,13 @@ pub struct BackupStats {
     pub warnings: Vec<Warning>,
 }
 
+impl BackupStats {
+    /// Whether every file listed is in the snapshot (restic's exit code 0 rather than 3).
+    pub fn is_complete(&self) -> bool {
+        !self.warnings.iter().any(|w| w.left_out)
+    }
+}
+
 /// Options of a restore.
 #[derive(Debug, Clone, Default)]
 pub struct RestoreOptions {
@@ -149,10 +158,23 @@ pub struct RestoreOptions {
 #[derive(Debug, Clone, Serialize)]
 pub struct RestoreStats {
     pub snapshot: SnapshotId,
+    /// Files and directories restored (files left out not counted).
     pub files: u64,
     pub dirs: u64,
     pub bytes: u64,
     pub duration_secs: f64,
+    /// Entries left out (damaged data, a name the target cannot hold), the first
+    /// thousand; everything else was restored.
+    pub unrestored: Vec<Unrestored>,
+    /// How many entries were left out in all.
+    pub unrestored_count: u64,
+}
+
+impl RestoreStats {
+    /// Whether every entry of the snapshot was restored.
+    pub fn is_complete(&self) -> bool {
+        self.unrestored_count == 0
+    }
 }
 
 /// Options of a check.
@@ -586,7 +608,10 @@ impl Repository {
     fn index_error(&self, e: IndexError) -> Error {
         match e {
             IndexError::Store { source, .. } => store_error(&self.store, source),
-            e @ IndexError::Damaged(_) => Error::engine(e),
+            IndexError::Damaged(file) => Error::IndexDamaged {
+                location: self.location().to_string(),
+                file,
+            },
         }
     }
 
@@ -647,15 +672,39 @@ impl Repository {
     }
 
     /// All snapshots passing `filter`, oldest first.
+    /// A snapshot file that does not decrypt or parse fails the listing, naming it.
     pub async fn snapshots(&self, filter: &SnapshotFilter) -> Result<Vec<Snapshot>> {
-        let all = self
-            .run("snapshots", &Context::default(), |repo| {
-                Ok(repo
-                    .get_all_snapshots()?
-                    .iter()
-                    .map(Snapshot::from_rustic)
-                    .collect::<Vec<_>>())
+        use futures::{StreamExt, TryStreamExt};
+        let key = MasterKey::from_rustic(&self.key);
+        let names = self
+            .store
+            .list(FileKind::Snapshot)
+            .await
+            .map_err(|e| store_error(&self.store, e))?;
+        let all: Vec<Snapshot> = futures::stream::iter(names)
+            .map(|(name, _)| {
+                let key = &key;
+                async move {
+                    let raw = self
+                        .store
+                        .read(FileKind::Snapshot, &name)
+                        .await
+                        .map_err(|e| store_error(&self.store, e))?;
+                    let damaged = || Error::SnapshotDamaged {
+                        location: self.location().to_string(),
+                        file: name.clone(),
+                    };
+                    let plain = key.decrypt(&raw).map_err(|_| damaged())?;
+                    let json = crypto::unpack_json(&plain).ok_or_else(damaged)?;
+                    let mut file: SnapshotFile =
+                        serde_json::from_slice(&json).map_err(|_| damaged())?;
+                    let id: rustic_core::Id = name.parse().map_err(|_| damaged())?;
+                    file.id = id.into();
+                    Ok::<_, Error>(Snapshot::from_rustic(&file))
+                }
             })
+            .buffer_unordered(8)
+            .try_collect()
             .await?;
         let mut list: Vec<Snapshot> = all.into_iter().filter(|s| filter.matches(s)).collect();
         list.sort_by_key(|s| s.time);
@@ -835,7 +884,10 @@ impl Repository {
 
     /// Restores `snapshot` (`latest`, an id or a prefix), or its `subpath`, into `target`,
     /// under a shared lock. Every entry name is checked first: a name that would leave the
-    /// target (`..`, `/`, NUL, empty) fails the restore before anything is written.
+    /// target (`..`, `/`, NUL, empty) or that appears twice in a directory fails the restore
+    /// before anything is written, the target itself included; and nothing is written outside
+    /// the target whatever it already holds ([`crate::beneath`]). Damaged data leaves out the
+    /// files holding it, listed in [`RestoreStats::unrestored`]; everything else is restored.
     pub async fn restore(
         &self,
         snapshot: &str,
@@ -847,6 +899,8 @@ impl Repository {
         let started = Instant::now();
         let snap = self.find_snapshot(snapshot, &opts.filter).await?;
         let cores = std::thread::available_parallelism().map_or(2, usize::from);
+        // Every core decrypting and decompressing, at least `pack_reads` requests in flight,
+        // and never more than 8 (each holds up to MAX_READ plus a blob).
         let full = RestoreBuffers {
             readers: self.opts.pack_reads.max(cores).min(8),
             batch: opts.batch.unwrap_or(restorer::BATCH).max(1),
@@ -856,40 +910,31 @@ impl Repository {
             batch: full.batch.min(16_384),
         };
         let budget = self.opts.memory.clone();
-        let target_err = |e| Error::Target {
-            path: target.display().to_string(),
-            source: e,
-        };
-        // The format engine's index, estimated before it is loaded: a restore that cannot
-        // fit fails before it starts (and before the target is made).
-        let index_mib = match &budget {
-            None => 0,
-            Some(budget) => {
-                let index_mib = self.index_estimate(&self.index_files().await?);
-                let smallest_mib = smallest.mib(restorer::MAX_READ, MAX_CHUNK);
-                let index_text = format!("~{index_mib} MiB");
-                beyond(budget, "restore", &index_text, index_mib, smallest_mib)?;
-                index_mib
-            }
-        };
-        std::fs::create_dir_all(target).map_err(target_err)?;
-        let target = std::fs::canonicalize(target).map_err(target_err)?;
+        let index_files = self.index_files().await?;
+        // The index, estimated before it is loaded: a restore that cannot fit fails before it
+        // starts (and before the target is made).
+        let index_mib = self.index_estimate(&index_files);
+        if let Some(budget) = &budget {
+            let smallest_mib = smallest.mib(restorer::MAX_READ, MAX_CHUNK);
+            let index_text = format!("~{index_mib} MiB");
+            beyond(budget, "restore", &index_text, index_mib, smallest_mib)?;
+        }
         let subpath = subpath.unwrap_or("").trim_start_matches('/').to_string();
-        let snap_id = snap.id;
-        let store = self.store.clone();
+        let (snap_id, root) = (snap.id, *snap.tree.as_bytes());
         let key = MasterKey::from_rustic(&self.key);
-        let rt = self.rt.clone();
-        // Every core decrypting and decompressing, at least `pack_reads` requests in flight,
-        // and never more than 8 (each holds up to MAX_READ plus a blob).
-        let (files, dirs, bytes) = self
+        let target = target.to_path_buf();
+        let (written, left_out) = self
             .locked(false, ctx, async |ctx| {
-                let progress = ctx.progress.clone();
-                let cancel = ctx.cancel.clone();
                 let loading = self.reserve(INDEX_LOAD_MIB + index_mib, ctx).await?;
-                self.run("restore", ctx, move |repo| {
-                    let repo = repo.to_indexed()?;
-                    drop(loading);
-                    let max_blob = (repo.config().chunk_max_size() as u64).max(MAX_CHUNK);
+                let index = BlobIndex::load(&self.store, &key, index_files, INDEX_READS)
+                    .await
+                    .map_err(|e| self.index_error(e))?;
+                drop(loading);
+                let (store, rt) = (self.store.clone(), self.rt.clone());
+                let (progress, cancel) = (ctx.progress.clone(), ctx.cancel.clone());
+                on_thread("restore", move || {
+                    let max_blob = MAX_CHUNK;
+                    let index_mib = mib_of(index.memory());
                     let (buffers, _held) = match &budget {
                         None => (full, Hold::none()),
                         Some(budget) => {
@@ -908,103 +953,111 @@ impl Repository {
                         readers: buffers.readers,
                         batch: buffers.batch,
                     };
-                    let snapfile = repo.get_snapshot_from_str(&snap_id.to_string(), |_| true)?;
-                    let node = repo
-                        .node_from_snapshot_and_path(&snapfile, &subpath)
-                        .map_err(|_| Error::PathNotInSnapshot {
+                    let trees = Trees {
+                        index: &index,
+                        store: &store,
+                        key: &key,
+                        rt: &rt,
+                    };
+                    let walk_error = |e: WalkError| match e {
+                        WalkError::NotFound { .. } => Error::PathNotInSnapshot {
                             snapshot: snap_id,
                             path: subpath.clone(),
-                        })?;
-                    // A full pass over the tree before the restore proper: the restorer creates
-                    // directories as it walks, so a bad name must be found before it starts.
-                    // The second walk reads the tree blobs again: small next to the file data.
-                    let ls_opts = LsOptions::default();
-                    let mut files = 0;
-                    let mut dirs = 0;
-                    for item in repo.ls(&node, &ls_opts)? {
-                        let (path, entry) = item?;
-                        check_entry_name(snap_id, &path, &entry.name())?;
-                        if entry.is_dir() {
-                            dirs += 1;
-                        } else {
-                            files += 1;
-                        }
-                    }
-                    // Our restorer (crate::restorer): memory bounded by the readers, not by
-                    // the snapshot. The checks above ran first: nothing is written for a
-                    // snapshot holding an unsafe name.
-                    let mut restorer = Restorer::new(&repo, &target);
+                        },
+                        e => Error::TreeUnreadable {
+                            snapshot: snap_id,
+                            detail: e.to_string(),
+                        },
+                    };
+                    let node = trees.find(&root, &subpath).map_err(walk_error)?;
                     let single = (!node.is_dir()).then(|| PathBuf::from(node.name().into_owned()));
+                    // Every name first, before the target is made: the restore writes as it
+                    // walks, so a bad name must be found before it starts. The later walks
+                    // read the trees again: small next to the files' data.
+                    let found = match &single {
+                        Some(_) => check_names(
+                            std::iter::once(Ok::<_, WalkError>((PathBuf::new(), node.clone()))),
+                            |_| {},
+                        ),
+                        None => check_names(trees.walk(&node), |_| {}),
+                    };
+                    if let Some((parent, name, why)) = found.map_err(walk_error)? {
+                        return Err(Error::UnsafeEntry {
+                            snapshot: snap_id,
+                            parent: parent.display().to_string(),
+                            name: name.to_string_lossy().into_owned(),
+                            why,
+                        });
+                    }
+                    let target_err = |e| Error::Target {
+                        path: target.display().to_string(),
+                        source: e,
+                    };
+                    std::fs::create_dir_all(&target).map_err(target_err)?;
+                    let beneath = Beneath::open(&target).map_err(target_err)?;
+                    let mut restorer = Restorer::new(&index, beneath);
+                    let contents = |restorer: &mut Restorer<'_>| {
+                        restorer
+                            .write_contents(&store, &key, &rt, ropts, progress.as_ref(), &cancel)
+                            .map_err(|e| Error::Restore(e.0))
+                    };
                     match &single {
-                        Some(name) => {
-                            check_entry_name(snap_id, Path::new(""), &node.name())?;
-                            files = 1;
-                            restorer.lay_out(name, &node).map_err(restore_error)?;
-                        }
+                        Some(name) => restorer.lay_out(name, &node).map_err(|e| Error::Restore(e.0))?,
                         None => {
-                            for item in repo.ls(&node, &ls_opts)? {
-                                let (path, entry) = item?;
-                                restorer.lay_out(&path, &entry).map_err(restore_error)?;
+                            for item in trees.walk(&node) {
+                                let (dir, entry) = item.map_err(walk_error)?;
+                                let path = dir.join(entry.name());
+                                restorer.lay_out(&path, &entry).map_err(|e| Error::Restore(e.0))?;
                                 if restorer.batch_full(ropts) {
-                                    restorer
-                                        .write_contents(
-                                            &store,
-                                            &key,
-                                            &rt,
-                                            ropts,
-                                            progress.as_ref(),
-                                            &cancel,
-                                        )
-                                        .map_err(restore_error)?;
+                                    contents(&mut restorer)?;
                                 }
                             }
                         }
                     }
-                    restorer
-                        .write_contents(&store, &key, &rt, ropts, progress.as_ref(), &cancel)
-                        .map_err(restore_error)?;
-                    let bytes = restorer.written().bytes;
+                    contents(&mut restorer)?;
                     // Metadata last, each directory after everything in it.
                     match &single {
-                        Some(name) => restorer::set_metadata(&target, name, &node),
+                        Some(name) => restorer.set_metadata(name, &node),
                         None => {
-                            let mut dirs_open: Vec<(PathBuf, rustic_core::repofile::Node)> =
-                                Vec::new();
-                            for item in repo.ls(&node, &ls_opts)? {
-                                let (path, entry) = item?;
-                                while let Some((dir, _)) = dirs_open.last() {
-                                    if path.starts_with(dir) {
+                            let mut dirs_open: Vec<(PathBuf, Node)> = Vec::new();
+                            for item in trees.walk(&node) {
+                                let (dir, entry) = item.map_err(walk_error)?;
+                                let path = dir.join(entry.name());
+                                while let Some((open, _)) = dirs_open.last() {
+                                    if path.starts_with(open) {
                                         break;
                                     }
-                                    let (dir, dnode) = dirs_open.pop().expect("not empty");
-                                    restorer::set_metadata(&target, &dir, &dnode);
+                                    let (open, dnode) = dirs_open.pop().expect("not empty");
+                                    restorer.set_metadata(&open, &dnode);
                                 }
                                 if entry.is_dir() {
                                     dirs_open.push((path, entry));
                                 } else {
-                                    restorer::set_metadata(&target, &path, &entry);
+                                    restorer.set_metadata(&path, &entry);
                                 }
                             }
                             for (dir, dnode) in dirs_open.into_iter().rev() {
-                                restorer::set_metadata(&target, &dir, &dnode);
+                                restorer.set_metadata(&dir, &dnode);
                             }
                             // The target takes the restored directory's own owner, mode and
                             // times: a volume's root (a database's data directory must be
                             // 0700 and its user's) comes back as it was.
-                            restorer::set_metadata(&target, Path::new(""), &node);
+                            restorer.set_metadata(Path::new(""), &node);
                         }
                     }
-                    Ok((files, dirs, bytes))
+                    Ok((restorer.written(), restorer.left_out))
                 })
-                .await
+                .await?
             })
             .await?;
         Ok(RestoreStats {
             snapshot: snap_id,
-            files,
-            dirs,
-            bytes,
+            files: written.files,
+            dirs: written.dirs,
+            bytes: written.bytes,
             duration_secs: started.elapsed().as_secs_f64(),
+            unrestored: left_out.listed,
+            unrestored_count: left_out.count,
         })
     }
 
@@ -1013,6 +1066,13 @@ impl Repository {
         let read_data = opts.read_data;
         let (findings, damage) = self
             .locked(false, ctx, async |ctx| {
+                // Our index first: a damaged index file is named (the format engine stops on
+                // it with its own report).
+                let key = MasterKey::from_rustic(&self.key);
+                let index_files = self.index_files().await?;
+                let index = BlobIndex::load(&self.store, &key, index_files, INDEX_READS)
+                    .await
+                    .map_err(|e| self.index_error(e))?;
                 // The structure (snapshots, trees, index against the packs' sizes) by the
                 // format engine; the data by our readers.
                 let findings = self
@@ -1021,18 +1081,15 @@ impl Repository {
                         Ok(results
                             .0
                             .iter()
-                            .map(|(level, e)| (format!("{level:?}") == "Error", e.to_string()))
+                            .map(|(level, e)| {
+                                (format!("{level:?}") == "Error", plain_finding(&e.to_string()))
+                            })
                             .collect::<Vec<_>>())
                     })
                     .await?;
                 if !read_data {
                     return Ok((findings, Vec::new()));
                 }
-                let key = MasterKey::from_rustic(&self.key);
-                let index_files = self.index_files().await?;
-                let index = BlobIndex::load(&self.store, &key, index_files, INDEX_READS)
-                    .await
-                    .map_err(|e| self.index_error(e))?;
                 let (store, rt, cancel) = (self.store.clone(), self.rt.clone(), ctx.cancel.clone());
                 let stage = ctx.progress.stage("reading packs", Unit::Items);
                 let readers = self
@@ -1204,32 +1261,6 @@ impl Repository {
     }
 }
 
-fn restore_error(e: restorer::RestoreError) -> OpError {
-    OpError::Ours(Error::Restore(e.0))
-}
-
-fn check_entry_name(snapshot: SnapshotId, parent: &Path, name: &std::ffi::OsStr) -> OpResult<()> {
-    use std::os::unix::ffi::OsStrExt;
-    let bytes = name.as_bytes();
-    let unsafe_name = bytes.is_empty()
-        || bytes == b"."
-        || bytes == b".."
-        || bytes.contains(&b'/')
-        || bytes.contains(&0);
-    if unsafe_name {
-        return Err(OpError::Ours(Error::UnsafeEntry {
-            snapshot,
-            parent: parent
-                .parent()
-                .unwrap_or(Path::new(""))
-                .display()
-                .to_string(),
-            name: name.to_string_lossy().into_owned(),
-        }));
-    }
-    Ok(())
-}
-
 fn keep_options(p: &KeepPolicy) -> rustic_core::KeepOptions {
     let n = |v: Option<u32>| v.map(|v| i32::try_from(v).unwrap_or(i32::MAX));
     rustic_core::KeepOptions::default()
@@ -1239,6 +1270,55 @@ fn keep_options(p: &KeepPolicy) -> rustic_core::KeepOptions {
         .keep_weekly(n(p.weekly))
         .keep_monthly(n(p.monthly))
         .keep_yearly(n(p.yearly))
+}
+
+/// A finding of the format engine's structural check in our words: its findings carry its
+/// error reports (banners, backtrace notes, causes' debug names) and advise `rustic` commands,
+/// which our users do not have. Its finding type is not public, so the text is read: the
+/// first line, the object it names, our sentence.
+fn plain_finding(text: &str) -> String {
+    let first = text.lines().next().unwrap_or(text).trim();
+    let word_after = |prefix: &str| {
+        first.strip_prefix(prefix).map(|rest| {
+            rest.split([' ', ',', ':'])
+                .next()
+                .unwrap_or_default()
+                .to_string()
+        })
+    };
+    if let Some(id) = word_after("error reading pack ").or_else(|| word_after("error checking pack "))
+    {
+        return format!(
+            "pack {id} cannot be read, or its header does not decrypt: the pack is damaged"
+        );
+    }
+    if first.starts_with("error checking trees") {
+        return "the snapshots' trees cannot all be read: a tree is missing or damaged (`lifeboat repo check --read-data` names the damaged pack)".into();
+    }
+    if let Some(rest) = first
+        .strip_prefix("Error reading file Type: ")
+        .or_else(|| first.strip_prefix("Error reading cached file Type: "))
+        && let Some((kind, rest)) = rest.split_once(", Id: ")
+    {
+        let id = rest.split(' ').next().unwrap_or_default();
+        return format!(
+            "{} file {id} cannot be read or does not decrypt: it is damaged",
+            kind.to_lowercase()
+        );
+    }
+    if first.contains("not referenced in index")
+        && let Some(id) = word_after("pack ").or_else(|| word_after("hot pack "))
+    {
+        return format!(
+            "pack {id} is in no index: a backup running now, or one interrupted, leaves such packs; `lifeboat repo prune` removes them when none runs"
+        );
+    }
+    let first = first.split(" : ").next().unwrap_or(first);
+    first
+        .replace(
+            " To repair: 'rustic repair index'.",
+            ": the index and the packs disagree, the repository is damaged",
+        )
 }
 
 /// rustic_core names packs by their first 8 hex digits in messages; find the full id.
@@ -1351,9 +1431,9 @@ pub mod testing {
         Ok(HeldLock(guard))
     }
 
-    struct Crafted(Vec<(PathBuf, Node, Vec<u8>)>);
+    struct Files(Vec<(PathBuf, Node, Vec<u8>)>);
 
-    impl ReadSource for Crafted {
+    impl ReadSource for Files {
         type Open = Cursor<Vec<u8>>;
         type Iter = std::vec::IntoIter<RusticResult<ReadSourceEntry<Cursor<Vec<u8>>>>>;
 
@@ -1374,6 +1454,140 @@ pub mod testing {
                 .collect::<Vec<_>>()
                 .into_iter()
         }
+    }
+
+    /// An entry of a crafted tree: stored as given, in the given order — duplicate names,
+    /// names no file system allows and symlinks anywhere included.
+    #[derive(Debug, Clone)]
+    pub enum Crafted {
+        /// A file with `data` and permission bits `mode`.
+        File {
+            name: Vec<u8>,
+            data: Vec<u8>,
+            mode: u32,
+        },
+        /// A directory with permission bits `mode`.
+        Dir {
+            name: Vec<u8>,
+            mode: u32,
+            entries: Vec<Crafted>,
+        },
+        /// A symlink to `target`.
+        Symlink { name: Vec<u8>, target: Vec<u8> },
+    }
+
+    /// Writes packs, an index file and a snapshot of `/crafted` whose root tree holds
+    /// `entries` exactly as given: what a hostile writer of the bucket could store.
+    #[allow(clippy::field_reassign_with_default)]
+    pub async fn snapshot_of_tree(repo: &Repository, entries: &[Crafted]) -> Result<SnapshotId> {
+        use crate::archiver::Packer;
+        use crate::crypto::{self, MasterKey};
+        use crate::index::IndexWriter;
+        use crate::store::FileKind;
+        use sha2::{Digest, Sha256};
+
+        struct Writer {
+            key: MasterKey,
+            data: Packer,
+            trees: Packer,
+            seen: std::collections::HashSet<[u8; 32]>,
+        }
+        impl Writer {
+            fn node(&mut self, entry: &Crafted) -> Node {
+                let mut meta = Metadata::default();
+                meta.mtime = Some(jiff::Timestamp::from_second(1_600_000_000).expect("a time"));
+                meta.atime = meta.mtime;
+                match entry {
+                    Crafted::File { name, data, mode } => {
+                        meta.size = data.len() as u64;
+                        meta.mode = Some(*mode);
+                        let mut node =
+                            Node::new_node(OsStr::from_bytes(name), NodeType::File, meta);
+                        let mut content = Vec::new();
+                        if !data.is_empty() {
+                            let id: [u8; 32] = Sha256::digest(data).into();
+                            if self.seen.insert(id) {
+                                self.data.add(&self.key, id, data, 0);
+                            }
+                            content.push(rustic_core::DataId::from(rustic_core::Id::new(id)));
+                        }
+                        node.content = Some(content);
+                        node
+                    }
+                    Crafted::Dir {
+                        name,
+                        mode,
+                        entries,
+                    } => {
+                        meta.mode = Some((1 << 31) | *mode);
+                        let id = self.tree(entries);
+                        let mut node = Node::new_node(OsStr::from_bytes(name), NodeType::Dir, meta);
+                        node.subtree =
+                            Some(rustic_core::TreeId::from(rustic_core::Id::new(id)));
+                        node
+                    }
+                    Crafted::Symlink { name, target } => {
+                        meta.mode = Some((1 << 27) | 0o777);
+                        let link = NodeType::from_link(std::path::Path::new(OsStr::from_bytes(
+                            target,
+                        )));
+                        Node::new_node(OsStr::from_bytes(name), link, meta)
+                    }
+                }
+            }
+
+            fn tree(&mut self, entries: &[Crafted]) -> [u8; 32] {
+                let nodes = entries.iter().map(|e| self.node(e)).collect();
+                let mut json = serde_json::to_vec(&rustic_core::repofile::Tree { nodes })
+                    .expect("a tree serialises");
+                json.push(b'\n');
+                let id: [u8; 32] = Sha256::digest(&json).into();
+                if self.seen.insert(id) {
+                    self.trees.add(&self.key, id, &json, 0);
+                }
+                id
+            }
+        }
+
+        let key = MasterKey::from_rustic(&repo.key);
+        let mut w = Writer {
+            key: key.clone(),
+            data: Packer::alone(false),
+            trees: Packer::alone(true),
+            seen: std::collections::HashSet::new(),
+        };
+        let root = w.tree(entries);
+        let store = repo.store();
+        let mut index = IndexWriter::default();
+        for packer in [&mut w.data, &mut w.trees] {
+            if let Some(pack) = packer.finish(&key) {
+                store
+                    .write(FileKind::Pack, &hex::encode(pack.id), vec![pack.bytes.into()])
+                    .await
+                    .map_err(|e| crate::error::Error::store(store.location(), e))?;
+                index.add(pack.id, pack.blobs);
+            }
+        }
+        if let Some((name, bytes)) = index.take_file(&key, repo.version) {
+            store
+                .write(FileKind::Index, &name, vec![bytes])
+                .await
+                .map_err(|e| crate::error::Error::store(store.location(), e))?;
+        }
+        let mut snap = SnapshotOptions::default()
+            .to_snapshot()
+            .map_err(crate::error::Error::engine)?;
+        snap.hostname = "crafted".into();
+        snap.paths.add("/crafted".into());
+        snap.tree = rustic_core::TreeId::from(rustic_core::Id::new(root));
+        let json = serde_json::to_vec(&snap).expect("a snapshot serialises");
+        let bytes = key.encrypt(&crypto::pack_json(repo.version, &json));
+        let id = crate::id::hash(&bytes);
+        store
+            .write(FileKind::Snapshot, &hex::encode(id), vec![bytes.into()])
+            .await
+            .map_err(|e| crate::error::Error::store(store.location(), e))?;
+        Ok(hex::encode(id).parse().expect("64 hex digits"))
     }
 
     /// Writes a snapshot of `/crafted` holding one file per `(name, content)`, with the names
@@ -1406,7 +1620,7 @@ pub mod testing {
                 let r = r.to_indexed_ids()?;
                 let snap = SnapshotOptions::default().to_snapshot()?;
                 let opts = rustic_core::BackupOptions::default();
-                Ok(r.archive(&opts, &Crafted(entries), snap, &[PathBuf::from("/crafted")])?)
+                Ok(r.archive(&opts, &Files(entries), snap, &[PathBuf::from("/crafted")])?)
             })
             .await?;
         Ok(crate::snapshot::Snapshot::from_rustic(&snap).id)

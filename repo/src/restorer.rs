@@ -1,6 +1,9 @@
 //! Writing a snapshot's tree into a directory with memory bounded by configuration, not by
-//! the data (the format engine's restorer queues every decrypted blob it has read until a
-//! writer takes it: 0.7 GiB for a 2 GiB restore).
+//! the data, and only beneath that directory, whatever the snapshot says.
+//!
+//! The snapshot is untrusted: before anything is written, every name of the tree is checked
+//! ([`crate::tree::check_names`]: plain names, none twice in a directory), and every file
+//! system change goes through [`Beneath`], which never follows a symlink on the way.
 //!
 //! Three passes over the tree, as restic's restorer does:
 //!
@@ -18,20 +21,30 @@
 //!    its offsets (`pwrite`); an all-zero blob is not written (a hole).
 //! 3. **Metadata**: owners, modes and times, children before their directory (writing into a
 //!    directory changes its mtime), extended attributes.
+//!
+//! Damage does not stop a restore: a blob that does not decrypt, or a pack that is missing or
+//! shorter than the index says, leaves out the files holding it (removed, never left
+//! zero-filled), and an entry the target file system cannot hold (a name too long for it, say)
+//! is left out too; each is listed by path with the reason ([`Unrestored`]) and the restore
+//! goes on with everything else. What stops it: the store failing (after its retries), the
+//! target's file system full or read-only, cancellation.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::ffi::OsStr;
-use std::fs::{self, File, OpenOptions};
-use std::os::unix::fs::{FileExt, PermissionsExt};
+use std::fs::File;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use nix::sys::stat::SFlag;
 use rustic_core::repofile::{Node, NodeType};
-use rustic_core::{IndexedFull, Repository as RusticRepository};
+use serde::Serialize;
 use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 
+use crate::beneath::{Beneath, EntryMeta, Kind};
 use crate::crypto::{MasterKey, Opener};
+use crate::index::BlobIndex;
 use crate::progress::{Progress, Unit};
 use crate::store::{FileKind, Store};
 
@@ -43,6 +56,9 @@ const GAP: u64 = 256 << 10;
 /// Pieces or files planned before their contents are written: about 30 MiB of plan (paths
 /// included), and still enough blobs per batch that reads of one pack come together.
 pub(crate) const BATCH: usize = 256 * 1024;
+/// Entries left out that are listed one by one; beyond it they are counted (a snapshot whose
+/// every file is damaged must not hold its whole listing in memory).
+pub(crate) const LISTED: usize = 1000;
 
 /// How a restore writes.
 #[derive(Debug, Clone, Copy)]
@@ -61,20 +77,38 @@ pub(crate) struct Written {
     pub bytes: u64,
 }
 
+/// An entry of the snapshot a restore left out, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Unrestored {
+    /// Its path relative to the restore target.
+    pub path: String,
+    /// Why, in one sentence.
+    pub reason: String,
+}
+
 /// Why a restore stopped: one sentence naming the path or pack.
 #[derive(Debug)]
 pub(crate) struct RestoreError(pub String);
 
 type Result<T> = std::result::Result<T, RestoreError>;
 
-fn io(what: &str, path: &Path) -> impl FnOnce(std::io::Error) -> RestoreError {
-    let text = format!("cannot {what} {}", path.display());
-    move |e| RestoreError(format!("{text}: {e}"))
+/// Whether an error of the target's file system stops the whole restore (no entry after it
+/// could be written either) rather than leaving one entry out.
+fn stops_everything(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::ENOSPC | libc::EDQUOT | libc::EROFS | libc::EIO)
+    )
+}
+
+fn io_stop(what: &str, path: &Path, e: &std::io::Error) -> RestoreError {
+    RestoreError(format!("cannot {what} {}: {e}", path.display()))
 }
 
 /// One blob of one file.
 #[derive(Debug, Clone, Copy)]
 struct Piece {
+    /// The pack's number in the index.
     pack: u32,
     /// Where the encrypted blob is in the pack, and its length.
     offset: u32,
@@ -85,120 +119,164 @@ struct Piece {
     file_offset: u64,
 }
 
+/// A blob pass 2 could not write: which piece, and why.
+#[derive(Debug)]
+struct Damage {
+    piece: Piece,
+    what: String,
+}
+
+/// Entries left out: the first [`LISTED`], and how many.
+#[derive(Debug, Default)]
+pub(crate) struct LeftOut {
+    pub listed: Vec<Unrestored>,
+    pub count: u64,
+}
+
+impl LeftOut {
+    fn add(&mut self, path: &Path, reason: String) {
+        log::warn!("restore: {} left out: {reason}", path.display());
+        self.count += 1;
+        if self.listed.len() < LISTED {
+            self.listed.push(Unrestored {
+                path: path.display().to_string(),
+                reason,
+            });
+        }
+    }
+}
+
 /// The state of the tree walk shared by the passes.
-pub(crate) struct Restorer<'a, S: IndexedFull> {
-    repo: &'a RusticRepository<S>,
-    target: &'a Path,
+pub(crate) struct Restorer<'a> {
+    index: &'a BlobIndex,
+    beneath: Beneath,
+    /// Files of this batch (relative to the target).
     files: Vec<PathBuf>,
-    packs: Vec<String>,
-    pack_ids: HashMap<rustic_core::repofile::PackId, u32>,
+    /// Other names given this batch to the files above: (file, name).
+    links: Vec<(u32, PathBuf)>,
     pieces: Vec<Piece>,
-    /// First path of each (device, inode) with several links.
-    inodes: HashMap<(u64, u64), PathBuf>,
+    /// First path of each (device, inode) with several links; its file number, if planned
+    /// in this batch.
+    inodes: HashMap<(u64, u64), (PathBuf, Option<u32>)>,
+    /// A directory that could not be made: what is under it is left out with it.
+    skipping: Option<PathBuf>,
+    /// Files of this batch with a blob in no index: (file, blob).
+    missing: Vec<(u32, String)>,
     written: Written,
     /// Bytes planned in this batch.
     batch_bytes: u64,
+    pub(crate) left_out: LeftOut,
 }
 
-impl<'a, S: IndexedFull> Restorer<'a, S> {
-    pub(crate) fn new(repo: &'a RusticRepository<S>, target: &'a Path) -> Self {
+impl<'a> Restorer<'a> {
+    pub(crate) fn new(index: &'a BlobIndex, beneath: Beneath) -> Self {
         Self {
-            repo,
-            target,
+            index,
+            beneath,
             files: Vec::new(),
-            packs: Vec::new(),
-            pack_ids: HashMap::new(),
+            links: Vec::new(),
             pieces: Vec::new(),
             inodes: HashMap::new(),
+            skipping: None,
+            missing: Vec::new(),
             written: Written::default(),
             batch_bytes: 0,
+            left_out: LeftOut::default(),
         }
     }
 
     /// Pass 1: creates `path` (relative to the target) for `node`, and plans its contents.
+    /// An entry the target cannot hold is left out (listed); a full or read-only target stops
+    /// the restore.
     pub(crate) fn lay_out(&mut self, path: &Path, node: &Node) -> Result<()> {
-        let dest = self.target.join(path);
+        if let Some(dir) = &self.skipping {
+            if path.starts_with(dir) {
+                return Ok(());
+            }
+            self.skipping = None;
+        }
+        match self.make(path, node) {
+            Ok(()) => Ok(()),
+            Err(e) if stops_everything(&e) => Err(io_stop("create", path, &e)),
+            Err(e) => {
+                let what = match &node.node_type {
+                    NodeType::Dir => {
+                        self.skipping = Some(path.to_path_buf());
+                        "the directory cannot be created here, nor anything in it"
+                    }
+                    NodeType::Symlink { .. } => "the symlink cannot be created here",
+                    NodeType::File => "the file cannot be created here",
+                    _ => "it cannot be created here",
+                };
+                self.left_out.add(path, format!("{what}: {e}"));
+                Ok(())
+            }
+        }
+    }
+
+    fn make(&mut self, path: &Path, node: &Node) -> std::io::Result<()> {
+        let b = &mut self.beneath;
         match &node.node_type {
             NodeType::Dir => {
-                fs::create_dir_all(&dest).map_err(io("create the directory", &dest))?;
+                b.make_dir(path)?;
                 self.written.dirs += 1;
             }
             NodeType::File => {
-                self.written.files += 1;
-                if node.meta.links > 1 && node.meta.inode != 0 {
-                    let key = (node.meta.device_id, node.meta.inode);
-                    if let Some(first) = self.inodes.get(&key) {
-                        remove_existing(&dest)?;
-                        return fs::hard_link(first, &dest).map_err(io("link", &dest));
+                let key = (node.meta.device_id, node.meta.inode);
+                let linked = node.meta.links > 1 && node.meta.inode != 0;
+                if linked && let Some((first, planned)) = self.inodes.get(&key) {
+                    b.hard_link(first, path)?;
+                    if let Some(file) = planned {
+                        self.links.push((*file, path.to_path_buf()));
                     }
-                    self.inodes.insert(key, dest.clone());
+                    self.written.files += 1;
+                    return Ok(());
                 }
-                remove_existing(&dest)?;
-                let file = File::create(&dest).map_err(io("create", &dest))?;
-                file.set_len(node.meta.size).map_err(io("size", &dest))?;
+                b.create_file(path, node.meta.size)?;
+                self.written.files += 1;
                 let index = u32::try_from(self.files.len())
-                    .map_err(|_| RestoreError("more than 2^32 files in one restore".into()))?;
-                self.files.push(dest);
+                    .map_err(|_| std::io::Error::other("more than 2^32 files in one batch"))?;
+                if linked {
+                    self.inodes.insert(key, (path.to_path_buf(), Some(index)));
+                }
+                self.files.push(path.to_path_buf());
                 let mut offset = 0u64;
                 for id in node.content.iter().flatten() {
-                    let entry = self.repo.get_index_entry(id).map_err(|e| {
-                        RestoreError(format!(
-                            "blob {id} of {} is in no index of the repository: {}",
-                            path.display(),
-                            e.display_log()
-                        ))
-                    })?;
-                    let next = u32::try_from(self.pack_ids.len()).unwrap_or(u32::MAX);
-                    let pack = *self.pack_ids.entry(entry.pack).or_insert_with(|| {
-                        self.packs.push(entry.pack.to_hex().to_string());
-                        next
-                    });
-                    let location = entry.location;
+                    let blob = crate::id::rustic_bytes(**id);
+                    let Some(loc) = self.index.get(&blob) else {
+                        // Planned with what it has; the missing blob leaves the file out.
+                        self.left_out_later(index, hex::encode(blob));
+                        continue;
+                    };
                     self.pieces.push(Piece {
-                        pack,
-                        offset: location.offset,
-                        length: location.length,
-                        uncompressed: location.uncompressed_length.map_or(0, |n| n.get()),
+                        pack: loc.pack,
+                        offset: loc.offset,
+                        length: loc.length,
+                        uncompressed: loc.uncompressed,
                         file: index,
                         file_offset: offset,
                     });
-                    offset += u64::from(location.data_length());
+                    offset += u64::from(if loc.uncompressed != 0 {
+                        loc.uncompressed
+                    } else {
+                        loc.length.saturating_sub(32)
+                    });
                 }
                 self.batch_bytes += offset;
             }
-            NodeType::Symlink { .. } => {
-                remove_existing(&dest)?;
-                std::os::unix::fs::symlink(node.node_type.to_link(), &dest)
-                    .map_err(io("create the symlink", &dest))?;
-            }
-            NodeType::Fifo => {
-                remove_existing(&dest)?;
-                nix::unistd::mkfifo(&dest, nix::sys::stat::Mode::from_bits_truncate(0o600))
-                    .map_err(|e| {
-                        RestoreError(format!("cannot create the FIFO {}: {e}", dest.display()))
-                    })?;
-            }
-            NodeType::Dev { device } | NodeType::Chardev { device } => {
-                remove_existing(&dest)?;
-                let kind = if matches!(node.node_type, NodeType::Dev { .. }) {
-                    nix::sys::stat::SFlag::S_IFBLK
-                } else {
-                    nix::sys::stat::SFlag::S_IFCHR
-                };
-                // Devices need privileges; without them restic warns and goes on, so do we.
-                if let Err(e) = nix::sys::stat::mknod(
-                    &dest,
-                    kind,
-                    nix::sys::stat::Mode::from_bits_truncate(0o600),
-                    *device,
-                ) {
-                    log::warn!("cannot create the device {}: {e}", dest.display());
-                }
-            }
+            NodeType::Symlink { .. } => b.symlink(path, node.node_type.to_link())?,
+            NodeType::Fifo => b.special(path, SFlag::S_IFIFO, 0)?,
+            NodeType::Dev { device } => b.special(path, SFlag::S_IFBLK, *device)?,
+            NodeType::Chardev { device } => b.special(path, SFlag::S_IFCHR, *device)?,
             // Sockets belong to the process that made them; restic does not restore them.
             NodeType::Socket => {}
         }
         Ok(())
+    }
+
+    /// A blob of file `index` is in no index: the file is left out once pass 2 is done.
+    fn left_out_later(&mut self, index: u32, blob: String) {
+        self.missing.push((index, blob));
     }
 
     /// Whether the plan is large enough to write before the walk goes on.
@@ -212,7 +290,8 @@ impl<'a, S: IndexedFull> Restorer<'a, S> {
     }
 
     /// Pass 2 for the files planned since the last call: reads, decrypts and writes their
-    /// blobs with `opts.readers` threads, then forgets the plan.
+    /// blobs with `opts.readers` threads, leaves out (removes and lists) the files holding a
+    /// damaged or missing blob, then forgets the plan.
     pub(crate) fn write_contents(
         &mut self,
         store: &Store,
@@ -230,24 +309,33 @@ impl<'a, S: IndexedFull> Restorer<'a, S> {
         let readers = opts.readers.max(1);
         let stretches = Stretches::new(reads.len(), readers);
         let failure: Mutex<Option<RestoreError>> = Mutex::new(None);
+        let damage: Mutex<Vec<Damage>> = Mutex::new(Vec::new());
         let files = &self.files;
-        let packs = &self.packs;
+        let index = self.index;
         let stop = cancel.child_token();
+        let mut handles = Vec::with_capacity(readers);
+        for _ in 0..readers {
+            handles.push(
+                self.beneath
+                    .try_clone()
+                    .map_err(|e| RestoreError(format!("cannot open the restore target: {e}")))?,
+            );
+        }
         std::thread::scope(|scope| {
-            for me in 0..readers {
+            for (me, beneath) in handles.into_iter().enumerate() {
                 let (stretches, reads, pieces) = (&stretches, &reads, &pieces);
-                let (stop, failure, stage) = (&stop, &failure, &stage);
+                let (stop, failure, damage, stage) = (&stop, &failure, &damage, &stage);
                 scope.spawn(move || {
                     let mut reader = Reader {
                         opener: Opener::default(),
                         file: None,
+                        beneath,
                     };
                     while !stop.is_cancelled() {
                         let Some(i) = stretches.next(me) else { return };
-                        let read = &reads[i];
-                        let group = &pieces[read.clone()];
+                        let group = &pieces[reads[i].clone()];
                         let outcome = reader
-                            .write_read(group, store, key, rt, files, packs)
+                            .write_read(group, store, key, rt, files, index, damage)
                             .map(|bytes| stage.advance(bytes));
                         if let Err(e) = outcome {
                             failure
@@ -267,10 +355,102 @@ impl<'a, S: IndexedFull> Restorer<'a, S> {
         if cancel.is_cancelled() {
             return Err(RestoreError("the restore was cancelled".into()));
         }
+        self.leave_out_damaged(damage.into_inner().unwrap_or_else(|p| p.into_inner()))?;
         self.written.bytes += self.batch_bytes;
         self.batch_bytes = 0;
         self.files.clear();
+        self.links.clear();
+        for (_, planned) in self.inodes.values_mut() {
+            *planned = None;
+        }
         Ok(self.written)
+    }
+
+    /// Removes and lists the files of this batch that hold a damaged or missing blob, with
+    /// their other names.
+    fn leave_out_damaged(&mut self, damage: Vec<Damage>) -> Result<()> {
+        let mut reasons: HashMap<u32, String> = HashMap::new();
+        for (file, blob) in std::mem::take(&mut self.missing) {
+            reasons.entry(file).or_insert_with(|| {
+                format!("its blob {blob} is in no index of the repository; the file is left out")
+            });
+        }
+        for d in damage {
+            reasons.entry(d.piece.file).or_insert_with(|| {
+                let pack = hex::encode(self.index.pack_id(d.piece.pack));
+                let blob = self
+                    .index
+                    .blob_at(d.piece.pack, d.piece.offset)
+                    .map_or_else(|| "a blob".to_string(), |b| format!("blob {}", hex::encode(b)));
+                format!(
+                    "its data is damaged in the repository: {blob} at offset {} of pack {pack} {}; the file is left out",
+                    d.piece.offset, d.what
+                )
+            });
+        }
+        let files: BTreeSet<u32> = reasons.keys().copied().collect();
+        for file in files {
+            let reason = reasons.remove(&file).expect("listed above");
+            let path = self.files[file as usize].clone();
+            let names = std::iter::once(path).chain(
+                self.links
+                    .iter()
+                    .filter(|(f, _)| *f == file)
+                    .map(|(_, p)| p.clone()),
+            );
+            for name in names.collect::<Vec<_>>() {
+                match self.beneath.remove_file(&name) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(io_stop("remove the damaged file", &name, &e)),
+                }
+                self.written.files = self.written.files.saturating_sub(1);
+                self.left_out.add(&name, reason.clone());
+            }
+        }
+        Ok(())
+    }
+
+    /// Pass 3 for `path` (relative to the target; empty: the target itself) from `node`:
+    /// owner, mode, extended attributes, times. Failures to set an owner without privileges
+    /// are ignored, as restic does; others are warnings in the log. An entry left out has
+    /// nothing to set.
+    pub(crate) fn set_metadata(&mut self, path: &Path, node: &Node) {
+        let kind = match node.node_type {
+            NodeType::Dir => Kind::Dir,
+            NodeType::File => Kind::File,
+            NodeType::Symlink { .. } => Kind::Symlink,
+            NodeType::Socket => return,
+            _ => Kind::Other,
+        };
+        let meta = &node.meta;
+        let xattrs: Vec<(&OsStr, &[u8])> = meta
+            .extended_attributes
+            .iter()
+            .map(|x| {
+                (
+                    OsStr::new(x.name.as_str()),
+                    x.value.as_deref().unwrap_or_default(),
+                )
+            })
+            .collect();
+        let spec = |t: jiff::Timestamp| {
+            nix::sys::time::TimeSpec::new(t.as_second(), i64::from(t.subsec_nanosecond().max(0)))
+        };
+        let entry = EntryMeta {
+            uid: meta.uid,
+            gid: meta.gid,
+            mode: meta.mode.map(unix_mode),
+            xattrs: &xattrs,
+            times: meta
+                .mtime
+                .map(|mtime| (spec(meta.atime.unwrap_or(mtime)), spec(mtime))),
+        };
+        match self.beneath.set_metadata(path, kind, &entry) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => log::warn!("restore {}: {e}", path.display()),
+        }
     }
 }
 
@@ -306,14 +486,6 @@ impl Stretches {
     }
 }
 
-/// Removes what is at `path` (not a directory) so it can be created anew.
-fn remove_existing(path: &Path) -> Result<()> {
-    match fs::symlink_metadata(path) {
-        Ok(meta) if !meta.is_dir() => fs::remove_file(path).map_err(io("replace", path)),
-        _ => Ok(()),
-    }
-}
-
 /// Index ranges of `pieces` (sorted by pack and offset) that are read together.
 fn cut_reads(pieces: &[Piece]) -> Vec<std::ops::Range<usize>> {
     let mut reads = Vec::new();
@@ -340,15 +512,19 @@ fn cut_reads(pieces: &[Piece]) -> Vec<std::ops::Range<usize>> {
     reads
 }
 
-/// A reader thread's buffers and its last opened file, kept from read to read: most reads
-/// write blobs of one file, and each blob is up to 8 MiB.
+/// A reader thread's buffers, its handles on the target and its last opened file, kept from
+/// read to read: most reads write blobs of one file, and each blob is up to 8 MiB.
 struct Reader {
     opener: Opener,
     file: Option<(u32, File)>,
+    beneath: Beneath,
 }
 
 impl Reader {
-    /// Reads one range of a pack and writes its blobs; returns the bytes written.
+    /// Reads one range of a pack and writes its blobs; returns the bytes written. A blob that
+    /// does not open, or a pack that is missing or short, is damage (listed, the read goes
+    /// on); a store that fails otherwise, or a target that cannot be written, stops.
+    #[allow(clippy::too_many_arguments)]
     fn write_read(
         &mut self,
         group: &[Piece],
@@ -356,101 +532,78 @@ impl Reader {
         key: &MasterKey,
         rt: &Handle,
         files: &[PathBuf],
-        packs: &[String],
+        index: &BlobIndex,
+        damage: &Mutex<Vec<Damage>>,
     ) -> Result<u64> {
+        let damaged = |piece: Piece, what: String| {
+            damage
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(Damage { piece, what });
+        };
         let first = group[0];
-        let pack = &packs[first.pack as usize];
+        let pack = hex::encode(index.pack_id(first.pack));
         let start = u64::from(first.offset);
         let end = group
             .iter()
             .map(|p| u64::from(p.offset) + u64::from(p.length))
             .max()
             .unwrap_or(start);
-        let data = rt
-            .block_on(store.read_range(FileKind::Pack, pack, start, end - start))
-            .map_err(|e| {
-                RestoreError(format!(
+        let data = match rt.block_on(store.read_range(FileKind::Pack, &pack, start, end - start)) {
+            Ok(data) => data,
+            Err(e) if e.is_not_found() => {
+                for piece in group {
+                    damaged(*piece, "is in a pack missing from the repository".into());
+                }
+                return Ok(0);
+            }
+            Err(e) => {
+                return Err(RestoreError(format!(
                     "cannot read pack {pack}: {}",
                     crate::error_chain(&e)
-                ))
-            })?;
+                )));
+            }
+        };
         let mut written = 0u64;
         let mut last: Option<(u32, u32)> = None;
+        // The outcome of opening the last blob: a blob in two files is opened once.
+        let mut last_err: Option<String> = None;
         for piece in group {
             let here = (piece.offset, piece.length);
             if last != Some(here) {
-                let from = (u64::from(piece.offset) - start) as usize;
-                let encrypted = data
-                    .get(from..from + piece.length as usize)
-                    .ok_or_else(|| {
-                        RestoreError(format!("pack {pack} is shorter than its index says"))
-                    })?;
-                self.opener
-                    .open(key, encrypted, piece.uncompressed)
-                    .map_err(|e| {
-                        RestoreError(format!(
-                            "a blob at offset {} of pack {pack} {e}: the pack is damaged",
-                            piece.offset
-                        ))
-                    })?;
                 last = Some(here);
+                let from = (u64::from(piece.offset) - start) as usize;
+                last_err = match data.get(from..from + piece.length as usize) {
+                    None => Some("is past the end of the pack".into()),
+                    Some(encrypted) => self
+                        .opener
+                        .open(key, encrypted, piece.uncompressed)
+                        .err()
+                        .map(|e| e.to_string()),
+                };
+            }
+            if let Some(what) = &last_err {
+                damaged(*piece, what.clone());
+                continue;
             }
             let blob = self.opener.last();
             if blob.iter().any(|&b| b != 0) {
                 let path = &files[piece.file as usize];
                 if self.file.as_ref().is_none_or(|(f, _)| *f != piece.file) {
                     self.file = None;
-                    let file = OpenOptions::new()
-                        .write(true)
-                        .open(path)
-                        .map_err(io("open", path))?;
+                    let file = self
+                        .beneath
+                        .open_file(path)
+                        .map_err(|e| io_stop("open", path, &e))?;
                     self.file = Some((piece.file, file));
                 }
                 let (_, file) = self.file.as_ref().expect("opened above");
                 file.write_all_at(blob, piece.file_offset)
-                    .map_err(io("write", path))?;
+                    .map_err(|e| io_stop("write", path, &e))?;
             }
             written += blob.len() as u64;
         }
         Ok(written)
-    }
-}
-
-/// Pass 3: the metadata of `path` (relative to the target) from `node`. Failures to set an
-/// owner without privileges are ignored, as restic does; others are warnings in the log.
-pub(crate) fn set_metadata(target: &Path, path: &Path, node: &Node) {
-    let dest = target.join(path);
-    let meta = &node.meta;
-    if matches!(node.node_type, NodeType::Socket) {
-        return;
-    }
-    if meta.uid.is_some() || meta.gid.is_some() {
-        let _ = std::os::unix::fs::lchown(&dest, meta.uid, meta.gid);
-    }
-    if !matches!(node.node_type, NodeType::Symlink { .. })
-        && let Some(mode) = meta.mode
-        && let Err(e) = fs::set_permissions(&dest, fs::Permissions::from_mode(unix_mode(mode)))
-    {
-        log::warn!("restore {}: chmod failed: {e}", dest.display());
-    }
-    for xattr in &meta.extended_attributes {
-        let value = xattr.value.as_deref().unwrap_or_default();
-        if let Err(e) = xattr::set(&dest, OsStr::new(&xattr.name), value) {
-            log::warn!(
-                "restore {}: xattr {} failed: {e}",
-                dest.display(),
-                xattr.name
-            );
-        }
-    }
-    if let Some(mtime) = meta.mtime {
-        let atime = meta.atime.unwrap_or(mtime);
-        let time = |t: jiff::Timestamp| {
-            filetime::FileTime::from_unix_time(t.as_second(), t.subsec_nanosecond().max(0) as u32)
-        };
-        if let Err(e) = filetime::set_symlink_file_times(&dest, time(atime), time(mtime)) {
-            log::warn!("restore {}: setting times failed: {e}", dest.display());
-        }
     }
 }
 

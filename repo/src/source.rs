@@ -14,6 +14,9 @@ pub struct Warning {
     pub path: String,
     /// What happened.
     pub message: String,
+    /// The path (or what is under it) is not in the snapshot: it vanished, could not be
+    /// read, or was replaced. Otherwise it is stored, but may be inconsistent.
+    pub left_out: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -33,7 +36,17 @@ impl Warnings {
         }
     }
 
+    /// `path` (or what is under it) is left out of the snapshot, for the reason `message`.
     pub(crate) fn add(&self, path: &Path, message: String) {
+        self.push(path, message, true);
+    }
+
+    /// `path` is stored, but its content may be inconsistent, for the reason `message`.
+    pub(crate) fn add_stored(&self, path: &Path, message: String) {
+        self.push(path, message, false);
+    }
+
+    fn push(&self, path: &Path, message: String, left_out: bool) {
         let rel = path.strip_prefix(&self.root).unwrap_or(path);
         let stored = self.stored_root.join(rel);
         log::warn!("{}: {message}", stored.display());
@@ -41,6 +54,7 @@ impl Warnings {
             list.push(Warning {
                 path: stored.to_string_lossy().into_owned(),
                 message,
+                left_out,
             });
         }
     }

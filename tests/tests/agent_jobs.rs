@@ -386,3 +386,95 @@ fn an_agent_restores_a_restic_snapshot_into_a_new_pods_volume_and_marks_it() {
         other => panic!("expected a failure, got {other:?}"),
     }
 }
+
+/// A snapshot crafted to write outside the volume (a symlink `x` to a directory outside, then
+/// a directory `x` holding a file), and a volume that already holds such a symlink: the agent,
+/// root on the node, writes nothing outside the volume; the crafted snapshot fails its job and
+/// the volume says why.
+#[test]
+fn an_agent_restores_nothing_outside_the_volume_whatever_the_snapshot_says() {
+    use lifeboat_repo::testing::{self, Crafted};
+    let rig = Rig::new(&["node-1"]);
+    let scratch = tempfile::tempdir().expect("scratch");
+    let outside = scratch.path().join("outside");
+    fs::create_dir(&outside).expect("outside");
+    let repo = rig.runtime.block_on(async {
+        lifeboat_repo::Repository::open(
+            &lifeboat_repo::Location::Local(rig.repo.clone()),
+            PASSWORD,
+            lifeboat_repo::RepositoryOptions::default(),
+        )
+        .await
+        .expect("open")
+    });
+    let crafted = |entries: Vec<Crafted>| {
+        rig.runtime
+            .block_on(testing::snapshot_of_tree(&repo, &entries))
+            .expect("crafted snapshot")
+            .to_string()
+    };
+    let pwn_dir = |entries| Crafted::Dir {
+        name: b"x".to_vec(),
+        mode: 0o777,
+        entries,
+    };
+    let pwn = || Crafted::File {
+        name: b"pwn".to_vec(),
+        data: b"planted\n".to_vec(),
+        mode: 0o4755,
+    };
+    let hostile = crafted(vec![
+        Crafted::Symlink {
+            name: b"x".to_vec(),
+            target: outside.as_os_str().as_encoded_bytes().to_vec(),
+        },
+        pwn_dir(vec![pwn()]),
+    ]);
+    let plain = crafted(vec![pwn_dir(vec![pwn()])]);
+
+    let volume = rig.volume("node-1", "new-pod", "kubernetes.io~nfs", "pv-x");
+    let mount = volume.join("mount");
+    fs::create_dir_all(&mount).expect("the volume's mount");
+    let job = |id: &str, snapshot: &str| VolumeRestore {
+        job_id: id.into(),
+        pod_uid: "new-pod".into(),
+        volume_dir: "pv-x".into(),
+        repository: Some(RepositoryMsg {
+            location: rig.repo.display().to_string(),
+            password: PASSWORD.into(),
+            ..RepositoryMsg::default()
+        }),
+        snapshot_id: snapshot.into(),
+        restore_uid: "restore-uid-x".into(),
+    };
+    let mut handle = rig
+        .runtime
+        .block_on(rig.agents.submit_restore("node-1", job("r-hostile", &hostile)))
+        .expect("the node has a live agent");
+    match rig.outcome(&mut handle, Duration::from_secs(60)).0 {
+        JobOutcome::Failed(reason) => {
+            assert!(reason.contains("twice"), "{reason}");
+            assert!(reason.contains("could escape the restore target"), "{reason}");
+        }
+        other => panic!("the crafted snapshot must fail the job, got {other:?}"),
+    }
+    assert_eq!(fs::read_dir(&outside).expect("outside").count(), 0);
+
+    // The volume already holds `x` as a symlink outside: the restore replaces it.
+    std::os::unix::fs::symlink(&outside, mount.join("x")).expect("symlink");
+    let mut handle = rig
+        .runtime
+        .block_on(rig.agents.submit_restore("node-1", job("r-plain", &plain)))
+        .expect("the node has a live agent");
+    match rig.outcome(&mut handle, Duration::from_secs(60)).0 {
+        JobOutcome::Restore(done) => assert_eq!(done.files, 1, "{done:?}"),
+        other => panic!("expected a restore, got {other:?}"),
+    }
+    assert_eq!(fs::read_dir(&outside).expect("outside").count(), 0);
+    assert!(
+        fs::symlink_metadata(mount.join("x"))
+            .expect("x")
+            .is_dir()
+    );
+    assert_eq!(fs::read(mount.join("x/pwn")).expect("pwn"), b"planted\n");
+}
