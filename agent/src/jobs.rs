@@ -367,7 +367,7 @@ async fn run_restore(
             named.push(format!("and {unnamed} more"));
         }
         return Err(format!(
-            "partially restored: snapshot {} restored {} files, but {} entries were left out: {}",
+            "partially restored: snapshot {} restored {} files, but {} entry(ies) left out: {}",
             job.snapshot_id,
             stats.files,
             stats.unrestored_count,

@@ -349,7 +349,7 @@ pub(crate) async fn run(args: RepoArgs) -> Result<()> {
                 return Err(crate::Exit {
                     code: 3,
                     message: format!(
-                        "snapshot {} was saved without {left_out} file(s) or directories that could not be read (named above)",
+                        "snapshot {} was saved without {left_out} path(s) that could not be read (named above)",
                         stats.snapshot.id.short()
                     ),
                 }
@@ -389,7 +389,7 @@ pub(crate) async fn run(args: RepoArgs) -> Result<()> {
                 }
                 let unlisted = stats.unrestored_count - stats.unrestored.len() as u64;
                 if unlisted > 0 {
-                    eprintln!("error: and {unlisted} more entries left out");
+                    eprintln!("error: and {unlisted} more left out");
                 }
                 println!(
                     "restored snapshot {} into {}: {} files, {} dirs, {} in {:.1}s",
@@ -405,7 +405,7 @@ pub(crate) async fn run(args: RepoArgs) -> Result<()> {
                 return Err(crate::Exit {
                     code: 1,
                     message: format!(
-                        "snapshot {} was restored partially: {} entries were left out (named above); everything else is restored",
+                        "snapshot {} was restored partially: {} entry(ies) left out (named above); everything else is restored",
                         stats.snapshot.short(),
                         stats.unrestored_count
                     ),

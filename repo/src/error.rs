@@ -102,7 +102,7 @@ pub enum Error {
 
     /// An index file does not decrypt or parse.
     #[error(
-        "index file {file} of {location} does not decrypt or parse: the repository is damaged; check it with `lifeboat repo check`, and restore the file from a copy of the bucket if there is one"
+        "index file {file} of {location} does not decrypt or parse: the repository is damaged; restore the file from a copy of the bucket, or rebuild the index from the packs with restic's `restic rebuild-index` (the repository is restic's format)"
     )]
     IndexDamaged { location: String, file: String },
 

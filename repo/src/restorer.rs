@@ -119,11 +119,11 @@ struct Piece {
     file_offset: u64,
 }
 
-/// A blob pass 2 could not write: which piece, and why.
+/// A blob pass 2 could not write: which piece, and why (completing "the blob …").
 #[derive(Debug)]
 struct Damage {
     piece: Piece,
-    what: String,
+    what: &'static str,
 }
 
 /// Entries left out: the first [`LISTED`], and how many.
@@ -535,7 +535,7 @@ impl Reader {
         index: &BlobIndex,
         damage: &Mutex<Vec<Damage>>,
     ) -> Result<u64> {
-        let damaged = |piece: Piece, what: String| {
+        let damaged = |piece: Piece, what: &'static str| {
             damage
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -553,7 +553,7 @@ impl Reader {
             Ok(data) => data,
             Err(e) if e.is_not_found() => {
                 for piece in group {
-                    damaged(*piece, "is in a pack missing from the repository".into());
+                    damaged(*piece, "is in a pack missing from the repository");
                 }
                 return Ok(0);
             }
@@ -567,23 +567,25 @@ impl Reader {
         let mut written = 0u64;
         let mut last: Option<(u32, u32)> = None;
         // The outcome of opening the last blob: a blob in two files is opened once.
-        let mut last_err: Option<String> = None;
+        let mut last_err: Option<&'static str> = None;
         for piece in group {
             let here = (piece.offset, piece.length);
             if last != Some(here) {
                 last = Some(here);
                 let from = (u64::from(piece.offset) - start) as usize;
                 last_err = match data.get(from..from + piece.length as usize) {
-                    None => Some("is past the end of the pack".into()),
-                    Some(encrypted) => self
-                        .opener
-                        .open(key, encrypted, piece.uncompressed)
-                        .err()
-                        .map(|e| e.to_string()),
+                    None => Some("is past the end of the pack"),
+                    Some(encrypted) => match self.opener.open(key, encrypted, piece.uncompressed) {
+                        Ok(_) => None,
+                        Err(crate::crypto::OpenError::Decrypt) => Some("does not decrypt"),
+                        Err(crate::crypto::OpenError::Decompress(_)) => {
+                            Some("does not decompress")
+                        }
+                    },
                 };
             }
-            if let Some(what) = &last_err {
-                damaged(*piece, what.clone());
+            if let Some(what) = last_err {
+                damaged(*piece, what);
                 continue;
             }
             let blob = self.opener.last();

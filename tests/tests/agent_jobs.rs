@@ -432,7 +432,7 @@ fn an_agent_restores_nothing_outside_the_volume_whatever_the_snapshot_says() {
     ]);
     let plain = crafted(vec![pwn_dir(vec![pwn()])]);
 
-    let volume = rig.volume("node-1", "new-pod", "kubernetes.io~nfs", "pv-x");
+    let volume = rig.volume("node-1", "new-pod", "kubernetes.io~csi", "pv-x");
     let mount = volume.join("mount");
     fs::create_dir_all(&mount).expect("the volume's mount");
     let job = |id: &str, snapshot: &str| VolumeRestore {
