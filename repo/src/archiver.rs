@@ -28,8 +28,8 @@
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::fs::{File, Metadata as FsMetadata};
-use std::os::unix::ffi::OsStrExt;
 use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -176,7 +176,13 @@ impl Packer {
 
     /// Seals `data` (the blob, compressed when `uncompressed` is not 0) into the pack;
     /// returns its sealed length.
-    pub(crate) fn add(&mut self, key: &MasterKey, id: [u8; 32], data: &[u8], uncompressed: u32) -> u64 {
+    pub(crate) fn add(
+        &mut self,
+        key: &MasterKey,
+        id: [u8; 32],
+        data: &[u8],
+        uncompressed: u32,
+    ) -> u64 {
         // The trees' pack grows as trees come: a backup of a few large files writes a few
         // kilobytes of trees, and a spare pack buffer (written before, so resident up to its
         // 16-25 MiB) would be held for them to the end.
@@ -1314,7 +1320,9 @@ mod tests {
         let path = dir.path().join("data");
         std::fs::write(&path, b"the user's data").expect("write");
         let seen = listed(&path);
-        let mut f = open_listed(&path, seen).map_err(|_| ()).expect("the listed file opens");
+        let mut f = open_listed(&path, seen)
+            .map_err(|_| ())
+            .expect("the listed file opens");
         let mut text = String::new();
         f.read_to_string(&mut text).expect("read");
         assert_eq!(text, "the user's data");

@@ -143,7 +143,10 @@ impl Beneath {
             .count();
         self.open.truncate(common);
         for name in &names[common..] {
-            let parent = self.open.last().map_or(self.root.as_fd(), |(_, fd)| fd.as_fd());
+            let parent = self
+                .open
+                .last()
+                .map_or(self.root.as_fd(), |(_, fd)| fd.as_fd());
             let fd = match open_dir(parent, name) {
                 Ok(fd) => fd,
                 Err(e) => {
@@ -153,7 +156,10 @@ impl Beneath {
             };
             self.open.push(((*name).to_owned(), fd));
         }
-        Ok(self.open.last().map_or(self.root.as_fd(), |(_, fd)| fd.as_fd()))
+        Ok(self
+            .open
+            .last()
+            .map_or(self.root.as_fd(), |(_, fd)| fd.as_fd()))
     }
 
     /// Makes directory `path` (mode 0700 until its metadata is set), keeping a directory that
@@ -205,7 +211,9 @@ impl Beneath {
         .map_err(errno)?;
         let file = File::from(fd);
         if Kind::of(nix::sys::stat::fstat(&file).map_err(errno)?.st_mode) != Kind::File {
-            return Err(io::Error::other("it is no longer the regular file restored there"));
+            return Err(io::Error::other(
+                "it is no longer the regular file restored there",
+            ));
         }
         Ok(file)
     }
@@ -377,9 +385,11 @@ mod tests {
         symlink(&outside, target.join("x")).expect("symlink");
         symlink(outside.join("file"), target.join("f")).expect("symlink");
         let mut b = Beneath::open(&target).expect("open");
-        b.make_dir(Path::new("x")).expect("the symlink is replaced by a directory");
+        b.make_dir(Path::new("x"))
+            .expect("the symlink is replaced by a directory");
         b.create_file(Path::new("x/pwn"), 3).expect("file");
-        b.create_file(Path::new("f"), 3).expect("the symlink is replaced by a file");
+        b.create_file(Path::new("f"), 3)
+            .expect("the symlink is replaced by a file");
         assert!(target.join("x").symlink_metadata().expect("x").is_dir());
         assert!(target.join("f").symlink_metadata().expect("f").is_file());
         assert_eq!(std::fs::read_dir(&outside).expect("outside").count(), 0);
@@ -407,7 +417,10 @@ mod tests {
         assert!(b.dir(Path::new("../outside")).is_err());
         assert_eq!(std::fs::read(outside.join("secret")).expect("read"), b"s");
         let mode = std::fs::metadata(&outside).expect("outside").permissions();
-        assert_ne!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777, 0o777);
+        assert_ne!(
+            std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+            0o777
+        );
         assert_eq!(std::fs::read_dir(&outside).expect("outside").count(), 1);
     }
 

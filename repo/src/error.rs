@@ -92,7 +92,10 @@ pub enum Error {
     #[error(
         "snapshot {snapshot} cannot be restored: {detail} (`lifeboat repo check --read-data` lists all the damage)"
     )]
-    TreeUnreadable { snapshot: SnapshotId, detail: String },
+    TreeUnreadable {
+        snapshot: SnapshotId,
+        detail: String,
+    },
 
     /// A snapshot file does not decrypt or parse.
     #[error(

@@ -32,7 +32,6 @@ pub use id::{BlobId, InvalidId, LockId, PackId, SnapshotId};
 pub use location::Location;
 pub use lock::{LockInfo, LockOptions};
 pub use progress::{NoProgress, Progress, Stage, Unit};
-pub use restorer::Unrestored;
 #[cfg(feature = "testing")]
 pub use repository::testing;
 pub use repository::{
@@ -40,10 +39,11 @@ pub use repository::{
     ForgetStats, KeepPolicy, ParentChoice, PruneStats, Repository, RepositoryOptions,
     RestoreOptions, RestoreStats,
 };
+pub use restorer::Unrestored;
 pub use snapshot::{Snapshot, SnapshotFilter};
 pub use source::Warning;
-pub use tree::UnsafeName;
 pub use store::{Bucket, Credentials, FileKind, Store, StoreError, StoreOptions, Upload};
+pub use tree::UnsafeName;
 
 /// Re-exported so callers can cancel operations without depending on tokio-util themselves.
 pub use tokio_util::sync::CancellationToken;

@@ -29,6 +29,7 @@ use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 
 use crate::archiver::{self, Failure};
+use crate::beneath::Beneath;
 use crate::bridge::Bridge;
 use crate::budget::{
     BackupBuffers, Hold, INDEX_LOAD_MIB, KEY_MIB, MemoryBudget, RestoreBuffers, mib_of,
@@ -41,12 +42,11 @@ use crate::index::{BlobIndex, IndexError};
 use crate::location::Location;
 use crate::lock::{LockGuard, LockInfo, LockOptions, Locks};
 use crate::progress::{Adapter, NoProgress, Progress, Unit};
-use crate::beneath::Beneath;
 use crate::restorer::{self, RestoreOptions as RestoreRun, Restorer, Unrestored};
-use crate::tree::{Trees, WalkError, check_names};
 use crate::snapshot::{self, Snapshot, SnapshotFilter};
 use crate::source::{Warning, Warnings};
 use crate::store::{FileKind, Store, StoreError, StoreOptions};
+use crate::tree::{Trees, WalkError, check_names};
 use crate::verify;
 
 /// How a repository is accessed.
@@ -1002,12 +1002,16 @@ impl Repository {
                             .map_err(|e| Error::Restore(e.0))
                     };
                     match &single {
-                        Some(name) => restorer.lay_out(name, &node).map_err(|e| Error::Restore(e.0))?,
+                        Some(name) => restorer
+                            .lay_out(name, &node)
+                            .map_err(|e| Error::Restore(e.0))?,
                         None => {
                             for item in trees.walk(&node) {
                                 let (dir, entry) = item.map_err(walk_error)?;
                                 let path = dir.join(entry.name());
-                                restorer.lay_out(&path, &entry).map_err(|e| Error::Restore(e.0))?;
+                                restorer
+                                    .lay_out(&path, &entry)
+                                    .map_err(|e| Error::Restore(e.0))?;
                                 if restorer.batch_full(ropts) {
                                     contents(&mut restorer)?;
                                 }
@@ -1082,7 +1086,10 @@ impl Repository {
                             .0
                             .iter()
                             .map(|(level, e)| {
-                                (format!("{level:?}") == "Error", plain_finding(&e.to_string()))
+                                (
+                                    format!("{level:?}") == "Error",
+                                    plain_finding(&e.to_string()),
+                                )
                             })
                             .collect::<Vec<_>>())
                     })
@@ -1286,7 +1293,8 @@ fn plain_finding(text: &str) -> String {
                 .to_string()
         })
     };
-    if let Some(id) = word_after("error reading pack ").or_else(|| word_after("error checking pack "))
+    if let Some(id) =
+        word_after("error reading pack ").or_else(|| word_after("error checking pack "))
     {
         return format!(
             "pack {id} cannot be read, or its header does not decrypt: the pack is damaged"
@@ -1314,11 +1322,10 @@ fn plain_finding(text: &str) -> String {
         );
     }
     let first = first.split(" : ").next().unwrap_or(first);
-    first
-        .replace(
-            " To repair: 'rustic repair index'.",
-            ": the index and the packs disagree, the repository is damaged",
-        )
+    first.replace(
+        " To repair: 'rustic repair index'.",
+        ": the index and the packs disagree, the repository is damaged",
+    )
 }
 
 /// rustic_core names packs by their first 8 hex digits in messages; find the full id.
@@ -1522,15 +1529,13 @@ pub mod testing {
                         meta.mode = Some((1 << 31) | *mode);
                         let id = self.tree(entries);
                         let mut node = Node::new_node(OsStr::from_bytes(name), NodeType::Dir, meta);
-                        node.subtree =
-                            Some(rustic_core::TreeId::from(rustic_core::Id::new(id)));
+                        node.subtree = Some(rustic_core::TreeId::from(rustic_core::Id::new(id)));
                         node
                     }
                     Crafted::Symlink { name, target } => {
                         meta.mode = Some((1 << 27) | 0o777);
-                        let link = NodeType::from_link(std::path::Path::new(OsStr::from_bytes(
-                            target,
-                        )));
+                        let link =
+                            NodeType::from_link(std::path::Path::new(OsStr::from_bytes(target)));
                         Node::new_node(OsStr::from_bytes(name), link, meta)
                     }
                 }
@@ -1562,7 +1567,11 @@ pub mod testing {
         for packer in [&mut w.data, &mut w.trees] {
             if let Some(pack) = packer.finish(&key) {
                 store
-                    .write(FileKind::Pack, &hex::encode(pack.id), vec![pack.bytes.into()])
+                    .write(
+                        FileKind::Pack,
+                        &hex::encode(pack.id),
+                        vec![pack.bytes.into()],
+                    )
                     .await
                     .map_err(|e| crate::error::Error::store(store.location(), e))?;
                 index.add(pack.id, pack.blobs);

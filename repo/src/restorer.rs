@@ -578,9 +578,7 @@ impl Reader {
                     Some(encrypted) => match self.opener.open(key, encrypted, piece.uncompressed) {
                         Ok(_) => None,
                         Err(crate::crypto::OpenError::Decrypt) => Some("does not decrypt"),
-                        Err(crate::crypto::OpenError::Decompress(_)) => {
-                            Some("does not decompress")
-                        }
+                        Err(crate::crypto::OpenError::Decompress(_)) => Some("does not decompress"),
                     },
                 };
             }

@@ -449,12 +449,18 @@ fn an_agent_restores_nothing_outside_the_volume_whatever_the_snapshot_says() {
     };
     let mut handle = rig
         .runtime
-        .block_on(rig.agents.submit_restore("node-1", job("r-hostile", &hostile)))
+        .block_on(
+            rig.agents
+                .submit_restore("node-1", job("r-hostile", &hostile)),
+        )
         .expect("the node has a live agent");
     match rig.outcome(&mut handle, Duration::from_secs(60)).0 {
         JobOutcome::Failed(reason) => {
             assert!(reason.contains("twice"), "{reason}");
-            assert!(reason.contains("could escape the restore target"), "{reason}");
+            assert!(
+                reason.contains("could escape the restore target"),
+                "{reason}"
+            );
         }
         other => panic!("the crafted snapshot must fail the job, got {other:?}"),
     }
@@ -471,10 +477,6 @@ fn an_agent_restores_nothing_outside_the_volume_whatever_the_snapshot_says() {
         other => panic!("expected a restore, got {other:?}"),
     }
     assert_eq!(fs::read_dir(&outside).expect("outside").count(), 0);
-    assert!(
-        fs::symlink_metadata(mount.join("x"))
-            .expect("x")
-            .is_dir()
-    );
+    assert!(fs::symlink_metadata(mount.join("x")).expect("x").is_dir());
     assert_eq!(fs::read(mount.join("x/pwn")).expect("pwn"), b"planted\n");
 }

@@ -53,9 +53,20 @@ impl Scene {
         self.path("repo").display().to_string()
     }
 
-    async fn restore(&self, id: &str, sub: Option<&str>, target: &Path) -> lifeboat_repo::Result<RestoreStats> {
+    async fn restore(
+        &self,
+        id: &str,
+        sub: Option<&str>,
+        target: &Path,
+    ) -> lifeboat_repo::Result<RestoreStats> {
         self.repo
-            .restore(id, sub, target, &RestoreOptions::default(), &Context::default())
+            .restore(
+                id,
+                sub,
+                target,
+                &RestoreOptions::default(),
+                &Context::default(),
+            )
             .await
     }
 
@@ -192,7 +203,10 @@ async fn a_symlink_and_a_directory_of_one_name_are_refused_and_nothing_is_writte
         &target.display().to_string(),
     ]);
     assert_eq!(run.status, 1, "{run:?}");
-    assert!(run.stderr.contains("could escape the restore target"), "{run:?}");
+    assert!(
+        run.stderr.contains("could escape the restore target"),
+        "{run:?}"
+    );
     assert_eq!(scene.outside_state(&target), before);
 
     // restic on the same snapshot writes nothing outside either, and fails.
@@ -235,11 +249,21 @@ async fn symlinks_already_in_the_target_are_replaced_not_followed() {
     symlink(outside.join("secret"), target.join("f")).expect("symlink");
     let before = scene.outside_state(&target);
 
-    let stats = scene.restore(&snapshot, None, &target).await.expect("restore");
+    let stats = scene
+        .restore(&snapshot, None, &target)
+        .await
+        .expect("restore");
     assert!(stats.is_complete(), "{stats:?}");
-    assert_eq!(scene.outside_state(&target), before, "nothing outside changed");
+    assert_eq!(
+        scene.outside_state(&target),
+        before,
+        "nothing outside changed"
+    );
     assert!(fs::symlink_metadata(target.join("x")).expect("x").is_dir());
-    assert_eq!(fs::read(target.join("x/pwn")).expect("pwn"), b"restored pwn\n");
+    assert_eq!(
+        fs::read(target.join("x/pwn")).expect("pwn"),
+        b"restored pwn\n"
+    );
     assert_eq!(fs::read(target.join("f")).expect("f"), b"restored f\n");
     assert_eq!(
         fs::metadata(target.join("x")).expect("x").mode() & 0o777,
@@ -315,7 +339,10 @@ fn plant_links(rng: &mut StdRng, target: &Path, outside: &Path) {
 fn env_number(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()
-        .map(|v| v.parse().unwrap_or_else(|_| panic!("{name} must be a number")))
+        .map(|v| {
+            v.parse()
+                .unwrap_or_else(|_| panic!("{name} must be a number"))
+        })
         .unwrap_or(default)
 }
 
@@ -358,7 +385,10 @@ async fn hostile_trees_never_touch_anything_outside_the_target() {
         fs::remove_file(scene.path("repo/snapshots").join(&id)).expect("forget the case");
     }
     println!("{cases} hostile trees (seed {seed}): {refused} refused, {restored} restored");
-    assert!(refused > 0 && restored > 0, "the generator covers both outcomes");
+    assert!(
+        refused > 0 && restored > 0,
+        "the generator covers both outcomes"
+    );
 }
 
 /// A flipped byte in one blob of a data pack: every other file is restored, the damaged one is
@@ -390,16 +420,26 @@ async fn a_damaged_blob_leaves_out_only_its_file_and_names_it() {
     bytes[100] ^= 0x40;
     fs::set_permissions(&pack, fs::Permissions::from_mode(0o644)).expect("chmod");
     fs::write(&pack, &bytes).expect("damage the pack");
-    let pack_id = pack.file_name().expect("name").to_string_lossy().into_owned();
+    let pack_id = pack
+        .file_name()
+        .expect("name")
+        .to_string_lossy()
+        .into_owned();
 
     let target = scene.path("target");
-    let stats = scene.restore(&snapshot, None, &target).await.expect("the restore goes on");
+    let stats = scene
+        .restore(&snapshot, None, &target)
+        .await
+        .expect("the restore goes on");
     assert_eq!(stats.unrestored_count, 1, "{stats:?}");
     let left = &stats.unrestored[0];
     assert_eq!(left.path, "damaged.bin");
     assert!(left.reason.contains(&pack_id), "{left:?}");
     assert!(left.reason.contains("blob "), "{left:?}");
-    assert!(!target.join("damaged.bin").exists(), "never left zero-filled");
+    assert!(
+        !target.join("damaged.bin").exists(),
+        "never left zero-filled"
+    );
     for i in 0..50 {
         assert_eq!(
             fs::read(target.join(format!("dir/ok-{i:02}"))).expect("restored"),
@@ -442,7 +482,13 @@ fn read_deep(root: &Path, path: &Path) -> Vec<u8> {
     let names: Vec<_> = path.iter().collect();
     let (last, dirs) = names.split_last().expect("a name");
     for name in dirs {
-        fd = openat(&fd, *name, OFlag::O_RDONLY | OFlag::O_DIRECTORY, Mode::empty()).expect("dir");
+        fd = openat(
+            &fd,
+            *name,
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY,
+            Mode::empty(),
+        )
+        .expect("dir");
     }
     let f = openat(&fd, *last, OFlag::O_RDONLY, Mode::empty()).expect("file");
     let mut out = Vec::new();
@@ -469,11 +515,16 @@ async fn long_paths_are_restored_and_a_name_the_target_cannot_hold_is_left_out()
         .expect("snapshot")
         .to_string();
     let target = scene.path("target");
-    let stats = scene.restore(&snapshot, None, &target).await.expect("restore");
+    let stats = scene
+        .restore(&snapshot, None, &target)
+        .await
+        .expect("restore");
     assert_eq!(stats.unrestored_count, 1, "{stats:?}");
     assert_eq!(stats.unrestored[0].path, too_long);
     assert_eq!(fs::read(target.join("plain")).expect("plain"), b"plain\n");
-    let bottom: PathBuf = std::iter::repeat_n(long.as_str(), 25).chain(["bottom"]).collect();
+    let bottom: PathBuf = std::iter::repeat_n(long.as_str(), 25)
+        .chain(["bottom"])
+        .collect();
     assert!(bottom.as_os_str().len() > libc::PATH_MAX as usize);
     assert_eq!(read_deep(&target, &bottom), b"deep\n");
 }
@@ -500,14 +551,18 @@ async fn a_restore_of_a_missing_sub_path_makes_no_target() {
 #[tokio::test(flavor = "multi_thread")]
 async fn damaged_trees_and_indexes_are_named_in_our_words() {
     let scene = Scene::new().await;
-    let snapshot = testing::snapshot_of_tree(
-        &scene.repo,
-        &[dir("d", 0o755, vec![file("f", b"data\n")])],
-    )
-    .await
-    .expect("snapshot")
-    .to_string();
-    let internals = ["BlobLocation", "aead::Error", "Backtrace", "rustic", "error processing"];
+    let snapshot =
+        testing::snapshot_of_tree(&scene.repo, &[dir("d", 0o755, vec![file("f", b"data\n")])])
+            .await
+            .expect("snapshot")
+            .to_string();
+    let internals = [
+        "BlobLocation",
+        "aead::Error",
+        "Backtrace",
+        "rustic",
+        "error processing",
+    ];
     let tree_pack = scene.pack_of("tree");
     let original = fs::read(&tree_pack).expect("pack");
     let mut bytes = original.clone();
@@ -544,15 +599,25 @@ async fn damaged_trees_and_indexes_are_named_in_our_words() {
         &scene.path("t2").display().to_string(),
     ]);
     assert_eq!(run.status, 1, "{run:?}");
-    let name = index.file_name().expect("name").to_string_lossy().into_owned();
-    assert!(run.stderr.contains(&format!("index file {name}")), "{run:?}");
+    let name = index
+        .file_name()
+        .expect("name")
+        .to_string_lossy()
+        .into_owned();
+    assert!(
+        run.stderr.contains(&format!("index file {name}")),
+        "{run:?}"
+    );
     assert!(run.stderr.contains("damaged"), "{run:?}");
     for word in internals {
         assert!(!run.stderr.contains(word), "{run:?}");
     }
     let run = Lifeboat::new(scene.repo_path()).repo(["check"]);
     assert_eq!(run.status, 1, "{run:?}");
-    assert!(run.stderr.contains(&format!("index file {name}")), "{run:?}");
+    assert!(
+        run.stderr.contains(&format!("index file {name}")),
+        "{run:?}"
+    );
     for word in internals {
         assert!(!run.stderr.contains(word), "{run:?}");
         assert!(!run.stdout.contains(word), "{run:?}");
@@ -564,7 +629,10 @@ async fn damaged_trees_and_indexes_are_named_in_our_words() {
     fs::write(&snap_file, b"not a snapshot").expect("damage");
     let run = Lifeboat::new(scene.repo_path()).repo(["snapshots"]);
     assert_eq!(run.status, 1, "{run:?}");
-    assert!(run.stderr.contains(&format!("snapshot file {snapshot}")), "{run:?}");
+    assert!(
+        run.stderr.contains(&format!("snapshot file {snapshot}")),
+        "{run:?}"
+    );
     for word in internals {
         assert!(!run.stderr.contains(word), "{run:?}");
     }
