@@ -34,9 +34,15 @@ impl Run {
 
     /// Panics unless the command failed with exit code 1.
     pub fn fails(self) -> Self {
+        self.fails_with(1)
+    }
+
+    /// Panics unless the command failed with exit code `code` (restic's: 3 a backup without
+    /// unreadable files, 10 no repository, 11 locked, 12 wrong password).
+    pub fn fails_with(self, code: i32) -> Self {
         assert_eq!(
-            self.status, 1,
-            "expected exit 1\nstdout:\n{}\nstderr:\n{}",
+            self.status, code,
+            "expected exit {code}\nstdout:\n{}\nstderr:\n{}",
             self.stdout, self.stderr
         );
         self

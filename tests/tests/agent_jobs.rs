@@ -115,6 +115,22 @@ impl Rig {
         }
     }
 
+    /// A restore of `snapshot` into volume `dir` of pod `new-pod`, marked for `restore_uid`.
+    fn restore_job(&self, id: &str, dir: &str, snapshot: &str, restore_uid: &str) -> VolumeRestore {
+        VolumeRestore {
+            job_id: id.into(),
+            pod_uid: "new-pod".into(),
+            volume_dir: dir.into(),
+            repository: Some(RepositoryMsg {
+                location: self.repo.display().to_string(),
+                password: PASSWORD.into(),
+                ..RepositoryMsg::default()
+            }),
+            snapshot_id: snapshot.into(),
+            restore_uid: restore_uid.into(),
+        }
+    }
+
     fn submit(&self, node: &str, job: VolumeBackup) -> JobHandle {
         self.runtime
             .block_on(self.agents.submit_backup(node, job))
@@ -330,18 +346,7 @@ fn an_agent_restores_a_restic_snapshot_into_a_new_pods_volume_and_marks_it() {
 
     let volume = rig.volume("node-1", "new-pod", "kubernetes.io~csi", "pv-new");
     fs::create_dir_all(volume.join("mount")).expect("the volume's mount");
-    let job = |id: &str, snapshot: &str| VolumeRestore {
-        job_id: id.into(),
-        pod_uid: "new-pod".into(),
-        volume_dir: "pv-new".into(),
-        repository: Some(RepositoryMsg {
-            location: rig.repo.display().to_string(),
-            password: PASSWORD.into(),
-            ..RepositoryMsg::default()
-        }),
-        snapshot_id: snapshot.into(),
-        restore_uid: "restore-uid-1".into(),
-    };
+    let job = |id: &str, snapshot: &str| rig.restore_job(id, "pv-new", snapshot, "restore-uid-1");
     let mut handle = rig
         .runtime
         .block_on(rig.agents.submit_restore("node-1", job("r-1", &snapshot)))
@@ -435,18 +440,7 @@ fn an_agent_restores_nothing_outside_the_volume_whatever_the_snapshot_says() {
     let volume = rig.volume("node-1", "new-pod", "kubernetes.io~csi", "pv-x");
     let mount = volume.join("mount");
     fs::create_dir_all(&mount).expect("the volume's mount");
-    let job = |id: &str, snapshot: &str| VolumeRestore {
-        job_id: id.into(),
-        pod_uid: "new-pod".into(),
-        volume_dir: "pv-x".into(),
-        repository: Some(RepositoryMsg {
-            location: rig.repo.display().to_string(),
-            password: PASSWORD.into(),
-            ..RepositoryMsg::default()
-        }),
-        snapshot_id: snapshot.into(),
-        restore_uid: "restore-uid-x".into(),
-    };
+    let job = |id: &str, snapshot: &str| rig.restore_job(id, "pv-x", snapshot, "restore-uid-x");
     let mut handle = rig
         .runtime
         .block_on(

@@ -53,7 +53,7 @@ fn live_restic_exclusive_lock_blocks_backup_and_a_dead_holders_lock_is_stale() {
     let lifeboat = Lifeboat::new(repo.display().to_string());
     let run = lifeboat
         .repo(["backup", src.to_str().expect("utf-8")])
-        .fails();
+        .fails_with(11);
     assert!(
         run.stderr.contains("is locked by an exclusive lock of")
             && run.stderr.contains(&format!("(pid {})", holder.id())),
@@ -77,7 +77,7 @@ fn live_restic_exclusive_lock_blocks_backup_and_a_dead_holders_lock_is_stale() {
     let started = Instant::now();
     lifeboat
         .repo(["backup", src.to_str().expect("utf-8"), "--lock-wait", "2s"])
-        .fails();
+        .fails_with(11);
     assert!(started.elapsed() >= Duration::from_secs(2));
 
     // Kill the holder: its lock stays behind, but its process is gone on this host, which
@@ -157,7 +157,7 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
 }
 
 #[test]
-fn wrong_password_missing_repository_and_missing_bucket_exit_1_with_the_cause() {
+fn wrong_password_missing_repository_and_missing_bucket_exit_with_restic_s_codes_and_the_cause() {
     let dir = tempfile::tempdir().expect("tempdir");
     let repo = dir.path().join("repo");
     Lifeboat::new(repo.display().to_string())
@@ -169,7 +169,7 @@ fn wrong_password_missing_repository_and_missing_bucket_exit_1_with_the_cause() 
         .env("LIFEBOAT_PASSWORD", "not the password")
         .output()
         .expect("run");
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(12), "restic's wrong-password code");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("wrong password for the repository at"),
@@ -178,7 +178,7 @@ fn wrong_password_missing_repository_and_missing_bucket_exit_1_with_the_cause() 
 
     let run = Lifeboat::new(dir.path().join("nothing-here").display().to_string())
         .repo(["snapshots"])
-        .fails();
+        .fails_with(10);
     assert!(
         run.stderr.contains("there is no repository at"),
         "{}",

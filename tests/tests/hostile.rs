@@ -17,7 +17,7 @@ use lifeboat_repo::{
     Context, Error, Location, Repository, RepositoryOptions, RestoreOptions, RestoreStats,
     UnsafeName,
 };
-use lifeboat_tests::bin::{Lifeboat, PASSWORD, Restic};
+use lifeboat_tests::bin::{Lifeboat, PASSWORD, Restic, Run};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -68,6 +68,26 @@ impl Scene {
                 &Context::default(),
             )
             .await
+    }
+
+    /// `lifeboat repo restore SNAPSHOT --target TARGET` on the scene's repository.
+    fn lifeboat_restore(&self, snapshot: &str, target: &Path) -> Run {
+        Lifeboat::new(self.repo_path()).repo([
+            "restore",
+            snapshot,
+            "--target",
+            &target.display().to_string(),
+        ])
+    }
+
+    /// `restic restore SNAPSHOT --target TARGET` on the scene's repository.
+    fn restic_restore(&self, snapshot: &str, target: &Path) -> Run {
+        restic(self).run([
+            "restore",
+            snapshot,
+            "--target",
+            &target.display().to_string(),
+        ])
     }
 
     /// The file of the (one) pack holding blobs of `kind` (`data` or `tree`), as restic's
@@ -196,12 +216,7 @@ async fn a_symlink_and_a_directory_of_one_name_are_refused_and_nothing_is_writte
     assert_eq!(scene.outside_state(&target), before);
 
     // The CLI says the same and exits 1.
-    let run = Lifeboat::new(scene.repo_path()).repo([
-        "restore",
-        &snapshot,
-        "--target",
-        &target.display().to_string(),
-    ]);
+    let run = scene.lifeboat_restore(&snapshot, &target);
     assert_eq!(run.status, 1, "{run:?}");
     assert!(
         run.stderr.contains("could escape the restore target"),
@@ -211,12 +226,7 @@ async fn a_symlink_and_a_directory_of_one_name_are_refused_and_nothing_is_writte
 
     // restic on the same snapshot writes nothing outside either, and fails.
     let restic_target = scene.path("restic-target");
-    let run = restic(&scene).run([
-        "restore",
-        &snapshot,
-        "--target",
-        &restic_target.display().to_string(),
-    ]);
+    let run = scene.restic_restore(&snapshot, &restic_target);
     // restic 0.14 makes the directory, then fails the symlink ("file exists"): exit 1.
     assert_eq!(run.status, 1, "restic: {run:?}");
     assert!(!outside.join("pwn").exists(), "restic: {run:?}");
@@ -449,12 +459,7 @@ async fn a_damaged_blob_leaves_out_only_its_file_and_names_it() {
 
     // The CLI: each left-out file named, exit 1, "partially".
     let cli_target = scene.path("cli-target");
-    let run = Lifeboat::new(scene.repo_path()).repo([
-        "restore",
-        &snapshot,
-        "--target",
-        &cli_target.display().to_string(),
-    ]);
+    let run = scene.lifeboat_restore(&snapshot, &cli_target);
     assert_eq!(run.status, 1, "{run:?}");
     assert!(run.stderr.contains("damaged.bin"), "{run:?}");
     assert!(run.stderr.contains("restored partially"), "{run:?}");
@@ -462,12 +467,7 @@ async fn a_damaged_blob_leaves_out_only_its_file_and_names_it() {
 
     // restic restores the others and names the damaged file.
     let restic_target = scene.path("restic-target");
-    let run = restic(&scene).run([
-        "restore",
-        &snapshot,
-        "--target",
-        &restic_target.display().to_string(),
-    ]);
+    let run = scene.restic_restore(&snapshot, &restic_target);
     assert_ne!(run.status, 0, "{run:?}");
     assert!(run.stderr.contains("damaged.bin"), "{run:?}");
     assert!(restic_target.join("dir/ok-49").is_file(), "{run:?}");
@@ -592,12 +592,7 @@ async fn damaged_trees_and_indexes_are_named_in_our_words() {
         .path();
     fs::set_permissions(&index, fs::Permissions::from_mode(0o644)).expect("chmod");
     fs::write(&index, b"not an index").expect("damage");
-    let run = Lifeboat::new(scene.repo_path()).repo([
-        "restore",
-        &snapshot,
-        "--target",
-        &scene.path("t2").display().to_string(),
-    ]);
+    let run = scene.lifeboat_restore(&snapshot, &scene.path("t2"));
     assert_eq!(run.status, 1, "{run:?}");
     let name = index
         .file_name()
@@ -661,17 +656,17 @@ async fn check_speaks_our_words_about_a_stray_pack() {
 async fn exit_codes_are_restic_s() {
     let scene = Scene::new().await;
     let nowhere = Lifeboat::new(scene.path("nowhere").display().to_string()).repo(["snapshots"]);
-    assert_eq!(nowhere.status, 10, "{nowhere:?}");
+    nowhere.fails_with(10);
     let wrong = Lifeboat::new(scene.repo_path())
         .with_env(&[("LIFEBOAT_PASSWORD", "not the password".into())])
         .repo(["snapshots"]);
-    assert_eq!(wrong.status, 12, "{wrong:?}");
+    wrong.fails_with(12);
     let held = testing::hold_lock(&scene.repo, true).await.expect("lock");
     let src = scene.path("src");
     fs::create_dir(&src).expect("src");
     fs::write(src.join("a"), b"a").expect("a");
     let locked = Lifeboat::new(scene.repo_path()).repo(["backup", &src.display().to_string()]);
-    assert_eq!(locked.status, 11, "{locked:?}");
+    locked.fails_with(11);
     held.release().await.expect("release");
 
     // As an unprivileged user, a file only root may read: the snapshot is saved without it.
