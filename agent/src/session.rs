@@ -37,6 +37,9 @@ pub struct AgentOptions {
     pub node: String,
     /// Where the host's kubelet pod directories are mounted (`/host_pods`).
     pub host_pods: PathBuf,
+    /// The agent's own pod UID (POD_UID from the downward API), whose directory the host-pods
+    /// root must hold.
+    pub pod_uid: Option<String>,
     /// Volumes backed up or restored at once.
     pub concurrency: usize,
     /// Memory for the jobs: they size their buffers to it and wait for each other's.
@@ -112,6 +115,7 @@ async fn session(
             version: env!("CARGO_PKG_VERSION").to_string(),
             concurrency: u32::try_from(opts.concurrency).unwrap_or(u32::MAX),
             host_pods: opts.host_pods.display().to_string(),
+            host_pods_problem: host_pods_problem(opts),
         })),
     })
     .await
@@ -161,6 +165,18 @@ async fn session(
                 None => return Ok(()),
             }
         }
+    }
+}
+
+/// What is wrong with the host-pods root, logged (again at each session, until mended) and
+/// told to the server; empty when nothing is.
+fn host_pods_problem(opts: &AgentOptions) -> String {
+    match crate::volume::root_problem(&opts.host_pods, opts.pod_uid.as_deref()) {
+        Some(problem) => {
+            tracing::error!("no pod volume on this node can be found: {problem}");
+            problem
+        }
+        None => String::new(),
     }
 }
 

@@ -122,6 +122,60 @@ fn not_mounted(root: &Path, pod_uid: &str, dir: &str) -> VolumeError {
     }
 }
 
+/// Why `root` does not look like the kubelet's pods directory of this node, or None when it
+/// does (or nothing can be told: an empty root on an agent that does not know its own pod).
+///
+/// An agent in a pod knows its own pod's UID (`POD_UID` from the downward API) and the kubelet
+/// keeps a directory for every pod of the node, the agent's own included: when that directory
+/// is missing, the root is not the node's pods directory (another kubelet root, a wrong host
+/// path), and every volume the agent is sent would be "not here". Without its UID the agent
+/// can only see whether the root holds anything shaped like pod directories.
+pub fn root_problem(root: &Path, own_pod_uid: Option<&str>) -> Option<String> {
+    const ADVICE: &str = "mount the node's kubelet pods directory at the agent's /host_pods \
+        (kubelet's --root-dir plus /pods: /var/lib/kubelet/pods on most distributions, \
+        /var/lib/k0s/kubelet/pods on k0s, /var/snap/microk8s/common/var/lib/kubelet/pods on \
+        MicroK8s)";
+    let shown = root.display();
+    let entries = match std::fs::read_dir(root) {
+        Ok(entries) => entries,
+        Err(e) => {
+            return Some(format!(
+                "the host-pods root {shown} cannot be read ({e}); {ADVICE}"
+            ));
+        }
+    };
+    if let Some(uid) = own_pod_uid.filter(|u| plain(u, "pod UID").is_ok()) {
+        return (!root.join(uid).is_dir()).then(|| {
+            format!(
+                "the host-pods root {shown} does not hold this agent's own pod directory ({uid}), so it is not the kubelet's pods directory of this node; {ADVICE}"
+            )
+        });
+    }
+    let mut others = 0usize;
+    for entry in entries.flatten() {
+        let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+        if is_dir && entry.file_name().to_str().is_some_and(uid_shaped) {
+            return None;
+        }
+        others += 1;
+    }
+    (others > 0).then(|| {
+        format!(
+            "the host-pods root {shown} holds {others} entr{} but no pod directory (named by pod UIDs), so it is not the kubelet's pods directory; {ADVICE}",
+            if others == 1 { "y" } else { "ies" }
+        )
+    })
+}
+
+/// Whether `name` is shaped like a Kubernetes UID (`8-4-4-4-12` hex digits).
+fn uid_shaped(name: &str) -> bool {
+    let groups: Vec<&str> = name.split('-').collect();
+    groups.iter().map(|g| g.len()).eq([8, 4, 4, 4, 12])
+        && groups
+            .iter()
+            .all(|g| g.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
 fn plain(value: &str, what: &'static str) -> Result<(), VolumeError> {
     let bad = value.is_empty()
         || value == "."
@@ -175,6 +229,32 @@ mod tests {
             find_volume(r, "uid-1", "pv-csi").unwrap(),
             r.join("uid-1/volumes/kubernetes.io~csi/pv-csi/mount")
         );
+    }
+
+    #[test]
+    fn a_root_without_the_agent_s_own_pod_or_any_pod_is_not_kubelet_s() {
+        let root = tempfile::tempdir().expect("a temporary directory");
+        let r = root.path();
+        let own = "0b6f3c1e-9d2a-4f7e-8a1b-2c3d4e5f6a7b";
+        // Empty: nothing to tell without the agent's own UID; with it, the root is wrong.
+        assert_eq!(root_problem(r, None), None);
+        let e = root_problem(r, Some(own)).expect("a problem");
+        assert!(
+            e.contains("does not hold this agent's own pod directory"),
+            "{e}"
+        );
+        assert!(e.contains("/var/lib/k0s/kubelet/pods"), "{e}");
+        fs::create_dir(r.join(own)).expect("create the agent's pod directory");
+        assert_eq!(root_problem(r, Some(own)), None);
+        // A directory of something else (a host's /var/lib, say).
+        let other = tempfile::tempdir().expect("a temporary directory");
+        fs::create_dir(other.path().join("kubelet")).expect("create a directory");
+        let e = root_problem(other.path(), None).expect("a problem");
+        assert!(e.contains("1 entry but no pod directory"), "{e}");
+        fs::create_dir(other.path().join(own)).expect("create a pod directory");
+        assert_eq!(root_problem(other.path(), None), None);
+        let e = root_problem(&r.join("missing"), None).expect("a problem");
+        assert!(e.contains("cannot be read"), "{e}");
     }
 
     #[test]

@@ -98,6 +98,10 @@ pub(crate) struct AgentArgs {
     /// Where the host's /var/lib/kubelet/pods is mounted.
     #[arg(long, default_value = "/host_pods")]
     host_pods: PathBuf,
+    /// This agent's own pod UID (POD_UID from the downward API): the host-pods root must
+    /// hold its directory, or it is not the node's kubelet pods directory.
+    #[arg(long, env = "POD_UID")]
+    pod_uid: Option<String>,
     /// Volumes backed up or restored at once (default: the CPUs this process may use).
     #[arg(long)]
     concurrency: Option<usize>,
@@ -228,6 +232,7 @@ pub(crate) async fn agent(args: AgentArgs) -> Result<()> {
             server_name,
             node,
             host_pods: args.host_pods,
+            pod_uid: args.pod_uid.filter(|u| !u.is_empty()),
             concurrency: concurrency.max(1),
             memory: Some(args.memory_budget),
             tls,

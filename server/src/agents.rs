@@ -43,6 +43,9 @@ pub struct AgentInfo {
     pub version: String,
     pub concurrency: u32,
     pub host_pods: String,
+    /// Why the host-pods root does not look like the node's kubelet pods directory.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host_pods_problem: Option<String>,
     /// When the session started (RFC 3339).
     pub connected_since: String,
     /// Milliseconds since the agent was last heard from.
@@ -146,6 +149,14 @@ impl Agents {
     /// Whether `node` has a live agent.
     pub fn is_live(&self, node: &str) -> bool {
         self.lock().live.contains_key(node)
+    }
+
+    /// What the agent on `node` said is wrong with its host-pods root, if it is live and said so.
+    pub fn host_pods_problem(&self, node: &str) -> Option<String> {
+        self.lock()
+            .live
+            .get(node)
+            .and_then(|e| e.info.host_pods_problem.clone())
     }
 
     /// Sends a volume backup to the agent on `node`. Fails at once when the node has no live
@@ -398,12 +409,17 @@ impl AgentsService for Agents {
                 version: hello.version,
                 concurrency: hello.concurrency,
                 host_pods: hello.host_pods,
+                host_pods_problem: (!hello.host_pods_problem.is_empty())
+                    .then_some(hello.host_pods_problem),
                 connected_since: jiff::Timestamp::now().to_string(),
                 last_seen_ms: 0,
             },
             tx.clone(),
         );
         tracing::info!(%node, concurrency = hello.concurrency, "agent connected");
+        if let Some(problem) = self.host_pods_problem(&node) {
+            tracing::warn!(%node, "the agent cannot see the node's pods: {problem}");
+        }
         let agents = self.clone();
         tokio::spawn(async move {
             // Holding the sender keeps the outbound stream open as long as the session lives.

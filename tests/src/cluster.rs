@@ -86,6 +86,8 @@ pub struct Cluster {
     /// How many times a server process was started (names its log).
     server_starts: u32,
     agents: BTreeMap<String, Proc>,
+    /// Extra environment of the next agent started.
+    agent_env: Vec<(String, String)>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -165,6 +167,7 @@ impl Cluster {
             server: None,
             server_starts: 0,
             agents: BTreeMap::new(),
+            agent_env: Vec::new(),
             dir,
         }
     }
@@ -355,6 +358,17 @@ impl Cluster {
         self.spawn_agent(node, tls, &[]);
     }
 
+    /// Starts the agent of `node` with extra environment variables (`POD_UID`).
+    pub fn start_agent_with_env(&mut self, node: &str, env: &[(&str, &str)]) {
+        let tls = self.tls_dir("lifeboat-agent-tls");
+        self.agent_env = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        self.spawn_agent(node, &tls, &[]);
+        self.agent_env.clear();
+    }
+
     fn spawn_agent(&mut self, node: &str, tls: &Path, extra: &[&str]) {
         let host_pods = self.host_pods(node);
         std::fs::create_dir_all(&host_pods).expect("create the host-pods root");
@@ -374,7 +388,8 @@ impl Cluster {
             .env_remove("AWS_SHARED_CREDENTIALS_FILE")
             .env("NODE_NAME", node)
             .env("VELERO_NAMESPACE", &self.namespace)
-            .env("LIFEBOAT_LOG", "info,h2=warn,hyper=warn,tower=warn");
+            .env("LIFEBOAT_LOG", "info,h2=warn,hyper=warn,tower=warn")
+            .envs(self.agent_env.iter().map(|(k, v)| (k, v)));
         let log = self.dir.path().join(format!("agent-{node}.log"));
         if let Some(mut old) = self.agents.remove(node) {
             old.stop();

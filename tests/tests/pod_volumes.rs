@@ -486,11 +486,13 @@ fn volumes_at_once_share_the_agents_memory_budget() {
 }
 
 #[test]
-fn an_unmounted_volume_is_a_warning_and_the_timeout_bounds_the_volumes() {
+fn a_running_pod_s_volume_the_agent_cannot_find_fails_the_backup_and_the_timeout_bounds_the_volumes()
+ {
     let rig = Rig::new(&["node-1"]);
     rig.put(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "edge"}}));
-    // Named by the annotation, but kubelet has no such directory on the node (the pod's
-    // directory is there, the volume's is not).
+    // Named by the annotation, the pod running on the node, but kubelet has no such directory
+    // there (the pod's directory is there, the volume's is not): nothing of it is protected,
+    // so the backup is not Completed, whatever the agent calls it.
     let ghost = rig.pod(
         "edge",
         "ghost-0",
@@ -501,23 +503,52 @@ fn an_unmounted_volume_is_a_warning_and_the_timeout_bounds_the_volumes() {
     fs::create_dir_all(rig.cluster.host_pods("node-1").join(&ghost).join("volumes"))
         .expect("create the pod's directory");
     let backup = rig.backup("ghost", &["--include-namespaces", "edge"]);
-    assert_eq!(backup["status"]["phase"], "Completed", "{backup:#}");
-    assert!(
-        backup["status"]["warnings"].as_i64() >= Some(1),
-        "{backup:#}"
-    );
+    assert_eq!(backup["status"]["phase"], "PartiallyFailed", "{backup:#}");
+    assert_eq!(backup["status"]["errors"], 1, "{backup:#}");
     let described = rig
         .cluster
         .lifeboat(["backup", "describe", "ghost", "--details"])
         .ok();
     assert!(
-        described.stdout.contains("not mounted"),
+        described.stdout.contains("not mounted")
+            && described.stdout.contains("the pod runs on node node-1"),
         "{}",
         described.stdout
+    );
+    // A pod that is not running is legitimately not backed up: a warning naming why.
+    rig.put(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "done-0", "namespace": "edge",
+            "annotations": {"backup.velero.io/backup-volumes": "cache"}},
+        "spec": {"nodeName": "node-1", "containers": [{"name": "app", "image": "app:1"}],
+            "volumes": [{"name": "cache", "emptyDir": {}}]},
+        "status": {"phase": "Succeeded"}
+    }));
+    rig.put(json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "ghost-0", "namespace": "edge"},
+        "spec": {"nodeName": "node-1", "containers": [{"name": "app", "image": "app:1"}]},
+        "status": {"phase": "Running"}}));
+    let backup = rig.backup("finished", &["--include-namespaces", "edge"]);
+    assert_eq!(backup["status"]["phase"], "Completed", "{backup:#}");
+    assert_eq!(backup["status"]["warnings"], 1, "{backup:#}");
+    let results = rig
+        .cluster
+        .bucket()
+        .backup("finished")
+        .json_gz("-results.gz");
+    assert!(
+        results["warnings"]["namespaces"]["edge"][0]
+            .as_str()
+            .is_some_and(|w| w.contains("done-0") && w.contains("not running (phase Succeeded)")),
+        "{results:#}"
     );
 
     // A backup's own timeout (Velero's annotation) bounds its volumes: what is still running
     // then is cancelled and failed, naming the timeout.
+    rig.cluster
+        .api
+        .delete_object("v1", "pods", Some("edge"), "done-0")
+        .expect("delete the pod");
     let uid = rig.pod(
         "edge",
         "loader-0",
@@ -546,4 +577,73 @@ fn an_unmounted_volume_is_a_warning_and_the_timeout_bounds_the_volumes() {
     let loader = by_volume(&pvbs, "loader-0", "data");
     let message = loader["status"]["message"].as_str().unwrap_or_default();
     assert!(message.contains("timed out after 1s"), "{message}");
+}
+
+#[test]
+fn an_agent_looking_in_the_wrong_host_directory_says_so_and_its_backups_are_not_green() {
+    let mut rig = Rig::new(&["node-1"]);
+    // The agent's pod UID (the DaemonSet gives it from the downward API) has no directory under
+    // its host-pods root: the mount is not the node's kubelet pods directory (a distribution
+    // with another kubelet root). The agent says so when it connects.
+    let own = "0b6f3c1e-9d2a-4f7e-8a1b-2c3d4e5f6a7b";
+    rig.cluster
+        .start_agent_with_env("node-1", &[("POD_UID", own)]);
+    let problem = wait_for(
+        "the agent to report its root",
+        Duration::from_secs(30),
+        || {
+            let (_, body) =
+                lifeboat_tests::cluster::http_get(&rig.cluster.metrics_address(), "/agents")?;
+            let agents: Vec<Value> = serde_json::from_str(&body).ok()?;
+            agents
+                .iter()
+                .find_map(|a| a["hostPodsProblem"].as_str().map(str::to_owned))
+        },
+    );
+    assert!(
+        problem.contains("does not hold this agent's own pod directory"),
+        "{problem}"
+    );
+    assert!(
+        rig.cluster
+            .agent_log("node-1")
+            .contains("no pod volume on this node can be found"),
+        "{}",
+        rig.cluster.agent_log("node-1")
+    );
+
+    rig.put(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}}));
+    rig.pod(
+        "shop",
+        "db-0",
+        "node-1",
+        json!({"backup.velero.io/backup-volumes": "data"}),
+        json!([{"name": "data", "emptyDir": {}}]),
+    );
+    let out = rig
+        .cluster
+        .lifeboat([
+            "backup",
+            "create",
+            "nightly",
+            "--include-namespaces",
+            "shop",
+            "--wait",
+        ])
+        .ok();
+    assert!(
+        out.stdout
+            .contains("Backup completed with status: PartiallyFailed"),
+        "{}",
+        out.stdout
+    );
+    let pvbs = rig.volume_backups("nightly");
+    let pvb = by_volume(&pvbs, "db-0", "data");
+    assert_eq!(pvb["status"]["phase"], "Failed", "{pvb:#}");
+    let message = pvb["status"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("has no directory")
+            && message.contains("does not hold this agent's own pod directory"),
+        "{message}"
+    );
 }

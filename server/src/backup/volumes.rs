@@ -119,6 +119,9 @@ pub fn unsupported(chosen: &Chosen, claim: Option<&Value>, pv: Option<&Value>) -
 
 /// Why a pod's volumes cannot be backed up at all (not running, not scheduled), or `None`.
 pub fn pod_unready(pod: &Value) -> Option<String> {
+    if !pod["metadata"]["deletionTimestamp"].is_null() {
+        return Some("the pod is being deleted".into());
+    }
     let phase = pod["status"]["phase"].as_str().unwrap_or("Unknown");
     if phase != "Running" {
         return Some(format!("the pod is not running (phase {phase})"));

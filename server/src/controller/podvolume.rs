@@ -273,13 +273,37 @@ pub(crate) async fn back_up_pod_volumes(
                     pvb.spec.volume
                 ),
             ),
-            Ended::Skipped(reason) => results.warnings.add(
-                pod.namespace.as_deref(),
-                format!(
-                    "pod {pod_name}: volume {} not backed up: {reason}",
-                    pvb.spec.volume
-                ),
-            ),
+            // The agent did not find the volume. Legitimate only when the pod is no longer
+            // there to back up; a pod still running on the node whose volume the agent cannot
+            // see is an agent that looks in the wrong place, and nothing of it is protected.
+            Ended::Skipped(reason) => {
+                match gone(ctx, &pvb).await {
+                    Some(why) => results.warnings.add(
+                        pod.namespace.as_deref(),
+                        format!(
+                            "pod {pod_name}: volume {} not backed up: {why} ({reason})",
+                            pvb.spec.volume
+                        ),
+                    ),
+                    None => {
+                        let hint = ctx.agents.host_pods_problem(&pvb.spec.node).unwrap_or_else(|| {
+                        "check that the agent's /host_pods is the node's kubelet pods directory"
+                            .into()
+                    });
+                        let cause = format!(
+                            "the pod runs on node {}, but its agent found no volume: {reason}; {hint}",
+                            pvb.spec.node
+                        );
+                        set_status(ctx, &pvb, json!({"message": cause})).await;
+                        let message = format!(
+                            "pod volume backup {} of pod {pod_name} volume {} failed: {cause}",
+                            pvb.name_any(),
+                            pvb.spec.volume,
+                        );
+                        results.errors.add(pod.namespace.as_deref(), message);
+                    }
+                }
+            }
         }
     }
 
@@ -299,6 +323,33 @@ pub(crate) async fn back_up_pod_volumes(
     });
     list.sort_by_key(ResourceExt::name_any);
     Ok(list)
+}
+
+/// Why the pod of `pvb` is legitimately no longer there to back up (deleted, replaced by
+/// another pod of the same name, not running, moved to another node), or None when it still
+/// runs where the job was sent.
+async fn gone(ctx: &Context, pvb: &PodVolumeBackup) -> Option<String> {
+    let pod = &pvb.spec.pod;
+    let api: Api<Pod> = Api::namespaced(
+        ctx.client.clone(),
+        pod.namespace.as_deref().unwrap_or_default(),
+    );
+    let now = match api.get_opt(pod.name.as_deref().unwrap_or_default()).await {
+        Ok(Some(now)) => now,
+        Ok(None) => return Some("the pod was deleted during the backup".into()),
+        // The pod cannot be looked at: count it as there, the safe side for "never silent".
+        Err(_) => return None,
+    };
+    if now.uid() != pod.uid {
+        return Some("the pod was replaced during the backup".into());
+    }
+    let json = serde_json::to_value(&now).unwrap_or(Value::Null);
+    if let Some(reason) = pod_unready(&json) {
+        return Some(reason);
+    }
+    let node = now.spec.as_ref().and_then(|s| s.node_name.as_deref());
+    (node != Some(pvb.spec.node.as_str()))
+        .then(|| format!("the pod moved to node {}", node.unwrap_or_default()))
 }
 
 /// Follows one job to its end, mirroring it into the PodVolumeBackup.

@@ -619,6 +619,8 @@ fn daemon_set(options: &InstallOptions) -> DaemonSet {
     args.extend(memory_budget_arg(options));
     let mut env = vec![
         field_env("NODE_NAME", "spec.nodeName"),
+        // The agent checks that the host-pods mount holds its own pod's directory.
+        field_env("POD_UID", "metadata.uid"),
         field_env("VELERO_NAMESPACE", "metadata.namespace"),
     ];
     env.extend(common_env(options));
@@ -976,6 +978,13 @@ mod tests {
             .find(|e| e["name"] == "NODE_NAME")
             .unwrap();
         assert_eq!(node["valueFrom"]["fieldRef"]["fieldPath"], "spec.nodeName");
+        let uid = spec["containers"][0]["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == "POD_UID")
+            .unwrap();
+        assert_eq!(uid["valueFrom"]["fieldRef"]["fieldPath"], "metadata.uid");
 
         let account = find(&objects, "ServiceAccount", "lifeboat-agent");
         assert_eq!(account["automountServiceAccountToken"], false);
