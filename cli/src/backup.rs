@@ -598,9 +598,12 @@ async fn open_location(
     LocationFiles::open(client, namespace, location, access).await
 }
 
+/// Writes a downloaded backup readable by its owner only (0600, also over an existing file
+/// with `force`): it holds every Secret of the backed-up namespaces.
 fn write_file(path: &std::path::Path, bytes: &[u8], force: bool) -> Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
     let mut options = std::fs::OpenOptions::new();
-    options.write(true);
+    options.write(true).mode(0o600);
     if force {
         options.create(true).truncate(true);
     } else {
@@ -615,7 +618,11 @@ fn write_file(path: &std::path::Path, bytes: &[u8], force: bool) -> Result<()> {
         }
         other => other.with_context(|| format!("cannot create {}", path.display()))?,
     };
-    if let Err(e) = file.write_all(bytes).and_then(|()| file.sync_all()) {
+    let written = file
+        .set_permissions(std::fs::Permissions::from_mode(0o600))
+        .and_then(|()| file.write_all(bytes))
+        .and_then(|()| file.sync_all());
+    if let Err(e) = written {
         drop(file);
         let _ = std::fs::remove_file(path);
         return Err(e).with_context(|| format!("cannot write {}", path.display()));

@@ -314,14 +314,7 @@ pub(crate) async fn install(args: InstallArgs) -> Result<()> {
     }
     let namespace = args.cluster.namespace()?;
     if args.dry_run {
-        // Touches nothing: a fresh CA, as a first install would make.
-        let tls = pki::Bundle::generate(&namespace).context("cannot make the certificates")?;
-        let options = options(&args, &namespace, tls)?;
-        return print_objects(
-            false,
-            &install::render(&options),
-            args.output.unwrap_or(Format::Yaml),
-        );
+        return dry_run(&args, &namespace).await;
     }
 
     // Check the flags before reaching for the cluster, so a typo fails at once.
@@ -350,6 +343,76 @@ pub(crate) async fn install(args: InstallArgs) -> Result<()> {
     );
     Ok(())
 }
+
+/// Prints what install would apply, touching nothing. With the cluster reachable the output
+/// is what `install` would do there: certificates from the existing CA, and what install would
+/// keep (Secrets holding the repository password, the CA and keys, credentials; locations)
+/// left out with a note, so applying the output (`kubectl apply`, a GitOps pipeline) never
+/// replaces a password or a CA. Without a cluster the Secrets are new, as for a first
+/// install, and stderr says what applying them over an existing install would do.
+async fn dry_run(args: &InstallFlags, namespace: &str) -> Result<()> {
+    let format = args.output.unwrap_or(Format::Yaml);
+    // The flags are checked before reaching for the cluster, so a typo fails at once.
+    let fresh = pki::Bundle::generate(namespace).context("cannot make the certificates")?;
+    let mut options = options(args, namespace, fresh)?;
+    let client = match args.cluster.client().await {
+        Ok(client) => Some(client),
+        Err(_) => None,
+    };
+    let reach = |client: kube::Client| async move {
+        let authority = install::existing_authority(&client, namespace).await?;
+        Ok::<_, install::Error>((client, authority))
+    };
+    let seen = match client {
+        Some(client) => match tokio::time::timeout(DRY_RUN_REACH, reach(client)).await {
+            Ok(Ok(seen)) => Some(seen),
+            // A CA that exists but cannot issue is what a real install would stop on, too.
+            Ok(Err(
+                e @ (install::Error::ExistingCa { .. }
+                | install::Error::ExistingCaIncomplete { .. }),
+            )) => {
+                return Err(e.into());
+            }
+            Ok(Err(_)) | Err(_) => None,
+        },
+        None => None,
+    };
+    if let Some(authority) = seen.as_ref().and_then(|(_, authority)| authority.as_ref()) {
+        options.tls = pki::Bundle::issue(authority, namespace)
+            .context("cannot issue certificates from the existing CA")?;
+    }
+    let mut objects = install::render(&options);
+    let Some((client, _)) = seen else {
+        if !args.crds_only {
+            eprintln!(
+                "lifeboat: no cluster reachable, so the Secrets printed are new (repository password, CA, certificates): applied over an existing install they would replace its password, and its pod volume backups could no longer be read. Run the dry run where the cluster is reachable to leave out what exists there."
+            );
+        }
+        return print_objects(false, &objects, format);
+    };
+    let kept = install::kept(&client, &objects).await?;
+    objects.retain(|o| {
+        let kind = o["kind"].as_str().unwrap_or_default();
+        let name = o["metadata"]["name"].as_str().unwrap_or_default();
+        !kept.iter().any(|(k, n)| k == kind && n == name)
+    });
+    let notes: String = kept
+        .iter()
+        .map(|(kind, name)| {
+            format!(
+                "# {kind} {namespace}/{name} exists in the cluster and install keeps it: left out, so applying this never replaces it.\n"
+            )
+        })
+        .collect();
+    match format {
+        Format::Yaml => crate::format::write_stdout(notes.as_bytes())?,
+        Format::Json => eprint!("{}", notes.replace("# ", "lifeboat: ")),
+    }
+    print_objects(false, &objects, format)
+}
+
+/// How long a dry run tries to reach the cluster before rendering as for a new one.
+const DRY_RUN_REACH: std::time::Duration = std::time::Duration::from_secs(10);
 
 pub(crate) async fn uninstall(args: UninstallArgs) -> Result<()> {
     let namespace = args.cluster.namespace()?;

@@ -737,6 +737,16 @@ fn logs_and_download_read_the_bucket_and_refuse_unfinished_backups() {
         std::fs::read(&target).expect("overwritten"),
         b"second tarball"
     );
+    // A backup holds every Secret of its namespaces: readable by its owner only, also when
+    // it replaces a file anyone could read.
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode =
+        |p: &std::path::Path| std::fs::metadata(p).expect("stat").permissions().mode() & 0o777;
+    assert_eq!(mode(&target), 0o600);
+    std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    s.run_in(&["backup", "download", "web", "--force"], cwd.path())
+        .ok();
+    assert_eq!(mode(&target), 0o600);
     let elsewhere = cwd.path().join("copy.tgz");
     let out = s
         .run(&[

@@ -24,10 +24,15 @@ use serde_json::{Value, json};
 /// `lifeboat ARGS…` with no namespace from the environment and no client config, so the
 /// namespace is what the flags say (or Velero's default).
 fn lifeboat(home: &Path, args: &[&str]) -> Run {
+    lifeboat_with(home, &home.join("no-kubeconfig"), args)
+}
+
+/// `lifeboat ARGS…` as [`lifeboat`], with `kubeconfig`.
+fn lifeboat_with(home: &Path, kubeconfig: &Path, args: &[&str]) -> Run {
     let out = Command::new(lifeboat_exe())
         .args(args)
         .env("LIFEBOAT_CONFIG", home.join("no-config.json"))
-        .env("KUBECONFIG", home.join("no-kubeconfig"))
+        .env("KUBECONFIG", kubeconfig)
         .env("HOME", home)
         .env_remove("LIFEBOAT_NAMESPACE")
         .env_remove("VELERO_NAMESPACE")
@@ -278,6 +283,10 @@ fn check_full_install(list: &Value) {
     for name in ["lifeboat-server-tls", "lifeboat-agent-tls", "lifeboat-ca"] {
         let secret = find(objects, "Secret", name);
         assert_eq!(secret["type"], "kubernetes.io/tls");
+        assert_eq!(
+            secret["metadata"]["labels"]["velero.io/exclude-from-backup"], "true",
+            "{name}'s keys never reach a backup"
+        );
         let data = secret_data(secret);
         for key in ["tls.crt", "tls.key", "ca.crt"] {
             let text = String::from_utf8(data[key].clone()).expect("UTF-8 PEM");
@@ -453,6 +462,109 @@ fn dry_run_yaml_prints_every_object_with_every_flag() {
         run.stderr
     );
 }
+
+#[test]
+fn a_dry_run_where_the_cluster_is_reachable_never_renders_what_would_replace_its_keys() {
+    let server = ApiServer::start().expect("the stand-in starts");
+    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+    let installed = options_in("velero");
+    runtime.block_on(async {
+        let client = server.client().await.expect("a client for the stand-in");
+        apply(&client, &render(&installed), |_| {}).await.unwrap();
+    });
+    let files = Files::new();
+    let kubeconfig = files.dir.path().join("kubeconfig");
+    server
+        .write_kubeconfig(&kubeconfig)
+        .expect("write the kubeconfig");
+    let flags = full_flags(&files, "yaml");
+    let mut args: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let at = args
+        .iter()
+        .position(|a| *a == "--namespace")
+        .expect("--namespace");
+    args[at + 1] = "velero";
+    let stored = |name: &str| server.get("v1", "secrets", Some("velero"), name);
+    let before: Vec<_> = KEPT_SECRETS.iter().map(|n| stored(n)).collect();
+
+    let run = lifeboat_with(files.dir.path(), &kubeconfig, &args).ok();
+    let printed = yaml(&run);
+    let names: Vec<String> = items(&printed)
+        .iter()
+        .map(|o| {
+            format!(
+                "{}/{}",
+                o["kind"].as_str().unwrap_or_default(),
+                o["metadata"]["name"].as_str().unwrap_or_default()
+            )
+        })
+        .collect();
+    // What install keeps is left out, each with a note; what it owns is there to apply.
+    for name in KEPT_SECRETS {
+        assert!(
+            !names.contains(&format!("Secret/{name}")),
+            "{name} rendered: {names:?}"
+        );
+        assert!(
+            run.stdout.contains(&format!(
+                "# Secret velero/{name} exists in the cluster and install keeps it: left out"
+            )),
+            "{}",
+            run.stdout
+        );
+    }
+    assert!(
+        !names.contains(&"BackupStorageLocation/default".to_string()),
+        "{names:?}"
+    );
+    for owned in ["Deployment/velero", "DaemonSet/restic", "Namespace/velero"] {
+        assert!(
+            names.contains(&owned.to_string()),
+            "{owned} missing: {names:?}"
+        );
+    }
+    // Nothing was written.
+    let after: Vec<_> = KEPT_SECRETS.iter().map(|n| stored(n)).collect();
+    assert_eq!(before, after);
+
+    // A certificate missing from the cluster is issued from the stored CA, as install would.
+    server
+        .delete_object("v1", "secrets", Some("velero"), "lifeboat-agent-tls")
+        .expect("delete the agent's certificate");
+    let run = lifeboat_with(files.dir.path(), &kubeconfig, &args).ok();
+    let printed = yaml(&run);
+    let agent = secret_data(find(items(&printed), "Secret", "lifeboat-agent-tls"));
+    assert_eq!(
+        String::from_utf8(agent["ca.crt"].clone()).expect("PEM"),
+        installed.tls.ca.cert
+    );
+
+    // No cluster: the Secrets are new, and stderr says what applying them over an install does.
+    let offline = files.run(&args).ok();
+    assert!(
+        find(
+            items(&yaml(&offline)),
+            "Secret",
+            "velero-restic-credentials"
+        )
+        .is_object()
+    );
+    assert!(
+        offline.stderr.contains("no cluster reachable")
+            && offline.stderr.contains("replace its password"),
+        "{}",
+        offline.stderr
+    );
+}
+
+/// The Secrets a full install renders and a later install keeps.
+const KEPT_SECRETS: [&str; 5] = [
+    "velero-restic-credentials",
+    "lifeboat-ca",
+    "lifeboat-server-tls",
+    "lifeboat-agent-tls",
+    "cloud-credentials",
+];
 
 #[test]
 fn dry_run_json_prints_the_same_list() {

@@ -45,6 +45,8 @@ pub mod labels {
     pub const SOURCE_CLUSTER_MAJOR: &str = "velero.io/source-cluster-k8s-major-version";
     /// Its minor version.
     pub const SOURCE_CLUSTER_MINOR: &str = "velero.io/source-cluster-k8s-minor-version";
+    /// On an object no backup takes (Velero's label; value `true`).
+    pub const EXCLUDE_FROM_BACKUP: &str = "velero.io/exclude-from-backup";
     /// lifeboat's own annotation on a Backup that bucket sync created (value: the location):
     /// such a backup already happened elsewhere and is never run.
     pub const SYNCED_FROM: &str = "lifeboat.io/synced-from";

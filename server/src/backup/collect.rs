@@ -40,7 +40,6 @@ use super::tarball::{BackupResults, ItemPath, ResourceList, TarballWriter};
 use super::{Error, Result};
 
 /// The label that keeps an object out of every backup.
-const EXCLUDE_LABEL: &str = "velero.io/exclude-from-backup";
 
 /// Settings of a collection.
 #[derive(Debug, Clone)]
@@ -477,7 +476,7 @@ impl Walk<'_> {
     /// The per-object rules of Velero's `backupItem`.
     fn item_allowed(&self, gr: &GroupResource, object: &Value, namespace: Option<&str>) -> bool {
         let meta = &object["metadata"];
-        if meta["labels"][EXCLUDE_LABEL].as_str() == Some("true") {
+        if meta["labels"][crate::api::labels::EXCLUDE_FROM_BACKUP].as_str() == Some("true") {
             return false;
         }
         match namespace {

@@ -259,6 +259,45 @@ pub async fn existing_authority(
     Ok(Some(authority))
 }
 
+/// The objects among `objects` (as [`render`] returns them) that [`apply`] would keep as they
+/// are because they exist already and hold keys or user data (Secrets, locations), as
+/// `(kind, name)`: what a dry run must leave out, so that applying its output elsewhere
+/// (`kubectl apply`) can never replace a repository password, a CA or a location.
+pub async fn kept(client: &Client, objects: &[serde_json::Value]) -> Result<Vec<(String, String)>> {
+    let mut kept = Vec::new();
+    for value in objects {
+        let object: DynamicObject =
+            serde_json::from_value(value.clone()).map_err(Error::Malformed)?;
+        let types = object.types.clone().unwrap_or_default();
+        let Some((resource, owned)) = resource_of(&types.api_version, &types.kind) else {
+            return Err(Error::UnknownKind {
+                api_version: types.api_version,
+                kind: types.kind,
+            });
+        };
+        if owned {
+            continue;
+        }
+        let name = object.metadata.name.clone().unwrap_or_default();
+        let api = dynamic_api(client, &resource, object.metadata.namespace.as_deref());
+        match api.get_opt(&name).await {
+            Ok(Some(_)) => kept.push((resource.kind.clone(), name)),
+            Ok(None) => {}
+            // The kind is not served yet (its CRD is not installed): nothing of it exists.
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(source) => {
+                return Err(Error::Request {
+                    action: "read",
+                    kind: resource.kind.clone(),
+                    name,
+                    source: Box::new(source),
+                });
+            }
+        }
+    }
+    Ok(kept)
+}
+
 /// Applies `objects` (as [`render`] returns them) in order, telling `progress` about each.
 ///
 /// Idempotent: a second run updates what install owns and keeps the rest. After the last of a

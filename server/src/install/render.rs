@@ -243,7 +243,7 @@ pub fn render(options: &InstallOptions) -> Vec<serde_json::Value> {
         (AGENT_TLS_SECRET, &tls.agent),
         (CA_SECRET, &tls.ca),
     ] {
-        out.push(json(&secret(
+        let mut secret = secret(
             options,
             name,
             Some("kubernetes.io/tls"),
@@ -252,7 +252,19 @@ pub fn render(options: &InstallOptions) -> Vec<serde_json::Value> {
                 (pki::KEY_FILE, issued.key.clone().into_bytes()),
                 (pki::CA_FILE, tls.ca.cert.clone().into_bytes()),
             ],
-        )));
+        );
+        // The CA's and the agents' keys must never reach the bucket: whoever reads a backup
+        // could mint certificates the server trusts. A restored cluster gets new ones from
+        // its own install. (The repository password is kept: a restore needs it.)
+        secret
+            .metadata
+            .labels
+            .get_or_insert_with(BTreeMap::new)
+            .insert(
+                crate::api::labels::EXCLUDE_FROM_BACKUP.into(),
+                "true".into(),
+            );
+        out.push(json(&secret));
     }
     out.push(json(&service(options)));
     out.push(json(&deployment(options)));
