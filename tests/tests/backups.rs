@@ -1372,3 +1372,114 @@ fn a_backup_completing_while_a_sync_runs_stays_in_the_cluster() {
         cluster.bucket().keys("backups/fresh")
     );
 }
+
+#[test]
+fn malformed_backups_end_with_a_reason_and_stop_no_other_backup() {
+    let (mut cluster, _) = cluster("malformed-backups", &[]);
+    let put = |object: Value| {
+        cluster.api.put_object(object).expect("store the Backup");
+    };
+    // A field of the wrong type (a hand-written manifest), and a location name that is no
+    // object's name: each decodes or validates on its own and ends FailedValidation, naming
+    // the field.
+    put(json!({
+        "apiVersion": "velero.io/v1", "kind": "Backup",
+        "metadata": {"name": "typo", "namespace": "velero"},
+        "spec": {"includedNamespaces": "shop"},
+    }));
+    put(json!({
+        "apiVersion": "velero.io/v1", "kind": "Backup",
+        "metadata": {"name": "escape", "namespace": "velero"},
+        "spec": {"storageLocation": "../../etc", "includedNamespaces": ["shop"]},
+    }));
+    cluster
+        .lifeboat(["backup", "create", "fine", "--include-namespaces", "shop"])
+        .ok();
+    let fine = wait_backup(
+        &cluster,
+        "fine",
+        &["Completed", "PartiallyFailed", "Failed"],
+    );
+    assert_eq!(fine["status"]["phase"], "Completed", "{fine:#}");
+    for (name, field) in [
+        ("typo", "spec.includedNamespaces: invalid type"),
+        ("escape", "is not a valid object name"),
+    ] {
+        let backup = wait_backup(&cluster, name, &["FailedValidation", "Completed", "Failed"]);
+        assert_eq!(backup["status"]["phase"], "FailedValidation", "{backup:#}");
+        let errors = backup["status"]["validationErrors"][0]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        assert!(errors.contains(field), "{name}: {errors}");
+    }
+    let event = cluster
+        .api
+        .objects()
+        .into_iter()
+        .find(|o| o.plural == "events" && o.object["regarding"]["name"] == "typo")
+        .map(|o| o.object);
+    assert!(
+        event.as_ref().is_some_and(|e| e["reason"] == "Malformed"),
+        "no event on the malformed Backup: {event:?}"
+    );
+
+    // A server started while the malformed Backup exists lists it with the others and goes
+    // on: the next backup runs, and bucket sync does not take the name for a missing one.
+    cluster.kill_server();
+    cluster.start_server();
+    cluster
+        .lifeboat([
+            "backup",
+            "create",
+            "after-restart",
+            "--include-namespaces",
+            "shop",
+        ])
+        .ok();
+    let after = wait_backup(
+        &cluster,
+        "after-restart",
+        &["Completed", "PartiallyFailed", "Failed"],
+    );
+    assert_eq!(after["status"]["phase"], "Completed", "{after:#}");
+    assert_eq!(
+        cluster.velero_object("backups", "typo").expect("kept")["spec"]["includedNamespaces"],
+        "shop"
+    );
+}
+
+#[test]
+fn a_backup_naming_a_hundred_thousand_namespaces_lists_each_resource_once() {
+    let (cluster, _) = cluster("many-namespaces", &[]);
+    let mut names: Vec<String> = (0..100_000).map(|i| format!("many-{i:06}")).collect();
+    names.push("shop".into());
+    cluster
+        .api
+        .put_object(json!({
+            "apiVersion": "velero.io/v1", "kind": "Backup",
+            "metadata": {"name": "wide", "namespace": "velero"},
+            "spec": {"includedNamespaces": names},
+        }))
+        .expect("store the Backup");
+    let backup = wait_backup(
+        &cluster,
+        "wide",
+        &["Completed", "PartiallyFailed", "Failed"],
+    );
+    assert_eq!(backup["status"]["phase"], "Completed", "{backup:#}");
+    let per_namespace = cluster
+        .api
+        .requests()
+        .iter()
+        .filter(|r| r.contains("/namespaces/many-"))
+        .count();
+    assert_eq!(per_namespace, 0, "a request per included namespace");
+    let objects = cluster.bucket().backup("wide").tarball().objects();
+    assert!(
+        objects
+            .iter()
+            .any(|o| o.starts_with("resources/pods/namespaces/shop/")),
+        "{objects:?}"
+    );
+}

@@ -11,6 +11,7 @@
 //! gen-crds`, and a test fails when it is stale.
 
 mod backup;
+mod lenient;
 mod location;
 mod restore;
 mod volume;
@@ -18,6 +19,7 @@ mod volume;
 use std::collections::BTreeMap;
 
 pub use backup::*;
+pub use lenient::Lenient;
 pub use location::*;
 pub use restore::*;
 pub use volume::*;
@@ -26,6 +28,24 @@ pub use volume::*;
 pub const GROUP: &str = "velero.io";
 /// The API version.
 pub const VERSION: &str = "v1";
+
+/// Why `name` cannot name an object (a DNS-1123 subdomain: at most 253 lowercase letters,
+/// digits, `-` and `.`, starting and ending with a letter or digit), or None when it can.
+/// A spec field naming another object is checked with this before it is looked up or
+/// written into a label, so that `../../etc` fails validation instead of a request.
+pub fn bad_object_name(name: &str) -> Option<String> {
+    let alnum = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
+    let fine = !name.is_empty()
+        && name.len() <= 253
+        && name.chars().all(|c| alnum(c) || c == '-' || c == '.')
+        && name.starts_with(alnum)
+        && name.ends_with(alnum);
+    (!fine).then(|| {
+        format!(
+            "{name:?} is not a valid object name (at most 253 lowercase letters, digits, '-' and '.', starting and ending with a letter or digit)"
+        )
+    })
+}
 
 /// The label and annotation keys Velero puts on objects (`pkg/apis/velero/v1/labels_annotations.go`).
 pub mod labels {

@@ -213,6 +213,9 @@ pub async fn collect(
     Ok(walk.stats)
 }
 
+/// Up to how many included namespaces each resource is listed namespace by namespace.
+const PER_NAMESPACE_LISTS: usize = 16;
+
 /// The state of one collection.
 struct Walk<'a> {
     client: &'a kube::Client,
@@ -238,8 +241,11 @@ impl Walk<'_> {
         if !self.wants(resource) {
             return Ok(());
         }
+        // A few named namespaces are listed each on its own (the API server filters); many are
+        // taken from one cluster-wide list filtered here, so the requests are bounded by the
+        // resources served, never by the length of a backup's include list.
         let namespaces: Vec<Option<String>> = match self.filter.namespaces.exact_includes() {
-            Some(names) if resource.namespaced => {
+            Some(names) if resource.namespaced && names.len() <= PER_NAMESPACE_LISTS => {
                 names.into_iter().map(|n| Some(n.to_owned())).collect()
             }
             _ => vec![None],

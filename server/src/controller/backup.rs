@@ -29,7 +29,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Context, go_duration, log_reconciles, parse_duration, retry_after};
 use crate::api::{
-    Backup, BackupPhase, BackupStorageLocation, LocationPhase, VolumeSnapshotLocation, labels,
+    Backup, BackupPhase, BackupStorageLocation, Lenient, LocationPhase, VolumeSnapshotLocation,
+    labels,
 };
 use crate::backup::layout::BackupKeys;
 use crate::backup::log::{Level, OperationLog};
@@ -47,7 +48,7 @@ const NAME: &str = "backup";
 
 /// Runs the controller until `shutdown` fires.
 pub(crate) async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
-    let api: Api<Backup> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    let api: Api<Lenient<Backup>> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
     let concurrency = ctx.settings.backup_concurrency.max(1);
     let ctx = Arc::new(BackupContext {
         ctx,
@@ -70,7 +71,10 @@ struct BackupContext {
     shutdown: CancellationToken,
 }
 
-async fn reconcile(backup: Arc<Backup>, bctx: Arc<BackupContext>) -> Result<Action> {
+async fn reconcile(backup: Arc<Lenient<Backup>>, bctx: Arc<BackupContext>) -> Result<Action> {
+    let Some(backup) = super::readable(&bctx.ctx, &backup, true).await else {
+        return Ok(Action::await_change());
+    };
     let ctx = &bctx.ctx;
     let uid = backup.uid().unwrap_or_default();
     let phase = |b: &Backup| b.status.as_ref().and_then(|s| s.phase);
@@ -115,7 +119,7 @@ async fn reconcile(backup: Arc<Backup>, bctx: Arc<BackupContext>) -> Result<Acti
     outcome.map(|()| Action::await_change())
 }
 
-fn error_policy(backup: Arc<Backup>, error: &Error, bctx: Arc<BackupContext>) -> Action {
+fn error_policy(backup: Arc<Lenient<Backup>>, error: &Error, bctx: Arc<BackupContext>) -> Action {
     bctx.ctx.metrics.reconciled(NAME, false);
     tracing::warn!(backup = %backup.name_any(), "reconcile failed: {}", chain(error));
     retry_after(error)
@@ -288,18 +292,32 @@ impl<'a> Run<'a> {
         let locations: Api<BackupStorageLocation> =
             Api::namespaced(ctx.client.clone(), &ctx.namespace);
         if spec.storage_location.as_deref().unwrap_or("").is_empty() {
-            let all = locations.list(&ListParams::default()).await?;
+            let all = Api::<Lenient<BackupStorageLocation>>::namespaced(
+                ctx.client.clone(),
+                &ctx.namespace,
+            )
+            .list(&ListParams::default())
+            .await?;
             let marked = all
                 .items
                 .iter()
+                .filter_map(Lenient::ok)
                 .find(|l| l.spec.default)
                 .map(|l| l.name_any());
             spec.storage_location =
                 Some(marked.unwrap_or_else(|| settings.default_backup_location.clone()));
         }
         let location_name = spec.storage_location.clone().unwrap_or_default();
-        let location = locations.get_opt(&location_name).await?;
+        let bad_name = crate::api::bad_object_name(&location_name);
+        let location = match &bad_name {
+            Some(_) => None,
+            None => locations.get_opt(&location_name).await?,
+        };
         match &location {
+            None if bad_name.is_some() => errors.push(format!(
+                "spec.storageLocation: {}",
+                bad_name.clone().unwrap_or_default()
+            )),
             None => errors.push(format!(
                 "a BackupStorageLocation CRD with the name specified in the backup spec needs to \
                  be created before this backup can be executed: backupstoragelocations.velero.io \
@@ -380,9 +398,13 @@ impl<'a> Run<'a> {
         let spec = &self.backup.spec;
         let location = spec.storage_location.clone().unwrap_or_default();
         let version = ctx.server_version.clone();
+        // A name that is no object's name is no label value either (it failed validation).
+        let label = crate::api::bad_object_name(&location)
+            .is_none()
+            .then(|| labels::value(&location));
         let patch = json!({
             "metadata": {
-                "labels": {labels::STORAGE_LOCATION: labels::value(&location)},
+                "labels": {labels::STORAGE_LOCATION: label},
                 "annotations": {
                     labels::SOURCE_CLUSTER_GIT_VERSION: version.git_version,
                     labels::SOURCE_CLUSTER_MAJOR: version.major,

@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use super::{Context, MANAGER, log_reconciles, retry_after};
 use crate::api::{
     Backup, BackupPhase, BackupStorageLocation, DeleteBackupRequest, DeleteBackupRequestPhase,
-    PodVolumeBackup, Restore, labels,
+    Lenient, PodVolumeBackup, Restore, labels,
 };
 use crate::backup::layout::{BackupKeys, RestoreKeys};
 use crate::error::{Error, Result};
@@ -38,7 +38,8 @@ const KEEP_PROCESSED: Duration = Duration::from_secs(24 * 3600);
 
 /// Runs the controller until `shutdown` fires.
 pub(crate) async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
-    let api: Api<DeleteBackupRequest> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    let api: Api<Lenient<DeleteBackupRequest>> =
+        Api::namespaced(ctx.client.clone(), &ctx.namespace);
     log_reconciles(
         NAME,
         Controller::new(api, watcher::Config::default())
@@ -48,7 +49,13 @@ pub(crate) async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
     .await;
 }
 
-async fn reconcile(request: Arc<DeleteBackupRequest>, ctx: Arc<Context>) -> Result<Action> {
+async fn reconcile(
+    request: Arc<Lenient<DeleteBackupRequest>>,
+    ctx: Arc<Context>,
+) -> Result<Action> {
+    let Some(request) = super::readable(&ctx, &request, false).await else {
+        return Ok(Action::await_change());
+    };
     let requests: Api<DeleteBackupRequest> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
     let name = request.name_any();
     // The watch may be behind our own status write: decide on the API server's copy, so a
@@ -277,7 +284,11 @@ async fn forget_snapshots(
     errors
 }
 
-fn error_policy(request: Arc<DeleteBackupRequest>, error: &Error, ctx: Arc<Context>) -> Action {
+fn error_policy(
+    request: Arc<Lenient<DeleteBackupRequest>>,
+    error: &Error,
+    ctx: Arc<Context>,
+) -> Action {
     ctx.metrics.reconciled(NAME, false);
     tracing::warn!(request = %request.name_any(), "reconcile failed: {}", chain(error));
     retry_after(error)

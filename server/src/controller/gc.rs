@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use super::{Context, log_reconciles};
 use crate::api::{
     Backup, BackupPhase, BackupStorageLocation, DeleteBackupRequest, DeleteBackupRequestPhase,
-    DeleteBackupRequestSpec, labels,
+    DeleteBackupRequestSpec, Lenient, labels,
 };
 use crate::error::{Error, Result};
 use crate::storage::chain;
@@ -24,7 +24,7 @@ const NAME: &str = "gc";
 
 /// Runs the controller until `shutdown` fires.
 pub(crate) async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
-    let api: Api<Backup> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    let api: Api<Lenient<Backup>> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
     log_reconciles(
         NAME,
         Controller::new(api, watcher::Config::default())
@@ -35,7 +35,11 @@ pub(crate) async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
     .await;
 }
 
-async fn reconcile(backup: Arc<Backup>, ctx: Arc<Context>) -> Result<Action> {
+async fn reconcile(backup: Arc<Lenient<Backup>>, ctx: Arc<Context>) -> Result<Action> {
+    // Malformed objects are reported by their own controller; here they are skipped.
+    let Some(backup) = backup.ok().cloned().map(Arc::new) else {
+        return Ok(Action::await_change());
+    };
     let every = Action::requeue(ctx.settings.gc_frequency.max(Duration::from_secs(1)));
     let status = backup.status.clone().unwrap_or_default();
     let Some(expiration) = status.expiration else {
@@ -116,7 +120,7 @@ pub(crate) fn delete_request(backup: &Backup) -> DeleteBackupRequest {
     request
 }
 
-fn error_policy(backup: Arc<Backup>, error: &Error, ctx: Arc<Context>) -> Action {
+fn error_policy(backup: Arc<Lenient<Backup>>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics.reconciled(NAME, false);
     tracing::warn!(backup = %backup.name_any(), "expiry check failed: {}", chain(error));
     Action::requeue(Duration::from_secs(10))

@@ -20,7 +20,7 @@ use kube::{Resource, ResourceExt};
 use tokio_util::sync::CancellationToken;
 
 use super::{Context, MANAGER, log_reconciles, parse_duration, retry_after};
-use crate::api::{BackupStorageLocation, LocationPhase};
+use crate::api::{BackupStorageLocation, Lenient, LocationPhase};
 use crate::error::{Error, Result};
 use crate::storage::chain;
 
@@ -58,7 +58,8 @@ impl State {
 
 /// Runs the controller until `shutdown` fires.
 pub(crate) async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
-    let api: Api<BackupStorageLocation> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    let api: Api<Lenient<BackupStorageLocation>> =
+        Api::namespaced(ctx.client.clone(), &ctx.namespace);
     let concurrency = ctx.settings.location_concurrency;
     log_reconciles(
         NAME,
@@ -70,7 +71,10 @@ pub(crate) async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
     .await;
 }
 
-async fn reconcile(bsl: Arc<BackupStorageLocation>, ctx: Arc<Context>) -> Result<Action> {
+async fn reconcile(bsl: Arc<Lenient<BackupStorageLocation>>, ctx: Arc<Context>) -> Result<Action> {
+    let Some(bsl) = super::readable(&ctx, &bsl, false).await else {
+        return Ok(Action::await_change());
+    };
     let name = bsl.name_any();
     if bsl.meta().deletion_timestamp.is_some() {
         ctx.locations.forget(&name);
@@ -152,7 +156,11 @@ async fn validate(bsl: &BackupStorageLocation, ctx: &Context) -> std::result::Re
     store.validate(ctx.settings.validation_timeout).await
 }
 
-fn error_policy(bsl: Arc<BackupStorageLocation>, error: &Error, ctx: Arc<Context>) -> Action {
+fn error_policy(
+    bsl: Arc<Lenient<BackupStorageLocation>>,
+    error: &Error,
+    ctx: Arc<Context>,
+) -> Action {
     ctx.metrics.reconciled(NAME, false);
     tracing::warn!(location = %bsl.name_any(), "reconcile failed: {}", chain(error));
     retry_after(error)

@@ -22,7 +22,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use kube::runtime::events::{Recorder, Reporter};
 
-use crate::api::BackupStorageLocation;
+use crate::api::{BackupStorageLocation, Lenient};
 use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
@@ -217,6 +217,51 @@ impl Context {
         }
         Err(missing())
     }
+}
+
+/// The object behind `lenient`, or None when it cannot be read, after saying why: a warning in
+/// the log and a Warning Event on the object naming the field. A Backup or Restore that has
+/// not started (`terminal`, no phase or `New`) is also given the phase `FailedValidation`
+/// with that reason, so that it ends rather than waits; the others are left to be fixed.
+pub(crate) async fn readable<K>(
+    ctx: &Context,
+    lenient: &Lenient<K>,
+    terminal: bool,
+) -> Option<std::sync::Arc<K>>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    use kube::{Resource as _, ResourceExt as _};
+    let why = match &lenient.object {
+        Ok(object) => return Some(std::sync::Arc::new(object.clone())),
+        Err(why) => why,
+    };
+    let kind = K::kind(&());
+    let name = lenient.name_any();
+    let note = format!(
+        "this {kind} cannot be read: {why}; correct the field or delete the object (the others are not affected)"
+    );
+    tracing::warn!(kind = %kind, object = %name, "{note}");
+    let event = kube::runtime::events::Event {
+        type_: kube::runtime::events::EventType::Warning,
+        reason: "Malformed".into(),
+        note: Some(note.clone()),
+        action: "Read".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &lenient.object_ref(&())).await {
+        tracing::debug!(object = %name, "cannot publish an event: {e}");
+    }
+    if terminal && matches!(lenient.phase(), None | Some("" | "New")) {
+        let status = serde_json::json!({"phase": "FailedValidation", "validationErrors": [note]});
+        if let Err(e) = ctx.patch_status::<Lenient<K>>(&name, status).await {
+            tracing::warn!(object = %name, "cannot record the validation failure: {}", chain(&e));
+        }
+    }
+    None
 }
 
 /// The operations (backups, restores) this process is running, by UID: one found InProgress

@@ -21,7 +21,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use super::{Context, log_reconciles, parse_duration};
-use crate::api::{BackupStorageLocation, RepositoryPhase, ResticRepository};
+use crate::api::{BackupStorageLocation, Lenient, RepositoryPhase, ResticRepository};
 use crate::clock::kube_time;
 use crate::error::{Error, Result};
 use crate::storage::chain;
@@ -33,7 +33,7 @@ const BUSY_RETRY: Duration = Duration::from_secs(60);
 
 /// Runs the controller until `shutdown` fires.
 pub(crate) async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
-    let api: Api<ResticRepository> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    let api: Api<Lenient<ResticRepository>> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
     log_reconciles(
         NAME,
         Controller::new(api, watcher::Config::default())
@@ -44,7 +44,10 @@ pub(crate) async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
     .await;
 }
 
-async fn reconcile(repo: Arc<ResticRepository>, ctx: Arc<Context>) -> Result<Action> {
+async fn reconcile(repo: Arc<Lenient<ResticRepository>>, ctx: Arc<Context>) -> Result<Action> {
+    let Some(repo) = super::readable(&ctx, &repo, false).await else {
+        return Ok(Action::await_change());
+    };
     let name = repo.name_any();
     if repo.meta().deletion_timestamp.is_some() {
         return Ok(Action::await_change());
@@ -165,7 +168,7 @@ async fn open(ctx: &Context, repo: &ResticRepository) -> std::result::Result<Rep
         })
 }
 
-fn error_policy(repo: Arc<ResticRepository>, error: &Error, ctx: Arc<Context>) -> Action {
+fn error_policy(repo: Arc<Lenient<ResticRepository>>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics.reconciled(NAME, false);
     tracing::warn!(repository = %repo.name_any(), "reconcile failed: {}", chain(error));
     Action::requeue(Duration::from_secs(30))

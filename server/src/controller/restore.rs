@@ -34,8 +34,8 @@ use tokio_util::sync::CancellationToken;
 use super::volume_restore::{self, PodVolumes};
 use super::{Context, log_reconciles, retry_after};
 use crate::api::{
-    Backup, BackupPhase, BackupSpec, BackupStorageLocation, PodVolumeBackup, Restore, RestorePhase,
-    labels,
+    Backup, BackupPhase, BackupSpec, BackupStorageLocation, Lenient, PodVolumeBackup, Restore,
+    RestorePhase, labels,
 };
 use crate::backup::layout::{BackupKeys, RestoreKeys};
 use crate::backup::log::{Level, OperationLog};
@@ -71,7 +71,7 @@ const NON_RESTORABLE: &[&str] = &[
 
 /// Runs the controller until `shutdown` fires.
 pub(crate) async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
-    let api: Api<Restore> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    let api: Api<Lenient<Restore>> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
     let rctx = Arc::new(RestoreContext {
         ctx,
         shutdown: shutdown.clone(),
@@ -91,7 +91,10 @@ struct RestoreContext {
     shutdown: CancellationToken,
 }
 
-async fn reconcile(restore: Arc<Restore>, rctx: Arc<RestoreContext>) -> Result<Action> {
+async fn reconcile(restore: Arc<Lenient<Restore>>, rctx: Arc<RestoreContext>) -> Result<Action> {
+    let Some(restore) = super::readable(&rctx.ctx, &restore, true).await else {
+        return Ok(Action::await_change());
+    };
     let ctx = &rctx.ctx;
     let uid = restore.uid().unwrap_or_default();
     let phase = |r: &Restore| r.status.as_ref().and_then(|s| s.phase);
@@ -129,7 +132,11 @@ async fn reconcile(restore: Arc<Restore>, rctx: Arc<RestoreContext>) -> Result<A
     outcome.map(|()| Action::await_change())
 }
 
-fn error_policy(restore: Arc<Restore>, error: &Error, rctx: Arc<RestoreContext>) -> Action {
+fn error_policy(
+    restore: Arc<Lenient<Restore>>,
+    error: &Error,
+    rctx: Arc<RestoreContext>,
+) -> Action {
     rctx.ctx.metrics.reconciled(NAME, false);
     tracing::warn!(restore = %restore.name_any(), "reconcile failed: {}", chain(error));
     retry_after(error)
@@ -265,6 +272,17 @@ impl<'a> Run<'a> {
                     .to_owned(),
             ),
             _ => {}
+        }
+        for (field, name) in [
+            ("backupName", &spec.backup_name),
+            ("scheduleName", &schedule),
+        ] {
+            if let Some(why) = (!name.is_empty())
+                .then(|| crate::api::bad_object_name(name))
+                .flatten()
+            {
+                errors.push(format!("spec.{field}: {why}"));
+            }
         }
         for e in validate_includes_excludes(&spec.included_resources, &spec.excluded_resources) {
             errors.push(format!("Invalid included/excluded resource lists: {e}"));
@@ -716,8 +734,17 @@ impl<'r> Walk<'r> {
                     continue;
                 }
             };
-            self.restore_one(&gr, &ns, &name, object, contents).await?;
-            self.progress.1.fetch_add(1, Ordering::Relaxed);
+            // The total shrinks by what the filters leave out; only what the cluster now holds
+            // as backed up counts as restored.
+            match self.restore_one(&gr, &ns, &name, object, contents).await? {
+                Taken::NotSelected => {
+                    self.progress.0.fetch_sub(1, Ordering::Relaxed);
+                }
+                Taken::Restored => {
+                    self.progress.1.fetch_add(1, Ordering::Relaxed);
+                }
+                Taken::Failed => {}
+            }
         }
         Ok(())
     }
@@ -743,28 +770,29 @@ impl<'r> Walk<'r> {
         name: &str,
         mut object: Value,
         contents: &BackupContents,
-    ) -> Result<(), Stop> {
+    ) -> Result<Taken, Stop> {
         let labels: BTreeMap<String, String> =
             serde_json::from_value(object["metadata"]["labels"].clone()).unwrap_or_default();
         if !self.filter.selects(&labels) {
-            return Ok(());
+            return Ok(Taken::NotSelected);
         }
         if gr == "namespaces" {
             // A namespace is restored when its objects are wanted, under its mapped name.
             if self.filter.namespaces.should_include(name) {
                 self.ensure_namespace(name, contents).await?;
+                return Ok(Taken::Restored);
             }
-            return Ok(());
+            return Ok(Taken::NotSelected);
         }
         if gr == "persistentvolumes" && !self.pv_wanted(&object) {
-            return Ok(());
+            return Ok(Taken::NotSelected);
         }
         if !ns.is_empty() {
             self.ensure_namespace(ns, contents).await?;
         }
         let Some(api_version) = object["apiVersion"].as_str().map(str::to_owned) else {
             self.error(ns, format!("{gr} {name} in the backup has no apiVersion"));
-            return Ok(());
+            return Ok(Taken::Failed);
         };
         let kind = object["kind"].as_str().unwrap_or_default().to_owned();
         let plural = gr.split_once('.').map_or(gr, |(r, _)| r).to_owned();
@@ -776,7 +804,7 @@ impl<'r> Walk<'r> {
                     qualified(ns, name)
                 ),
             );
-            return Ok(());
+            return Ok(Taken::Failed);
         }
 
         // Claims whose data a pod volume restore brings back must not keep their old binding.
@@ -824,10 +852,10 @@ impl<'r> Walk<'r> {
                     ns,
                     format!("{kind} {} is not a valid object: {e}", qualified(ns, name)),
                 );
-                return Ok(());
+                return Ok(Taken::Failed);
             }
         };
-        match api.create(&PostParams::default(), &dynamic).await {
+        let taken = match api.create(&PostParams::default(), &dynamic).await {
             Ok(created) => {
                 if gr == "customresourcedefinitions.apiextensions.k8s.io" {
                     self.restored_crds.insert(name.to_owned());
@@ -844,9 +872,10 @@ impl<'r> Walk<'r> {
                         restore_uid: self.restore.uid().unwrap_or_default(),
                     });
                 }
+                Taken::Restored
             }
             Err(kube::Error::Api(e)) if e.code == 409 => {
-                self.exists(&api, ns, name, &kind, gr, &object).await?;
+                let present = self.exists(&api, ns, name, &kind, gr, &object).await?;
                 if pod_volumes.is_some() {
                     self.warn(
                         ns,
@@ -855,6 +884,11 @@ impl<'r> Walk<'r> {
                             qualified(ns, name)
                         ),
                     );
+                }
+                if present {
+                    Taken::Restored
+                } else {
+                    Taken::Failed
                 }
             }
             Err(kube::Error::Api(e)) => {
@@ -866,14 +900,16 @@ impl<'r> Walk<'r> {
                         e.message
                     ),
                 );
+                Taken::Failed
             }
             Err(e) => return Err(Stop::Api(e.into())),
-        }
-        Ok(())
+        };
+        Ok(taken)
     }
 
     /// An object that already exists: left alone when it matches, else a warning, or an update
-    /// with `existingResourcePolicy: update`.
+    /// with `existingResourcePolicy: update`. True when the cluster now holds the backed-up
+    /// object (the same, merged or updated).
     async fn exists(
         &mut self,
         api: &Api<DynamicObject>,
@@ -882,13 +918,13 @@ impl<'r> Walk<'r> {
         kind: &str,
         gr: &str,
         object: &Value,
-    ) -> Result<(), Stop> {
+    ) -> Result<bool, Stop> {
         let Some(existing) = api.get_opt(name).await? else {
             self.error(
                 ns,
                 format!("{kind} {} existed and then vanished", qualified(ns, name)),
             );
-            return Ok(());
+            return Ok(false);
         };
         let mut in_cluster = serde_json::to_value(&existing).unwrap_or_default();
         transform::prepare(&mut in_cluster, gr, &self.restoring);
@@ -897,14 +933,17 @@ impl<'r> Walk<'r> {
                 "{kind} {} already exists with the backed-up content",
                 qualified(ns, name)
             ));
-            return Ok(());
+            return Ok(true);
         }
         if gr == "serviceaccounts" {
             // Velero merges service accounts (a namespace's `default` always exists): the
             // backed-up secrets, pull secrets, labels and annotations are added to the live one.
             let merged =
                 merge_service_account(&serde_json::to_value(&existing).unwrap_or_default(), object);
-            if let Some(patch) = merged {
+            let Some(patch) = merged else {
+                return Ok(true);
+            };
+            {
                 match api
                     .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
                     .await
@@ -913,18 +952,21 @@ impl<'r> Walk<'r> {
                         "ServiceAccount {} merged with the backed-up one",
                         qualified(ns, name)
                     )),
-                    Err(kube::Error::Api(e)) => self.warn(
-                        ns,
-                        format!(
-                            "could not merge the existing ServiceAccount {}: {}",
-                            qualified(ns, name),
-                            e.message
-                        ),
-                    ),
+                    Err(kube::Error::Api(e)) => {
+                        self.warn(
+                            ns,
+                            format!(
+                                "could not merge the existing ServiceAccount {}: {}",
+                                qualified(ns, name),
+                                e.message
+                            ),
+                        );
+                        return Ok(false);
+                    }
                     Err(e) => return Err(Stop::Api(e.into())),
                 }
             }
-            return Ok(());
+            return Ok(true);
         }
         if self.update_existing {
             let mut patch = object.clone();
@@ -939,17 +981,20 @@ impl<'r> Walk<'r> {
                     "{kind} {} already existed and was updated (existingResourcePolicy: update)",
                     qualified(ns, name)
                 )),
-                Err(kube::Error::Api(e)) => self.warn(
-                    ns,
-                    format!(
-                        "could not update the existing {kind} {}: {}",
-                        qualified(ns, name),
-                        e.message
-                    ),
-                ),
+                Err(kube::Error::Api(e)) => {
+                    self.warn(
+                        ns,
+                        format!(
+                            "could not update the existing {kind} {}: {}",
+                            qualified(ns, name),
+                            e.message
+                        ),
+                    );
+                    return Ok(false);
+                }
                 Err(e) => return Err(Stop::Api(e.into())),
             }
-            return Ok(());
+            return Ok(true);
         }
         self.warn(
             ns,
@@ -958,7 +1003,7 @@ impl<'r> Walk<'r> {
                  version is different than the backed-up version."
             ),
         );
-        Ok(())
+        Ok(false)
     }
 
     /// A PV is restored unless its data comes back through a pod volume restore (a new volume
@@ -1133,6 +1178,16 @@ fn claims_of(pod: &Value) -> BTreeMap<String, String> {
             ))
         })
         .collect()
+}
+
+/// What became of one object of the backup.
+enum Taken {
+    /// The restore's filters (label selector, namespaces, volumes) leave it out.
+    NotSelected,
+    /// The cluster holds it as backed up: created, already the same, merged or updated.
+    Restored,
+    /// It was wanted but is not restored (an error or a warning says why).
+    Failed,
 }
 
 #[cfg(test)]

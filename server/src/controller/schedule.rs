@@ -26,7 +26,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use super::{Context, MANAGER, log_reconciles, retry_after};
-use crate::api::{Backup, Schedule, SchedulePhase, labels};
+use crate::api::{Backup, Lenient, Schedule, SchedulePhase, labels};
 use crate::clock::kube_time;
 use crate::cron::{CronSchedule, backup_name};
 use crate::error::{Error, Result};
@@ -40,7 +40,7 @@ const MAX_WAIT: Duration = Duration::from_secs(300);
 
 /// Runs the controller until `shutdown` fires.
 pub(crate) async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
-    let api: Api<Schedule> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    let api: Api<Lenient<Schedule>> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
     log_reconciles(
         NAME,
         Controller::new(api, watcher::Config::default())
@@ -51,7 +51,10 @@ pub(crate) async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
     .await;
 }
 
-async fn reconcile(schedule: Arc<Schedule>, ctx: Arc<Context>) -> Result<Action> {
+async fn reconcile(schedule: Arc<Lenient<Schedule>>, ctx: Arc<Context>) -> Result<Action> {
+    let Some(schedule) = super::readable(&ctx, &schedule, false).await else {
+        return Ok(Action::await_change());
+    };
     let name = schedule.name_any();
     let api: Api<Schedule> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
     // The watch may be behind our own `lastBackup` write; a stale copy would start a second
@@ -154,7 +157,7 @@ fn backup_for(schedule: &Schedule, now: jiff::Timestamp) -> Backup {
     backup
 }
 
-fn error_policy(schedule: Arc<Schedule>, error: &Error, ctx: Arc<Context>) -> Action {
+fn error_policy(schedule: Arc<Lenient<Schedule>>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics.reconciled(NAME, false);
     tracing::warn!(schedule = %schedule.name_any(), "reconcile failed: {}", chain(error));
     retry_after(error)

@@ -27,7 +27,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use super::{Context, MANAGER, log_reconciles, parse_duration};
-use crate::api::{Backup, BackupPhase, BackupStorageLocation, PodVolumeBackup, labels};
+use crate::api::{Backup, BackupPhase, BackupStorageLocation, Lenient, PodVolumeBackup, labels};
 use crate::backup::layout::{BACKUPS_DIR, BackupKeys};
 use crate::error::{Error, Result};
 use crate::storage::{LocationStore, chain};
@@ -42,7 +42,8 @@ pub(crate) struct State {
 
 /// Runs the controller until `shutdown` fires.
 pub(crate) async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
-    let api: Api<BackupStorageLocation> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    let api: Api<Lenient<BackupStorageLocation>> =
+        Api::namespaced(ctx.client.clone(), &ctx.namespace);
     log_reconciles(
         NAME,
         Controller::new(api, watcher::Config::default())
@@ -52,7 +53,11 @@ pub(crate) async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
     .await;
 }
 
-async fn reconcile(bsl: Arc<BackupStorageLocation>, ctx: Arc<Context>) -> Result<Action> {
+async fn reconcile(bsl: Arc<Lenient<BackupStorageLocation>>, ctx: Arc<Context>) -> Result<Action> {
+    // Malformed objects are reported by their own controller; here they are skipped.
+    let Some(bsl) = bsl.ok().cloned().map(Arc::new) else {
+        return Ok(Action::await_change());
+    };
     let name = bsl.name_any();
     if bsl.meta().deletion_timestamp.is_some() {
         return Ok(Action::await_change());
@@ -100,7 +105,14 @@ async fn sync(ctx: &Context, bsl: &BackupStorageLocation, store: &LocationStore)
     // The cluster first, then the bucket: a backup that completes in between is then seen
     // InProgress (never an orphan) rather than Completed and missing from a stale listing.
     let backups: Api<Backup> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
-    let in_cluster = backups.list(&ListParams::default()).await?.items;
+    // Read one by one: a malformed Backup (reported by the backup controller) still holds its
+    // name, so the bucket's copy is not synced over it, and it stops nothing else.
+    let listed = Api::<Lenient<Backup>>::namespaced(ctx.client.clone(), &ctx.namespace)
+        .list(&ListParams::default())
+        .await?
+        .items;
+    let known: HashSet<String> = listed.iter().map(ResourceExt::name_any).collect();
+    let in_cluster: Vec<Backup> = listed.into_iter().filter_map(|b| b.object.ok()).collect();
     let in_bucket: HashSet<String> = match store.bucket.list_dirs(BACKUPS_DIR).await {
         Ok(names) => names.into_iter().collect(),
         Err(e) => {
@@ -108,7 +120,6 @@ async fn sync(ctx: &Context, bsl: &BackupStorageLocation, store: &LocationStore)
             return Ok(());
         }
     };
-    let known: HashSet<String> = in_cluster.iter().map(ResourceExt::name_any).collect();
 
     let mut missing: Vec<&String> = in_bucket.difference(&known).collect();
     missing.sort();
@@ -300,7 +311,11 @@ pub(crate) fn decode_list<T: serde::de::DeserializeOwned>(
     Ok(list.unwrap_or_default())
 }
 
-fn error_policy(bsl: Arc<BackupStorageLocation>, error: &Error, ctx: Arc<Context>) -> Action {
+fn error_policy(
+    bsl: Arc<Lenient<BackupStorageLocation>>,
+    error: &Error,
+    ctx: Arc<Context>,
+) -> Action {
     ctx.metrics.reconciled(NAME, false);
     tracing::warn!(location = %bsl.name_any(), "sync failed: {}", chain(error));
     Action::requeue(Duration::from_secs(10))
