@@ -10,6 +10,7 @@ pub mod helper;
 pub mod jobs;
 mod session;
 mod tls;
+pub mod token;
 pub mod volume;
 
 pub use session::{AgentOptions, Error, run};

@@ -5,6 +5,11 @@
 //! connection is retried with exponential backoff (1 s doubling to 30 s), so a server restart
 //! or a rolling upgrade costs an agent seconds, not a pod restart. Bad local settings (unreadable
 //! certificates, an invalid server address) end the agent at once with one sentence instead.
+//!
+//! Each session's Hello carries the pod's ServiceAccount token (see [`crate::token`]), read
+//! from its file at that moment: the kubelet rotates it. A missing or empty token file is a
+//! session failure like a refused connection (said in one sentence, retried with the same
+//! backoff), since the kubelet may not have written it yet.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -46,6 +51,8 @@ pub struct AgentOptions {
     pub memory: Option<lifeboat_repo::MemoryBudget>,
     /// This side's certificate, key and the CA.
     pub tls: TlsMaterial,
+    /// The pod's projected ServiceAccount token (default [`crate::token::DEFAULT_TOKEN_FILE`]).
+    pub token_file: PathBuf,
 }
 
 /// Why the agent stopped.
@@ -105,6 +112,7 @@ async fn session(
     opts: &AgentOptions,
     cancel: &CancellationToken,
 ) -> Result<(), String> {
+    let token = crate::token::read(&opts.token_file).map_err(|e| chain(&e))?;
     let channel: Channel = endpoint.connect().await.map_err(|e| chain(&e))?;
     let mut client = AgentsClient::new(channel);
     // Outbound messages: Hello, then heartbeats. 16 is plenty for a heartbeat every few seconds.
@@ -116,6 +124,7 @@ async fn session(
             concurrency: u32::try_from(opts.concurrency).unwrap_or(u32::MAX),
             host_pods: opts.host_pods.display().to_string(),
             host_pods_problem: host_pods_problem(opts),
+            token,
         })),
     })
     .await

@@ -108,6 +108,10 @@ pub(crate) struct AgentArgs {
     /// Directory with tls.crt, tls.key and ca.crt (the Secret lifeboat-agent-tls).
     #[arg(long, default_value = DEFAULT_TLS_DIR)]
     tls_dir: PathBuf,
+    /// The pod's projected ServiceAccount token (audience `lifeboat`), which proves to the
+    /// server which node this agent runs on; read afresh for every session.
+    #[arg(long, env = "LIFEBOAT_TOKEN_FILE", default_value = lifeboat_agent::token::DEFAULT_TOKEN_FILE)]
+    token_file: PathBuf,
     /// Server-side feature flags, comma-separated (as given to install).
     #[arg(long, default_value = "")]
     features: String,
@@ -236,6 +240,7 @@ pub(crate) async fn agent(args: AgentArgs) -> Result<()> {
             concurrency: concurrency.max(1),
             memory: Some(args.memory_budget),
             tls,
+            token_file: args.token_file,
         },
         shutdown_token(),
     )

@@ -8,8 +8,16 @@
 //! process, a dropped network path), so a dead agent is noticed within seconds, never the hours
 //! Velero users waited (Velero #4874, #4917).
 //!
-//! A second session from the same node replaces the first (an agent pod restarted before its
-//! old connection timed out); the replaced session ends without touching the new one.
+//! A session serves one node, and only the agent pod running there may hold it: Hello carries
+//! the pod's ServiceAccount token, which [`crate::identity`] checks against the API server
+//! before Welcome (the shared client certificate alone gets nothing). The session records its
+//! pod (name and UID, shown on `/agents`), and while it is live a session from another pod for
+//! the same node is refused (PermissionDenied, naming both pods), never swapped in: a stolen
+//! certificate plus some other token cannot take over a node's jobs, repository password and
+//! store credentials. A new session from the same pod replaces the old one (the agent process
+//! restarted before its old connection timed out; the replaced session ends without touching
+//! the new one). Once the old session is gone (its stream ended, or it missed
+//! [`MISSED_HEARTBEATS`] heartbeats), a new pod on the node (the DaemonSet's replacement) gets in.
 
 use std::collections::BTreeMap;
 use std::pin::Pin;
@@ -27,6 +35,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::identity::{AgentPod, Verifier};
 use crate::metrics::Metrics;
 
 /// Heartbeats an agent may miss before it counts as gone.
@@ -46,6 +55,10 @@ pub struct AgentInfo {
     /// Why the host-pods root does not look like the node's kubelet pods directory.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub host_pods_problem: Option<String>,
+    /// The agent's pod (in the install namespace), as its token proved.
+    pub pod: String,
+    /// That pod's UID.
+    pub pod_uid: String,
     /// When the session started (RFC 3339).
     pub connected_since: String,
     /// Milliseconds since the agent was last heard from.
@@ -109,6 +122,7 @@ pub struct Agents {
     inner: Arc<Mutex<Registry>>,
     heartbeat: Duration,
     metrics: Metrics,
+    verifier: Verifier,
 }
 
 #[derive(Debug, Default)]
@@ -118,12 +132,14 @@ struct Registry {
 }
 
 impl Agents {
-    /// An empty registry; agents are asked to send a heartbeat every `heartbeat`.
-    pub fn new(heartbeat: Duration, metrics: Metrics) -> Self {
+    /// An empty registry; agents are asked to send a heartbeat every `heartbeat`, and prove
+    /// their node to `verifier`.
+    pub fn new(heartbeat: Duration, metrics: Metrics, verifier: Verifier) -> Self {
         Self {
             inner: Arc::new(Mutex::new(Registry::default())),
             heartbeat,
             metrics,
+            verifier,
         }
     }
 
@@ -272,15 +288,27 @@ impl Agents {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Registers a session of `info.pod` for `info.node`; refused while another pod's session
+    /// for the node is live (heard from within [`MISSED_HEARTBEATS`] intervals).
     fn register(
         &self,
         info: AgentInfo,
         outbound: mpsc::Sender<Result<ServerMessage, Status>>,
-    ) -> u64 {
+    ) -> Result<u64, Status> {
         let mut reg = self.lock();
+        let node = info.node.clone();
+        let deadline = self.heartbeat * MISSED_HEARTBEATS;
+        if let Some(live) = reg.live.get(&node)
+            && live.info.pod_uid != info.pod_uid
+            && live.last_seen.elapsed() < deadline
+        {
+            return Err(Status::permission_denied(format!(
+                "node {node} already has a live agent, pod {} (uid {}); the agent's pod {} (uid {}) may take over only once that session ends",
+                live.info.pod, live.info.pod_uid, info.pod, info.pod_uid
+            )));
+        }
         reg.next_session += 1;
         let session = reg.next_session;
-        let node = info.node.clone();
         let replaced = reg.live.insert(
             node.clone(),
             Entry {
@@ -292,14 +320,14 @@ impl Agents {
             },
         );
         if let Some(old) = replaced {
-            tracing::info!(%node, "a new session from the node replaces the old one");
+            tracing::info!(%node, pod = %old.info.pod, "a new session from the node replaces the old one");
             fail_jobs(
                 old.jobs,
                 "its agent started a new session (the old one's work is lost)",
             );
         }
         self.metrics.agents_live(reg.live.len());
-        session
+        Ok(session)
     }
 
     /// Marks the session as heard from; false when it has been replaced.
@@ -390,6 +418,18 @@ impl AgentsService for Agents {
             ));
         }
         let node = hello.node.clone();
+        let AgentPod {
+            name: pod,
+            uid: pod_uid,
+        } = self
+            .verifier
+            .verify(&hello.token, &node)
+            .await
+            .map_err(|refusal| {
+                let status = refusal.status();
+                tracing::warn!(%node, "refused an agent's session: {}", status.message());
+                status
+            })?;
         // Outbound: Welcome first, work after (jobs can be queued only once the session is
         // registered, below). A small buffer: the server never floods an agent.
         let (tx, rx) = mpsc::channel(16);
@@ -400,23 +440,31 @@ impl AgentsService for Agents {
                 server_version: env!("CARGO_PKG_VERSION").to_string(),
             })),
         };
+        // Queued before the session is registered, so it precedes any job; a refused session
+        // drops the queue unsent.
         tx.send(Ok(welcome))
             .await
             .map_err(|_| Status::cancelled("the agent left"))?;
-        let session = self.register(
-            AgentInfo {
-                node: node.clone(),
-                version: hello.version,
-                concurrency: hello.concurrency,
-                host_pods: hello.host_pods,
-                host_pods_problem: (!hello.host_pods_problem.is_empty())
-                    .then_some(hello.host_pods_problem),
-                connected_since: jiff::Timestamp::now().to_string(),
-                last_seen_ms: 0,
-            },
-            tx.clone(),
-        );
-        tracing::info!(%node, concurrency = hello.concurrency, "agent connected");
+        let session = self
+            .register(
+                AgentInfo {
+                    node: node.clone(),
+                    version: hello.version,
+                    concurrency: hello.concurrency,
+                    host_pods: hello.host_pods,
+                    host_pods_problem: (!hello.host_pods_problem.is_empty())
+                        .then_some(hello.host_pods_problem),
+                    pod: pod.clone(),
+                    pod_uid,
+                    connected_since: jiff::Timestamp::now().to_string(),
+                    last_seen_ms: 0,
+                },
+                tx.clone(),
+            )
+            .inspect_err(|status| {
+                tracing::warn!(%node, "refused an agent's session: {}", status.message());
+            })?;
+        tracing::info!(%node, %pod, concurrency = hello.concurrency, "agent connected");
         if let Some(problem) = self.host_pods_problem(&node) {
             tracing::warn!(%node, "the agent cannot see the node's pods: {problem}");
         }

@@ -10,6 +10,7 @@ mod controller;
 pub mod cron;
 mod error;
 mod http;
+pub mod identity;
 pub mod install;
 pub mod metrics;
 pub mod pki;

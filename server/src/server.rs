@@ -87,7 +87,11 @@ pub async fn run(
     );
 
     let metrics = Metrics::new();
-    let agents = Agents::new(opts.heartbeat, metrics.clone());
+    let agents = Agents::new(
+        opts.heartbeat,
+        metrics.clone(),
+        crate::identity::Verifier::new(client.clone(), opts.namespace.clone()),
+    );
     let ready = Arc::new(AtomicBool::new(false));
 
     let http = tokio::spawn(crate::http::serve(

@@ -5,6 +5,13 @@
 //! It is what a test (or a person, through the `testcluster` binary) gets instead of a real
 //! cluster: the only stand-in is the API server; every lifeboat part is the real binary.
 //! Processes are killed when the cluster is dropped, however the test ends.
+//!
+//! The harness plays the scheduler's and the kubelet's part for each agent, as TESTING.md
+//! describes: it creates the agent's Pod object in the install namespace (`restic-<node>`, the
+//! agents' ServiceAccount, bound to the node, Running), asks the API server for a token bound to
+//! that pod for the `lifeboat` audience (TokenRequest, as the kubelet does for the DaemonSet's
+//! projected volume), writes it to a file and starts the agent with `--token-file`. A restarted
+//! agent keeps its pod, as a restarted container does.
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
@@ -16,6 +23,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use lifeboat_server::ServerOptions;
+/// An agent Pod object (its name and UID), as the harness created it and the server records it.
+pub use lifeboat_server::identity::AgentPod;
 
 use crate::apiserver::ApiServer;
 use crate::bin::{Run, lifeboat_exe};
@@ -341,35 +350,163 @@ impl Cluster {
         self.dir.path().join("nodes").join(node).join("pods")
     }
 
-    /// Starts `lifeboat agent` for `node` with the install's agent certificate.
+    /// Starts `lifeboat agent` for `node` with the install's agent certificate, in the agent
+    /// pod of the node (see [`Cluster::agent_pod`]) with a token of that pod.
     pub fn start_agent(&mut self, node: &str) {
-        let tls = self.tls_dir("lifeboat-agent-tls");
-        self.start_agent_with_tls(node, &tls);
+        self.start_agent_with(node, &[]);
     }
 
-    /// Starts `lifeboat agent` for `node` with the certificates in `tls`.
     /// Starts the agent of `node` with extra arguments (`--concurrency 8`).
     pub fn start_agent_with(&mut self, node: &str, args: &[&str]) {
         let tls = self.tls_dir("lifeboat-agent-tls");
-        self.spawn_agent(node, &tls, args);
+        let pod = self.agent_pod(node);
+        let token = self.agent_token(&pod.name);
+        self.spawn_agent(node, node, &tls, Some(&token), args);
     }
 
+    /// Starts `lifeboat agent` for `node` with the certificates in `tls` (and a token of the
+    /// node's agent pod).
     pub fn start_agent_with_tls(&mut self, node: &str, tls: &Path) {
-        self.spawn_agent(node, tls, &[]);
+        let pod = self.agent_pod(node);
+        let token = self.agent_token(&pod.name);
+        self.spawn_agent(node, node, tls, Some(&token), &[]);
     }
 
-    /// Starts the agent of `node` with extra environment variables (`POD_UID`).
+    /// Starts the agent of `node` (with its pod's token) with extra environment variables
+    /// (`POD_UID`).
     pub fn start_agent_with_env(&mut self, node: &str, env: &[(&str, &str)]) {
-        let tls = self.tls_dir("lifeboat-agent-tls");
         self.agent_env = env
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
-        self.spawn_agent(node, &tls, &[]);
+        self.start_agent(node);
         self.agent_env.clear();
     }
 
-    fn spawn_agent(&mut self, node: &str, tls: &Path, extra: &[&str]) {
+    /// Starts an agent process called `process` (its log: [`Cluster::agent_log`] of that name)
+    /// claiming `node` (`NODE_NAME`), with the install's agent certificate and `token_file`
+    /// as its token (None: a token file that does not exist). For tests of what an agent can
+    /// claim: `token_file` need not belong to `node`'s pod.
+    pub fn start_agent_as(&mut self, process: &str, node: &str, token_file: Option<&Path>) {
+        let tls = self.tls_dir("lifeboat-agent-tls");
+        self.spawn_agent(process, node, &tls, token_file, &[]);
+    }
+
+    /// The agent pod of `node` (`restic-<node>`), created as the DaemonSet's would be when it
+    /// does not exist yet.
+    pub fn agent_pod(&self, node: &str) -> AgentPod {
+        let name = format!("{}-{node}", lifeboat_server::install::DAEMONSET);
+        match self.api.get("v1", "pods", Some(&self.namespace), &name) {
+            Some(pod) => AgentPod {
+                uid: pod["metadata"]["uid"]
+                    .as_str()
+                    .expect("a stored pod has a uid")
+                    .to_string(),
+                name,
+            },
+            None => self.create_agent_pod(&name, node),
+        }
+    }
+
+    /// Creates a pod `name` on `node` that looks like an agent's: the DaemonSet's label, the
+    /// agents' ServiceAccount, bound to the node and Running.
+    pub fn create_agent_pod(&self, name: &str, node: &str) -> AgentPod {
+        let daemon_set = lifeboat_server::install::DAEMONSET;
+        let pod = self
+            .api
+            .put_object(serde_json::json!({
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {
+                    "name": name,
+                    "namespace": self.namespace,
+                    "labels": {"name": daemon_set, "component": "velero"},
+                },
+                "spec": {
+                    "serviceAccountName": lifeboat_server::install::AGENT_ACCOUNT,
+                    "automountServiceAccountToken": false,
+                    "nodeName": node,
+                    "containers": [{"name": daemon_set, "image": lifeboat_server::install::default_image()}],
+                },
+                "status": {"phase": "Running"},
+            }))
+            .unwrap_or_else(|e| panic!("create the agent pod {name}: {e}"));
+        AgentPod {
+            name: name.to_string(),
+            uid: pod["metadata"]["uid"]
+                .as_str()
+                .expect("a created pod has a uid")
+                .to_string(),
+        }
+    }
+
+    /// A token bound to the agent pod `pod`, for the agents' audience, asked of the API server
+    /// as the kubelet asks for a projected token, in a file of its own; returns the file.
+    pub fn agent_token(&self, pod: &str) -> PathBuf {
+        self.pod_token(pod, lifeboat_agent::token::AUDIENCE)
+    }
+
+    /// A token of the agents' ServiceAccount bound to `pod`, for `audience`, in a file of its
+    /// own (named for both); returns the file.
+    pub fn pod_token(&self, pod: &str, audience: &str) -> PathBuf {
+        use k8s_openapi::api::authentication::v1::{
+            BoundObjectReference, TokenRequest, TokenRequestSpec,
+        };
+        use k8s_openapi::api::core::v1::ServiceAccount;
+        let uid = self
+            .api
+            .get("v1", "pods", Some(&self.namespace), pod)
+            .and_then(|p| p["metadata"]["uid"].as_str().map(str::to_string))
+            .unwrap_or_else(|| panic!("no pod {pod} to bind a token to"));
+        let request = TokenRequest {
+            spec: TokenRequestSpec {
+                audiences: vec![audience.to_string()],
+                expiration_seconds: Some(3600),
+                bound_object_ref: Some(BoundObjectReference {
+                    api_version: Some("v1".into()),
+                    kind: Some("Pod".into()),
+                    name: Some(pod.to_string()),
+                    uid: Some(uid),
+                }),
+            },
+            ..Default::default()
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        let issued: TokenRequest = rt.block_on(async {
+            let client = self.api.client().await.expect("a client");
+            kube::Api::<ServiceAccount>::namespaced(client, &self.namespace)
+                .create_subresource(
+                    "token",
+                    lifeboat_server::install::AGENT_ACCOUNT,
+                    &Default::default(),
+                    &request,
+                )
+                .await
+                .unwrap_or_else(|e| panic!("a token for the agent pod {pod}: {e}"))
+        });
+        let token = issued.status.expect("an issued token has a status").token;
+        let dir = self.dir.path().join("tokens");
+        std::fs::create_dir_all(&dir).expect("create the token directory");
+        let file = dir.join(format!(
+            "{pod}-{}",
+            audience.replace(|c: char| !c.is_ascii_alphanumeric(), "_")
+        ));
+        std::fs::write(&file, token).expect("write the token file");
+        file
+    }
+
+    /// Starts agent process `process` for `node` (see [`Cluster::start_agent_as`]).
+    fn spawn_agent(
+        &mut self,
+        process: &str,
+        node: &str,
+        tls: &Path,
+        token_file: Option<&Path>,
+        extra: &[&str],
+    ) {
         let host_pods = self.host_pods(node);
         std::fs::create_dir_all(&host_pods).expect("create the host-pods root");
         let mut cmd = self.command();
@@ -380,6 +517,11 @@ impl Cluster {
             .arg(&host_pods)
             .arg("--tls-dir")
             .arg(tls)
+            .arg("--token-file")
+            .arg(token_file.map_or_else(
+                || self.dir.path().join("tokens").join("none"),
+                Path::to_path_buf,
+            ))
             .args(extra)
             // Agents hold no store credentials of their own (the server sends them with each
             // job); a test's own AWS settings must not stand in for that.
@@ -390,11 +532,12 @@ impl Cluster {
             .env("VELERO_NAMESPACE", &self.namespace)
             .env("LIFEBOAT_LOG", "info,h2=warn,hyper=warn,tower=warn")
             .envs(self.agent_env.iter().map(|(k, v)| (k, v)));
-        let log = self.dir.path().join(format!("agent-{node}.log"));
-        if let Some(mut old) = self.agents.remove(node) {
+        let log = self.dir.path().join(format!("agent-{process}.log"));
+        if let Some(mut old) = self.agents.remove(process) {
             old.stop();
         }
-        self.agents.insert(node.to_string(), Proc::spawn(cmd, log));
+        self.agents
+            .insert(process.to_string(), Proc::spawn(cmd, log));
     }
 
     /// Kills the agent of `node` with SIGKILL, as an OOM kill or node failure would.
@@ -441,6 +584,14 @@ impl Cluster {
     /// Whether the agent process of `node` still runs.
     pub fn agent_running(&mut self, node: &str) -> bool {
         self.agents.get_mut(node).is_some_and(Proc::alive)
+    }
+
+    /// The server's `/agents` endpoint: one JSON object per live agent.
+    pub fn agents_json(&self) -> Vec<serde_json::Value> {
+        let Some((200, body)) = http_get(&self.metrics_address(), "/agents") else {
+            return Vec::new();
+        };
+        serde_json::from_str(&body).expect("/agents answers JSON")
     }
 
     /// The nodes the server counts as having a live agent (its `/agents` endpoint).

@@ -41,9 +41,14 @@ impl Rig {
             .enable_all()
             .build()
             .expect("a runtime");
+        // The agents prove their nodes against the stand-in, as against a real API server.
+        let client = runtime
+            .block_on(cluster.api.client())
+            .expect("a client for the API server stand-in");
         let agents = Agents::new(
             Duration::from_millis(500),
             lifeboat_server::metrics::Metrics::new(),
+            lifeboat_server::identity::Verifier::new(client, cluster.namespace.clone()),
         );
         let stop = CancellationToken::new();
         let tls = lifeboat_agent::TlsMaterial::load(&cluster.tls_dir("lifeboat-server-tls"))

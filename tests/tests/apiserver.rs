@@ -1247,3 +1247,297 @@ async fn latency_knobs_slow_lists_and_chosen_requests_and_hold_watch_events_back
     }
     assert!(written.elapsed() >= delay);
 }
+
+/// Namespace `ns` with ServiceAccount `agent` and pod `p1` running as it on node `n1`; the
+/// pod's UID.
+async fn account_and_pod(client: &Client) -> String {
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    let ns = Namespace {
+        metadata: ObjectMeta {
+            name: Some("ns".into()),
+            ..ObjectMeta::default()
+        },
+        ..Namespace::default()
+    };
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .expect("create the namespace");
+    let account = ServiceAccount {
+        metadata: ObjectMeta {
+            name: Some("agent".into()),
+            ..ObjectMeta::default()
+        },
+        ..ServiceAccount::default()
+    };
+    Api::<ServiceAccount>::namespaced(client.clone(), "ns")
+        .create(&PostParams::default(), &account)
+        .await
+        .expect("create the account");
+    create_pod(client, "p1", "agent").await
+}
+
+/// Pod `name` in `ns` running as `account` on node `n1`; its UID.
+async fn create_pod(client: &Client, name: &str, account: &str) -> String {
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {
+            "serviceAccountName": account,
+            "nodeName": "n1",
+            "containers": [{"name": "c", "image": "i"}],
+        },
+    }))
+    .expect("a pod");
+    Api::<Pod>::namespaced(client.clone(), "ns")
+        .create(&PostParams::default(), &pod)
+        .await
+        .expect("create the pod")
+        .metadata
+        .uid
+        .expect("a uid")
+}
+
+fn token_request(
+    audiences: &[&str],
+    seconds: i64,
+    pod: Option<(&str, &str)>,
+) -> k8s_openapi::api::authentication::v1::TokenRequest {
+    use k8s_openapi::api::authentication::v1::{
+        BoundObjectReference, TokenRequest, TokenRequestSpec,
+    };
+    TokenRequest {
+        spec: TokenRequestSpec {
+            audiences: audiences.iter().map(|a| a.to_string()).collect(),
+            expiration_seconds: Some(seconds),
+            bound_object_ref: pod.map(|(name, uid)| BoundObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("Pod".into()),
+                name: Some(name.into()),
+                uid: Some(uid.into()),
+            }),
+        },
+        ..TokenRequest::default()
+    }
+}
+
+async fn request_token(
+    client: &Client,
+    account: &str,
+    request: &k8s_openapi::api::authentication::v1::TokenRequest,
+) -> Result<k8s_openapi::api::authentication::v1::TokenRequest, kube::Error> {
+    Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(client.clone(), "ns")
+        .create_subresource("token", account, &PostParams::default(), request)
+        .await
+}
+
+async fn review(
+    client: &Client,
+    token: &str,
+    audiences: &[&str],
+) -> k8s_openapi::api::authentication::v1::TokenReviewStatus {
+    use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
+    let review = TokenReview {
+        spec: TokenReviewSpec {
+            token: Some(token.into()),
+            audiences: Some(audiences.iter().map(|a| a.to_string()).collect()),
+        },
+        ..TokenReview::default()
+    };
+    Api::<TokenReview>::all(client.clone())
+        .create(&PostParams::default(), &review)
+        .await
+        .expect("a review is answered")
+        .status
+        .expect("a review has a status")
+}
+
+#[tokio::test]
+async fn a_token_request_binds_a_token_to_a_pod_of_its_account_and_a_review_names_the_pod() {
+    let (_server, client) = start().await;
+    let uid = account_and_pod(&client).await;
+    create_pod(&client, "other-account", "default").await;
+
+    // What a real server refuses.
+    let bound = |pod| token_request(&["lifeboat"], 3600, Some(pod));
+    assert_eq!(
+        code(request_token(&client, "nobody", &bound(("p1", &uid))).await),
+        404
+    );
+    assert_eq!(
+        code(request_token(&client, "agent", &bound(("missing", &uid))).await),
+        404
+    );
+    assert_eq!(
+        code(request_token(&client, "agent", &bound(("p1", "another-uid"))).await),
+        409
+    );
+    assert_eq!(
+        code(request_token(&client, "agent", &bound(("other-account", ""))).await),
+        400
+    );
+    assert_eq!(
+        code(request_token(&client, "agent", &token_request(&["lifeboat"], 60, None)).await),
+        422
+    );
+
+    let issued = request_token(&client, "agent", &bound(("p1", &uid)))
+        .await
+        .expect("a token for the pod");
+    let status = issued.status.expect("a status");
+    assert!(!status.token.is_empty());
+    let lifetime =
+        status.expiration_timestamp.0.as_second() - k8s_openapi::jiff::Timestamp::now().as_second();
+    assert!((3500..=3600).contains(&lifetime), "{lifetime}");
+    assert_eq!(issued.spec.audiences, ["lifeboat"]);
+
+    let reviewed = review(&client, &status.token, &["lifeboat"]).await;
+    assert_eq!(reviewed.authenticated, Some(true), "{reviewed:?}");
+    assert_eq!(reviewed.audiences, Some(vec!["lifeboat".to_string()]));
+    let user = reviewed.user.expect("a user");
+    assert_eq!(
+        user.username.as_deref(),
+        Some("system:serviceaccount:ns:agent")
+    );
+    let account =
+        Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(client.clone(), "ns")
+            .get("agent")
+            .await
+            .expect("the account");
+    assert_eq!(user.uid, account.metadata.uid);
+    assert!(
+        user.groups
+            .unwrap_or_default()
+            .contains(&"system:serviceaccounts:ns".to_string())
+    );
+    let extra = user.extra.expect("extras");
+    assert_eq!(extra["authentication.kubernetes.io/pod-name"], ["p1"]);
+    assert_eq!(extra["authentication.kubernetes.io/pod-uid"], [uid]);
+    assert_eq!(extra["authentication.kubernetes.io/node-name"], ["n1"]);
+
+    // Unbound tokens default to the API server's audience and carry no pod.
+    let unbound = request_token(&client, "agent", &token_request(&[], 3600, None))
+        .await
+        .expect("an unbound token")
+        .status
+        .expect("a status")
+        .token;
+    let reviewed = review(&client, &unbound, &[]).await;
+    assert_eq!(reviewed.authenticated, Some(true), "{reviewed:?}");
+    let extra = reviewed.user.and_then(|u| u.extra).unwrap_or_default();
+    assert!(!extra.contains_key("authentication.kubernetes.io/pod-name"));
+}
+
+#[tokio::test]
+async fn a_review_refuses_unknown_foreign_audience_orphaned_and_expired_tokens() {
+    let (server, client) = start().await;
+    let uid = account_and_pod(&client).await;
+    let mint = |pod: &'static str, uid: String| {
+        let client = client.clone();
+        async move {
+            request_token(
+                &client,
+                "agent",
+                &token_request(&["lifeboat"], 3600, Some((pod, &uid))),
+            )
+            .await
+            .expect("a token")
+            .status
+            .expect("a status")
+            .token
+        }
+    };
+    let refused = |status: k8s_openapi::api::authentication::v1::TokenReviewStatus| {
+        assert_eq!(status.authenticated, Some(false), "{status:?}");
+        status.error.filter(|e| !e.is_empty()).expect("an error")
+    };
+
+    let error = refused(review(&client, "made-up", &["lifeboat"]).await);
+    assert!(error.contains("unknown"), "{error}");
+
+    let token = mint("p1", uid.clone()).await;
+    let error = refused(review(&client, &token, &["other"]).await);
+    assert!(error.contains("audiences"), "{error}");
+    let error = refused(review(&client, &token, &[]).await);
+    assert!(error.contains("audiences"), "{error}");
+    assert_eq!(
+        review(&client, &token, &["other", "lifeboat"])
+            .await
+            .audiences,
+        Some(vec!["lifeboat".to_string()])
+    );
+
+    // The pod goes: its tokens go with it, and a new pod of the same name does not revive them.
+    let pods = Api::<Pod>::namespaced(client.clone(), "ns");
+    pods.delete("p1", &DeleteParams::default())
+        .await
+        .expect("delete the pod");
+    let error = refused(review(&client, &token, &["lifeboat"]).await);
+    assert!(error.contains("p1"), "{error}");
+    let new_uid = create_pod(&client, "p1", "agent").await;
+    assert_ne!(new_uid, uid);
+    refused(review(&client, &token, &["lifeboat"]).await);
+    let fresh = mint("p1", new_uid).await;
+    assert_eq!(
+        review(&client, &fresh, &["lifeboat"]).await.authenticated,
+        Some(true)
+    );
+
+    // An hour later the token has expired.
+    server.age_tokens(Duration::from_secs(3601));
+    let error = refused(review(&client, &fresh, &["lifeboat"]).await);
+    assert!(error.contains("expired"), "{error}");
+
+    // A token of a deleted account is invalid too.
+    let later = mint(
+        "p1",
+        pods.get("p1").await.expect("p1").uid().expect("a uid"),
+    )
+    .await;
+    Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(client.clone(), "ns")
+        .delete("agent", &DeleteParams::default())
+        .await
+        .expect("delete the account");
+    let error = refused(review(&client, &later, &["lifeboat"]).await);
+    assert!(error.contains("ServiceAccount"), "{error}");
+}
+
+#[tokio::test]
+async fn discovery_serves_token_reviews_and_the_token_subresource_as_create_only() {
+    let (server, client) = start().await;
+    let resources = |path: &str| {
+        let address = server.url().trim_start_matches("http://").to_string();
+        let (code, body) = lifeboat_tests::cluster::http_get(&address, &format!("/{path}"))
+            .expect("the stand-in answers");
+        assert_eq!(code, 200, "{body}");
+        serde_json::from_str::<k8s_openapi::apimachinery::pkg::apis::meta::v1::APIResourceList>(
+            &body,
+        )
+        .expect("a resource list")
+        .resources
+    };
+    let auth = resources("apis/authentication.k8s.io/v1");
+    let reviews = auth
+        .iter()
+        .find(|r| r.name == "tokenreviews")
+        .expect("tokenreviews served");
+    assert_eq!(reviews.verbs, ["create"]);
+    assert!(!reviews.namespaced);
+    assert_eq!(reviews.kind, "TokenReview");
+    let core = resources("api/v1");
+    let token = core
+        .iter()
+        .find(|r| r.name == "serviceaccounts/token")
+        .expect("the token subresource served");
+    assert_eq!(token.verbs, ["create"]);
+    assert_eq!(token.kind, "TokenRequest");
+    assert_eq!(token.group.as_deref(), Some("authentication.k8s.io"));
+    let accounts = core
+        .iter()
+        .find(|r| r.name == "serviceaccounts")
+        .expect("serviceaccounts served");
+    assert!(accounts.verbs.contains(&"list".to_string()));
+
+    // Reviews are not stored: there is nothing to list or get.
+    let api = Api::<k8s_openapi::api::authentication::v1::TokenReview>::all(client.clone());
+    assert_eq!(code(api.list(&ListParams::default()).await), 405);
+}

@@ -7,8 +7,9 @@ use k8s_openapi::api::apps::v1::{DaemonSet, DaemonSetSpec, Deployment, Deploymen
 use k8s_openapi::api::core::v1::{
     Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, HTTPGetAction,
     HostPathVolumeSource, Namespace, ObjectFieldSelector, PodSecurityContext, PodSpec,
-    PodTemplateSpec, Probe, ResourceRequirements, Secret, SecretVolumeSource, Service,
-    ServiceAccount, ServicePort, ServiceSpec, Volume, VolumeMount,
+    PodTemplateSpec, Probe, ProjectedVolumeSource, ResourceRequirements, Secret,
+    SecretVolumeSource, Service, ServiceAccount, ServiceAccountTokenProjection, ServicePort,
+    ServiceSpec, Volume, VolumeMount, VolumeProjection,
 };
 use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -340,7 +341,8 @@ fn agent_account(options: &InstallOptions) -> ServiceAccount {
     ServiceAccount {
         metadata: namespaced(options, AGENT_ACCOUNT),
         // The agent reads volumes and talks to the server over mutual TLS; it never calls the
-        // API server, so it gets no token to lose.
+        // API server, so it gets no API token to lose (only a token for the server's audience,
+        // projected by its DaemonSet, which proves its node).
         automount_service_account_token: Some(false),
         ..Default::default()
     }
@@ -350,7 +352,9 @@ fn cluster_role_binding(options: &InstallOptions) -> ClusterRoleBinding {
     ClusterRoleBinding {
         metadata: meta(&cluster_role_binding_name(&options.namespace), None),
         // Backups read every kind and restores create any kind, including ones not known at
-        // install time: Velero binds cluster-admin for the same reason.
+        // install time: Velero binds cluster-admin for the same reason. It also covers what the
+        // agents' identity check needs (`create` tokenreviews, `get` pods; see
+        // `crate::identity`); a narrower role must keep those two.
         role_ref: RoleRef {
             api_group: "rbac.authorization.k8s.io".into(),
             kind: "ClusterRole".into(),
@@ -625,6 +629,12 @@ fn deployment(options: &InstallOptions) -> Deployment {
     }
 }
 
+/// The agent pod's volume holding its projected ServiceAccount token.
+const AGENT_TOKEN_VOLUME: &str = "lifeboat-token";
+/// How long an agent's token lives; the kubelet renews it at 80% of this. An hour is the
+/// kubelet's default for projected tokens; the agent reads it afresh for every session.
+const AGENT_TOKEN_EXPIRATION_SECONDS: i64 = 3600;
+
 fn daemon_set(options: &InstallOptions) -> DaemonSet {
     let mut args = vec!["agent".to_string()];
     args.extend(features_arg(options));
@@ -637,6 +647,28 @@ fn daemon_set(options: &InstallOptions) -> DaemonSet {
     ];
     env.extend(common_env(options));
     let (mut volumes, mut mounts) = common_volumes(options, AGENT_TLS_SECRET);
+    // The token that proves to the server which node this agent runs on: bound to the pod,
+    // for the server's audience only (worthless to the API server), rotated by the kubelet.
+    volumes.push(Volume {
+        name: AGENT_TOKEN_VOLUME.into(),
+        projected: Some(ProjectedVolumeSource {
+            sources: Some(vec![VolumeProjection {
+                service_account_token: Some(ServiceAccountTokenProjection {
+                    audience: Some(lifeboat_agent::token::AUDIENCE.into()),
+                    expiration_seconds: Some(AGENT_TOKEN_EXPIRATION_SECONDS),
+                    path: lifeboat_agent::token::TOKEN_FILE_NAME.into(),
+                }),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    mounts.push(mount(
+        AGENT_TOKEN_VOLUME,
+        lifeboat_agent::token::TOKEN_DIR,
+        true,
+    ));
     volumes.insert(
         0,
         Volume {
@@ -952,7 +984,7 @@ mod tests {
     }
 
     #[test]
-    fn the_agent_reads_host_pods_with_host_to_container_propagation_as_root_without_a_token() {
+    fn the_agent_reads_host_pods_with_host_to_container_propagation_as_root_without_an_api_token() {
         let objects = render(&full_options());
         let ds = find(&objects, "DaemonSet", "restic");
         assert_eq!(
@@ -1010,6 +1042,37 @@ mod tests {
         let mut no_agents = full_options();
         no_agents.use_restic = false;
         assert!(!has(&render(&no_agents), "DaemonSet", "restic"));
+    }
+
+    #[test]
+    fn the_agent_gets_a_projected_token_for_the_lifeboat_audience_read_only_and_no_api_token() {
+        let objects = render(&full_options());
+        let spec = &find(&objects, "DaemonSet", "restic")["spec"]["template"]["spec"];
+        assert_eq!(spec["automountServiceAccountToken"], false);
+        let mounts = spec["containers"][0]["volumeMounts"].as_array().unwrap();
+        let token_mount = mounts
+            .iter()
+            .find(|m| m["mountPath"] == "/var/run/secrets/lifeboat")
+            .expect("the token is mounted where the agent reads it by default");
+        assert_eq!(token_mount["readOnly"], true);
+        let volume = spec["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == token_mount["name"])
+            .expect("the mount's volume");
+        assert_eq!(
+            volume["projected"]["sources"],
+            json!([{"serviceAccountToken": {
+                "audience": "lifeboat",
+                "expirationSeconds": 3600,
+                "path": "token",
+            }}])
+        );
+        assert_eq!(
+            format!("{}/{}", token_mount["mountPath"].as_str().unwrap(), "token"),
+            lifeboat_agent::token::DEFAULT_TOKEN_FILE
+        );
     }
 
     #[test]

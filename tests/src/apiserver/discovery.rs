@@ -6,6 +6,10 @@
 //! once (a real server takes a moment to mark a CRD Established; clients poll for that
 //! condition, which the stand-in sets straight away).
 //!
+//! Review resources (TokenReview) are served but not stored: `create` is their only verb and
+//! answers at once (see `token`). Subresources other than `/status` that only create
+//! (`serviceaccounts/token`, TokenRequest) are listed from [`CREATE_SUBRESOURCES`].
+//!
 //! Objects are stored per group and plural (`Collection`), not per version: a CRD with several
 //! versions serves one set of objects, rewritten to the requested `apiVersion` on the way out
 //! (no conversion, as with `conversion: None`).
@@ -32,6 +36,8 @@ const VERBS: [&str; 8] = [
 ];
 /// The verbs of a `/status` subresource.
 const STATUS_VERBS: [&str; 3] = ["get", "patch", "update"];
+/// The verb of a review resource or a create-only subresource.
+const CREATE_VERBS: [&str; 1] = ["create"];
 
 /// The group of CustomResourceDefinitions, whose writes change the registry.
 pub(crate) const CRD_GROUP: &str = "apiextensions.k8s.io";
@@ -58,6 +64,8 @@ pub(crate) struct Resource {
     pub(crate) short_names: Vec<String>,
     /// Whether it has a `/status` subresource (then status is written only through it).
     pub(crate) status: bool,
+    /// Whether it is a review: created only, answered at once, never stored.
+    pub(crate) review: bool,
 }
 
 impl Resource {
@@ -80,6 +88,11 @@ impl Resource {
     /// Whether this is the CustomResourceDefinition resource.
     pub(crate) fn is_crd(&self) -> bool {
         self.group == CRD_GROUP && self.plural == CRD_PLURAL
+    }
+
+    /// Whether this is TokenReview.
+    pub(crate) fn is_token_review(&self) -> bool {
+        self.review && self.group == "authentication.k8s.io" && self.plural == "tokenreviews"
     }
 
     /// Whether this is the Namespace resource.
@@ -135,6 +148,17 @@ const BUILTIN: &[Builtin] = &[
     ("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy", true, false, &["netpol"]),
 ];
 
+/// The built-in reviews, as (group, version, plural, kind): served, not stored.
+const REVIEWS: &[(&str, &str, &str, &str)] =
+    &[("authentication.k8s.io", "v1", "tokenreviews", "TokenReview")];
+
+/// Create-only subresources, as (group, version, parent plural, subresource, kind's group,
+/// kind's version, kind).
+#[rustfmt::skip]
+const CREATE_SUBRESOURCES: &[(&str, &str, &str, &str, &str, &str, &str)] = &[
+    ("", "v1", "serviceaccounts", "token", "authentication.k8s.io", "v1", "TokenRequest"),
+];
+
 /// The served resources: built-ins, then those of each stored CRD (by CRD name).
 #[derive(Debug, Clone)]
 pub(crate) struct Registry {
@@ -145,21 +169,33 @@ pub(crate) struct Registry {
 impl Registry {
     /// The built-in resources only.
     pub(crate) fn new() -> Registry {
-        let builtin = BUILTIN
+        let stored = BUILTIN.iter().map(
+            |&(group, version, plural, kind, namespaced, status, short)| Resource {
+                group: group.into(),
+                version: version.into(),
+                plural: plural.into(),
+                singular: kind.to_lowercase(),
+                kind: kind.into(),
+                namespaced,
+                short_names: short.iter().map(|s| s.to_string()).collect(),
+                status,
+                review: false,
+            },
+        );
+        let reviews = REVIEWS
             .iter()
-            .map(
-                |&(group, version, plural, kind, namespaced, status, short)| Resource {
-                    group: group.into(),
-                    version: version.into(),
-                    plural: plural.into(),
-                    singular: kind.to_lowercase(),
-                    kind: kind.into(),
-                    namespaced,
-                    short_names: short.iter().map(|s| s.to_string()).collect(),
-                    status,
-                },
-            )
-            .collect();
+            .map(|&(group, version, plural, kind)| Resource {
+                group: group.into(),
+                version: version.into(),
+                plural: plural.into(),
+                singular: kind.to_lowercase(),
+                kind: kind.into(),
+                namespaced: false,
+                short_names: Vec::new(),
+                status: false,
+                review: true,
+            });
+        let builtin = stored.chain(reviews).collect();
         Registry {
             builtin,
             crds: BTreeMap::new(),
@@ -255,10 +291,32 @@ impl Registry {
                 singular_name: r.singular.clone(),
                 namespaced: r.namespaced,
                 kind: r.kind.clone(),
-                verbs: VERBS.iter().map(|v| v.to_string()).collect(),
+                verbs: if r.review {
+                    &CREATE_VERBS[..]
+                } else {
+                    &VERBS[..]
+                }
+                .iter()
+                .map(|v| v.to_string())
+                .collect(),
                 short_names: (!r.short_names.is_empty()).then(|| r.short_names.clone()),
                 ..APIResource::default()
             });
+            for &(_, _, _, sub, kind_group, kind_version, kind) in CREATE_SUBRESOURCES
+                .iter()
+                .filter(|s| s.0 == r.group && s.1 == r.version && s.2 == r.plural)
+            {
+                resources.push(APIResource {
+                    name: format!("{}/{sub}", r.plural),
+                    singular_name: String::new(),
+                    namespaced: r.namespaced,
+                    group: Some(kind_group.into()),
+                    version: Some(kind_version.into()),
+                    kind: kind.into(),
+                    verbs: CREATE_VERBS.iter().map(|v| v.to_string()).collect(),
+                    ..APIResource::default()
+                });
+            }
             if r.status {
                 resources.push(APIResource {
                     name: format!("{}/status", r.plural),
@@ -363,6 +421,7 @@ pub(crate) fn crd_resources(name: &str, crd: &Value) -> Result<Vec<Resource>> {
             status: v
                 .pointer("/subresources/status")
                 .is_some_and(Value::is_object),
+            review: false,
         });
     }
     Ok(resources)

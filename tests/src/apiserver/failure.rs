@@ -78,6 +78,11 @@ impl Failure {
         )
     }
 
+    /// 409 with a message of its own (a TokenRequest bound to a pod that was recreated).
+    pub fn conflict_with(message: impl Into<String>) -> Failure {
+        Failure::new(409, "Conflict", message)
+    }
+
     /// 410: a watch asked for history the server no longer keeps.
     pub fn expired(message: impl Into<String>) -> Failure {
         Failure::new(410, "Expired", message)

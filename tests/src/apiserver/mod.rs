@@ -8,13 +8,14 @@
 //! What it does and does not do: discovery for the built-in kinds and every CRD created through
 //! it; get, list (paging, label and field selectors), watch (resume, bookmarks, 410 after
 //! `compact`), create, replace, merge/json/apply patch, delete with finalizers, delete of
-//! collections; server-managed metadata, status subresources, namespace termination. No auth,
-//! no admission, no schema validation, no garbage collection by owner reference, no field
+//! collections; server-managed metadata, status subresources, namespace termination;
+//! ServiceAccount tokens bound to pods, issued by TokenRequest and checked by TokenReview
+//! (`token`). No authentication of its own clients, no authorization, no admission, no schema validation, no garbage collection by owner reference, no field
 //! ownership for server-side apply.
 //!
 //! Split by concern: `routing` (URLs and verbs), `store` (objects, write rules, watch log),
-//! `watch` (streaming), `selector`, `patch`, `discovery` (the registry of resources) and
-//! `failure` (Status errors).
+//! `watch` (streaming), `selector`, `patch`, `discovery` (the registry of resources), `token`
+//! (TokenRequest and TokenReview) and `failure` (Status errors).
 
 mod discovery;
 mod failure;
@@ -22,6 +23,7 @@ mod patch;
 mod routing;
 mod selector;
 mod store;
+mod token;
 mod watch;
 
 use std::path::Path;
@@ -219,6 +221,12 @@ impl ApiServer {
     /// holds exactly what the cluster holds.
     pub fn objects(&self) -> Vec<StoredObject> {
         self.shared.store().all_objects()
+    }
+
+    /// Makes every ServiceAccount token issued so far `by` older, as if that much time had
+    /// passed for them: a token of an hour is expired after `age_tokens` of an hour.
+    pub fn age_tokens(&self, by: std::time::Duration) {
+        self.shared.tokens().age(by);
     }
 
     /// The latest resourceVersion.

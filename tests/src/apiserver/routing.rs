@@ -20,6 +20,7 @@ use super::failure::{Failure, Result};
 use super::patch::PatchKind;
 use super::selector::{FieldSelector, LabelSelector};
 use super::store::{Preconditions, Store, Target};
+use super::token::Tokens;
 use super::watch::{self, WatchOptions};
 
 /// The largest request body accepted; far above any object a test writes.
@@ -31,6 +32,8 @@ const REQUEST_LOG: usize = 100_000;
 #[derive(Debug)]
 pub(crate) struct Shared {
     store: Mutex<Store>,
+    /// ServiceAccount tokens issued; locked after `store` when both are held.
+    tokens: Mutex<Tokens>,
     requests: Mutex<Vec<Logged>>,
     /// Added before answering each list request (see `ApiServer::set_list_latency`).
     list_latency: Mutex<Duration>,
@@ -56,6 +59,7 @@ impl Shared {
     pub(crate) fn new() -> Shared {
         Shared {
             store: Mutex::new(Store::new()),
+            tokens: Mutex::new(Tokens::default()),
             requests: Mutex::new(Vec::new()),
             list_latency: Mutex::new(Duration::ZERO),
             watch_delay: Mutex::new(Duration::ZERO),
@@ -128,6 +132,11 @@ impl Shared {
     /// write left it; serving on is better for a test than poisoning every later request.
     pub(crate) fn store(&self) -> MutexGuard<'_, Store> {
         self.store.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The issued tokens (take `store` first when holding both).
+    pub(crate) fn tokens(&self) -> MutexGuard<'_, Tokens> {
+        self.tokens.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Every request so far, as `METHOD /path?query`, oldest first.
@@ -303,6 +312,18 @@ fn serve(shared: &Arc<Shared>, path: &str, request: &ApiRequest) -> Result<Respo
         [plural] => (*plural, None, false),
         [plural, name] => (*plural, Some(name.to_string()), false),
         [plural, name, "status"] => (*plural, Some(name.to_string()), true),
+        ["serviceaccounts", name, "token"] if group.is_empty() && version == "v1" => {
+            let Some(namespace) = namespace else {
+                return Err(Failure::no_such_path());
+            };
+            if request.method != Method::POST {
+                return Err(Failure::method_not_allowed(request.method.as_str()));
+            }
+            let body = request.json_body()?;
+            let store = shared.store();
+            let created = shared.tokens().request(&store, &namespace, name, &body)?;
+            return Ok(respond(StatusCode::CREATED, &created));
+        }
         _ => return Err(Failure::no_such_path()),
     };
     let resource = shared
@@ -316,6 +337,19 @@ fn serve(shared: &Arc<Shared>, path: &str, request: &ApiRequest) -> Result<Respo
         || (status && !resource.status);
     if scoped_wrongly {
         return Err(Failure::no_such_path());
+    }
+    if resource.review {
+        if request.method != Method::POST || name.is_some() {
+            return Err(Failure::method_not_allowed(request.method.as_str()));
+        }
+        let body = request.json_body()?;
+        let store = shared.store();
+        let reviewed = if resource.is_token_review() {
+            shared.tokens().review(&store, &body)?
+        } else {
+            return Err(Failure::no_such_path());
+        };
+        return Ok(respond(StatusCode::CREATED, &reviewed));
     }
     let target = Location {
         resource,
