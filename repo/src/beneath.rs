@@ -403,7 +403,8 @@ mod tests {
         assert_eq!(std::fs::read_dir(&outside).expect("outside").count(), 0);
         let marker = target.join(".velero/uid");
         assert_eq!(std::fs::read(&marker).expect("marker"), b"done");
-        symlink(outside.join("secret"), &marker).expect("replace by a symlink");
+        std::fs::remove_file(&marker).expect("remove the marker");
+        symlink(outside.join("secret"), &marker).expect("plant a symlink");
         write_file_beneath(&target, OsStr::new(".velero"), OsStr::new("uid"), b"again")
             .expect("written");
         assert!(!outside.join("secret").exists());
