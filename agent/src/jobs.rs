@@ -276,6 +276,15 @@ pub async fn restore(
         Ok(target) => target,
         Err(e) => return job_result::Outcome::Error(e.to_string()),
     };
+    if !job.fail_reason.is_empty() {
+        return match mark(&target, &job.restore_uid, Some(&job.fail_reason)) {
+            Ok(()) => job_result::Outcome::Restore(RestoreDone::default()),
+            Err(e) => job_result::Outcome::Error(format!(
+                "the failure marker cannot be written in {}: {e}",
+                target.display()
+            )),
+        };
+    }
     let outcome = match run_restore(job, node, &target, counters, cancel).await {
         Ok(done) => job_result::Outcome::Restore(done),
         Err(reason) => job_result::Outcome::Error(reason),

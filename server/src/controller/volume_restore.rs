@@ -366,16 +366,95 @@ async fn restore_volume(
     timeout: Duration,
 ) -> (String, std::result::Result<(), String>) {
     let label = format!("pod volume {}/{} ({pvr})", pod.name, volume.volume);
-    let outcome = restore_volume_inner(
-        ctx, store, password, &pod, &volume, &pvr, &node, deadline, timeout,
-    )
-    .await;
+    let outcome = match volume_dir(ctx, &pod, &volume).await {
+        Ok(dir) => restore_volume_inner(
+            ctx, store, password, &pod, &volume, &pvr, &node, &dir, deadline, timeout,
+        )
+        .await
+        .map_err(|reason| (reason, Some(dir))),
+        Err(reason) => Err((reason, None)),
+    };
     match outcome {
         Ok(()) => (pod.namespace, Ok(())),
-        Err(reason) => {
+        Err((reason, dir)) => {
             fail(ctx, &pvr, &reason).await;
+            // However it failed (its agent died, the timeout, the agent's own failure), the
+            // pod must not wait out its init container's timeout for it.
+            if let Some(volume_dir) = dir {
+                mark_failed(
+                    ctx.agents.clone(),
+                    node,
+                    VolumeRestore {
+                        job_id: format!("{pvr}-failed"),
+                        pod_uid: pod.uid.clone(),
+                        volume_dir,
+                        restore_uid: pod.restore_uid.clone(),
+                        fail_reason: reason.clone(),
+                        ..VolumeRestore::default()
+                    },
+                );
+            }
             (pod.namespace, Err(format!("{label} failed: {reason}")))
         }
+    }
+}
+
+/// How long the server tries to have a failed volume's marker written (the node's agent may
+/// be restarting: it was killed, or its session broke).
+const MARK_FAILED_WINDOW: Duration = Duration::from_secs(10 * 60);
+
+/// Has the agent on `node` write the failure marker of `job` (a restore job with its
+/// `fail_reason`) into the volume, in the background: at once when the agent is live, else
+/// as soon as an agent of the node holds a session, for up to [`MARK_FAILED_WINDOW`].
+pub(crate) fn mark_failed(agents: crate::agents::Agents, node: String, job: VolumeRestore) {
+    tokio::spawn(async move {
+        let give_up = tokio::time::Instant::now() + MARK_FAILED_WINDOW;
+        let mut last = String::new();
+        while tokio::time::Instant::now() < give_up {
+            if agents.is_live(&node) {
+                match agents.submit_restore(&node, job.clone()).await {
+                    Ok(mut handle) => loop {
+                        match tokio::time::timeout(Duration::from_secs(60), handle.next()).await {
+                            Ok(Some(crate::agents::JobEvent::Progress(_))) => {}
+                            Ok(Some(crate::agents::JobEvent::Done(JobOutcome::Restore(_)))) => {
+                                tracing::info!(%node, job = %job.job_id, "the failed volume is marked for its pod");
+                                return;
+                            }
+                            Ok(Some(crate::agents::JobEvent::Done(outcome))) => {
+                                last = format!("{outcome:?}");
+                                break;
+                            }
+                            Ok(None) | Err(_) => break,
+                        }
+                    },
+                    Err(reason) => last = reason,
+                }
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+        tracing::warn!(%node, job = %job.job_id, "the failure marker could not be written ({last}); the pod waits for its init container's timeout");
+    });
+}
+
+/// The directory kubelet keeps a volume in: the bound PV's name for a claim.
+async fn volume_dir(
+    ctx: &Context,
+    pod: &PodVolumes,
+    volume: &VolumeToRestore,
+) -> std::result::Result<String, String> {
+    match pod.claims.get(&volume.volume) {
+        Some(claim) => {
+            let claims: Api<PersistentVolumeClaim> =
+                Api::namespaced(ctx.client.clone(), &pod.namespace);
+            let bound = claims
+                .get_opt(claim)
+                .await
+                .map_err(|e| format!("cannot read claim {claim}: {e}"))?
+                .and_then(|c| c.spec.and_then(|s| s.volume_name))
+                .filter(|n| !n.is_empty());
+            bound.ok_or_else(|| format!("claim {}/{claim} is not bound to a volume", pod.namespace))
+        }
+        None => Ok(volume.volume.clone()),
     }
 }
 
@@ -388,27 +467,12 @@ async fn restore_volume_inner(
     volume: &VolumeToRestore,
     pvr: &str,
     node: &str,
+    volume_dir: &str,
     deadline: tokio::time::Instant,
     timeout: Duration,
 ) -> std::result::Result<(), String> {
     let snapshot_id = volume.snapshot.clone()?;
-    // The directory kubelet keeps the volume in: the bound PV's name for a claim.
-    let volume_dir = match pod.claims.get(&volume.volume) {
-        Some(claim) => {
-            let claims: Api<PersistentVolumeClaim> =
-                Api::namespaced(ctx.client.clone(), &pod.namespace);
-            let bound = claims
-                .get_opt(claim)
-                .await
-                .map_err(|e| format!("cannot read claim {claim}: {e}"))?
-                .and_then(|c| c.spec.and_then(|s| s.volume_name))
-                .filter(|n| !n.is_empty());
-            bound.ok_or_else(|| {
-                format!("claim {}/{claim} is not bound to a volume", pod.namespace)
-            })?
-        }
-        None => volume.volume.clone(),
-    };
+    let volume_dir = volume_dir.to_owned();
     let now = kube_time(ctx.clock.now());
     set_status(
         ctx,
@@ -424,6 +488,7 @@ async fn restore_volume_inner(
         repository: Some(repository_message(store, &location, password)),
         snapshot_id,
         restore_uid: pod.restore_uid.clone(),
+        fail_reason: String::new(),
     };
     let mut handle = ctx.agents.submit_restore(node, job).await?;
     let outcome = follow_job::<PodVolumeRestore>(
