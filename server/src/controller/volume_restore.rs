@@ -25,7 +25,7 @@ use futures::stream::FuturesUnordered;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{ObjectReference, PersistentVolumeClaim, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::api::{Api, ObjectMeta, PostParams};
+use kube::api::{Api, ListParams, ObjectMeta, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use lifeboat_agent::proto::VolumeRestore;
@@ -434,6 +434,78 @@ pub(crate) fn mark_failed(agents: crate::agents::Agents, node: String, job: Volu
         }
         tracing::warn!(%node, job = %job.job_id, "the failure marker could not be written ({last}); the pod waits for its init container's timeout");
     });
+}
+
+/// Fails the PodVolumeRestores of `restore` that a stopped server left New or InProgress, with
+/// `reason`, and has each volume's failure marker written (through the node's agent), so the
+/// restored pods stop waiting for data that will not come.
+pub(crate) async fn fail_abandoned(ctx: &Context, restore: &Restore, reason: &str) -> Result<()> {
+    let pvrs: Api<PodVolumeRestore> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    let restore_uid = restore.uid().unwrap_or_default();
+    let selector = format!("{RESTORE_UID_LABEL}={restore_uid}");
+    for pvr in pvrs
+        .list(&ListParams::default().labels(&selector))
+        .await?
+        .items
+    {
+        let phase = pvr.status.as_ref().and_then(|s| s.phase);
+        if !matches!(
+            phase,
+            None | Some(PodVolumePhase::New | PodVolumePhase::InProgress)
+        ) {
+            continue;
+        }
+        fail(ctx, &pvr.name_any(), reason).await;
+        let pod_ref = &pvr.spec.pod;
+        let pods: Api<Pod> = Api::namespaced(
+            ctx.client.clone(),
+            pod_ref.namespace.as_deref().unwrap_or_default(),
+        );
+        let Some(pod) = pods
+            .get_opt(pod_ref.name.as_deref().unwrap_or_default())
+            .await?
+        else {
+            continue;
+        };
+        let node = pod.spec.as_ref().and_then(|s| s.node_name.clone());
+        let (Some(node), true) = (node, pod.uid() == pod_ref.uid) else {
+            continue;
+        };
+        let claim = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.volumes.as_ref())
+            .and_then(|vs| vs.iter().find(|v| v.name == pvr.spec.volume))
+            .and_then(|v| v.persistent_volume_claim.as_ref())
+            .map(|c| c.claim_name.clone());
+        let volume_dir = match claim {
+            Some(claim) => {
+                let claims: Api<PersistentVolumeClaim> =
+                    Api::namespaced(ctx.client.clone(), &pod.namespace().unwrap_or_default());
+                let bound = claims
+                    .get_opt(&claim)
+                    .await?
+                    .and_then(|c| c.spec.and_then(|s| s.volume_name))
+                    .filter(|n| !n.is_empty());
+                let Some(pv) = bound else { continue };
+                pv
+            }
+            None => pvr.spec.volume.clone(),
+        };
+        mark_failed(
+            ctx.agents.clone(),
+            node,
+            VolumeRestore {
+                job_id: format!("{}-failed", pvr.name_any()),
+                pod_uid: pod.uid().unwrap_or_default(),
+                volume_dir,
+                restore_uid: restore_uid.clone(),
+                fail_reason: reason.to_owned(),
+                ..VolumeRestore::default()
+            },
+        );
+    }
+    Ok(())
 }
 
 /// The directory kubelet keeps a volume in: the bound PV's name for a claim.
