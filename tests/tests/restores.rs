@@ -611,6 +611,23 @@ fn mapped_filtered_and_existing_objects() {
     let r = restore_ended(&cluster, "blog-app", Duration::from_secs(60));
     assert_eq!(r["status"]["phase"], "Completed", "{r:#}");
     assert!(get(&cluster, "v1", "configmaps", Some("blog"), "blog-theme").is_some());
+    // Progress counts what the selector took and what was restored, not the tarball.
+    let labelled = cluster
+        .api
+        .objects()
+        .into_iter()
+        .filter(|o| {
+            o.object["metadata"]["namespace"] == "blog"
+                && o.object["metadata"]["labels"]["app"] == "blog"
+                && has_restore_label(&o.object, "blog-app")
+        })
+        .count();
+    assert!(labelled >= 1);
+    assert_eq!(
+        r["status"]["progress"],
+        json!({"totalItems": labelled, "itemsRestored": labelled}),
+        "{r:#}"
+    );
 
     // An existing object that differs is never overwritten: a warning names it...
     let mut theme =
