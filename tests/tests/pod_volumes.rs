@@ -604,6 +604,16 @@ fn an_agent_looking_in_the_wrong_host_directory_says_so_and_its_backups_are_not_
         problem.contains("does not hold this agent's own pod directory"),
         "{problem}"
     );
+    // Its readiness says so too, as the DaemonSet's probe reads it.
+    let (status, body) = rig
+        .cluster
+        .agent_health("node-1", "/readyz")
+        .expect("the agent's health endpoint answers");
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.contains("does not hold this agent's own pod directory"),
+        "{body}"
+    );
     assert!(
         rig.cluster
             .agent_log("node-1")
