@@ -5,8 +5,10 @@
 //!
 //! Velero 1.5 backs up one pod's volumes at a time, in the middle of the resource walk; here
 //! the walk finishes first and every volume of every node runs in parallel. A volume that
-//! cannot be backed up is a warning naming why; one that fails (its agent died, its data
-//! could not be read) is an error naming the volume, and the backup ends PartiallyFailed. The
+//! cannot be backed up for a reason of its own (its pod is not running or is gone, its kind is
+//! not supported) is a warning naming why; one that fails (its agent died, its data could not
+//! be read, or its agent cannot find it although the pod runs on its node) is an error naming
+//! the volume, and the backup ends PartiallyFailed: nothing asked for is silently missing. The
 //! per-backup timeout (`--restic-timeout`, or the backup's `velero.io/pod-volume-timeout`
 //! annotation) bounds the whole; what is still running then is cancelled and failed.
 
@@ -276,34 +278,19 @@ pub(crate) async fn back_up_pod_volumes(
             // The agent did not find the volume. Legitimate only when the pod is no longer
             // there to back up; a pod still running on the node whose volume the agent cannot
             // see is an agent that looks in the wrong place, and nothing of it is protected.
-            Ended::Skipped(reason) => {
-                match gone(ctx, &pvb).await {
-                    Some(why) => results.warnings.add(
-                        pod.namespace.as_deref(),
-                        format!(
-                            "pod {pod_name}: volume {} not backed up: {why} ({reason})",
-                            pvb.spec.volume
-                        ),
+            Ended::Skipped(reason) => match gone(ctx, &pvb).await {
+                Some(why) => results.warnings.add(
+                    pod.namespace.as_deref(),
+                    format!(
+                        "pod {pod_name}: volume {} not backed up: {why} ({reason})",
+                        pvb.spec.volume
                     ),
-                    None => {
-                        let hint = ctx.agents.host_pods_problem(&pvb.spec.node).unwrap_or_else(|| {
-                        "check that the agent's /host_pods is the node's kubelet pods directory"
-                            .into()
-                    });
-                        let cause = format!(
-                            "the pod runs on node {}, but its agent found no volume: {reason}; {hint}",
-                            pvb.spec.node
-                        );
-                        set_status(ctx, &pvb, json!({"message": cause})).await;
-                        let message = format!(
-                            "pod volume backup {} of pod {pod_name} volume {} failed: {cause}",
-                            pvb.name_any(),
-                            pvb.spec.volume,
-                        );
-                        results.errors.add(pod.namespace.as_deref(), message);
-                    }
+                ),
+                None => {
+                    let message = unseen_volume(ctx, &pvb, &reason).await;
+                    results.errors.add(pod.namespace.as_deref(), message);
                 }
-            }
+            },
         }
     }
 
@@ -350,6 +337,25 @@ pub(crate) async fn fail_abandoned(ctx: &Context, backup: &Backup, reason: &str)
         }
     }
     Ok(())
+}
+
+/// Fails `pvb`, whose pod still runs on its node but whose agent found no volume (`reason`):
+/// its message names the agent's own diagnosis of its host-pods root when it gave one.
+/// Returns the backup's error.
+async fn unseen_volume(ctx: &Context, pvb: &PodVolumeBackup, reason: &str) -> String {
+    let node = &pvb.spec.node;
+    let hint = ctx.agents.host_pods_problem(node).unwrap_or_else(|| {
+        "check that the agent's /host_pods is the node's kubelet pods directory".into()
+    });
+    let cause =
+        format!("the pod runs on node {node}, but its agent found no volume: {reason}; {hint}");
+    set_status(ctx, pvb, json!({"message": cause})).await;
+    format!(
+        "pod volume backup {} of pod {} volume {} failed: {cause}",
+        pvb.name_any(),
+        pvb.spec.pod.name.as_deref().unwrap_or_default(),
+        pvb.spec.volume,
+    )
 }
 
 /// Why the pod of `pvb` is legitimately no longer there to back up (deleted, replaced by
