@@ -110,6 +110,9 @@ pub async fn run(
             for dir in &stats.removed {
                 tracing::info!(dir = %dir.display(), "removed a restore's scratch directory left by an earlier process");
             }
+            for (dir, e) in &stats.failed {
+                tracing::warn!(dir = %dir.display(), "cannot remove a restore's scratch directory left by an earlier process: {e}");
+            }
         }
         Ok(Err(e)) => tracing::warn!(
             scratch = %scratch.display(),

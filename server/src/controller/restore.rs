@@ -557,7 +557,7 @@ impl<'a> Run<'a> {
             .map_err(|e| Stop::Failed(format!("the extraction stopped: {e}")))?
             .map_err(|e| {
                 Stop::Failed(format!(
-                    "cannot unpack the resources of backup {backup_name}: {}",
+                    "cannot unpack the resources of backup {backup_name}, so nothing was restored: {}",
                     chain(&e)
                 ))
             })?;

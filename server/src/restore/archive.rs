@@ -91,7 +91,7 @@ pub enum ArchiveError {
     #[error("the backup tarball is not a readable tar.gz")]
     Corrupt(#[source] io::Error),
     /// An entry would escape the extraction directory, or is a link or device.
-    #[error("the backup tarball holds an unsafe entry {0:?}; nothing was restored")]
+    #[error("the backup tarball holds an unsafe entry {0:?}")]
     UnsafeEntry(String),
     /// The tarball has no `resources/` directory.
     #[error("the backup tarball has no resources directory")]
@@ -112,19 +112,19 @@ pub enum ArchiveError {
     },
     /// The tarball unpacks to more than [`ArchiveLimits::max_unpacked`].
     #[error(
-        "the backup tarball unpacks to more than {}, the server's limit; nothing was restored: raise --restore-max-unpacked-size to restore this backup",
+        "the backup tarball unpacks to more than {}, the server's limit: raise --restore-max-unpacked-size to restore this backup",
         show_size(*.limit)
     )]
     TooLarge { limit: u64 },
     /// An entry (`what` names it) is larger than [`ArchiveLimits::max_object`].
     #[error(
-        "{what} in the backup tarball is larger than {}, the server's limit for one object; nothing was restored: raise --restore-max-object-size to restore this backup",
+        "{what} in the backup tarball is larger than {}, the server's limit for one object: raise --restore-max-object-size to restore this backup",
         show_size(*.limit)
     )]
     ObjectTooLarge { what: String, limit: u64 },
     /// The tarball has more than [`ArchiveLimits::max_entries`] entries.
     #[error(
-        "the backup tarball has more than {limit} entries, the server's limit; nothing was restored: raise --restore-max-entries to restore this backup"
+        "the backup tarball has more than {limit} entries, the server's limit: raise --restore-max-entries to restore this backup"
     )]
     TooManyEntries { limit: u64 },
 }

@@ -74,17 +74,21 @@ impl Scratch {
 }
 
 /// What [`remove_stale`] did.
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Debug, Default)]
 pub struct StaleStats {
     /// The directories removed.
     pub removed: Vec<PathBuf>,
     /// Restore directories held by a running process, left alone.
     pub in_use: usize,
+    /// Stale directories that could not be removed (or not wholly), and why; the others are
+    /// removed all the same.
+    pub failed: Vec<(PathBuf, io::Error)>,
 }
 
 /// Removes the restore directories in `root` that no process holds: those left by a server
 /// that was killed mid-restore. Entries not named with [`PREFIX`], symbolic links and plain
-/// files are never touched. A missing `root` holds nothing.
+/// files are never touched. A missing `root` holds nothing; only a `root` that cannot be
+/// listed is an error (one directory that cannot be removed is reported in the stats).
 pub fn remove_stale(root: &Path) -> io::Result<StaleStats> {
     let mut stats = StaleStats::default();
     let entries = match fs::read_dir(root) {
@@ -102,16 +106,20 @@ pub fn remove_stale(root: &Path) -> io::Result<StaleStats> {
             continue;
         }
         let path = entry.path();
-        let Ok(dir) = File::open(&path) else {
-            continue;
+        let dir = match File::open(&path) {
+            Ok(dir) => dir,
+            Err(e) => {
+                stats.failed.push((path, e));
+                continue;
+            }
         };
         match dir.try_lock() {
-            Ok(()) => {
-                fs::remove_dir_all(&path)?;
-                stats.removed.push(path);
-            }
+            Ok(()) => match fs::remove_dir_all(&path) {
+                Ok(()) => stats.removed.push(path),
+                Err(e) => stats.failed.push((path, e)),
+            },
             Err(fs::TryLockError::WouldBlock) => stats.in_use += 1,
-            Err(fs::TryLockError::Error(e)) => return Err(e),
+            Err(fs::TryLockError::Error(e)) => stats.failed.push((path, e)),
         }
     }
     Ok(stats)
@@ -170,6 +178,7 @@ mod tests {
         let stats = remove_stale(root.path()).unwrap();
         assert_eq!(stats.removed, vec![stale.clone()]);
         assert_eq!(stats.in_use, 0);
+        assert!(stats.failed.is_empty(), "{:?}", stats.failed);
         assert!(!stale.exists());
         assert_eq!(fs::read_to_string(other_dir.join("data")).unwrap(), "keep");
         assert_eq!(fs::read_to_string(&other_file).unwrap(), "keep");
@@ -180,9 +189,7 @@ mod tests {
     #[test]
     fn a_missing_scratch_directory_holds_nothing_stale() {
         let root = tempfile::tempdir().unwrap();
-        assert_eq!(
-            remove_stale(&root.path().join("absent")).unwrap(),
-            StaleStats::default()
-        );
+        let stats = remove_stale(&root.path().join("absent")).unwrap();
+        assert!(stats.removed.is_empty() && stats.in_use == 0 && stats.failed.is_empty());
     }
 }
