@@ -276,6 +276,15 @@ pub async fn restore(
         Ok(target) => target,
         Err(e) => return job_result::Outcome::Error(e.to_string()),
     };
+    if !job.fail_reason.is_empty() {
+        return match mark(&target, &job.restore_uid, Some(&job.fail_reason)) {
+            Ok(()) => job_result::Outcome::Restore(RestoreDone::default()),
+            Err(e) => job_result::Outcome::Error(format!(
+                "the failure marker cannot be written in {}: {e}",
+                target.display()
+            )),
+        };
+    }
     let outcome = match run_restore(job, node, &target, counters, cancel).await {
         Ok(done) => job_result::Outcome::Restore(done),
         Err(reason) => job_result::Outcome::Error(reason),
@@ -302,12 +311,18 @@ fn mark(volume: &Path, restore_uid: &str, failure: Option<&str>) -> std::io::Res
             "the restore UID {restore_uid:?} is not a plain name"
         )));
     }
-    let dir = volume.join(MARKER_DIR);
-    std::fs::create_dir_all(&dir)?;
-    match failure {
-        None => std::fs::write(dir.join(restore_uid), b""),
-        Some(reason) => std::fs::write(dir.join(format!("{restore_uid}{FAILED_SUFFIX}")), reason),
-    }
+    // The volume now holds what the snapshot held: a `.velero` symlink planted there must not
+    // take the marker (written as root) anywhere else.
+    let (name, contents) = match failure {
+        None => (restore_uid.to_owned(), &b""[..]),
+        Some(reason) => (format!("{restore_uid}{FAILED_SUFFIX}"), reason.as_bytes()),
+    };
+    lifeboat_repo::write_file_beneath(
+        volume,
+        std::ffi::OsStr::new(MARKER_DIR),
+        std::ffi::OsStr::new(&name),
+        contents,
+    )
 }
 
 async fn run_restore(

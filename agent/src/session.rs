@@ -45,6 +45,8 @@ pub struct AgentOptions {
     /// The agent's own pod UID (POD_UID from the downward API), whose directory the host-pods
     /// root must hold.
     pub pod_uid: Option<String>,
+    /// What the health endpoint reports; the session keeps it current.
+    pub readiness: crate::health::Readiness,
     /// Volumes backed up or restored at once.
     pub concurrency: usize,
     /// Memory for the jobs: they size their buffers to it and wait for each other's.
@@ -91,11 +93,14 @@ pub async fn run(opts: AgentOptions, cancel: CancellationToken) -> Result<(), Er
         match outcome {
             // A session that got as far as Welcome resets the backoff: the server is up.
             Ok(()) => {
+                opts.readiness
+                    .session(Some("the session ended; dialling again".into()));
                 tracing::warn!(server = %opts.server, "the session with the server ended; dialling again");
                 backoff = Duration::from_secs(1);
             }
             Err(reason) => {
                 tracing::warn!(server = %opts.server, retry_in = ?backoff, "cannot hold a session with the server: {reason}");
+                opts.readiness.session(Some(reason));
             }
         }
         tokio::select! {
@@ -144,6 +149,7 @@ async fn session(
     };
     let interval = Duration::from_millis(welcome.heartbeat_interval_ms.max(100));
     tracing::info!(node = %opts.node, server_version = %welcome.server_version, heartbeat = ?interval, "session with the server open");
+    opts.readiness.session(None);
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Jobs belong to this session: when it ends they are cancelled (the server, which saw the
@@ -180,7 +186,9 @@ async fn session(
 /// What is wrong with the host-pods root, logged (again at each session, until mended) and
 /// told to the server; empty when nothing is.
 fn host_pods_problem(opts: &AgentOptions) -> String {
-    match crate::volume::root_problem(&opts.host_pods, opts.pod_uid.as_deref()) {
+    let problem = crate::volume::root_problem(&opts.host_pods, opts.pod_uid.as_deref());
+    opts.readiness.host_pods(problem.clone());
+    match problem {
         Some(problem) => {
             tracing::error!("no pod volume on this node can be found: {problem}");
             problem

@@ -355,10 +355,7 @@ async fn dry_run(args: &InstallFlags, namespace: &str) -> Result<()> {
     // The flags are checked before reaching for the cluster, so a typo fails at once.
     let fresh = pki::Bundle::generate(namespace).context("cannot make the certificates")?;
     let mut options = options(args, namespace, fresh)?;
-    let client = match args.cluster.client().await {
-        Ok(client) => Some(client),
-        Err(_) => None,
-    };
+    let client = args.cluster.client().await.ok();
     let reach = |client: kube::Client| async move {
         let authority = install::existing_authority(&client, namespace).await?;
         Ok::<_, install::Error>((client, authority))

@@ -114,6 +114,9 @@ pub(crate) struct AgentArgs {
     /// hold its directory, or it is not the node's kubelet pods directory.
     #[arg(long, env = "POD_UID")]
     pod_uid: Option<String>,
+    /// Address of the agent's /healthz and /readyz (the DaemonSet's probes).
+    #[arg(long, default_value = "0.0.0.0:8085")]
+    health_address: SocketAddr,
     /// Volumes backed up or restored at once (default: the CPUs this process may use).
     #[arg(long)]
     concurrency: Option<usize>,
@@ -253,8 +256,24 @@ pub(crate) async fn agent(args: AgentArgs) -> Result<()> {
     });
     let memory_budget_mib = args.memory_budget.mib();
     tracing::info!(%node, %server, concurrency, memory_budget_mib, features = ?split_features(&args.features), "lifeboat agent starting");
+    let readiness = lifeboat_agent::health::Readiness::default();
+    let listener = tokio::net::TcpListener::bind(args.health_address)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (--health-address)",
+                args.health_address
+            )
+        })?;
+    let shutdown = shutdown_token();
+    let health = tokio::spawn(lifeboat_agent::health::serve(
+        listener,
+        readiness.clone(),
+        shutdown.clone(),
+    ));
     lifeboat_agent::run(
         AgentOptions {
+            readiness,
             server,
             server_name,
             node,
@@ -265,9 +284,13 @@ pub(crate) async fn agent(args: AgentArgs) -> Result<()> {
             tls,
             token_file: args.token_file,
         },
-        shutdown_token(),
+        shutdown.clone(),
     )
     .await?;
+    shutdown.cancel();
+    if let Ok(Err(e)) = health.await {
+        tracing::warn!("the health endpoint failed: {e}");
+    }
     Ok(())
 }
 

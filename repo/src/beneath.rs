@@ -365,10 +365,51 @@ fn remove_existing(parent: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> {
     }
 }
 
+/// Writes `contents` into the file `file` of the directory `dir` of `target` (the directory
+/// made 0755 and the file 0644, so an unprivileged reader can see them), never following a
+/// symlink: whatever else stands at either name (a symlink a restored snapshot planted) is
+/// replaced. For the markers an agent leaves in a volume it has just restored, whose content
+/// the snapshot decided.
+pub fn write_file_beneath(
+    target: &Path,
+    dir: &OsStr,
+    file: &OsStr,
+    contents: &[u8],
+) -> io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = Path::new(dir);
+    let path = dir.join(file);
+    let mut b = Beneath::open(target)?;
+    b.make_dir(dir)?;
+    nix::sys::stat::fchmod(b.dir(dir)?, Mode::from_bits_truncate(0o755)).map_err(errno)?;
+    b.create_file(&path, 0)?;
+    let mut f = b.open_file(&path)?;
+    f.write_all(contents)?;
+    f.set_permissions(std::fs::Permissions::from_mode(0o644))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::os::unix::fs::symlink;
+
+    #[test]
+    fn a_marker_replaces_planted_symlinks_and_writes_nothing_outside() {
+        let (_dir, target, outside) = scratch();
+        symlink(&outside, target.join(".velero")).expect("symlink");
+        write_file_beneath(&target, OsStr::new(".velero"), OsStr::new("uid"), b"done")
+            .expect("written");
+        assert_eq!(std::fs::read_dir(&outside).expect("outside").count(), 0);
+        let marker = target.join(".velero/uid");
+        assert_eq!(std::fs::read(&marker).expect("marker"), b"done");
+        std::fs::remove_file(&marker).expect("remove the marker");
+        symlink(outside.join("secret"), &marker).expect("plant a symlink");
+        write_file_beneath(&target, OsStr::new(".velero"), OsStr::new("uid"), b"again")
+            .expect("written");
+        assert!(!outside.join("secret").exists());
+        assert!(marker.symlink_metadata().expect("marker").is_file());
+    }
 
     fn scratch() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
         let dir = tempfile::tempdir().expect("tempdir");

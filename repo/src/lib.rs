@@ -26,6 +26,7 @@ mod store;
 mod tree;
 mod verify;
 
+pub use beneath::write_file_beneath;
 pub use budget::{MIN_BUDGET_MIB, MemoryBudget, PROCESS_MIB, parse_budget, parse_size};
 pub use error::{Error, Result, error_chain};
 pub use id::{BlobId, InvalidId, LockId, PackId, SnapshotId};

@@ -18,6 +18,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::TryStreamExt;
@@ -139,7 +140,16 @@ pub struct StoreOptions {
     pub ca_certificates: Option<Vec<u8>>,
     /// Accept any certificate (a location's `insecureSkipTLSVerify`).
     pub insecure_skip_tls_verify: bool,
+    /// How long one request is retried (with backoff: 0.2 s doubling to 10 s) while the store
+    /// refuses connections or answers with server errors, before it fails: long enough for a
+    /// store to restart under a long backup. Default [`DEFAULT_RETRY_WINDOW`], or
+    /// `LIFEBOAT_STORE_RETRY_WINDOW` (`90s`, `5m`).
+    pub retry_window: Duration,
 }
+
+/// How long a failing request is retried unless `LIFEBOAT_STORE_RETRY_WINDOW` says otherwise.
+/// Kept under five minutes: a signed request must still be valid when it is finally sent.
+pub const DEFAULT_RETRY_WINDOW: Duration = Duration::from_secs(3 * 60);
 
 impl Default for StoreOptions {
     fn default() -> Self {
@@ -148,7 +158,42 @@ impl Default for StoreOptions {
             credentials: None,
             ca_certificates: None,
             insecure_skip_tls_verify: false,
+            retry_window: retry_window_from_env(),
         }
+    }
+}
+
+/// `LIFEBOAT_STORE_RETRY_WINDOW`, or the default (also when it is not a duration: said once).
+fn retry_window_from_env() -> Duration {
+    let Ok(text) = std::env::var("LIFEBOAT_STORE_RETRY_WINDOW") else {
+        return DEFAULT_RETRY_WINDOW;
+    };
+    parse_window(&text).unwrap_or_else(|| {
+        static SAID: std::sync::Once = std::sync::Once::new();
+        SAID.call_once(|| {
+            log::warn!("LIFEBOAT_STORE_RETRY_WINDOW={text:?} is not a duration such as 90s or 5m; retrying for {}s", DEFAULT_RETRY_WINDOW.as_secs());
+        });
+        DEFAULT_RETRY_WINDOW
+    })
+}
+
+/// A duration as `90s`, `5m` or `1h 30m` (or ISO 8601); None when it is not one or negative.
+fn parse_window(text: &str) -> Option<Duration> {
+    let parsed: jiff::SignedDuration = text.trim().parse().ok()?;
+    Duration::try_from(parsed).ok()
+}
+
+/// The retries of one request: backoff from 0.2 s to 10 s for up to `window`.
+fn retry_config(window: Duration) -> object_store::RetryConfig {
+    object_store::RetryConfig {
+        backoff: object_store::BackoffConfig {
+            init_backoff: Duration::from_millis(200),
+            max_backoff: Duration::from_secs(10),
+            base: 2.0,
+        },
+        // The window bounds the retries; the count only keeps a zero window from looping.
+        max_retries: if window.is_zero() { 0 } else { 10_000 },
+        retry_timeout: window,
     }
 }
 
@@ -229,7 +274,8 @@ impl Bucket {
                 use object_store::aws::AmazonS3Builder;
                 let mut b = AmazonS3Builder::from_env()
                     .with_bucket_name(bucket)
-                    .with_client_options(client);
+                    .with_client_options(client)
+                    .with_retry(retry_config(opts.retry_window));
                 if std::env::var_os("AWS_DEFAULT_REGION").is_none()
                     && std::env::var_os("AWS_REGION").is_none()
                 {
@@ -276,7 +322,8 @@ impl Bucket {
             Location::Gcs { bucket, prefix } => {
                 let mut b = object_store::gcp::GoogleCloudStorageBuilder::from_env()
                     .with_bucket_name(bucket)
-                    .with_client_options(client);
+                    .with_client_options(client)
+                    .with_retry(retry_config(opts.retry_window));
                 if let Some(Credentials::Gcp {
                     service_account_key,
                 }) = &opts.credentials
@@ -288,7 +335,8 @@ impl Bucket {
             Location::Azure { container, prefix } => {
                 let mut b = object_store::azure::MicrosoftAzureBuilder::from_env()
                     .with_container_name(container)
-                    .with_client_options(client);
+                    .with_client_options(client)
+                    .with_retry(retry_config(opts.retry_window));
                 if let Ok(account) = std::env::var("AZURE_ACCOUNT_NAME") {
                     b = b.with_account(account);
                 }

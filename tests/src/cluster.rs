@@ -108,6 +108,8 @@ pub struct Cluster {
     agents: BTreeMap<String, Proc>,
     /// Extra environment of the next agent started.
     agent_env: Vec<(String, String)>,
+    /// The health port of each agent process.
+    agent_health: BTreeMap<String, u16>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -188,6 +190,7 @@ impl Cluster {
             server_starts: 0,
             agents: BTreeMap::new(),
             agent_env: Vec::new(),
+            agent_health: BTreeMap::new(),
             dir,
         }
     }
@@ -528,6 +531,8 @@ impl Cluster {
             .arg(&host_pods)
             .arg("--tls-dir")
             .arg(tls)
+            .arg("--health-address")
+            .arg(format!("127.0.0.1:{}", self.agent_health_port(process)))
             .arg("--token-file")
             .arg(token_file.map_or_else(
                 || self.dir.path().join("tokens").join("none"),
@@ -549,6 +554,21 @@ impl Cluster {
         }
         self.agents
             .insert(process.to_string(), Proc::spawn(cmd, log));
+    }
+
+    /// The port of the health endpoint of agent process `process` (one per process, kept
+    /// across restarts).
+    pub fn agent_health_port(&mut self, process: &str) -> u16 {
+        *self
+            .agent_health
+            .entry(process.to_owned())
+            .or_insert_with(free_port)
+    }
+
+    /// `GET path` on the health endpoint of agent process `process`: status and body.
+    pub fn agent_health(&mut self, process: &str, path: &str) -> Option<(u16, String)> {
+        let port = self.agent_health_port(process);
+        http_get(&format!("127.0.0.1:{port}"), path)
     }
 
     /// Kills the agent of `node` with SIGKILL, as an OOM kill or node failure would.

@@ -11,6 +11,7 @@ pub mod bin;
 pub mod bucket;
 pub mod cluster;
 pub mod fixtures;
+pub mod gate;
 pub mod s3;
 pub mod tree;
 

@@ -133,6 +133,7 @@ impl Rig {
             }),
             snapshot_id: snapshot.into(),
             restore_uid: restore_uid.into(),
+            fail_reason: String::new(),
         }
     }
 

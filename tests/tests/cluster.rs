@@ -240,6 +240,16 @@ fn agents_with_the_install_certificate_connect_and_a_killed_agent_is_noticed_wit
         "{}",
         cluster.metrics()
     );
+    // Each agent's readiness follows its session, as the DaemonSet's probe reads it.
+    wait_for(
+        "node-b's agent to be ready",
+        Duration::from_secs(10),
+        || (cluster.agent_health("node-b", "/readyz")?.0 == 200).then_some(()),
+    );
+    assert_eq!(
+        cluster.agent_health("node-b", "/healthz").map(|(s, _)| s),
+        Some(200)
+    );
 
     let killed = Instant::now();
     cluster.kill_agent("node-a");
@@ -329,6 +339,12 @@ fn an_agent_without_a_certificate_from_the_install_is_refused() {
         cluster.agent_running("intruder"),
         "the agent keeps retrying"
     );
+    // And it is not ready: its probe names why.
+    let (status, body) = cluster
+        .agent_health("intruder", "/readyz")
+        .expect("the health endpoint answers");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("no session with the server"), "{body}");
 }
 
 #[test]

@@ -287,3 +287,47 @@ fn forget_by_policy_and_restore_errors_name_the_input() {
         run.stderr
     );
 }
+
+#[test]
+fn a_store_that_refuses_connections_for_seconds_is_waited_for_not_failed() {
+    let s3 = S3::bucket("store-restarts");
+    let gate = lifeboat_tests::gate::Gate::new(s3.endpoint.trim_start_matches("http://"))
+        .expect("a gate in front of the S3 server");
+    let through = S3 {
+        endpoint: gate.endpoint(),
+        bucket: s3.bucket.clone(),
+    };
+    let lifeboat = Lifeboat::new(through.restic_url("repo")).with_env(&through.env());
+    lifeboat.repo(["init"]).ok();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join("src");
+    small_files(&src, 200, 7);
+
+    // The store goes away (a restart) for 6 s just as the backup starts: its requests are
+    // retried with backoff until the store is back, and the backup ends as if nothing happened.
+    gate.shut_for(Duration::from_secs(6));
+    let started = Instant::now();
+    lifeboat.repo(["backup", src.to_str().expect("utf-8")]).ok();
+    assert!(
+        started.elapsed() >= Duration::from_secs(5),
+        "the backup did not meet the outage ({:?})",
+        started.elapsed()
+    );
+    Restic::new(s3.restic_url("repo"))
+        .with_env(&s3.env())
+        .run(["check", "--read-data"])
+        .ok();
+
+    // A window the user shortened is kept: the failure names the store.
+    gate.shut_for(Duration::from_secs(30));
+    let run = lifeboat
+        .clone()
+        .with_env(&[("LIFEBOAT_STORE_RETRY_WINDOW", "2s".into())])
+        .repo(["snapshots"])
+        .fails();
+    assert!(
+        run.stderr.contains(&through.endpoint) || run.stderr.contains("127.0.0.1"),
+        "{}",
+        run.stderr
+    );
+}

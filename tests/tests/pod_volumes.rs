@@ -604,6 +604,16 @@ fn an_agent_looking_in_the_wrong_host_directory_says_so_and_its_backups_are_not_
         problem.contains("does not hold this agent's own pod directory"),
         "{problem}"
     );
+    // Its readiness says so too, as the DaemonSet's probe reads it.
+    let (status, body) = rig
+        .cluster
+        .agent_health("node-1", "/readyz")
+        .expect("the agent's health endpoint answers");
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.contains("does not hold this agent's own pod directory"),
+        "{body}"
+    );
     assert!(
         rig.cluster
             .agent_log("node-1")
@@ -646,4 +656,58 @@ fn an_agent_looking_in_the_wrong_host_directory_says_so_and_its_backups_are_not_
             && message.contains("does not hold this agent's own pod directory"),
         "{message}"
     );
+}
+
+#[test]
+fn a_server_killed_mid_backup_leaves_no_pod_volume_backup_in_progress() {
+    let mut rig = Rig::new(&["node-1"]);
+    rig.put(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}}));
+    let uid = rig.pod(
+        "shop",
+        "db-0",
+        "node-1",
+        json!({"backup.velero.io/backup-volumes": "data"}),
+        json!([{"name": "data", "emptyDir": {}}]),
+    );
+    let data = rig.volume_dir("node-1", &uid, "kubernetes.io~empty-dir", "data");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(17);
+    for i in 0..8 {
+        fs::write(data.join(format!("f{i}")), random(&mut rng, 8 << 20)).expect("write data");
+    }
+    rig.cluster
+        .lifeboat(["backup", "create", "cut", "--include-namespaces", "shop"])
+        .ok();
+    // The volume is being backed up: its agent holds still, and the server dies.
+    wait_for(
+        "the volume backup to start",
+        Duration::from_secs(60),
+        || {
+            let pvbs = rig.volume_backups("cut");
+            pvbs.iter()
+                .any(|p| p["status"]["phase"] == "InProgress")
+                .then_some(())
+        },
+    );
+    rig.cluster.freeze_agent("node-1", true);
+    rig.cluster.kill_server();
+    rig.cluster.freeze_agent("node-1", false);
+    rig.cluster.start_server();
+
+    let backup = wait_for("the backup to be failed", Duration::from_secs(60), || {
+        let b = rig.cluster.velero_object("backups", "cut")?;
+        (b["status"]["phase"] == "Failed").then_some(b)
+    });
+    let reason = backup["status"]["failureReason"]
+        .as_str()
+        .unwrap_or_default();
+    let pvbs = rig.volume_backups("cut");
+    let pvb = by_volume(&pvbs, "db-0", "data");
+    assert_eq!(pvb["status"]["phase"], "Failed", "{pvb:#}");
+    assert_eq!(pvb["status"]["message"], reason, "{pvb:#}");
+    let described = rig
+        .cluster
+        .lifeboat(["backup", "describe", "cut", "--details"])
+        .ok()
+        .stdout;
+    assert!(!described.contains("In Progress"), "{described}");
 }

@@ -611,6 +611,23 @@ fn mapped_filtered_and_existing_objects() {
     let r = restore_ended(&cluster, "blog-app", Duration::from_secs(60));
     assert_eq!(r["status"]["phase"], "Completed", "{r:#}");
     assert!(get(&cluster, "v1", "configmaps", Some("blog"), "blog-theme").is_some());
+    // Progress counts what the selector took and what was restored, not the tarball.
+    let labelled = cluster
+        .api
+        .objects()
+        .into_iter()
+        .filter(|o| {
+            o.object["metadata"]["namespace"] == "blog"
+                && o.object["metadata"]["labels"]["app"] == "blog"
+                && has_restore_label(&o.object, "blog-app")
+        })
+        .count();
+    assert!(labelled >= 1);
+    assert_eq!(
+        r["status"]["progress"],
+        json!({"totalItems": labelled, "itemsRestored": labelled}),
+        "{r:#}"
+    );
 
     // An existing object that differs is never overwritten: a warning names it...
     let mut theme =
@@ -827,7 +844,71 @@ fn a_fresh_cluster_restores_a_synced_backup_and_a_missing_snapshot_fails_its_vol
     assert!(errors.contains("media"), "{errors}");
 }
 
-/// A backup `name` whose tarball holds, after a namespace `shop`, one object of `size` bytes
+#[test]
+fn a_volume_whose_agent_is_gone_fails_and_its_pod_stops_waiting_once_the_agent_is_back() {
+    let bucket = tempfile::tempdir().expect("a bucket directory");
+    let mut cluster = Cluster::running(Storage::Directory(bucket.path().to_owned()), &["node-1"]);
+    put(
+        &cluster,
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}}),
+    );
+    let uid = pod(
+        &cluster,
+        "shop",
+        "db-0",
+        "node-1",
+        "data",
+        json!([{"name": "data", "emptyDir": {}}]),
+    );
+    small_files(
+        &volume_dir(&cluster, "node-1", &uid, EMPTY_DIR, "data"),
+        20,
+        5,
+    );
+    let b = backup(&cluster, "nightly", &["--include-namespaces", "shop"]);
+    assert_eq!(b["status"]["phase"], "Completed", "{b:#}");
+    cluster
+        .api
+        .delete_object("v1", "namespaces", None, "shop")
+        .expect("delete the namespace");
+    fs::remove_dir_all(cluster.host_pods("node-1").join(&uid)).expect("the pod's directory goes");
+
+    // The node's agent is gone (killed, OOM) when the restored pod starts waiting: its volume
+    // fails at once. The failure marker is written through the agent's next session, so the
+    // pod's init container ends now rather than at its timeout (4 h), over a volume with no data.
+    cluster.kill_agent("node-1");
+    cluster
+        .lifeboat(["restore", "create", "back", "--from-backup", "nightly"])
+        .ok();
+    let kubelet = Kubelet {
+        cluster: &cluster,
+        node: "node-1",
+    };
+    let started = kubelet.start("shop", "db-0");
+    let pvr = wait_for("the volume to fail", Duration::from_secs(60), || {
+        let pvrs = volume_restores(&cluster, "back");
+        pvrs.into_iter().find(|p| p["status"]["phase"] == "Failed")
+    });
+    let reason = pvr["status"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(reason.contains("no live agent on node node-1"), "{reason}");
+    let restore = restore_ended(&cluster, "back", Duration::from_secs(60));
+    assert_eq!(restore["status"]["phase"], "PartiallyFailed", "{restore:#}");
+
+    cluster.start_agent("node-1");
+    let out = started.wait(Duration::from_secs(60));
+    assert!(
+        !out.status.success(),
+        "the helper let the pod start over no data"
+    );
+    // The reason can only have come from the marker the agent wrote into the volume.
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("no live agent on node node-1"), "{said}");
+}
+
+/// A backup tarball holding, after a namespace `shop`, one object of `size` bytes
 /// (JSON whitespace): what a hostile or broken bucket may hold. Compressed, it is small.
 fn tarball_with_a_huge_object(size: u64) -> Vec<u8> {
     use std::io::Read as _;

@@ -39,8 +39,6 @@ use super::filter::{BackupFilter, GroupResource, ResourceIndex, ServedResource};
 use super::tarball::{BackupResults, ItemPath, ResourceList, TarballWriter};
 use super::{Error, Result};
 
-/// The label that keeps an object out of every backup.
-
 /// Settings of a collection.
 #[derive(Debug, Clone)]
 pub struct CollectOptions {

@@ -103,6 +103,7 @@ async fn reconcile(backup: Arc<Lenient<Backup>>, bctx: Arc<BackupContext>) -> Re
         Some(BackupPhase::InProgress) => {
             let reason = "the server stopped while this backup was in progress; \
                           nothing it wrote is usable: create the backup again";
+            super::podvolume::fail_abandoned(ctx, &current, reason).await?;
             mark_failed(ctx, &current, reason).await?;
             ctx.metrics
                 .backup_finished(&schedule_of(&current), "Failed");

@@ -325,6 +325,33 @@ pub(crate) async fn back_up_pod_volumes(
     Ok(list)
 }
 
+/// Fails the PodVolumeBackups of `backup` that a stopped server left New or InProgress (their
+/// agents gave the jobs up when its session ended), with `reason`.
+pub(crate) async fn fail_abandoned(ctx: &Context, backup: &Backup, reason: &str) -> Result<()> {
+    let pvbs: Api<PodVolumeBackup> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    let selector = format!(
+        "{}={}",
+        labels::BACKUP_UID,
+        backup.uid().unwrap_or_default()
+    );
+    let now = kube_time(ctx.clock.now());
+    for pvb in pvbs
+        .list(&ListParams::default().labels(&selector))
+        .await?
+        .items
+    {
+        let phase = pvb.status.as_ref().and_then(|s| s.phase);
+        if matches!(
+            phase,
+            None | Some(PodVolumePhase::New | PodVolumePhase::InProgress)
+        ) {
+            let status = json!({"phase": PodVolumePhase::Failed, "message": reason, "completionTimestamp": now});
+            set_status(ctx, &pvb, status).await;
+        }
+    }
+    Ok(())
+}
+
 /// Why the pod of `pvb` is legitimately no longer there to back up (deleted, replaced by
 /// another pod of the same name, not running, moved to another node), or None when it still
 /// runs where the job was sent.

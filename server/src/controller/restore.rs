@@ -127,6 +127,7 @@ async fn reconcile(restore: Arc<Lenient<Restore>>, rctx: Arc<RestoreContext>) ->
         Some(RestorePhase::InProgress) => {
             let reason = "the server stopped while this restore was in progress; what it \
                           created is left in place: create the restore again to finish it";
+            volume_restore::fail_abandoned(ctx, &current, reason).await?;
             mark_failed(ctx, &current.name_any(), reason).await?;
             return Ok(Action::await_change());
         }

@@ -25,7 +25,7 @@ use futures::stream::FuturesUnordered;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{ObjectReference, PersistentVolumeClaim, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::api::{Api, ObjectMeta, PostParams};
+use kube::api::{Api, ListParams, ObjectMeta, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use lifeboat_agent::proto::VolumeRestore;
@@ -366,16 +366,167 @@ async fn restore_volume(
     timeout: Duration,
 ) -> (String, std::result::Result<(), String>) {
     let label = format!("pod volume {}/{} ({pvr})", pod.name, volume.volume);
-    let outcome = restore_volume_inner(
-        ctx, store, password, &pod, &volume, &pvr, &node, deadline, timeout,
-    )
-    .await;
+    let outcome = match volume_dir(ctx, &pod, &volume).await {
+        Ok(dir) => restore_volume_inner(
+            ctx, store, password, &pod, &volume, &pvr, &node, &dir, deadline, timeout,
+        )
+        .await
+        .map_err(|reason| (reason, Some(dir))),
+        Err(reason) => Err((reason, None)),
+    };
     match outcome {
         Ok(()) => (pod.namespace, Ok(())),
-        Err(reason) => {
+        Err((reason, dir)) => {
             fail(ctx, &pvr, &reason).await;
+            // However it failed (its agent died, the timeout, the agent's own failure), the
+            // pod must not wait out its init container's timeout for it.
+            if let Some(volume_dir) = dir {
+                mark_failed(
+                    ctx.agents.clone(),
+                    node,
+                    VolumeRestore {
+                        job_id: format!("{pvr}-failed"),
+                        pod_uid: pod.uid.clone(),
+                        volume_dir,
+                        restore_uid: pod.restore_uid.clone(),
+                        fail_reason: reason.clone(),
+                        ..VolumeRestore::default()
+                    },
+                );
+            }
             (pod.namespace, Err(format!("{label} failed: {reason}")))
         }
+    }
+}
+
+/// How long the server tries to have a failed volume's marker written (the node's agent may
+/// be restarting: it was killed, or its session broke).
+const MARK_FAILED_WINDOW: Duration = Duration::from_secs(10 * 60);
+
+/// Has the agent on `node` write the failure marker of `job` (a restore job with its
+/// `fail_reason`) into the volume, in the background: at once when the agent is live, else
+/// as soon as an agent of the node holds a session, for up to [`MARK_FAILED_WINDOW`].
+pub(crate) fn mark_failed(agents: crate::agents::Agents, node: String, job: VolumeRestore) {
+    tokio::spawn(async move {
+        let give_up = tokio::time::Instant::now() + MARK_FAILED_WINDOW;
+        let mut last = String::new();
+        while tokio::time::Instant::now() < give_up {
+            if agents.is_live(&node) {
+                match agents.submit_restore(&node, job.clone()).await {
+                    Ok(mut handle) => loop {
+                        match tokio::time::timeout(Duration::from_secs(60), handle.next()).await {
+                            Ok(Some(crate::agents::JobEvent::Progress(_))) => {}
+                            Ok(Some(crate::agents::JobEvent::Done(JobOutcome::Restore(_)))) => {
+                                tracing::info!(%node, job = %job.job_id, "the failed volume is marked for its pod");
+                                return;
+                            }
+                            Ok(Some(crate::agents::JobEvent::Done(outcome))) => {
+                                last = format!("{outcome:?}");
+                                break;
+                            }
+                            Ok(None) | Err(_) => break,
+                        }
+                    },
+                    Err(reason) => last = reason,
+                }
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+        tracing::warn!(%node, job = %job.job_id, "the failure marker could not be written ({last}); the pod waits for its init container's timeout");
+    });
+}
+
+/// Fails the PodVolumeRestores of `restore` that a stopped server left New or InProgress, with
+/// `reason`, and has each volume's failure marker written (through the node's agent), so the
+/// restored pods stop waiting for data that will not come.
+pub(crate) async fn fail_abandoned(ctx: &Context, restore: &Restore, reason: &str) -> Result<()> {
+    let pvrs: Api<PodVolumeRestore> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    let restore_uid = restore.uid().unwrap_or_default();
+    let selector = format!("{RESTORE_UID_LABEL}={restore_uid}");
+    for pvr in pvrs
+        .list(&ListParams::default().labels(&selector))
+        .await?
+        .items
+    {
+        let phase = pvr.status.as_ref().and_then(|s| s.phase);
+        if !matches!(
+            phase,
+            None | Some(PodVolumePhase::New | PodVolumePhase::InProgress)
+        ) {
+            continue;
+        }
+        fail(ctx, &pvr.name_any(), reason).await;
+        let pod_ref = &pvr.spec.pod;
+        let pods: Api<Pod> = Api::namespaced(
+            ctx.client.clone(),
+            pod_ref.namespace.as_deref().unwrap_or_default(),
+        );
+        let Some(pod) = pods
+            .get_opt(pod_ref.name.as_deref().unwrap_or_default())
+            .await?
+        else {
+            continue;
+        };
+        let node = pod.spec.as_ref().and_then(|s| s.node_name.clone());
+        let (Some(node), true) = (node, pod.uid() == pod_ref.uid) else {
+            continue;
+        };
+        let claim = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.volumes.as_ref())
+            .and_then(|vs| vs.iter().find(|v| v.name == pvr.spec.volume))
+            .and_then(|v| v.persistent_volume_claim.as_ref())
+            .map(|c| c.claim_name.clone());
+        let volume_dir = match claim {
+            Some(claim) => {
+                let claims: Api<PersistentVolumeClaim> =
+                    Api::namespaced(ctx.client.clone(), &pod.namespace().unwrap_or_default());
+                let bound = claims
+                    .get_opt(&claim)
+                    .await?
+                    .and_then(|c| c.spec.and_then(|s| s.volume_name))
+                    .filter(|n| !n.is_empty());
+                let Some(pv) = bound else { continue };
+                pv
+            }
+            None => pvr.spec.volume.clone(),
+        };
+        mark_failed(
+            ctx.agents.clone(),
+            node,
+            VolumeRestore {
+                job_id: format!("{}-failed", pvr.name_any()),
+                pod_uid: pod.uid().unwrap_or_default(),
+                volume_dir,
+                restore_uid: restore_uid.clone(),
+                fail_reason: reason.to_owned(),
+                ..VolumeRestore::default()
+            },
+        );
+    }
+    Ok(())
+}
+
+/// The directory kubelet keeps a volume in: the bound PV's name for a claim.
+async fn volume_dir(
+    ctx: &Context,
+    pod: &PodVolumes,
+    volume: &VolumeToRestore,
+) -> std::result::Result<String, String> {
+    match pod.claims.get(&volume.volume) {
+        Some(claim) => {
+            let claims: Api<PersistentVolumeClaim> =
+                Api::namespaced(ctx.client.clone(), &pod.namespace);
+            let bound = claims
+                .get_opt(claim)
+                .await
+                .map_err(|e| format!("cannot read claim {claim}: {e}"))?
+                .and_then(|c| c.spec.and_then(|s| s.volume_name))
+                .filter(|n| !n.is_empty());
+            bound.ok_or_else(|| format!("claim {}/{claim} is not bound to a volume", pod.namespace))
+        }
+        None => Ok(volume.volume.clone()),
     }
 }
 
@@ -388,27 +539,12 @@ async fn restore_volume_inner(
     volume: &VolumeToRestore,
     pvr: &str,
     node: &str,
+    volume_dir: &str,
     deadline: tokio::time::Instant,
     timeout: Duration,
 ) -> std::result::Result<(), String> {
     let snapshot_id = volume.snapshot.clone()?;
-    // The directory kubelet keeps the volume in: the bound PV's name for a claim.
-    let volume_dir = match pod.claims.get(&volume.volume) {
-        Some(claim) => {
-            let claims: Api<PersistentVolumeClaim> =
-                Api::namespaced(ctx.client.clone(), &pod.namespace);
-            let bound = claims
-                .get_opt(claim)
-                .await
-                .map_err(|e| format!("cannot read claim {claim}: {e}"))?
-                .and_then(|c| c.spec.and_then(|s| s.volume_name))
-                .filter(|n| !n.is_empty());
-            bound.ok_or_else(|| {
-                format!("claim {}/{claim} is not bound to a volume", pod.namespace)
-            })?
-        }
-        None => volume.volume.clone(),
-    };
+    let volume_dir = volume_dir.to_owned();
     let now = kube_time(ctx.clock.now());
     set_status(
         ctx,
@@ -424,6 +560,7 @@ async fn restore_volume_inner(
         repository: Some(repository_message(store, &location, password)),
         snapshot_id,
         restore_uid: pod.restore_uid.clone(),
+        fail_reason: String::new(),
     };
     let mut handle = ctx.agents.submit_restore(node, job).await?;
     let outcome = follow_job::<PodVolumeRestore>(

@@ -560,15 +560,7 @@ fn deployment(options: &InstallOptions) -> Deployment {
     let mut env = vec![field_env("VELERO_NAMESPACE", "metadata.namespace")];
     env.extend(common_env(options));
     let (volumes, mounts) = common_volumes(options, SERVER_TLS_SECRET);
-    let probe = |path: &str| Probe {
-        http_get: Some(HTTPGetAction {
-            path: Some(path.into()),
-            port: IntOrString::String("metrics".into()),
-            scheme: Some("HTTP".into()),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
+    let probe = |path: &str| http_probe(path, "metrics");
     let metrics_port = METRICS_PORT.to_string();
     let container = Container {
         name: DEPLOYMENT.into(),
@@ -635,6 +627,19 @@ const AGENT_TOKEN_VOLUME: &str = "lifeboat-token";
 /// kubelet's default for projected tokens; the agent reads it afresh for every session.
 const AGENT_TOKEN_EXPIRATION_SECONDS: i64 = 3600;
 
+/// An HTTP GET probe of `path` on the container port named `port`.
+fn http_probe(path: &str, port: &str) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::String(port.into()),
+            scheme: Some("HTTP".into()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
 fn daemon_set(options: &InstallOptions) -> DaemonSet {
     let mut args = vec!["agent".to_string()];
     args.extend(features_arg(options));
@@ -696,6 +701,15 @@ fn daemon_set(options: &InstallOptions) -> DaemonSet {
         command: Some(vec!["/lifeboat".into()]),
         args: Some(args),
         env: Some(env),
+        // Ready only with a session and a kubelet pods root (`lifeboat agent`'s /readyz).
+        ports: Some(vec![ContainerPort {
+            name: Some("health".into()),
+            container_port: METRICS_PORT,
+            protocol: Some("TCP".into()),
+            ..Default::default()
+        }]),
+        liveness_probe: Some(http_probe("/healthz", "health")),
+        readiness_probe: Some(http_probe("/readyz", "health")),
         volume_mounts: Some(mounts),
         resources: Some(options.agent_resources.requirements()),
         ..Default::default()
@@ -1029,6 +1043,12 @@ mod tests {
             .find(|e| e["name"] == "POD_UID")
             .unwrap();
         assert_eq!(uid["valueFrom"]["fieldRef"]["fieldPath"], "metadata.uid");
+        let agent = &spec["containers"][0];
+        assert_eq!(agent["ports"][0]["name"], "health");
+        assert_eq!(agent["ports"][0]["containerPort"], 8085);
+        assert_eq!(agent["readinessProbe"]["httpGet"]["path"], "/readyz");
+        assert_eq!(agent["readinessProbe"]["httpGet"]["port"], "health");
+        assert_eq!(agent["livenessProbe"]["httpGet"]["path"], "/healthz");
 
         let account = find(&objects, "ServiceAccount", "lifeboat-agent");
         assert_eq!(account["automountServiceAccountToken"], false);
