@@ -79,6 +79,18 @@ pub(crate) struct ServerArgs {
     /// Where restores unpack backup tarballs (the Deployment's scratch volume).
     #[arg(long, env = "VELERO_SCRATCH_DIR")]
     scratch_dir: Option<std::path::PathBuf>,
+    /// The most a restore may unpack from a backup's tarball (uncompressed, e.g. 4Gi): the
+    /// scratch space one restore can take. A restore of a larger backup fails, naming this
+    /// flag.
+    #[arg(long, default_value = "4Gi", value_parser = parse_size)]
+    restore_max_unpacked_size: u64,
+    /// The largest object a restore reads from a backup's tarball (e.g. 8Mi; the API server
+    /// takes no larger). A restore of a backup holding a larger entry fails, naming this flag.
+    #[arg(long, default_value = "8Mi", value_parser = parse_size)]
+    restore_max_object_size: u64,
+    /// The most entries a backup's tarball may have for a restore (about two per object).
+    #[arg(long, default_value_t = lifeboat_server::restore::archive::DEFAULT_MAX_ENTRIES)]
+    restore_max_entries: u64,
 }
 
 #[derive(Debug, Args)]
@@ -123,6 +135,12 @@ pub(crate) struct AgentArgs {
     /// hold the rest. Keep it below the container's memory limit.
     #[arg(long, env = "LIFEBOAT_MEMORY_BUDGET", default_value = "256Mi", value_parser = lifeboat_repo::parse_budget)]
     memory_budget: lifeboat_repo::MemoryBudget,
+}
+
+fn parse_size(text: &str) -> Result<u64, String> {
+    lifeboat_repo::parse_size(text)
+        .filter(|&n| n > 0)
+        .ok_or_else(|| format!("`{text}` is not a size such as 8Mi, 4Gi or 500M"))
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -196,6 +214,11 @@ pub(crate) async fn server(args: ServerArgs) -> Result<()> {
             default_prune_frequency: args.default_restic_prune_frequency,
             restore_only: args.restore_only,
             scratch_dir: args.scratch_dir,
+            restore_limits: lifeboat_server::restore::archive::ArchiveLimits {
+                max_unpacked: args.restore_max_unpacked_size,
+                max_object: args.restore_max_object_size,
+                max_entries: args.restore_max_entries.max(1),
+            },
             restore_helper_image: args
                 .restore_helper_image
                 .unwrap_or_else(lifeboat_server::install::default_image),
@@ -269,4 +292,40 @@ pub(crate) async fn agent(args: AgentArgs) -> Result<()> {
         tracing::warn!("the health endpoint failed: {e}");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        server: ServerArgs,
+    }
+
+    #[test]
+    fn restore_limit_flags_default_to_the_documented_limits_and_take_sizes() {
+        let defaults = Cli::parse_from(["lifeboat"]).server;
+        let documented = lifeboat_server::restore::archive::ArchiveLimits::default();
+        assert_eq!(defaults.restore_max_unpacked_size, documented.max_unpacked);
+        assert_eq!(defaults.restore_max_object_size, documented.max_object);
+        assert_eq!(defaults.restore_max_entries, documented.max_entries);
+        let set = Cli::parse_from([
+            "lifeboat",
+            "--restore-max-object-size",
+            "1Mi",
+            "--restore-max-unpacked-size",
+            "2G",
+        ])
+        .server;
+        assert_eq!(set.restore_max_object_size, 1 << 20);
+        assert_eq!(set.restore_max_unpacked_size, 2_000_000_000);
+        let err = Cli::try_parse_from(["lifeboat", "--restore-max-object-size", "lots"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not a size such as"), "{err}");
+    }
 }

@@ -422,6 +422,34 @@ impl Bucket {
         }
     }
 
+    /// Streams an object as it arrives, one response chunk at a time, so a reader that stops
+    /// early (a limit reached, a corrupt stream) stops the transfer by dropping the stream.
+    /// The stream holds one of the store's connection permits until it is dropped.
+    pub async fn get_stream(
+        &self,
+        key: &str,
+    ) -> Result<impl futures::Stream<Item = Result<Bytes, StoreError>> + Send + 'static, StoreError>
+    {
+        let path = self.key(key);
+        let permit = self
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the store's semaphore is never closed");
+        let stream = self
+            .inner
+            .get(&path)
+            .await
+            .map_err(|e| StoreError::from_object_store(&path, e))?
+            .into_stream();
+        Ok(stream.map_err(move |e| {
+            // The permit lives as long as the stream: one transfer, one connection.
+            let _held = &permit;
+            StoreError::from_object_store(&path, e)
+        }))
+    }
+
     /// Copies an object into the local file `to` as it arrives, so memory stays at one
     /// response chunk whatever the object's size; returns the bytes written.
     pub async fn download(&self, key: &str, to: &std::path::Path) -> Result<u64, StoreError> {
@@ -436,20 +464,10 @@ impl Bucket {
                 },
             )
         };
-        let _p = self.permit().await;
-        let mut stream = self
-            .inner
-            .get(&path)
-            .await
-            .map_err(|e| StoreError::from_object_store(&path, e))?
-            .into_stream();
+        let mut stream = std::pin::pin!(self.get_stream(key).await?);
         let mut file = tokio::fs::File::create(to).await.map_err(local)?;
         let mut written = 0u64;
-        while let Some(chunk) = stream
-            .try_next()
-            .await
-            .map_err(|e| StoreError::from_object_store(&path, e))?
-        {
+        while let Some(chunk) = stream.try_next().await? {
             file.write_all(&chunk).await.map_err(local)?;
             written += chunk.len() as u64;
         }

@@ -3,9 +3,10 @@
 //!
 //! Listening sockets are bound before anything else starts, so a taken port fails the start
 //! with one clear error. `/readyz` turns ready once the API server has answered and the
-//! controllers run. On shutdown (the token) the controllers finish their current reconciles,
-//! the gRPC server stops taking sessions and the endpoint stops; agents then dial again until
-//! the next server is up.
+//! controllers run. Before the controllers start, the restore scratch directories an earlier
+//! process left (killed mid-restore) are removed ([`crate::restore::scratch`]). On shutdown
+//! (the token) the controllers finish their current reconciles, the gRPC server stops taking
+//! sessions and the endpoint stops; agents then dial again until the next server is up.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -93,6 +94,32 @@ pub async fn run(
         crate::identity::Verifier::new(client.clone(), opts.namespace.clone()),
     );
     let ready = Arc::new(AtomicBool::new(false));
+
+    // What a server killed mid-restore left in the scratch directory (the objects of a backup,
+    // Secrets included) goes before any restore starts; directories a running server holds
+    // (one sharing this scratch directory) stay. A failure here only costs disk space: the
+    // restores themselves report an unusable scratch directory.
+    let scratch = opts.settings.scratch_root();
+    let swept = tokio::task::spawn_blocking({
+        let scratch = scratch.clone();
+        move || crate::restore::scratch::remove_stale(&scratch)
+    })
+    .await;
+    match swept {
+        Ok(Ok(stats)) => {
+            for dir in &stats.removed {
+                tracing::info!(dir = %dir.display(), "removed a restore's scratch directory left by an earlier process");
+            }
+            for (dir, e) in &stats.failed {
+                tracing::warn!(dir = %dir.display(), "cannot remove a restore's scratch directory left by an earlier process: {e}");
+            }
+        }
+        Ok(Err(e)) => tracing::warn!(
+            scratch = %scratch.display(),
+            "cannot remove the scratch directories left by an earlier process: {e}"
+        ),
+        Err(e) => tracing::warn!("the scratch directory sweep stopped: {e}"),
+    }
 
     let http = tokio::spawn(crate::http::serve(
         http_listener,

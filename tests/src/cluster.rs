@@ -78,6 +78,17 @@ impl Proc {
     }
 }
 
+/// The peak resident set of a running process so far, in KiB (`VmHWM` of its `/proc` status).
+fn peak_rss_kib(child: &Child) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id()))
+        .expect("the process's /proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/<pid>/status")
+}
+
 /// A simulated cluster with lifeboat's processes.
 pub struct Cluster {
     pub api: ApiServer,
@@ -592,13 +603,12 @@ impl Cluster {
             .agents
             .get(node)
             .unwrap_or_else(|| panic!("no agent runs for {node}"));
-        let status = std::fs::read_to_string(format!("/proc/{}/status", proc.child.id()))
-            .expect("the agent's /proc status");
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("VmHWM in /proc/<pid>/status")
+        peak_rss_kib(&proc.child)
+    }
+
+    /// The peak resident set of the running server so far, in KiB (`VmHWM`).
+    pub fn server_peak_rss_kib(&self) -> u64 {
+        peak_rss_kib(&self.server.as_ref().expect("no server runs").child)
     }
 
     /// Whether the agent process of `node` still runs.

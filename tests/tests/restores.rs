@@ -907,3 +907,127 @@ fn a_volume_whose_agent_is_gone_fails_and_its_pod_stops_waiting_once_the_agent_i
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(said.contains("no live agent on node node-1"), "{said}");
 }
+
+/// A backup tarball holding, after a namespace `shop`, one object of `size` bytes
+/// (JSON whitespace): what a hostile or broken bucket may hold. Compressed, it is small.
+fn tarball_with_a_huge_object(size: u64) -> Vec<u8> {
+    use std::io::Read as _;
+    let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let mut builder = tar::Builder::new(gz);
+    let mut append = |path: &str, size: u64, data: &mut dyn std::io::Read| {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(size);
+        header.set_mode(0o644);
+        header.set_entry_type(tar::EntryType::Regular);
+        builder
+            .append_data(&mut header, path, data)
+            .expect("append to the tarball");
+    };
+    let ns =
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}}).to_string();
+    append(
+        "resources/namespaces/cluster/shop.json",
+        ns.len() as u64,
+        &mut ns.as_bytes(),
+    );
+    append(
+        "resources/configmaps/namespaces/shop/big.json",
+        size,
+        &mut std::io::repeat(b' ').take(size),
+    );
+    builder
+        .into_inner()
+        .expect("finish the tarball")
+        .finish()
+        .expect("finish the gzip stream")
+}
+
+/// The bucket is not trusted. A backup whose tarball holds an object far larger than the
+/// server's per-object limit fails its restore, naming the limit, its flag and the backup,
+/// with nothing created and the server's memory nowhere near the object's size. The server
+/// removed at start the scratch directory a killed server left (and nothing else), and the
+/// failed restore's own is gone.
+#[test]
+fn an_oversized_object_in_a_backup_tarball_fails_the_restore_within_bounded_memory() {
+    const OBJECT: u64 = 256 << 20;
+    let bucket_dir = tempfile::tempdir().expect("a bucket directory");
+    let mut cluster = Cluster::new(Storage::Directory(bucket_dir.path().to_path_buf()));
+    cluster.install();
+    let tarball = tarball_with_a_huge_object(OBJECT);
+    assert!(
+        tarball.len() < (8 << 20),
+        "{} bytes compressed",
+        tarball.len()
+    );
+    let bucket = cluster.bucket();
+    bucket.put(
+        "backups/huge/velero-backup.json",
+        json!({"apiVersion": "velero.io/v1", "kind": "Backup",
+            "metadata": {"name": "huge", "namespace": cluster.namespace},
+            "spec": {"storageLocation": "default"},
+            "status": {"phase": "Completed", "version": 1}})
+        .to_string()
+        .as_bytes(),
+    );
+    bucket.put("backups/huge/huge.tar.gz", &tarball);
+
+    // What a server killed mid-restore left (world-readable, as before), next to what is not
+    // ours: a file and a directory of someone else's.
+    let scratch = cluster.dir.path().join("scratch");
+    let stale = scratch.join("lifeboat-restore-k1Ll3d");
+    let stale_secret = stale.join("contents/resources/secrets/namespaces/shop");
+    fs::create_dir_all(&stale_secret).expect("create a stale scratch directory");
+    fs::write(stale_secret.join("db.json"), "{}").expect("write a stale object");
+    fs::write(scratch.join("notes.txt"), "keep").expect("write an unrelated file");
+    fs::create_dir(scratch.join("restore-cache")).expect("create an unrelated directory");
+
+    let scratch_arg = scratch.display().to_string();
+    cluster.start_server_with(&[
+        "--scratch-dir",
+        &scratch_arg,
+        "--restore-max-object-size",
+        "16Mi",
+    ]);
+    assert!(
+        !stale.exists(),
+        "the stale scratch directory is still there"
+    );
+    assert!(scratch.join("notes.txt").is_file());
+    assert!(scratch.join("restore-cache").is_dir());
+
+    wait_for("the backup to be synced", Duration::from_secs(60), || {
+        cluster
+            .velero_object("backups", "huge")
+            .filter(|b| b["status"]["phase"] == "Completed")
+    });
+    create_restore(&cluster, "huge-back", json!({"backupName": "huge"}));
+    let r = restore_ended(&cluster, "huge-back", Duration::from_secs(60));
+    assert_eq!(r["status"]["phase"], "Failed", "{r:#}");
+    let reason = r["status"]["failureReason"].as_str().unwrap_or_default();
+    for part in [
+        "backup huge",
+        "resources/configmaps/namespaces/shop/big.json (256 MiB)",
+        "16 MiB",
+        "--restore-max-object-size",
+    ] {
+        assert!(reason.contains(part), "{part:?} is not in: {reason}");
+    }
+    assert!(
+        get(&cluster, "v1", "namespaces", None, "shop").is_none(),
+        "the namespace before the object was restored"
+    );
+    let peak_kib = cluster.server_peak_rss_kib();
+    println!("server peak RSS: {} MiB", peak_kib / 1024);
+    assert!(
+        peak_kib * 1024 < OBJECT / 2,
+        "the server's peak RSS was {} MiB for a {} MiB object",
+        peak_kib / 1024,
+        OBJECT >> 20
+    );
+    let left: Vec<_> = fs::read_dir(&scratch)
+        .expect("read the scratch directory")
+        .map(|e| e.expect("an entry").file_name())
+        .filter(|n| n.to_string_lossy().starts_with("lifeboat-restore-"))
+        .collect();
+    assert!(left.is_empty(), "scratch directories left: {left:?}");
+}

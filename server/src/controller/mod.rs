@@ -72,6 +72,17 @@ pub struct Settings {
     /// Where restores unpack their backup's tarball (`VELERO_SCRATCH_DIR`, the Deployment's
     /// `/scratch` volume; default: the system's temporary directory).
     pub scratch_dir: Option<std::path::PathBuf>,
+    /// What a restore may unpack from a backup's tarball (`--restore-max-unpacked-size`,
+    /// `--restore-max-object-size`, `--restore-max-entries`): the bucket is not trusted.
+    pub restore_limits: crate::restore::archive::ArchiveLimits,
+}
+
+impl Settings {
+    /// Where restores make their scratch directories: [`Settings::scratch_dir`], else the
+    /// system's temporary directory.
+    pub fn scratch_root(&self) -> std::path::PathBuf {
+        self.scratch_dir.clone().unwrap_or_else(std::env::temp_dir)
+    }
 }
 
 impl Default for Settings {
@@ -92,6 +103,7 @@ impl Default for Settings {
             restore_helper_image: crate::install::default_image(),
             restore_only: false,
             scratch_dir: None,
+            restore_limits: Default::default(),
         }
     }
 }

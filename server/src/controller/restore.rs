@@ -1,6 +1,8 @@
-//! The Restore controller: validates each new Restore, downloads its backup's tarball into a
-//! scratch directory (streamed to disk, then read one object at a time), creates the selected
-//! objects in Velero's priority order, hands pod volumes to the agents, and records the results.
+//! The Restore controller: validates each new Restore, unpacks its backup's tarball into a
+//! private scratch directory as it downloads, within the server's limits (the bucket is not
+//! trusted: see [`archive`]; past a limit the restore fails and nothing is created), reads the
+//! objects one at a time, creates the selected objects in Velero's priority order, hands pod
+//! volumes to the agents, and records the results.
 //!
 //! Phases: New → FailedValidation (nothing created), or New → InProgress → Completed /
 //! PartiallyFailed (some objects or volumes could not be restored: the results name them) /
@@ -17,11 +19,13 @@
 //! `existingResourcePolicy: update`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::os::unix::fs::DirBuilderExt as _;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::StreamExt as _;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, ApiResource, DynamicObject, ListParams, Patch, PatchParams, PostParams};
@@ -45,6 +49,7 @@ use crate::backup::{
 use crate::clock::kube_time;
 use crate::error::{Error, Result};
 use crate::restore::archive::{self, BackupContents};
+use crate::restore::scratch::Scratch;
 use crate::restore::transform::{self, Restoring};
 use crate::storage::{LocationStore, chain};
 
@@ -53,6 +58,10 @@ const NAME: &str = "restore";
 /// Restores run at once. Each mostly waits on the API server and the agents; two keep a long
 /// pod volume restore from holding up a quick one.
 const CONCURRENCY: u16 = 2;
+
+/// Download chunks queued for the extraction: a few response chunks (object_store's are tens
+/// of KiB), so a slow extraction slows the download instead of filling memory.
+const CHUNKS_IN_FLIGHT: usize = 8;
 
 /// How long a CRD restored by this restore may take to be served before its objects are
 /// given up (with an error naming them).
@@ -404,44 +413,12 @@ impl<'a> Run<'a> {
         let backup_name = prepared.backup.name_any();
         let keys = BackupKeys::new(&backup_name);
         let bucket = &prepared.store.bucket;
-        let scratch_root = ctx
-            .settings
-            .scratch_dir
-            .clone()
-            .unwrap_or_else(std::env::temp_dir);
-        let scratch = tempfile::Builder::new()
-            .prefix("lifeboat-restore-")
-            .tempdir_in(&scratch_root)
-            .map_err(|e| {
-                Stop::Failed(format!(
-                    "cannot create a scratch directory in {}: {e}",
-                    scratch_root.display()
-                ))
-            })?;
-        let tarball = scratch.path().join("contents.tar.gz");
-        let size = bucket
-            .download(&keys.contents(), &tarball)
-            .await
-            .map_err(|e| {
-                Stop::Failed(format!(
-                    "cannot download the backup's resources ({}): {}",
-                    keys.contents(),
-                    chain(&e)
-                ))
-            })?;
-        self.info(&format!("Downloaded the backup's resources ({size} bytes)"));
-        let extract_dir = scratch.path().join("contents");
-        let contents = tokio::task::spawn_blocking(move || {
-            std::fs::create_dir(&extract_dir).map_err(|e| e.to_string())?;
-            let file = std::fs::File::open(&tarball).map_err(|e| e.to_string())?;
-            let contents = archive::extract(std::io::BufReader::new(file), &extract_dir)
-                .map_err(|e| chain(&e))?;
-            let _ = std::fs::remove_file(&tarball);
-            Ok::<_, String>(contents)
-        })
-        .await
-        .map_err(|e| Stop::Failed(format!("the extraction stopped: {e}")))?
-        .map_err(Stop::Failed)?;
+        let scratch =
+            Scratch::create(&ctx.settings.scratch_root()).map_err(|e| Stop::Failed(chain(&e)))?;
+        let (size, contents) = self.unpack(&backup_name, bucket, scratch.path()).await?;
+        self.info(&format!(
+            "Downloaded and unpacked the backup's resources ({size} bytes)"
+        ));
 
         let volume_backups = match bucket.get(&keys.pod_volume_backups()).await {
             Ok(bytes) => super::sync::decode_list::<PodVolumeBackup>(&bytes).unwrap_or_else(|e| {
@@ -490,6 +467,8 @@ impl<'a> Run<'a> {
         let mut results = std::mem::take(&mut walk.results);
         drop(walk);
         drop(contents);
+        // The objects are restored: the unpacked tarball goes now, not after the pod volumes.
+        drop(scratch);
         for line in walk_log {
             self.info(&line);
         }
@@ -514,6 +493,76 @@ impl<'a> Run<'a> {
         }
         self.results = results;
         self.finish(prepared, total, restored).await
+    }
+
+    /// Streams the backup's tarball from the bucket into [`archive::extract`] on a blocking
+    /// thread (download, gunzip and untar at once: neither the tarball nor an entry is ever
+    /// whole in memory, and a limit reached stops the download), unpacking into `scratch`.
+    /// Returns the bytes downloaded and the catalogue.
+    async fn unpack(
+        &self,
+        backup_name: &str,
+        bucket: &lifeboat_repo::Bucket,
+        scratch: &std::path::Path,
+    ) -> Result<(u64, BackupContents), Stop> {
+        let key = BackupKeys::new(backup_name).contents();
+        let download_failed = |e: &lifeboat_repo::StoreError| {
+            Stop::Failed(format!(
+                "cannot download the resources of backup {backup_name} ({key}): {}",
+                chain(e)
+            ))
+        };
+        let stream = bucket
+            .get_stream(&key)
+            .await
+            .map_err(|e| download_failed(&e))?;
+        let (tx, rx) = tokio::sync::mpsc::channel(CHUNKS_IN_FLIGHT);
+        let download = async move {
+            let mut stream = std::pin::pin!(stream);
+            let mut size = 0u64;
+            while let Some(chunk) = stream.next().await {
+                match chunk {
+                    Ok(bytes) => {
+                        size += bytes.len() as u64;
+                        // A closed channel: the extraction ended (a limit, a corrupt stream).
+                        if tx.send(Ok(bytes)).await.is_err() {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx
+                            .send(Err(std::io::Error::other("the download failed")))
+                            .await;
+                        return Err(e);
+                    }
+                }
+            }
+            Ok(size)
+        };
+        let dir = scratch.join("contents");
+        let limits = self.ctx.settings.restore_limits;
+        let extraction = tokio::task::spawn_blocking(move || {
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .create(&dir)
+                .map_err(|source| archive::ArchiveError::Io {
+                    path: dir.display().to_string(),
+                    source,
+                })?;
+            archive::extract(archive::ChunkReader::new(rx), &dir, &limits)
+        });
+        let (downloaded, extracted) = tokio::join!(download, extraction);
+        // A failed download shows in the extraction as a broken stream: say what happened.
+        let size = downloaded.map_err(|e| download_failed(&e))?;
+        let contents = extracted
+            .map_err(|e| Stop::Failed(format!("the extraction stopped: {e}")))?
+            .map_err(|e| {
+                Stop::Failed(format!(
+                    "cannot unpack the resources of backup {backup_name}, so nothing was restored: {}",
+                    chain(&e)
+                ))
+            })?;
+        Ok((size, contents))
     }
 
     /// Logs the results, writes the files, and sets the final status.

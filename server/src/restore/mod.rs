@@ -1,8 +1,10 @@
 //! Restores of cluster resources in Velero's way (issue 6 builds the controller on these): the
-//! backup tarball unpacked and catalogued ([`archive`]), the order resources are created in
-//! ([`order`]), and what each object becomes before it is created ([`transform`]).
+//! backup tarball unpacked within limits and catalogued ([`archive`]) in a private scratch
+//! directory ([`scratch`]), the order resources are created in ([`order`]), and what each
+//! object becomes before it is created ([`transform`]).
 
 pub mod archive;
+pub mod scratch;
 pub mod transform;
 
 /// Velero's restore priorities (`defaultRestorePriorities`, v1.5.4), as the tarball names
