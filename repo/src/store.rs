@@ -86,6 +86,9 @@ pub enum StoreError {
         "no credentials for the S3 endpoint {endpoint}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
     )]
     NoCredentials { endpoint: String },
+    /// The object is larger than the reader allows (a file of a bucket that is not trusted).
+    #[error("`{path}` is larger than {limit} bytes, more than such a file can hold")]
+    TooLarge { path: String, limit: u64 },
     /// A local directory could not be prepared.
     #[error("cannot prepare `{path}`")]
     Io {
@@ -420,6 +423,25 @@ impl Bucket {
                 .map_err(|e| StoreError::from_object_store(&path, e)),
             Err(e) => Err(StoreError::from_object_store(&path, e)),
         }
+    }
+
+    /// Reads a whole object of at most `limit` bytes; a larger one fails with
+    /// [`StoreError::TooLarge`] once `limit` bytes have arrived, so memory stays bounded
+    /// whatever a bucket writer put there.
+    pub async fn get_at_most(&self, key: &str, limit: u64) -> Result<Bytes, StoreError> {
+        use futures::TryStreamExt as _;
+        let mut stream = std::pin::pin!(self.get_stream(key).await?);
+        let mut out = Vec::new();
+        while let Some(chunk) = stream.try_next().await? {
+            if (out.len() + chunk.len()) as u64 > limit {
+                return Err(StoreError::TooLarge {
+                    path: self.key(key).to_string(),
+                    limit,
+                });
+            }
+            out.extend_from_slice(&chunk);
+        }
+        Ok(Bytes::from(out))
     }
 
     /// Streams an object as it arrives, one response chunk at a time, so a reader that stops

@@ -209,6 +209,18 @@ async fn bucket_conformance(location: Location, opts: StoreOptions) {
             .expect("get")[..],
         b"{}"
     );
+    // A reader with a limit gets what fits and refuses what does not, never holding more.
+    assert_eq!(
+        &bucket
+            .get_at_most("backups/b1/velero-backup.json", 2)
+            .await
+            .expect("it fits")[..],
+        b"{}"
+    );
+    assert!(matches!(
+        bucket.get_at_most("backups/b1/velero-backup.json", 1).await,
+        Err(StoreError::TooLarge { limit: 1, .. })
+    ));
     let mut dirs = bucket.list_dirs("").await.expect("list dirs");
     dirs.sort();
     assert_eq!(dirs, ["backups", "metadata"]);

@@ -420,7 +420,10 @@ impl<'a> Run<'a> {
             "Downloaded and unpacked the backup's resources ({size} bytes)"
         ));
 
-        let volume_backups = match bucket.get(&keys.pod_volume_backups()).await {
+        let volume_backups = match bucket
+            .get_at_most(&keys.pod_volume_backups(), super::sync::METADATA_LIMIT)
+            .await
+        {
             Ok(bytes) => super::sync::decode_list::<PodVolumeBackup>(&bytes).unwrap_or_else(|e| {
                 self.results.warnings.velero.push(format!(
                     "the backup's pod volume list is unreadable ({e}); no pod volume is restored"

@@ -180,7 +180,11 @@ async fn sync(ctx: &Context, bsl: &BackupStorageLocation, store: &LocationStore)
 
 /// The Backup in a location's `velero-backup.json`; `None` when absent or unreadable (logged).
 async fn read_backup(store: &LocationStore, location: &str, name: &str) -> Option<Backup> {
-    let metadata = match store.bucket.get(&BackupKeys::new(name).metadata()).await {
+    let metadata = match store
+        .bucket
+        .get_at_most(&BackupKeys::new(name).metadata(), METADATA_LIMIT)
+        .await
+    {
         Ok(bytes) => bytes,
         // No velero-backup.json: being written, or not a backup.
         Err(e) if e.is_not_found() => return None,
@@ -244,7 +248,11 @@ async fn sync_backup(
     }
     tracing::info!(location, backup = %name, "backup synced into the cluster");
 
-    let volume_backups = match store.bucket.get(&keys.pod_volume_backups()).await {
+    let volume_backups = match store
+        .bucket
+        .get_at_most(&keys.pod_volume_backups(), METADATA_LIMIT)
+        .await
+    {
         Ok(bytes) => match decode_list::<PodVolumeBackup>(&bytes) {
             Ok(list) => list,
             Err(e) => {
@@ -299,14 +307,26 @@ async fn sync_backup(
     Ok(())
 }
 
-/// A gzip JSON list as Velero writes it (`null` for none).
+/// The most a backup's metadata file (`velero-backup.json`, the gzip lists) may hold, read or
+/// unpacked: a bucket is not trusted, and these are read whole. A backup's pod volume list
+/// takes about a kilobyte per volume, so 64 MiB is tens of thousands of volumes.
+pub(crate) const METADATA_LIMIT: u64 = 64 << 20;
+
+/// A gzip JSON list as Velero writes it (`null` for none), at most [`METADATA_LIMIT`] unpacked.
 pub(crate) fn decode_list<T: serde::de::DeserializeOwned>(
     gz: &[u8],
 ) -> std::result::Result<Vec<T>, String> {
     let mut json = Vec::new();
     flate2::read::GzDecoder::new(gz)
+        .take(METADATA_LIMIT + 1)
         .read_to_end(&mut json)
         .map_err(|e| e.to_string())?;
+    if json.len() as u64 > METADATA_LIMIT {
+        return Err(format!(
+            "it unpacks to more than {} MiB, more than such a list can hold",
+            METADATA_LIMIT >> 20
+        ));
+    }
     let list: Option<Vec<T>> = serde_json::from_slice(&json).map_err(|e| e.to_string())?;
     Ok(list.unwrap_or_default())
 }
@@ -319,4 +339,32 @@ fn error_policy(
     ctx.metrics.reconciled(NAME, false);
     tracing::warn!(location = %bsl.name_any(), "sync failed: {}", chain(error));
     Action::requeue(Duration::from_secs(10))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write as _;
+
+    use super::*;
+
+    #[test]
+    fn a_list_that_unpacks_past_the_limit_is_refused_not_held() {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        let zeros = vec![b' '; 1 << 20];
+        for _ in 0..=(METADATA_LIMIT >> 20) {
+            gz.write_all(&zeros).expect("compress");
+        }
+        let bomb = gz.finish().expect("compress");
+        assert!(bomb.len() < 1 << 20, "{} bytes", bomb.len());
+        let e = decode_list::<PodVolumeBackup>(&bomb).expect_err("refused");
+        assert!(e.contains("more than 64 MiB"), "{e}");
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(b"null").expect("compress");
+        let none = gz.finish().expect("compress");
+        assert!(
+            decode_list::<PodVolumeBackup>(&none)
+                .expect("null")
+                .is_empty()
+        );
+    }
 }
