@@ -387,6 +387,15 @@ impl Bucket {
             .expect("the store's semaphore is never closed")
     }
 
+    /// A connection permit held by whatever it moves into (a stream, an upload).
+    async fn owned_permit(&self) -> tokio::sync::OwnedSemaphorePermit {
+        self.permits
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the store's semaphore is never closed")
+    }
+
     /// The names of the "directories" directly under `dir` (relative to the prefix): the common
     /// prefixes of a delimited listing. Fails when the bucket does not exist or cannot be listed.
     pub async fn list_dirs(&self, dir: &str) -> Result<Vec<String>, StoreError> {
@@ -453,12 +462,7 @@ impl Bucket {
     ) -> Result<impl futures::Stream<Item = Result<Bytes, StoreError>> + Send + 'static, StoreError>
     {
         let path = self.key(key);
-        let permit = self
-            .permits
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("the store's semaphore is never closed");
+        let permit = self.owned_permit().await;
         let stream = self
             .inner
             .get(&path)
@@ -564,12 +568,7 @@ impl Bucket {
     /// local directory). Memory stays within about three parts, whatever the object's size.
     pub async fn upload(&self, key: &str, part_size: usize) -> Result<Upload, StoreError> {
         let path = self.key(key);
-        let permit = self
-            .permits
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("the store's semaphore is never closed");
+        let permit = self.owned_permit().await;
         let upload = self
             .inner
             .put_multipart(&path)

@@ -647,21 +647,16 @@ fn a_server_killed_mid_backup_leaves_it_failed_not_in_progress() {
     );
 
     // The restarted server backs up as usual.
+    assert_backs_up_shop(&cluster, "after-restart");
+}
+
+/// A backup of namespace `shop` named `name`, made with the CLI, ends Completed.
+fn assert_backs_up_shop(cluster: &Cluster, name: &str) {
     cluster
-        .lifeboat([
-            "backup",
-            "create",
-            "after-restart",
-            "--include-namespaces",
-            "shop",
-        ])
+        .lifeboat(["backup", "create", name, "--include-namespaces", "shop"])
         .ok();
-    let next = wait_backup(
-        &cluster,
-        "after-restart",
-        &["Completed", "Failed", "PartiallyFailed"],
-    );
-    assert_eq!(next["status"]["phase"], "Completed", "{next:#}");
+    let done = wait_backup(cluster, name, &["Completed", "Failed", "PartiallyFailed"]);
+    assert_eq!(done["status"]["phase"], "Completed", "{done:#}");
 }
 
 /// The stored velero.io objects of kind `plural` in the install namespace.
@@ -1392,15 +1387,7 @@ fn malformed_backups_end_with_a_reason_and_stop_no_other_backup() {
         "metadata": {"name": "escape", "namespace": "velero"},
         "spec": {"storageLocation": "../../etc", "includedNamespaces": ["shop"]},
     }));
-    cluster
-        .lifeboat(["backup", "create", "fine", "--include-namespaces", "shop"])
-        .ok();
-    let fine = wait_backup(
-        &cluster,
-        "fine",
-        &["Completed", "PartiallyFailed", "Failed"],
-    );
-    assert_eq!(fine["status"]["phase"], "Completed", "{fine:#}");
+    assert_backs_up_shop(&cluster, "fine");
     for (name, field) in [
         ("typo", "spec.includedNamespaces: invalid type"),
         ("escape", "is not a valid object name"),
@@ -1428,21 +1415,7 @@ fn malformed_backups_end_with_a_reason_and_stop_no_other_backup() {
     // on: the next backup runs, and bucket sync does not take the name for a missing one.
     cluster.kill_server();
     cluster.start_server();
-    cluster
-        .lifeboat([
-            "backup",
-            "create",
-            "after-restart",
-            "--include-namespaces",
-            "shop",
-        ])
-        .ok();
-    let after = wait_backup(
-        &cluster,
-        "after-restart",
-        &["Completed", "PartiallyFailed", "Failed"],
-    );
-    assert_eq!(after["status"]["phase"], "Completed", "{after:#}");
+    assert_backs_up_shop(&cluster, "after-restart");
     assert_eq!(
         cluster.velero_object("backups", "typo").expect("kept")["spec"]["includedNamespaces"],
         "shop"

@@ -259,6 +259,19 @@ pub async fn existing_authority(
     Ok(Some(authority))
 }
 
+/// A rendered object, its API resource, and whether install owns it (see [`resource_of`]).
+fn rendered(value: &serde_json::Value) -> Result<(DynamicObject, ApiResource, bool)> {
+    let object: DynamicObject = serde_json::from_value(value.clone()).map_err(Error::Malformed)?;
+    let types = object.types.clone().unwrap_or_default();
+    let Some((resource, owned)) = resource_of(&types.api_version, &types.kind) else {
+        return Err(Error::UnknownKind {
+            api_version: types.api_version,
+            kind: types.kind,
+        });
+    };
+    Ok((object, resource, owned))
+}
+
 /// The objects among `objects` (as [`render`] returns them) that [`apply`] would keep as they
 /// are because they exist already and hold keys or user data (Secrets, locations), as
 /// `(kind, name)`: what a dry run must leave out, so that applying its output elsewhere
@@ -266,15 +279,7 @@ pub async fn existing_authority(
 pub async fn kept(client: &Client, objects: &[serde_json::Value]) -> Result<Vec<(String, String)>> {
     let mut kept = Vec::new();
     for value in objects {
-        let object: DynamicObject =
-            serde_json::from_value(value.clone()).map_err(Error::Malformed)?;
-        let types = object.types.clone().unwrap_or_default();
-        let Some((resource, owned)) = resource_of(&types.api_version, &types.kind) else {
-            return Err(Error::UnknownKind {
-                api_version: types.api_version,
-                kind: types.kind,
-            });
-        };
+        let (object, resource, owned) = rendered(value)?;
         if owned {
             continue;
         }
@@ -310,15 +315,7 @@ pub async fn apply(
     // CRDs applied whose resources must be served before anything else goes on.
     let mut unserved: Vec<(String, String)> = Vec::new();
     for value in objects {
-        let object: DynamicObject =
-            serde_json::from_value(value.clone()).map_err(Error::Malformed)?;
-        let types = object.types.clone().unwrap_or_default();
-        let Some((resource, owned)) = resource_of(&types.api_version, &types.kind) else {
-            return Err(Error::UnknownKind {
-                api_version: types.api_version,
-                kind: types.kind,
-            });
-        };
+        let (object, resource, owned) = rendered(value)?;
         if resource.kind != "CustomResourceDefinition" && !unserved.is_empty() {
             wait_served(client, std::mem::take(&mut unserved), &mut progress).await?;
         }
