@@ -14,6 +14,7 @@ use lifeboat_tests::bucket::gunzip;
 use lifeboat_tests::cluster::{Cluster, Storage, wait_for};
 use lifeboat_tests::fixtures::{WIDGET_CRD, seed_apps};
 use lifeboat_tests::tree::{assert_same_tree, compat_tree, small_files};
+use rand::SeedableRng;
 use serde_json::{Value, json};
 
 const CSI: &str = "kubernetes.io~csi";
@@ -1030,4 +1031,88 @@ fn an_oversized_object_in_a_backup_tarball_fails_the_restore_within_bounded_memo
         .filter(|n| n.to_string_lossy().starts_with("lifeboat-restore-"))
         .collect();
     assert!(left.is_empty(), "scratch directories left: {left:?}");
+}
+
+#[test]
+fn a_server_killed_mid_restore_fails_its_volumes_and_their_pods_stop_waiting() {
+    let bucket = tempfile::tempdir().expect("a bucket directory");
+    let mut cluster = Cluster::running(Storage::Directory(bucket.path().to_owned()), &["node-1"]);
+    put(
+        &cluster,
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}}),
+    );
+    let uid = pod(
+        &cluster,
+        "shop",
+        "db-0",
+        "node-1",
+        "data",
+        json!([{"name": "data", "emptyDir": {}}]),
+    );
+    // Enough data that the volume's restore is still running when the test acts.
+    let data = volume_dir(&cluster, "node-1", &uid, EMPTY_DIR, "data");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(19);
+    for i in 0..8 {
+        fs::write(
+            data.join(format!("f{i}")),
+            lifeboat_tests::tree::random(&mut rng, 8 << 20),
+        )
+        .expect("write data");
+    }
+    let b = backup(&cluster, "nightly", &["--include-namespaces", "shop"]);
+    assert_eq!(b["status"]["phase"], "Completed", "{b:#}");
+    cluster
+        .api
+        .delete_object("v1", "namespaces", None, "shop")
+        .expect("delete the namespace");
+    fs::remove_dir_all(cluster.host_pods("node-1").join(&uid)).expect("the pod's directory goes");
+
+    cluster
+        .lifeboat(["restore", "create", "back", "--from-backup", "nightly"])
+        .ok();
+    let started = Kubelet {
+        cluster: &cluster,
+        node: "node-1",
+    }
+    .start("shop", "db-0");
+    wait_for(
+        "the volume to be handed out",
+        Duration::from_secs(30),
+        || {
+            let pvrs = volume_restores(&cluster, "back");
+            pvrs.iter()
+                .any(|p| p["status"]["phase"] == "InProgress")
+                .then_some(())
+        },
+    );
+    // The agent holds still mid-restore, and the server dies.
+    cluster.freeze_agent("node-1", true);
+    cluster.kill_server();
+    cluster.start_server();
+    cluster.freeze_agent("node-1", false);
+
+    let restore = restore_ended(&cluster, "back", Duration::from_secs(60));
+    assert_eq!(restore["status"]["phase"], "Failed", "{restore:#}");
+    let pvr = wait_for("the volume to fail", Duration::from_secs(30), || {
+        volume_restores(&cluster, "back")
+            .into_iter()
+            .find(|p| p["status"]["phase"] == "Failed")
+    });
+    let reason = pvr["status"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(reason.contains("the server stopped"), "{reason}");
+    // The pod stops waiting, saying why: the agent, which had the job when its session
+    // broke, marks it cancelled; the server marks it again through the agent's new session.
+    let out = started.wait(Duration::from_secs(60));
+    assert!(
+        !out.status.success(),
+        "the helper let the pod start over no data"
+    );
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("the server stopped") || said.contains("the restore was cancelled"),
+        "{said}"
+    );
 }

@@ -410,7 +410,7 @@ pub(crate) fn mark_failed(agents: crate::agents::Agents, node: String, job: Volu
     tokio::spawn(async move {
         let give_up = tokio::time::Instant::now() + MARK_FAILED_WINDOW;
         let mut last = String::new();
-        while tokio::time::Instant::now() < give_up {
+        'marking: while tokio::time::Instant::now() < give_up {
             if agents.is_live(&node) {
                 match agents.submit_restore(&node, job.clone()).await {
                     Ok(mut handle) => loop {
@@ -421,7 +421,16 @@ pub(crate) fn mark_failed(agents: crate::agents::Agents, node: String, job: Volu
                                 return;
                             }
                             Ok(Some(crate::agents::JobEvent::Done(outcome))) => {
-                                last = format!("{outcome:?}");
+                                last = match outcome {
+                                    JobOutcome::Failed(reason) => reason,
+                                    other => format!("{other:?}"),
+                                };
+                                // The agent answered (it cannot find the volume, say): asking
+                                // again would get the same answer. Only an agent that left is
+                                // asked again.
+                                if agents.is_live(&node) {
+                                    break 'marking;
+                                }
                                 break;
                             }
                             Ok(None) | Err(_) => break,
