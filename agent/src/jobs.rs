@@ -242,6 +242,7 @@ async fn run_backup(
                 )
             }
         })?;
+    log_traffic("backup", &source, stats.traffic);
     Ok(BackupDone {
         snapshot_id: stats.snapshot.id.to_string(),
         path: stats
@@ -368,6 +369,7 @@ async fn run_restore(
         other => other,
     }
     .map_err(|e| failed(&e))?;
+    log_traffic("restore", target, stats.traffic);
     if !stats.is_complete() {
         // Velero's PodVolumeRestore has no partial phase: the volume fails, naming what is
         // missing, and everything else is in place.
@@ -396,4 +398,14 @@ async fn run_restore(
         bytes: stats.bytes,
         duration_secs: stats.duration_secs,
     })
+}
+
+/// A volume job's requests to the store in the agent's log; a warning when some were retried
+/// (a store throttling or a link dropping connections shows here before it fails a job).
+fn log_traffic(job: &str, volume: &Path, traffic: lifeboat_repo::TrafficCount) {
+    if traffic.failed() > 0 {
+        tracing::warn!(volume = %volume.display(), "pod volume {job}: {traffic}");
+    } else if traffic.requests > 0 {
+        tracing::info!(volume = %volume.display(), "pod volume {job}: {traffic}");
+    }
 }

@@ -343,6 +343,9 @@ pub(crate) async fn run(args: RepoArgs) -> Result<()> {
                     stats.duration_secs,
                     stats.snapshot.id.short(),
                 );
+                if stats.traffic.requests > 0 {
+                    println!("{}", stats.traffic);
+                }
             }
             if !stats.is_complete() {
                 let left_out = stats.warnings.iter().filter(|w| w.left_out).count();
@@ -400,6 +403,9 @@ pub(crate) async fn run(args: RepoArgs) -> Result<()> {
                     human_bytes(stats.bytes),
                     stats.duration_secs
                 );
+                if stats.traffic.requests > 0 {
+                    println!("{}", stats.traffic);
+                }
             }
             if !stats.is_complete() {
                 return Err(crate::Exit {

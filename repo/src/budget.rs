@@ -195,8 +195,12 @@ impl BackupBuffers {
 /// How much a restore holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct RestoreBuffers {
-    /// Ranged reads in flight.
+    /// Threads that decrypt and write, each holding a blob decrypted and decompressed.
     pub readers: usize,
+    /// Ranged reads in flight (at least one per reader), each up to `max_read` bytes.
+    pub reads: usize,
+    /// Tree blobs kept between the walks, in MiB (0: each walk reads them again).
+    pub trees_mib: u32,
     /// Pieces or files planned before their contents are written.
     pub batch: usize,
 }
@@ -205,24 +209,39 @@ pub(crate) struct RestoreBuffers {
 const PLAN_BYTES: u64 = 128;
 
 impl RestoreBuffers {
-    /// The most they hold with blobs of at most `max_blob` bytes: per reader one read and a
-    /// blob decrypted and decompressed, and the batch's plan.
+    /// The most they hold with blobs of at most `max_blob` bytes: the reads in flight, per
+    /// reader a blob decrypted and decompressed, the tree cache, and the batch's plan.
     pub(crate) fn mib(&self, max_read: u64, max_blob: u64) -> u32 {
+        let reads = self.reads.max(self.readers) as u64;
         JOB_MIB
+            + self.trees_mib
             + mib_of(
-                self.readers as u64 * (max_read + 2 * max_blob) + self.batch as u64 * PLAN_BYTES,
+                reads * max_read
+                    + self.readers as u64 * 2 * max_blob
+                    + self.batch as u64 * PLAN_BYTES,
             )
     }
 
-    /// The largest that fit in `mib`, from `full` down: fewer reads first, then smaller
-    /// batches (down to 16,384); `None` if one read and the smallest batch do not.
+    /// The largest that fit in `mib`, from `full` down: fewer reads in flight first (down to
+    /// one per reader), then fewer readers, then a smaller tree cache (halved, then none),
+    /// then smaller batches (down to 16,384); `None` if one read, no cache and the smallest
+    /// batch do not.
     pub(crate) fn fitting(full: Self, max_read: u64, max_blob: u64, mib: u32) -> Option<Self> {
         let mut batch = full.batch;
         loop {
-            for readers in (1..=full.readers.max(1)).rev() {
-                let b = Self { readers, batch };
-                if b.mib(max_read, max_blob) <= mib {
-                    return Some(b);
+            for trees_mib in [full.trees_mib, full.trees_mib / 2, 0] {
+                for readers in (1..=full.readers.max(1)).rev() {
+                    for reads in (readers..=full.reads.max(readers)).rev() {
+                        let b = Self {
+                            readers,
+                            reads,
+                            trees_mib,
+                            batch,
+                        };
+                        if b.mib(max_read, max_blob) <= mib {
+                            return Some(b);
+                        }
+                    }
                 }
             }
             if batch <= 16_384 {
@@ -274,20 +293,28 @@ mod tests {
     }
 
     #[test]
-    fn restore_buffers_give_up_readers_then_batch() {
+    fn restore_buffers_give_up_reads_then_readers_then_trees_then_batch() {
         let full = RestoreBuffers {
-            readers: 4,
+            readers: 2,
+            reads: 8,
+            trees_mib: 32,
             batch: 256 * 1024,
         };
         let read = 8 << 20;
-        assert_eq!(full.mib(read, read), 8 + 96 + 32);
-        assert_eq!(RestoreBuffers::fitting(full, read, read, 136), Some(full));
-        let two = RestoreBuffers::fitting(full, read, read, 100).unwrap();
-        assert_eq!((two.readers, two.batch), (2, 256 * 1024));
+        // 8 reads of 8 MiB, 2 readers × 2 blobs of 8 MiB, 32 MiB of trees, 32 MiB of plan.
+        assert_eq!(full.mib(read, read), 8 + 32 + 64 + 32 + 32);
+        assert_eq!(RestoreBuffers::fitting(full, read, read, 168), Some(full));
+        let fewer = RestoreBuffers::fitting(full, read, read, 140).unwrap();
+        assert_eq!((fewer.readers, fewer.reads, fewer.trees_mib), (2, 4, 32));
+        let one = RestoreBuffers::fitting(full, read, read, 96).unwrap();
+        assert_eq!((one.readers, one.reads, one.trees_mib), (1, 1, 32));
         let small = RestoreBuffers::fitting(full, read, read, 34).unwrap();
-        assert_eq!(small.readers, 1);
+        assert_eq!((small.readers, small.reads, small.trees_mib), (1, 1, 0));
         assert!(small.batch < full.batch && small.mib(read, read) <= 34);
         assert_eq!(RestoreBuffers::fitting(full, read, read, 20), None);
+        // Reads never fall below one per reader.
+        let even = RestoreBuffers { reads: 1, ..full };
+        assert_eq!(even.mib(read, read), full.mib(read, read) - 48);
     }
 
     #[test]

@@ -296,14 +296,34 @@ impl BlobIndex {
         key: &MasterKey,
         rt: &Handle,
     ) -> Result<Vec<u8>, String> {
+        let raw = rt.block_on(self.fetch_blob(blob, store))?;
+        self.open_blob(blob, &raw, key)
+    }
+
+    /// Blob `blob` as stored (encrypted, perhaps compressed): one ranged read of its pack.
+    pub(crate) async fn fetch_blob(&self, blob: &[u8; 32], store: &Store) -> Result<Bytes, String> {
         let loc = self
             .get(blob)
             .ok_or_else(|| format!("blob {} is not in the index", hex::encode(blob)))?;
         let pack = hex::encode(self.packs[loc.pack as usize]);
-        let raw = rt
-            .block_on(store.read_range(FileKind::Pack, &pack, loc.offset.into(), loc.length.into()))
-            .map_err(|e| format!("cannot read pack {pack}: {}", crate::error_chain(&e)))?;
-        let plain = key.decrypt(&raw).map_err(|_| {
+        store
+            .read_range(FileKind::Pack, &pack, loc.offset.into(), loc.length.into())
+            .await
+            .map_err(|e| format!("cannot read pack {pack}: {}", crate::error_chain(&e)))
+    }
+
+    /// The plaintext of blob `blob` from `raw`, as [`Self::fetch_blob`] read it.
+    pub(crate) fn open_blob(
+        &self,
+        blob: &[u8; 32],
+        raw: &[u8],
+        key: &MasterKey,
+    ) -> Result<Vec<u8>, String> {
+        let loc = self
+            .get(blob)
+            .ok_or_else(|| format!("blob {} is not in the index", hex::encode(blob)))?;
+        let pack = hex::encode(self.packs[loc.pack as usize]);
+        let plain = key.decrypt(raw).map_err(|_| {
             format!(
                 "blob {} in pack {pack} does not decrypt: the pack is damaged",
                 hex::encode(blob)

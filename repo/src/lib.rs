@@ -38,12 +38,14 @@ pub use repository::testing;
 pub use repository::{
     BackupOptions, BackupStats, CheckOptions, CheckReport, Context, Finding, ForgetOptions,
     ForgetStats, KeepPolicy, ParentChoice, PruneStats, Repository, RepositoryOptions,
-    RestoreOptions, RestoreStats,
+    RestoreOptions, RestoreStats, default_pack_reads,
 };
 pub use restorer::Unrestored;
 pub use snapshot::{Snapshot, SnapshotFilter};
 pub use source::Warning;
-pub use store::{Bucket, Credentials, FileKind, Store, StoreError, StoreOptions, Upload};
+pub use store::{
+    Bucket, Credentials, FileKind, Store, StoreError, StoreOptions, TrafficCount, Upload,
+};
 pub use tree::UnsafeName;
 
 /// Re-exported so callers can cancel operations without depending on tokio-util themselves.

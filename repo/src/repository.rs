@@ -45,8 +45,8 @@ use crate::progress::{Adapter, NoProgress, Progress, Unit};
 use crate::restorer::{self, RestoreOptions as RestoreRun, Restorer, Unrestored};
 use crate::snapshot::{self, Snapshot, SnapshotFilter};
 use crate::source::{Warning, Warnings};
-use crate::store::{FileKind, Store, StoreError, StoreOptions};
-use crate::tree::{Trees, WalkError, check_names};
+use crate::store::{FileKind, Store, StoreError, StoreOptions, TrafficCount};
+use crate::tree::{TreeCache, Trees, WalkError, unsafe_name_in};
 use crate::verify;
 
 /// How a repository is accessed.
@@ -54,11 +54,11 @@ use crate::verify;
 pub struct RepositoryOptions {
     pub store: StoreOptions,
     pub lock: LockOptions,
-    /// Ranged pack reads in flight during restore and check. The format engine's restorer
-    /// reads from 20 threads and holds each read until its blobs are written; 2 reads keep
-    /// both cores busy and, measured on a 2 GiB restore here, cut its peak RSS from 1.25–1.32
-    /// GiB to 0.69–0.72 GiB at the same wall time.
-    pub pack_reads: usize,
+    /// Ranged pack reads in flight during restore and check (`None`: [`default_pack_reads`],
+    /// or `LIFEBOAT_PACK_READS`). Requests to a remote store cost a round trip each, so its
+    /// reads must overlap: at 20 ms, one 8 MiB read at a time restores a few hundred MiB/s
+    /// at best, whatever the cores.
+    pub pack_reads: Option<usize>,
     /// The process's memory budget, shared by its backups and restores (`None`: every core,
     /// restic's 16 MiB packs, two uploads, whatever the index takes). See [`MemoryBudget`].
     pub memory: Option<MemoryBudget>,
@@ -69,8 +69,37 @@ impl Default for RepositoryOptions {
         Self {
             store: StoreOptions::default(),
             lock: LockOptions::default(),
-            pack_reads: 2,
+            pack_reads: pack_reads_from_env(),
             memory: None,
+        }
+    }
+}
+
+/// Ranged pack reads in flight on `location` unless configured: one per core (2 to 8) on a
+/// local disk, whose reads cost no round trip; 8 on an object store, enough to keep a
+/// gigabit link busy across an 80 ms round trip (8 × 8 MiB in flight) within a 64 MiB share
+/// of the budget.
+pub fn default_pack_reads(location: &Location) -> usize {
+    let cores = std::thread::available_parallelism().map_or(2, usize::from);
+    match location {
+        Location::Local(_) => cores.clamp(2, 8),
+        _ => 8,
+    }
+}
+
+/// `LIFEBOAT_PACK_READS`: a number from 1 to 64, or unset (said once when it is not).
+fn pack_reads_from_env() -> Option<usize> {
+    let text = std::env::var("LIFEBOAT_PACK_READS").ok()?;
+    match text.trim().parse::<usize>() {
+        Ok(n @ 1..=64) => Some(n),
+        _ => {
+            static SAID: std::sync::Once = std::sync::Once::new();
+            SAID.call_once(|| {
+                log::warn!(
+                    "LIFEBOAT_PACK_READS={text:?} is not a number from 1 to 64; using the store's default"
+                );
+            });
+            None
         }
     }
 }
@@ -135,6 +164,8 @@ pub struct BackupStats {
     pub duration_secs: f64,
     /// Files that vanished, could not be read, or changed while read.
     pub warnings: Vec<Warning>,
+    /// The requests it made to the store.
+    pub traffic: TrafficCount,
 }
 
 impl BackupStats {
@@ -168,6 +199,8 @@ pub struct RestoreStats {
     pub unrestored: Vec<Unrestored>,
     /// How many entries were left out in all.
     pub unrestored_count: u64,
+    /// The requests it made to the store.
+    pub traffic: TrafficCount,
 }
 
 impl RestoreStats {
@@ -304,6 +337,12 @@ const MAX_CHUNK: u64 = 8 << 20;
 /// Index files read at once when a backup loads the index: each is up to ~12 MB while it is
 /// decrypted, decompressed and parsed (50,000 blobs), so four fit in [`INDEX_LOAD_MIB`].
 const INDEX_READS: usize = 4;
+/// Trees kept between a restore's walks, as stored: about 130 bytes a file, so the trees of
+/// 250,000 files; a larger snapshot's walks read the rest again.
+const TREE_CACHE_MIB: u32 = 32;
+/// Tree reads in flight while a restore checks every name, at least: each is small, so
+/// their number, not their size, is what a round trip costs.
+const TREE_READS: usize = 32;
 /// zstd level of our blobs when the repository asks for the default: level 3 (rustic's and
 /// close to restic's `auto`) costs twice level 1's time for a few percent of size.
 const ZSTD_LEVEL: i32 = 3;
@@ -433,7 +472,8 @@ impl Repository {
             store.clone(),
             rt.clone(),
             CancellationToken::new(),
-            opts.pack_reads,
+            opts.pack_reads
+                .unwrap_or_else(|| default_pack_reads(location)),
         );
         let b = bridge.clone();
         // The format engine writes the config under a fresh master key; the key file is ours
@@ -502,7 +542,8 @@ impl Repository {
             store.clone(),
             rt.clone(),
             CancellationToken::new(),
-            opts.pack_reads,
+            opts.pack_reads
+                .unwrap_or_else(|| default_pack_reads(location)),
         );
         let b = bridge.clone();
         let password = password.to_string();
@@ -578,6 +619,13 @@ impl Repository {
 
     /// Reserves `mib` from the process's budget (nothing without one), waiting while other
     /// operations hold it; cancelled with the operation.
+    /// Ranged pack reads in flight: as configured, or the store's default.
+    fn pack_reads(&self) -> usize {
+        self.opts
+            .pack_reads
+            .unwrap_or_else(|| default_pack_reads(self.store.location()))
+    }
+
     async fn reserve(&self, mib: u32, ctx: &Context) -> Result<Hold> {
         match &self.opts.memory {
             None => Ok(Hold::none()),
@@ -626,7 +674,7 @@ impl Repository {
             self.store.clone(),
             self.rt.clone(),
             ctx.cancel.clone(),
-            self.opts.pack_reads,
+            self.pack_reads(),
         );
         let key = self.key.clone();
         let b = bridge.clone();
@@ -725,6 +773,7 @@ impl Repository {
         ctx: &Context,
     ) -> Result<BackupStats> {
         let started = Instant::now();
+        let traffic = self.store.traffic();
         let source = std::fs::canonicalize(source).map_err(|e| Error::Source {
             path: source.display().to_string(),
             source: e,
@@ -879,7 +928,9 @@ impl Repository {
                 .await
             })
             .await?;
-        Ok(backup_stats(&snap, warnings.take(), started.elapsed()))
+        let mut stats = backup_stats(&snap, warnings.take(), started.elapsed());
+        stats.traffic = self.store.traffic().since(traffic);
+        Ok(stats)
     }
 
     /// Restores `snapshot` (`latest`, an id or a prefix), or its `subpath`, into `target`,
@@ -897,16 +948,21 @@ impl Repository {
         ctx: &Context,
     ) -> Result<RestoreStats> {
         let started = Instant::now();
+        let traffic = self.store.traffic();
         let snap = self.find_snapshot(snapshot, &opts.filter).await?;
         let cores = std::thread::available_parallelism().map_or(2, usize::from);
-        // Every core decrypting and decompressing, at least `pack_reads` requests in flight,
-        // and never more than 8 (each holds up to MAX_READ plus a blob).
+        // Every core decrypting and decompressing (never more than 8 threads), the store's
+        // reads in flight, and the trees kept between the walks.
         let full = RestoreBuffers {
-            readers: self.opts.pack_reads.max(cores).min(8),
+            readers: cores.clamp(1, 8),
+            reads: self.pack_reads(),
+            trees_mib: TREE_CACHE_MIB,
             batch: opts.batch.unwrap_or(restorer::BATCH).max(1),
         };
         let smallest = RestoreBuffers {
             readers: 1,
+            reads: 1,
+            trees_mib: 0,
             batch: full.batch.min(16_384),
         };
         let budget = self.opts.memory.clone();
@@ -951,13 +1007,16 @@ impl Repository {
                     };
                     let ropts = RestoreRun {
                         readers: buffers.readers,
+                        reads: buffers.reads,
                         batch: buffers.batch,
                     };
+                    let cache = TreeCache::new(u64::from(buffers.trees_mib) << 20);
                     let trees = Trees {
                         index: &index,
                         store: &store,
                         key: &key,
                         rt: &rt,
+                        cache: &cache,
                     };
                     let walk_error = |e: WalkError| match e {
                         WalkError::NotFound { .. } => Error::PathNotInSnapshot {
@@ -972,14 +1031,12 @@ impl Repository {
                     let node = trees.find(&root, &subpath).map_err(walk_error)?;
                     let single = (!node.is_dir()).then(|| PathBuf::from(node.name().into_owned()));
                     // Every name first, before the target is made: the restore writes as it
-                    // walks, so a bad name must be found before it starts. The later walks
-                    // read the trees again: small next to the files' data.
+                    // walks, so a bad name must be found before it starts. This crawl reads
+                    // every tree with the store's reads in flight and keeps them for the
+                    // walks after it (as far as the cache holds them).
                     let found = match &single {
-                        Some(_) => check_names(
-                            std::iter::once(Ok::<_, WalkError>((PathBuf::new(), node.clone()))),
-                            |_| {},
-                        ),
-                        None => check_names(trees.walk(&node), |_| {}),
+                        Some(_) => Ok(unsafe_name_in(Path::new(""), std::slice::from_ref(&node))),
+                        None => trees.check_every_name(&node, ropts.reads.max(TREE_READS)),
                     };
                     if let Some((parent, name, why)) = found.map_err(walk_error)? {
                         return Err(Error::UnsafeEntry {
@@ -1062,6 +1119,7 @@ impl Repository {
             duration_secs: started.elapsed().as_secs_f64(),
             unrestored: left_out.listed,
             unrestored_count: left_out.count,
+            traffic: self.store.traffic().since(traffic),
         })
     }
 
@@ -1099,12 +1157,18 @@ impl Repository {
                 }
                 let (store, rt, cancel) = (self.store.clone(), self.rt.clone(), ctx.cancel.clone());
                 let stage = ctx.progress.stage("reading packs", Unit::Items);
-                let readers = self
-                    .opts
-                    .pack_reads
-                    .max(std::thread::available_parallelism().map_or(2, usize::from));
+                let readers = std::thread::available_parallelism().map_or(2, usize::from);
+                let reads = self.pack_reads();
                 let damage = on_thread("check", move || {
-                    verify::read_data(&store, &rt, &key, &index, readers, &cancel, stage.as_ref())
+                    verify::read_data(
+                        &store,
+                        &rt,
+                        &key,
+                        &index,
+                        (readers, reads),
+                        &cancel,
+                        stage.as_ref(),
+                    )
                 })
                 .await?
                 .map_err(|()| Error::Cancelled)?;
@@ -1392,6 +1456,7 @@ fn backup_stats(snap: &SnapshotFile, warnings: Vec<Warning>, elapsed: Duration) 
         bytes_stored: s.data_added_packed,
         duration_secs: elapsed.as_secs_f64(),
         warnings,
+        traffic: TrafficCount::default(),
     }
 }
 

@@ -2,7 +2,7 @@
 //! the data, and only beneath that directory, whatever the snapshot says.
 //!
 //! The snapshot is untrusted: before anything is written, every name of the tree is checked
-//! ([`crate::tree::check_names`]: plain names, none twice in a directory), and every file
+//! ([`crate::tree::unsafe_name_in`]: plain names, none twice in a directory), and every file
 //! system change goes through [`Beneath`], which never follows a symlink on the way.
 //!
 //! Three passes over the tree, as restic's restorer does:
@@ -29,13 +29,14 @@
 //! goes on with everything else. What stops it: the store failing (after its retries), the
 //! target's file system full or read-only, cancellation.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::ffi::OsStr;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use bytes::Bytes;
 use nix::sys::stat::SFlag;
 use rustic_core::repofile::{Node, NodeType};
 use serde::Serialize;
@@ -46,7 +47,7 @@ use crate::beneath::{Beneath, EntryMeta, Kind};
 use crate::crypto::{MasterKey, Opener};
 use crate::index::BlobIndex;
 use crate::progress::{Progress, Unit};
-use crate::store::{FileKind, Store};
+use crate::store::{Asked, FileKind, Store, StoreError};
 
 /// The longest ranged read of adjacent blobs: large enough that a read costs little next to
 /// its transfer, small enough that `readers` of them fit the agent's budget.
@@ -63,8 +64,11 @@ pub(crate) const LISTED: usize = 1000;
 /// How a restore writes.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct RestoreOptions {
-    /// Reads in flight (each also decrypts and writes what it read).
+    /// Threads that decrypt and write what was read.
     pub readers: usize,
+    /// Reads in flight, shared out among the readers (at least one each): a remote store
+    /// needs more than there are cores to keep its link busy.
+    pub reads: usize,
     /// Pieces or files planned before pass 2 runs for them.
     pub batch: usize,
 }
@@ -321,6 +325,9 @@ impl<'a> Restorer<'a> {
                     .map_err(|e| RestoreError(format!("cannot open the restore target: {e}")))?,
             );
         }
+        // Each reader keeps `ahead` reads in flight: it asks for the next ones before it
+        // decrypts and writes the one that arrived.
+        let ahead = opts.reads.max(readers).div_ceil(readers);
         std::thread::scope(|scope| {
             for (me, beneath) in handles.into_iter().enumerate() {
                 let (stretches, reads, pieces) = (&stretches, &reads, &pieces);
@@ -331,11 +338,20 @@ impl<'a> Restorer<'a> {
                         file: None,
                         beneath,
                     };
+                    let mut asked: VecDeque<(usize, Asked)> = VecDeque::with_capacity(ahead);
                     while !stop.is_cancelled() {
-                        let Some(i) = stretches.next(me) else { return };
+                        while asked.len() < ahead
+                            && let Some(i) = stretches.next(me)
+                        {
+                            asked.push_back((i, ask(store, rt, index, &pieces[reads[i].clone()])));
+                        }
+                        let Some((i, read)) = asked.pop_front() else {
+                            return;
+                        };
                         let group = &pieces[reads[i].clone()];
+                        let data = read.wait(rt);
                         let outcome = reader
-                            .write_read(group, store, key, rt, files, index, damage)
+                            .write_read(group, data, key, files, index, damage)
                             .map(|bytes| stage.advance(bytes));
                         if let Err(e) = outcome {
                             failure
@@ -512,6 +528,19 @@ fn cut_reads(pieces: &[Piece]) -> Vec<std::ops::Range<usize>> {
     reads
 }
 
+/// Asks for the span of one pack that holds `group`'s blobs.
+fn ask(store: &Store, rt: &Handle, index: &BlobIndex, group: &[Piece]) -> Asked {
+    let first = group[0];
+    let start = u64::from(first.offset);
+    let end = group
+        .iter()
+        .map(|p| u64::from(p.offset) + u64::from(p.length))
+        .max()
+        .unwrap_or(start);
+    let pack = hex::encode(index.pack_id(first.pack));
+    store.ask(rt, FileKind::Pack, pack, Some((start, end - start)))
+}
+
 /// A reader thread's buffers, its handles on the target and its last opened file, kept from
 /// read to read: most reads write blobs of one file, and each blob is up to 8 MiB.
 struct Reader {
@@ -521,16 +550,15 @@ struct Reader {
 }
 
 impl Reader {
-    /// Reads one range of a pack and writes its blobs; returns the bytes written. A blob that
-    /// does not open, or a pack that is missing or short, is damage (listed, the read goes
+    /// Writes the blobs of one read (`data`: the span of a pack they are in, or why it could
+    /// not be read); returns the bytes written. A blob that does not open, or a pack that is
+    /// missing or short, is damage (listed, the read goes
     /// on); a store that fails otherwise, or a target that cannot be written, stops.
-    #[allow(clippy::too_many_arguments)]
     fn write_read(
         &mut self,
         group: &[Piece],
-        store: &Store,
+        data: std::result::Result<Bytes, StoreError>,
         key: &MasterKey,
-        rt: &Handle,
         files: &[PathBuf],
         index: &BlobIndex,
         damage: &Mutex<Vec<Damage>>,
@@ -541,15 +569,8 @@ impl Reader {
                 .unwrap_or_else(|p| p.into_inner())
                 .push(Damage { piece, what });
         };
-        let first = group[0];
-        let pack = hex::encode(index.pack_id(first.pack));
-        let start = u64::from(first.offset);
-        let end = group
-            .iter()
-            .map(|p| u64::from(p.offset) + u64::from(p.length))
-            .max()
-            .unwrap_or(start);
-        let data = match rt.block_on(store.read_range(FileKind::Pack, &pack, start, end - start)) {
+        let start = u64::from(group[0].offset);
+        let data = match data {
             Ok(data) => data,
             Err(e) if e.is_not_found() => {
                 for piece in group {
@@ -558,6 +579,7 @@ impl Reader {
                 return Ok(0);
             }
             Err(e) => {
+                let pack = hex::encode(index.pack_id(group[0].pack));
                 return Err(RestoreError(format!(
                     "cannot read pack {pack}: {}",
                     crate::error_chain(&e)

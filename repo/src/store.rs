@@ -13,11 +13,15 @@
 //! - listing returns every file of a kind with its size, including more than one page;
 //! - reads and writes may run concurrently; their number is capped by the store's semaphore.
 //!
-//! HTTP stores retry transient failures inside `object_store` (its default backoff); what
-//! still fails is reported with [`StoreError::is_retryable`].
+//! HTTP stores retry transient failures inside `object_store`: 5xx answers (503 SlowDown
+//! included), 429, refused, reset and timed-out connections, with exponential backoff and
+//! jitter for up to [`StoreOptions::retry_window`]; a stalled request is abandoned after
+//! [`StoreOptions::request_timeout`] and retried. Every attempt is counted
+//! ([`Bucket::traffic`]); what still fails is reported with [`StoreError::is_retryable`].
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -148,7 +152,16 @@ pub struct StoreOptions {
     /// store to restart under a long backup. Default [`DEFAULT_RETRY_WINDOW`], or
     /// `LIFEBOAT_STORE_RETRY_WINDOW` (`90s`, `5m`).
     pub retry_window: Duration,
+    /// How long one attempt of a request may take, its body included, before it is abandoned
+    /// and retried (a stalled connection): default [`DEFAULT_REQUEST_TIMEOUT`], or
+    /// `LIFEBOAT_STORE_TIMEOUT`.
+    pub request_timeout: Duration,
 }
+
+/// How long one attempt of a request may take unless `LIFEBOAT_STORE_TIMEOUT` says otherwise:
+/// a 16 MiB pack still goes up at 1.2 Mbit/s, and a stalled request is retried within the
+/// retry window.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(2 * 60);
 
 /// How long a failing request is retried unless `LIFEBOAT_STORE_RETRY_WINDOW` says otherwise.
 /// Kept under five minutes: a signed request must still be valid when it is finally sent.
@@ -161,22 +174,26 @@ impl Default for StoreOptions {
             credentials: None,
             ca_certificates: None,
             insecure_skip_tls_verify: false,
-            retry_window: retry_window_from_env(),
+            retry_window: duration_from_env("LIFEBOAT_STORE_RETRY_WINDOW", DEFAULT_RETRY_WINDOW),
+            request_timeout: duration_from_env("LIFEBOAT_STORE_TIMEOUT", DEFAULT_REQUEST_TIMEOUT),
         }
     }
 }
 
-/// `LIFEBOAT_STORE_RETRY_WINDOW`, or the default (also when it is not a duration: said once).
-fn retry_window_from_env() -> Duration {
-    let Ok(text) = std::env::var("LIFEBOAT_STORE_RETRY_WINDOW") else {
-        return DEFAULT_RETRY_WINDOW;
+/// A duration from the environment, or `default` (also when it is not one: said once).
+fn duration_from_env(var: &'static str, default: Duration) -> Duration {
+    let Ok(text) = std::env::var(var) else {
+        return default;
     };
     parse_window(&text).unwrap_or_else(|| {
         static SAID: std::sync::Once = std::sync::Once::new();
         SAID.call_once(|| {
-            log::warn!("LIFEBOAT_STORE_RETRY_WINDOW={text:?} is not a duration such as 90s or 5m; retrying for {}s", DEFAULT_RETRY_WINDOW.as_secs());
+            log::warn!(
+                "{var}={text:?} is not a duration such as 90s or 5m; using {}s",
+                default.as_secs()
+            );
         });
-        DEFAULT_RETRY_WINDOW
+        default
     })
 }
 
@@ -197,6 +214,120 @@ fn retry_config(window: Duration) -> object_store::RetryConfig {
         // The window bounds the retries; the count only keeps a zero window from looping.
         max_retries: if window.is_zero() { 0 } else { 10_000 },
         retry_timeout: window,
+    }
+}
+
+/// The HTTP requests of a bucket, counted beneath `object_store`'s retries: every attempt,
+/// and why attempts failed. A job reports them when it ends (see [`TrafficCount`]).
+#[derive(Debug, Default)]
+struct Traffic {
+    requests: AtomicU64,
+    throttled: AtomicU64,
+    server_errors: AtomicU64,
+    broken: AtomicU64,
+}
+
+impl Traffic {
+    fn count(&self) -> TrafficCount {
+        TrafficCount {
+            requests: self.requests.load(Ordering::Relaxed),
+            throttled: self.throttled.load(Ordering::Relaxed),
+            server_errors: self.server_errors.load(Ordering::Relaxed),
+            broken: self.broken.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// HTTP requests to a store: every attempt, retries included, and the failed attempts by
+/// cause (each was retried, unless the job failed on it).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct TrafficCount {
+    pub requests: u64,
+    /// Answered 503 or 429: the store asked us to slow down.
+    pub throttled: u64,
+    /// Answered with another server error (5xx).
+    pub server_errors: u64,
+    /// No answer: the connection was refused, reset or timed out.
+    pub broken: u64,
+}
+
+impl TrafficCount {
+    /// What happened since `earlier`.
+    pub fn since(self, earlier: TrafficCount) -> TrafficCount {
+        TrafficCount {
+            requests: self.requests.saturating_sub(earlier.requests),
+            throttled: self.throttled.saturating_sub(earlier.throttled),
+            server_errors: self.server_errors.saturating_sub(earlier.server_errors),
+            broken: self.broken.saturating_sub(earlier.broken),
+        }
+    }
+
+    /// Failed attempts, all causes.
+    pub fn failed(&self) -> u64 {
+        self.throttled + self.server_errors + self.broken
+    }
+}
+
+impl std::fmt::Display for TrafficCount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} requests to the store", self.requests)?;
+        if self.failed() > 0 {
+            write!(
+                f,
+                ", {} retried ({} throttled, {} server errors, {} connections refused, reset or timed out)",
+                self.failed(),
+                self.throttled,
+                self.server_errors,
+                self.broken
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// The HTTP client of an object store, counting into a [`Traffic`].
+#[derive(Debug)]
+struct Counted(Arc<Traffic>);
+
+impl object_store::client::HttpConnector for Counted {
+    fn connect(
+        &self,
+        options: &object_store::ClientOptions,
+    ) -> object_store::Result<object_store::client::HttpClient> {
+        let inner = object_store::client::ReqwestConnector::default().connect(options)?;
+        Ok(object_store::client::HttpClient::new(CountedClient {
+            inner,
+            traffic: self.0.clone(),
+        }))
+    }
+}
+
+#[derive(Debug)]
+struct CountedClient {
+    inner: object_store::client::HttpClient,
+    traffic: Arc<Traffic>,
+}
+
+#[async_trait::async_trait]
+impl object_store::client::HttpService for CountedClient {
+    async fn call(
+        &self,
+        req: object_store::client::HttpRequest,
+    ) -> std::result::Result<object_store::client::HttpResponse, object_store::client::HttpError>
+    {
+        let t = &self.traffic;
+        t.requests.fetch_add(1, Ordering::Relaxed);
+        let res = self.inner.execute(req).await;
+        let failed = match &res {
+            Ok(r) if matches!(r.status().as_u16(), 429 | 503) => Some(&t.throttled),
+            Ok(r) if r.status().is_server_error() => Some(&t.server_errors),
+            Ok(_) => None,
+            Err(_) => Some(&t.broken),
+        };
+        if let Some(counter) = failed {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+        res
     }
 }
 
@@ -236,6 +367,7 @@ pub struct Bucket {
     root: String,
     location: Location,
     permits: Arc<Semaphore>,
+    traffic: Arc<Traffic>,
 }
 
 impl std::fmt::Debug for Bucket {
@@ -253,6 +385,7 @@ impl Bucket {
     pub fn open(location: &Location, opts: &StoreOptions) -> Result<Self> {
         let setup = |source| Error::store(location, StoreError::Setup { source });
         let client = client_options(location, opts)?;
+        let traffic = Arc::new(Traffic::default());
         let (inner, root): (Arc<dyn ObjectStore>, String) = match location {
             Location::Local(path) => {
                 // Opening changes nothing: a missing directory is reported, not created
@@ -278,6 +411,7 @@ impl Bucket {
                 let mut b = AmazonS3Builder::from_env()
                     .with_bucket_name(bucket)
                     .with_client_options(client)
+                    .with_http_connector(Counted(traffic.clone()))
                     .with_retry(retry_config(opts.retry_window));
                 if std::env::var_os("AWS_DEFAULT_REGION").is_none()
                     && std::env::var_os("AWS_REGION").is_none()
@@ -326,6 +460,7 @@ impl Bucket {
                 let mut b = object_store::gcp::GoogleCloudStorageBuilder::from_env()
                     .with_bucket_name(bucket)
                     .with_client_options(client)
+                    .with_http_connector(Counted(traffic.clone()))
                     .with_retry(retry_config(opts.retry_window));
                 if let Some(Credentials::Gcp {
                     service_account_key,
@@ -339,6 +474,7 @@ impl Bucket {
                 let mut b = object_store::azure::MicrosoftAzureBuilder::from_env()
                     .with_container_name(container)
                     .with_client_options(client)
+                    .with_http_connector(Counted(traffic.clone()))
                     .with_retry(retry_config(opts.retry_window));
                 if let Ok(account) = std::env::var("AZURE_ACCOUNT_NAME") {
                     b = b.with_account(account);
@@ -363,7 +499,13 @@ impl Bucket {
             root: root.trim_matches('/').to_string(),
             location: location.clone(),
             permits: Arc::new(Semaphore::new(opts.connections.max(1))),
+            traffic,
         })
+    }
+
+    /// The HTTP requests made through this bucket (and the stores built on it) so far.
+    pub fn traffic(&self) -> TrafficCount {
+        self.traffic.count()
     }
 
     /// Where this bucket (and prefix) is.
@@ -595,6 +737,7 @@ impl Bucket {
                 root,
                 location: self.location.join(dir),
                 permits: self.permits.clone(),
+                traffic: self.traffic.clone(),
             },
         }
     }
@@ -648,7 +791,8 @@ impl Upload {
 /// The HTTP client settings of a store: a private CA and certificate checking.
 fn client_options(location: &Location, opts: &StoreOptions) -> Result<object_store::ClientOptions> {
     let mut client = object_store::ClientOptions::new()
-        .with_allow_invalid_certificates(opts.insecure_skip_tls_verify);
+        .with_allow_invalid_certificates(opts.insecure_skip_tls_verify)
+        .with_timeout(opts.request_timeout);
     if let Some(pem) = &opts.ca_certificates {
         let certs = object_store::Certificate::from_pem_bundle(pem)
             .map_err(|source| Error::store(location, StoreError::Setup { source }))?;
@@ -691,6 +835,7 @@ impl Store {
                 root: prefix.trim_matches('/').to_string(),
                 location,
                 permits: Arc::new(Semaphore::new(StoreOptions::default().connections)),
+                traffic: Arc::default(),
             },
         }
     }
@@ -698,6 +843,11 @@ impl Store {
     /// Where this store is.
     pub fn location(&self) -> &Location {
         &self.bucket.location
+    }
+
+    /// The HTTP requests made through this store's bucket so far.
+    pub fn traffic(&self) -> TrafficCount {
+        self.bucket.traffic()
     }
 
     fn path(&self, kind: FileKind, name: &str) -> ObjectPath {
@@ -858,6 +1008,49 @@ impl Store {
 
 /// In-memory stores live as long as the process and are shared by name, so a test can open the
 /// same "repository" twice.
+/// A read asked for on the runtime, waited for on a thread: a reader keeps its next reads in
+/// flight while it works on the one that arrived, so round trips overlap. Dropping it
+/// abandons the read.
+pub(crate) struct Asked(tokio::task::JoinHandle<Result<Bytes, StoreError>>);
+
+impl Store {
+    /// Asks for file `name` of `kind`, whole or its `range` (offset, length).
+    pub(crate) fn ask(
+        &self,
+        rt: &tokio::runtime::Handle,
+        kind: FileKind,
+        name: String,
+        range: Option<(u64, u64)>,
+    ) -> Asked {
+        let store = self.clone();
+        Asked(rt.spawn(async move {
+            match range {
+                None => store.read(kind, &name).await,
+                Some((offset, length)) => store.read_range(kind, &name, offset, length).await,
+            }
+        }))
+    }
+}
+
+impl Asked {
+    /// The bytes, once they are here.
+    pub(crate) fn wait(mut self, rt: &tokio::runtime::Handle) -> Result<Bytes, StoreError> {
+        rt.block_on(&mut self.0).unwrap_or_else(|e| {
+            // Only a panic or an abort ends the task otherwise: the read did not happen.
+            Err(StoreError::Io {
+                path: "a read".into(),
+                source: std::io::Error::other(format!("it was abandoned ({e})")),
+            })
+        })
+    }
+}
+
+impl Drop for Asked {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 fn memory_store(name: &str) -> Arc<dyn ObjectStore> {
     use std::collections::HashMap;
     use std::sync::{Mutex, OnceLock};

@@ -2,15 +2,26 @@
 //!
 //! A tree is untrusted input (anyone who can write to the bucket can write one), so the walk
 //! says exactly which directory could not be read and why, in our words, and the restore
-//! checks every name before it writes anything ([`check_names`]): a name that is not one plain
+//! checks every name before it writes anything ([`unsafe_name_in`]): a name that is not one plain
 //! file name, and a name that appears twice in one directory (a symlink `x` then a directory
 //! `x` would lead the second through the first), refuse the snapshot. Only the directories
 //! along the walk are held: each one's nodes while its subdirectories are walked.
+//!
+//! Over a remote store every tree read is a round trip, and a restore walks the trees three
+//! times (names, layout, metadata). So the names are checked by a crawl that reads every
+//! tree once with many reads in flight ([`Trees::check_every_name`]), keeping the trees as
+//! stored (encrypted and compressed, a fraction of their parsed size) in a [`TreeCache`] up
+//! to a bound; the walks after it read from the cache, and only what did not fit again.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 
 use rustic_core::repofile::{Metadata, Node, NodeType, Tree};
 use tokio::runtime::Handle;
@@ -44,6 +55,39 @@ pub(crate) struct Trees<'a> {
     pub store: &'a Store,
     pub key: &'a MasterKey,
     pub rt: &'a Handle,
+    /// Trees already read, looked up before the store.
+    pub cache: &'a TreeCache,
+}
+
+/// Tree blobs as stored, kept between a restore's walks up to `limit` bytes; what does not
+/// fit is not kept (and is read again when walked).
+pub(crate) struct TreeCache {
+    blobs: Mutex<(HashMap<[u8; 32], Bytes>, u64)>,
+    limit: u64,
+}
+
+impl TreeCache {
+    pub(crate) fn new(limit: u64) -> Self {
+        Self {
+            blobs: Mutex::new((HashMap::new(), 0)),
+            limit,
+        }
+    }
+
+    fn get(&self, id: &[u8; 32]) -> Option<Bytes> {
+        let blobs = self.blobs.lock().unwrap_or_else(|p| p.into_inner());
+        blobs.0.get(id).cloned()
+    }
+
+    /// Keeps `raw` if it fits; an entry costs its bytes and about 64 more.
+    fn keep(&self, id: [u8; 32], raw: Bytes) {
+        let mut blobs = self.blobs.lock().unwrap_or_else(|p| p.into_inner());
+        let cost = raw.len() as u64 + 64;
+        if blobs.1 + cost <= self.limit {
+            blobs.1 += cost;
+            blobs.0.insert(id, raw);
+        }
+    }
 }
 
 fn shown(path: &Path) -> String {
@@ -62,13 +106,83 @@ impl Trees<'_> {
             tree: hex::encode(id),
             reason,
         };
+        let raw = match self.cache.get(id) {
+            Some(raw) => raw,
+            None => self
+                .rt
+                .block_on(self.index.fetch_blob(id, self.store))
+                .map_err(unreadable)?,
+        };
+        self.parse(id, &raw, path)
+    }
+
+    /// The nodes of tree `id` (directory `path`) from its blob as stored.
+    fn parse(&self, id: &[u8; 32], raw: &[u8], path: &Path) -> Result<Vec<Node>, WalkError> {
+        let unreadable = |reason: String| WalkError::Unreadable {
+            path: shown(path),
+            tree: hex::encode(id),
+            reason,
+        };
         let json = self
             .index
-            .read_blob(id, self.store, self.key, self.rt)
+            .open_blob(id, raw, self.key)
             .map_err(unreadable)?;
         let tree: Tree = serde_json::from_slice(&json)
             .map_err(|e| unreadable(format!("it is not a valid tree ({e})")))?;
         Ok(tree.nodes)
+    }
+
+    /// Reads every tree below directory node `top` with up to `in_flight` reads at once,
+    /// keeps them in the cache as far as it holds them, and checks each directory's names:
+    /// the first unsafe entry found (its directory, name and why, see [`unsafe_name_in`]), in
+    /// no particular order. A tree found at several paths is read and checked once
+    /// (its names are the same wherever it is).
+    pub(crate) fn check_every_name(
+        &self,
+        top: &Node,
+        in_flight: usize,
+    ) -> Result<Option<(PathBuf, OsString, UnsafeName)>, WalkError> {
+        let root = subtree(top).ok_or_else(|| WalkError::NoTree {
+            path: shown(Path::new("")),
+        })?;
+        let mut seen: HashSet<[u8; 32]> = HashSet::from([root]);
+        // Directories to read, taken from the end: the crawl goes deep first, so what waits
+        // is about the siblings along one path, not a whole level of the tree.
+        let mut waiting: Vec<(PathBuf, [u8; 32])> = vec![(PathBuf::new(), root)];
+        let mut reads = FuturesUnordered::new();
+        self.rt.block_on(async {
+            loop {
+                while reads.len() < in_flight.max(1)
+                    && let Some((path, id)) = waiting.pop()
+                {
+                    reads.push(async move {
+                        let raw = self.index.fetch_blob(&id, self.store).await;
+                        (path, id, raw)
+                    });
+                }
+                let Some((path, id, raw)) = reads.next().await else {
+                    return Ok(None);
+                };
+                let raw = raw.map_err(|reason| WalkError::Unreadable {
+                    path: shown(&path),
+                    tree: hex::encode(id),
+                    reason,
+                })?;
+                let nodes = self.parse(&id, &raw, &path)?;
+                self.cache.keep(id, raw);
+                if let Some(found) = unsafe_name_in(&path, &nodes) {
+                    return Ok(Some(found));
+                }
+                for node in nodes.iter().filter(|n| n.is_dir()) {
+                    let sub = path.join(node.name());
+                    let id =
+                        subtree(node).ok_or_else(|| WalkError::NoTree { path: shown(&sub) })?;
+                    if seen.insert(id) {
+                        waiting.push((sub, id));
+                    }
+                }
+            }
+        })
     }
 
     /// The node at `subpath` (names separated by `/`; empty: the root) of the snapshot whose
@@ -177,37 +291,31 @@ impl std::fmt::Display for UnsafeName {
     }
 }
 
-/// The first entry whose name could lead a restore outside its target: its directory, its
-/// name and why. `entries` come as [`Trees::walk`] gives them: directory and node.
-pub(crate) fn check_names<E>(
-    entries: impl Iterator<Item = Result<(PathBuf, Node), E>>,
-    mut counted: impl FnMut(&Node),
-) -> Result<Option<(PathBuf, OsString, UnsafeName)>, E> {
-    // The names seen in each directory along the walk.
-    let mut seen: Vec<(PathBuf, HashSet<OsString>)> = vec![(PathBuf::new(), HashSet::new())];
-    for entry in entries {
-        let (parent, node) = entry?;
+/// Why `name` cannot be restored whatever else its directory holds.
+fn not_a_name(name: &OsStr) -> bool {
+    let bytes = name.as_bytes();
+    bytes.is_empty()
+        || bytes == b"."
+        || bytes == b".."
+        || bytes.contains(&b'/')
+        || bytes.contains(&0)
+}
+
+/// The first entry of directory `parent`'s `nodes` whose name could lead a restore outside its
+/// target: its directory, its name and why.
+pub(crate) fn unsafe_name_in(
+    parent: &Path,
+    nodes: &[Node],
+) -> Option<(PathBuf, OsString, UnsafeName)> {
+    let mut names: HashSet<OsString> = HashSet::with_capacity(nodes.len());
+    for node in nodes {
         let name = node.name().into_owned();
-        let bytes = name.as_bytes();
-        if bytes.is_empty()
-            || bytes == b"."
-            || bytes == b".."
-            || bytes.contains(&b'/')
-            || bytes.contains(&0)
-        {
-            return Ok(Some((parent, name, UnsafeName::NotAName)));
+        if not_a_name(&name) {
+            return Some((parent.to_path_buf(), name, UnsafeName::NotAName));
         }
-        while seen.len() > 1 && seen.last().is_some_and(|(dir, _)| *dir != parent) {
-            seen.pop();
-        }
-        let (_, names) = seen.last_mut().expect("the root stays");
         if !names.insert(name.clone()) {
-            return Ok(Some((parent, name, UnsafeName::Twice)));
-        }
-        counted(&node);
-        if node.is_dir() {
-            seen.push((parent.join(&name), HashSet::new()));
+            return Some((parent.to_path_buf(), name, UnsafeName::Twice));
         }
     }
-    Ok(None)
+    None
 }

@@ -1,9 +1,10 @@
 //! `check --read-data`: every pack the index names is read whole, once, by one reader per
-//! core, and must hash to its name; its header must list exactly the blobs the index puts in
+//! core (each keeping the next packs' reads in flight), and must hash to its name; its header must list exactly the blobs the index puts in
 //! it, where the index puts them; and each blob must decrypt (its MAC), decompress and hash
-//! to its id. Memory: one pack per reader. The structure (snapshots, trees, index against
+//! to its id. Memory: one pack per read in flight. The structure (snapshots, trees, index against
 //! pack sizes) is checked by the format engine before this runs.
 
+use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -14,19 +15,20 @@ use tokio_util::sync::CancellationToken;
 use crate::crypto::{MasterKey, Opener};
 use crate::index::{BlobIndex, Loc};
 use crate::progress::Stage;
-use crate::store::{FileKind, Store};
+use crate::store::{Asked, FileKind, Store};
 
 /// A damaged pack: its name and what is wrong with it.
 pub(crate) type Damage = (String, String);
 
-/// Reads and verifies every pack of `index` with `readers` threads; `Err` only when the
-/// check itself could not go on (cancelled).
+/// Reads and verifies every pack of `index` with `readers` threads that keep `reads` whole
+/// packs in flight between them (at least one each: a remote store's round trips overlap the
+/// hashing); `Err` only when the check itself could not go on (cancelled).
 pub(crate) fn read_data(
     store: &Store,
     rt: &Handle,
     key: &MasterKey,
     index: &BlobIndex,
-    readers: usize,
+    (readers, reads): (usize, usize),
     cancel: &CancellationToken,
     stage: &dyn Stage,
 ) -> Result<Vec<Damage>, ()> {
@@ -34,22 +36,35 @@ pub(crate) fn read_data(
     stage.set_total(packs.len() as u64);
     let next = AtomicUsize::new(0);
     let damage = Mutex::new(Vec::new());
+    let readers = readers.max(1);
+    let ahead = reads.max(readers).div_ceil(readers);
     std::thread::scope(|scope| {
-        for _ in 0..readers.max(1) {
+        for _ in 0..readers {
             scope.spawn(|| {
                 let mut opener = Opener::default();
+                let mut asked: VecDeque<(usize, Asked)> = VecDeque::with_capacity(ahead);
                 loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= packs.len() {
-                        break;
+                    while asked.len() < ahead {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        if i >= packs.len() {
+                            break;
+                        }
+                        let name = hex::encode(packs.pack(i).0);
+                        asked.push_back((i, store.ask(rt, FileKind::Pack, name, None)));
                     }
-                    let (id, blobs) = packs.pack(i);
+                    let Some((i, read)) = asked.pop_front() else {
+                        break;
+                    };
                     if cancel.is_cancelled() {
                         break;
                     }
+                    let (id, blobs) = packs.pack(i);
                     let name = hex::encode(id);
-                    if let Err(what) = verify_pack(store, rt, key, &mut opener, &name, &id, &blobs)
-                    {
+                    let checked = read
+                        .wait(rt)
+                        .map_err(|e| format!("cannot be read: {}", crate::error_chain(&e)))
+                        .and_then(|data| verify_pack(&data, key, &mut opener, &id, &blobs));
+                    if let Err(what) = checked {
                         damage
                             .lock()
                             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -69,18 +84,13 @@ pub(crate) fn read_data(
 }
 
 fn verify_pack(
-    store: &Store,
-    rt: &Handle,
+    data: &[u8],
     key: &MasterKey,
     opener: &mut Opener,
-    name: &str,
     id: &[u8; 32],
     blobs: &[([u8; 32], Loc)],
 ) -> Result<(), String> {
-    let data = rt
-        .block_on(store.read(FileKind::Pack, name))
-        .map_err(|e| format!("cannot be read: {}", crate::error_chain(&e)))?;
-    let hash: [u8; 32] = Sha256::digest(&data).into();
+    let hash: [u8; 32] = Sha256::digest(data).into();
     if &hash != id {
         return Err(format!(
             "its contents hash to {}, not to its name",
@@ -90,7 +100,7 @@ fn verify_pack(
     // The index may name a blob stored twice at one place only: every blob it puts here must
     // be in the header, at that offset and length.
     let header: std::collections::HashSet<([u8; 32], u32, u32)> =
-        header(key, &data)?.into_iter().collect();
+        header(key, data)?.into_iter().collect();
     if let Some((blob, _)) = blobs
         .iter()
         .find(|(b, l)| !header.contains(&(*b, l.offset, l.length)))

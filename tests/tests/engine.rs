@@ -394,3 +394,60 @@ async fn a_file_that_changes_while_it_is_read_is_a_warning_with_its_stored_path(
         .expect("check");
     assert!(report.errors.is_empty(), "{report:?}");
 }
+
+/// Over a remote store every request costs a round trip: a restore reads each of the
+/// snapshot's trees once (its three walks used to read each one three times, one after the
+/// other) and the files' data in a few large reads, whatever the number of files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_from_an_object_store_reads_each_tree_once() {
+    let s3 = lifeboat_tests::s3::S3::bucket("restore-requests");
+    s3.export_env();
+    let location = Location::parse(&s3.restic_url("repo")).expect("parse");
+    let repo = Repository::init(&location, PW, RepositoryOptions::default())
+        .await
+        .expect("init");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join("src");
+    small_files(&src, 1000, 18);
+    // The trees of the source and of the directories above it.
+    let dirs = (walkdir(&src).filter(|p| p.is_dir()).count() + src.ancestors().count()) as u64;
+    assert!(dirs > 200, "{dirs} directories");
+    repo.backup(&src, &BackupOptions::default(), &Context::default())
+        .await
+        .expect("backup");
+
+    let target = dir.path().join("restored");
+    let stats = repo
+        .restore(
+            "latest",
+            None,
+            &target,
+            &RestoreOptions::default(),
+            &Context::default(),
+        )
+        .await
+        .expect("restore");
+    // The snapshot holds the source under its absolute path.
+    assert_same_tree(&src, &target.join(src.strip_prefix("/").expect("absolute")));
+    // One read per tree, a few for the data (8 MiB of files), and about twenty to open the
+    // snapshot, the index and the lock; reading each tree per walk took over 3 × dirs.
+    assert!(
+        stats.traffic.requests < dirs + 40,
+        "{} requests for {dirs} directories",
+        stats.traffic.requests
+    );
+    assert_eq!(stats.traffic.failed(), 0, "{}", stats.traffic);
+}
+
+fn walkdir(root: &Path) -> impl Iterator<Item = std::path::PathBuf> {
+    let mut stack = vec![root.to_path_buf()];
+    std::iter::from_fn(move || {
+        let path = stack.pop()?;
+        if path.is_dir() {
+            for e in std::fs::read_dir(&path).expect("read_dir") {
+                stack.push(e.expect("entry").path());
+            }
+        }
+        Some(path)
+    })
+}
