@@ -209,16 +209,15 @@ pub(crate) struct RestoreBuffers {
 const PLAN_BYTES: u64 = 128;
 
 impl RestoreBuffers {
-    /// The most they hold with blobs of at most `max_blob` bytes: the reads in flight, per
-    /// reader a blob decrypted and decompressed, the tree cache, and the batch's plan.
-    pub(crate) fn mib(&self, max_read: u64, max_blob: u64) -> u32 {
+    /// The most they hold with reads holding `read` bytes each and blobs of at most
+    /// `max_blob` bytes: the reads in flight, per reader a blob as read (when it spans
+    /// chunks), decrypted and decompressed, the tree cache, and the batch's plan.
+    pub(crate) fn mib(&self, read: u64, max_blob: u64) -> u32 {
         let reads = self.reads.max(self.readers) as u64;
         JOB_MIB
             + self.trees_mib
             + mib_of(
-                reads * max_read
-                    + self.readers as u64 * 2 * max_blob
-                    + self.batch as u64 * PLAN_BYTES,
+                reads * read + self.readers as u64 * 3 * max_blob + self.batch as u64 * PLAN_BYTES,
             )
     }
 
@@ -301,17 +300,20 @@ mod tests {
             batch: 256 * 1024,
         };
         let read = 8 << 20;
-        // 8 reads of 8 MiB, 2 readers × 2 blobs of 8 MiB, 32 MiB of trees, 32 MiB of plan.
-        assert_eq!(full.mib(read, read), 8 + 32 + 64 + 32 + 32);
-        assert_eq!(RestoreBuffers::fitting(full, read, read, 168), Some(full));
-        let fewer = RestoreBuffers::fitting(full, read, read, 140).unwrap();
-        assert_eq!((fewer.readers, fewer.reads, fewer.trees_mib), (2, 4, 32));
-        let one = RestoreBuffers::fitting(full, read, read, 96).unwrap();
+        // 8 reads of 8 MiB, 2 readers × 3 blobs of 8 MiB, 32 MiB of trees, 32 MiB of plan.
+        assert_eq!(full.mib(read, read), 8 + 64 + 48 + 32 + 32);
+        assert_eq!(RestoreBuffers::fitting(full, read, read, 184), Some(full));
+        let fewer = RestoreBuffers::fitting(full, read, read, 150).unwrap();
+        assert_eq!((fewer.readers, fewer.reads, fewer.trees_mib), (2, 3, 32));
+        let one = RestoreBuffers::fitting(full, read, read, 110).unwrap();
         assert_eq!((one.readers, one.reads, one.trees_mib), (1, 1, 32));
-        let small = RestoreBuffers::fitting(full, read, read, 34).unwrap();
+        let small = RestoreBuffers::fitting(full, read, read, 44).unwrap();
         assert_eq!((small.readers, small.reads, small.trees_mib), (1, 1, 0));
-        assert!(small.batch < full.batch && small.mib(read, read) <= 34);
+        assert!(small.batch < full.batch && small.mib(read, read) <= 44);
         assert_eq!(RestoreBuffers::fitting(full, read, read, 20), None);
+        // A streamed read costs its buffers: all eight fit where two held reads would not.
+        let streamed = RestoreBuffers::fitting(full, 1 << 20, read, 130).unwrap();
+        assert_eq!((streamed.readers, streamed.reads), (2, 8));
         // Reads never fall below one per reader.
         let even = RestoreBuffers { reads: 1, ..full };
         assert_eq!(even.mib(read, read), full.mib(read, read) - 48);

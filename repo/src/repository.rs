@@ -715,7 +715,15 @@ impl Repository {
             });
         }
         let value = res?;
-        released.map_err(|e| store_error(&self.store, e))?;
+        // The operation is done: a lock file left behind (the store failed past its retries)
+        // goes stale and is ignored by restic and by us once it is; say so, as restic does.
+        if let Err(e) = released {
+            log::warn!(
+                "{}: the lock could not be removed ({}); it is ignored once stale (30 minutes), or remove it with `lifeboat repo unlock`",
+                self.location(),
+                crate::error_chain(&e)
+            );
+        }
         Ok(value)
     }
 
@@ -965,13 +973,20 @@ impl Repository {
             trees_mib: 0,
             batch: full.batch.min(16_384),
         };
+        // A read taken as it arrives holds a connection's buffers, not its length: it may
+        // span a whole pack (restic's packs reach 128 MiB).
+        let (read_cost, max_read) = if self.store.streams() {
+            (restorer::STREAMED_READ, 128 << 20)
+        } else {
+            (restorer::MAX_READ, restorer::MAX_READ)
+        };
         let budget = self.opts.memory.clone();
         let index_files = self.index_files().await?;
         // The index, estimated before it is loaded: a restore that cannot fit fails before it
         // starts (and before the target is made).
         let index_mib = self.index_estimate(&index_files);
         if let Some(budget) = &budget {
-            let smallest_mib = smallest.mib(restorer::MAX_READ, MAX_CHUNK);
+            let smallest_mib = smallest.mib(read_cost, MAX_CHUNK);
             let index_text = format!("~{index_mib} MiB");
             beyond(budget, "restore", &index_text, index_mib, smallest_mib)?;
         }
@@ -996,18 +1011,19 @@ impl Repository {
                         Some(budget) => {
                             let buffers = RestoreBuffers::fitting(
                                 full,
-                                restorer::MAX_READ,
+                                read_cost,
                                 max_blob,
                                 budget.free().saturating_sub(index_mib),
                             )
                             .unwrap_or(smallest);
-                            let mib = index_mib + buffers.mib(restorer::MAX_READ, max_blob);
+                            let mib = index_mib + buffers.mib(read_cost, max_blob);
                             (buffers, reserve_blocking(&rt, budget, mib, &cancel)?)
                         }
                     };
                     let ropts = RestoreRun {
                         readers: buffers.readers,
                         reads: buffers.reads,
+                        max_read,
                         batch: buffers.batch,
                     };
                     let cache = TreeCache::new(u64::from(buffers.trees_mib) << 20);
@@ -1157,8 +1173,9 @@ impl Repository {
                 }
                 let (store, rt, cancel) = (self.store.clone(), self.rt.clone(), ctx.cancel.clone());
                 let stage = ctx.progress.stage("reading packs", Unit::Items);
+                // Each read holds a whole pack (it is hashed whole): two per reader at most.
                 let readers = std::thread::available_parallelism().map_or(2, usize::from);
-                let reads = self.pack_reads();
+                let reads = self.pack_reads().min(2 * readers);
                 let damage = on_thread("check", move || {
                     verify::read_data(
                         &store,

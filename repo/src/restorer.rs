@@ -47,11 +47,14 @@ use crate::beneath::{Beneath, EntryMeta, Kind};
 use crate::crypto::{MasterKey, Opener};
 use crate::index::BlobIndex;
 use crate::progress::{Progress, Unit};
-use crate::store::{Asked, FileKind, Store, StoreError};
+use crate::store::{Arriving, Asked, FileKind, Store, StoreError};
 
 /// The longest ranged read of adjacent blobs: large enough that a read costs little next to
 /// its transfer, small enough that `readers` of them fit the agent's budget.
 pub(crate) const MAX_READ: u64 = 8 << 20;
+/// What a read taken as it arrives holds, whatever its length: the HTTP client's buffers
+/// (the rest waits in the connection).
+pub(crate) const STREAMED_READ: u64 = 1 << 20;
 /// Blobs closer than this in one pack are read in one request (the gap is read and dropped).
 const GAP: u64 = 256 << 10;
 /// Pieces or files planned before their contents are written: about 30 MiB of plan (paths
@@ -69,6 +72,9 @@ pub(crate) struct RestoreOptions {
     /// Reads in flight, shared out among the readers (at least one each): a remote store
     /// needs more than there are cores to keep its link busy.
     pub reads: usize,
+    /// The longest read of adjacent blobs: [`MAX_READ`] when a read is held whole, longer
+    /// when it is taken as it arrives (an object store's: see [`crate::store::Arriving`]).
+    pub max_read: u64,
     /// Pieces or files planned before pass 2 runs for them.
     pub batch: usize,
 }
@@ -307,7 +313,7 @@ impl<'a> Restorer<'a> {
     ) -> Result<Written> {
         let mut pieces = std::mem::take(&mut self.pieces);
         pieces.sort_unstable_by_key(|p| (p.pack, p.offset, p.file, p.file_offset));
-        let reads = cut_reads(&pieces);
+        let reads = cut_reads(&pieces, opts.max_read);
         let stage = progress.stage("restoring", Unit::Bytes);
         stage.set_total(self.written.bytes + self.batch_bytes);
         let readers = opts.readers.max(1);
@@ -349,9 +355,8 @@ impl<'a> Restorer<'a> {
                             return;
                         };
                         let group = &pieces[reads[i].clone()];
-                        let data = read.wait(rt);
                         let outcome = reader
-                            .write_read(group, data, key, files, index, damage)
+                            .write_read(group, read.wait(rt), rt, key, files, index, damage)
                             .map(|bytes| stage.advance(bytes));
                         if let Err(e) = outcome {
                             failure
@@ -502,8 +507,9 @@ impl Stretches {
     }
 }
 
-/// Index ranges of `pieces` (sorted by pack and offset) that are read together.
-fn cut_reads(pieces: &[Piece]) -> Vec<std::ops::Range<usize>> {
+/// Index ranges of `pieces` (sorted by pack and offset) that are read together: adjacent
+/// blobs of one pack, at most `max_read` bytes unless a single blob is larger.
+fn cut_reads(pieces: &[Piece], max_read: u64) -> Vec<std::ops::Range<usize>> {
     let mut reads = Vec::new();
     let mut start = 0;
     for i in 1..=pieces.len() {
@@ -519,7 +525,7 @@ fn cut_reads(pieces: &[Piece]) -> Vec<std::ops::Range<usize>> {
         let end = u64::from(p.offset) + u64::from(p.length);
         let joins = p.pack == first.pack
             && u64::from(p.offset) <= prev_end + GAP
-            && end - u64::from(first.offset) <= MAX_READ;
+            && end - u64::from(first.offset) <= max_read;
         if !joins {
             reads.push(start..i);
             start = i;
@@ -550,14 +556,16 @@ struct Reader {
 }
 
 impl Reader {
-    /// Writes the blobs of one read (`data`: the span of a pack they are in, or why it could
-    /// not be read); returns the bytes written. A blob that does not open, or a pack that is
-    /// missing or short, is damage (listed, the read goes
-    /// on); a store that fails otherwise, or a target that cannot be written, stops.
+    /// Writes the blobs of one read (`data`: the span of a pack they are in as it arrives, or
+    /// why it could not be read); returns the bytes written. A blob that does not open, or a
+    /// pack that is missing or short, is damage (listed, the read goes on); a store that
+    /// fails otherwise, or a target that cannot be written, stops.
+    #[allow(clippy::too_many_arguments)]
     fn write_read(
         &mut self,
         group: &[Piece],
-        data: std::result::Result<Bytes, StoreError>,
+        data: std::result::Result<Arriving, StoreError>,
+        rt: &Handle,
         key: &MasterKey,
         files: &[PathBuf],
         index: &BlobIndex,
@@ -569,22 +577,26 @@ impl Reader {
                 .unwrap_or_else(|p| p.into_inner())
                 .push(Damage { piece, what });
         };
-        let start = u64::from(group[0].offset);
-        let data = match data {
-            Ok(data) => data,
+        let store_failed = |e: StoreError| {
+            let pack = hex::encode(index.pack_id(group[0].pack));
+            RestoreError(format!(
+                "cannot read pack {pack}: {}",
+                crate::error_chain(&e)
+            ))
+        };
+        let mut span = match data {
+            Ok(arriving) => Span {
+                arriving,
+                cur: Bytes::new(),
+                at: u64::from(group[0].offset),
+            },
             Err(e) if e.is_not_found() => {
                 for piece in group {
                     damaged(*piece, "is in a pack missing from the repository");
                 }
                 return Ok(0);
             }
-            Err(e) => {
-                let pack = hex::encode(index.pack_id(group[0].pack));
-                return Err(RestoreError(format!(
-                    "cannot read pack {pack}: {}",
-                    crate::error_chain(&e)
-                )));
-            }
+            Err(e) => return Err(store_failed(e)),
         };
         let mut written = 0u64;
         let mut last: Option<(u32, u32)> = None;
@@ -594,10 +606,13 @@ impl Reader {
             let here = (piece.offset, piece.length);
             if last != Some(here) {
                 last = Some(here);
-                let from = (u64::from(piece.offset) - start) as usize;
-                last_err = match data.get(from..from + piece.length as usize) {
+                let from = u64::from(piece.offset);
+                let sealed = span
+                    .take(from, from + u64::from(piece.length), rt)
+                    .map_err(store_failed)?;
+                last_err = match sealed {
                     None => Some("is past the end of the pack"),
-                    Some(encrypted) => match self.opener.open(key, encrypted, piece.uncompressed) {
+                    Some(sealed) => match self.opener.open(key, &sealed, piece.uncompressed) {
                         Ok(_) => None,
                         Err(crate::crypto::OpenError::Decrypt) => Some("does not decrypt"),
                         Err(crate::crypto::OpenError::Decompress(_)) => Some("does not decompress"),
@@ -626,6 +641,55 @@ impl Reader {
             written += blob.len() as u64;
         }
         Ok(written)
+    }
+}
+
+/// One read of a pack, taken blob by blob as it arrives: `cur` holds the pack's bytes from
+/// offset `at` that have arrived and are not yet passed.
+struct Span {
+    arriving: Arriving,
+    cur: Bytes,
+    at: u64,
+}
+
+impl Span {
+    /// Bytes `from..to` of the pack (`from` never before an earlier call's), without a copy
+    /// when one chunk holds them; `None` when the read ends first (a pack shorter than its
+    /// index says) or the index puts blobs on top of each other.
+    fn take(
+        &mut self,
+        from: u64,
+        to: u64,
+        rt: &Handle,
+    ) -> std::result::Result<Option<Bytes>, StoreError> {
+        while self.at + self.cur.len() as u64 <= from {
+            self.at += self.cur.len() as u64;
+            self.cur = match self.arriving.next(rt) {
+                Some(chunk) => chunk?,
+                None => return Ok(None),
+            };
+        }
+        if from < self.at {
+            return Ok(None);
+        }
+        self.cur = self.cur.slice((from - self.at) as usize..);
+        self.at = from;
+        let len = (to - from) as usize;
+        if self.cur.len() < len {
+            let mut joined = Vec::with_capacity(len);
+            joined.extend_from_slice(&self.cur);
+            while joined.len() < len {
+                match self.arriving.next(rt) {
+                    Some(chunk) => joined.extend_from_slice(&chunk?),
+                    None => {
+                        self.cur = Bytes::from(joined);
+                        return Ok(None);
+                    }
+                }
+            }
+            self.cur = Bytes::from(joined);
+        }
+        Ok(Some(self.cur.slice(..len)))
     }
 }
 
@@ -673,8 +737,9 @@ mod tests {
             piece(1, 0, mb),             // another pack
             piece(1, mb, 9 * mb),        // would pass MAX_READ: a new read
         ];
-        assert_eq!(cut_reads(&pieces), vec![0..3, 3..4, 4..5, 5..6]);
-        assert!(cut_reads(&[]).is_empty());
+        assert_eq!(cut_reads(&pieces, MAX_READ), vec![0..3, 3..4, 4..5, 5..6]);
+        assert_eq!(cut_reads(&pieces, 64 << 20), vec![0..3, 3..4, 4..6]);
+        assert!(cut_reads(&[], MAX_READ).is_empty());
     }
 
     #[test]

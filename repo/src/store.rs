@@ -368,6 +368,7 @@ pub struct Bucket {
     location: Location,
     permits: Arc<Semaphore>,
     traffic: Arc<Traffic>,
+    retry_window: Duration,
 }
 
 impl std::fmt::Debug for Bucket {
@@ -500,6 +501,7 @@ impl Bucket {
             location: location.clone(),
             permits: Arc::new(Semaphore::new(opts.connections.max(1))),
             traffic,
+            retry_window: opts.retry_window,
         })
     }
 
@@ -657,10 +659,33 @@ impl Bucket {
     /// Removes an object; a missing object is not an error.
     pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
         let path = self.key(key);
-        let _p = self.permit().await;
-        match self.inner.delete(&path).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(StoreError::from_object_store(&path, e)),
+        self.delete_path(&path).await
+    }
+
+    /// Deletes `path` (a missing one too), again while it fails in a way a retry may mend:
+    /// S3 deletes with a POST, which `object_store` does not retry once the request was sent,
+    /// so a connection cut before the answer was read would fail an operation that succeeded.
+    /// Deleting twice is harmless.
+    async fn delete_path(&self, path: &ObjectPath) -> Result<(), StoreError> {
+        let started = std::time::Instant::now();
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            let res = {
+                let _p = self.permit().await;
+                self.inner.delete(path).await
+            };
+            match res {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => return Ok(()),
+                Err(e) => {
+                    let e = StoreError::from_object_store(path, e);
+                    if !e.is_retryable() || started.elapsed() + backoff > self.retry_window {
+                        return Err(e);
+                    }
+                    log::debug!("retrying the delete of `{path}` in {backoff:?}: {e}");
+                }
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(10));
         }
     }
 
@@ -738,6 +763,7 @@ impl Bucket {
                 location: self.location.join(dir),
                 permits: self.permits.clone(),
                 traffic: self.traffic.clone(),
+                retry_window: self.retry_window,
             },
         }
     }
@@ -836,6 +862,7 @@ impl Store {
                 location,
                 permits: Arc::new(Semaphore::new(StoreOptions::default().connections)),
                 traffic: Arc::default(),
+                retry_window: StoreOptions::default().retry_window,
             },
         }
     }
@@ -958,12 +985,7 @@ impl Store {
 
     /// Removes a file; a missing file is not an error.
     pub async fn remove(&self, kind: FileKind, name: &str) -> Result<(), StoreError> {
-        let path = self.path(kind, name);
-        let _p = self.bucket.permit().await;
-        match self.bucket.inner.delete(&path).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(StoreError::from_object_store(&path, e)),
-        }
+        self.bucket.delete_path(&self.path(kind, name)).await
     }
 
     /// Size of a file, or `None` when it does not exist.
@@ -1008,12 +1030,54 @@ impl Store {
 
 /// In-memory stores live as long as the process and are shared by name, so a test can open the
 /// same "repository" twice.
-/// A read asked for on the runtime, waited for on a thread: a reader keeps its next reads in
+/// A read asked for on the runtime, taken on a thread: a reader keeps its next reads in
 /// flight while it works on the one that arrived, so round trips overlap. Dropping it
 /// abandons the read.
-pub(crate) struct Asked(tokio::task::JoinHandle<Result<Bytes, StoreError>>);
+pub(crate) struct Asked(tokio::task::JoinHandle<Result<Arriving, StoreError>>);
+
+/// The bytes of a read as they arrive. From an object store they come in the response's
+/// chunks, and what the reader has not taken yet waits in the connection (its buffers fill
+/// and the sender waits), so a read in flight costs a connection, not its length in memory;
+/// from a local directory the whole range is read at once.
+pub(crate) enum Arriving {
+    Whole(Option<Bytes>),
+    Chunks(futures::stream::BoxStream<'static, Result<Bytes, StoreError>>),
+}
+
+impl Arriving {
+    /// The next chunk; `None` at the end.
+    pub(crate) fn next(
+        &mut self,
+        rt: &tokio::runtime::Handle,
+    ) -> Option<Result<Bytes, StoreError>> {
+        match self {
+            Arriving::Whole(bytes) => bytes.take().map(Ok),
+            Arriving::Chunks(stream) => rt.block_on(futures::StreamExt::next(stream)),
+        }
+    }
+
+    /// Everything, in one buffer.
+    pub(crate) fn collect(mut self, rt: &tokio::runtime::Handle) -> Result<Bytes, StoreError> {
+        if let Arriving::Whole(bytes) = &mut self {
+            return Ok(bytes.take().unwrap_or_default());
+        }
+        let mut all = Vec::new();
+        while let Some(chunk) = self.next(rt) {
+            all.extend_from_slice(&chunk?);
+        }
+        Ok(Bytes::from(all))
+    }
+}
 
 impl Store {
+    /// Whether reads are better streamed than held: an object store's are (see [`Arriving`]).
+    pub(crate) fn streams(&self) -> bool {
+        !matches!(
+            self.bucket.location,
+            Location::Local(_) | Location::Memory { .. }
+        )
+    }
+
     /// Asks for file `name` of `kind`, whole or its `range` (offset, length).
     pub(crate) fn ask(
         &self,
@@ -1024,17 +1088,38 @@ impl Store {
     ) -> Asked {
         let store = self.clone();
         Asked(rt.spawn(async move {
-            match range {
-                None => store.read(kind, &name).await,
-                Some((offset, length)) => store.read_range(kind, &name, offset, length).await,
+            if !store.streams() {
+                let bytes = match range {
+                    None => store.read(kind, &name).await?,
+                    Some((offset, length)) => store.read_range(kind, &name, offset, length).await?,
+                };
+                return Ok(Arriving::Whole(Some(bytes)));
             }
+            let path = store.path(kind, &name);
+            let permit = store.bucket.owned_permit().await;
+            let opts = object_store::GetOptions {
+                range: range.map(|(offset, length)| (offset..offset + length).into()),
+                ..Default::default()
+            };
+            let stream = store
+                .bucket
+                .inner
+                .get_opts(&path, opts)
+                .await
+                .map_err(|e| StoreError::from_object_store(&path, e))?
+                .into_stream();
+            Ok(Arriving::Chunks(Box::pin(stream.map_err(move |e| {
+                // The permit lives as long as the stream: one transfer, one connection.
+                let _held = &permit;
+                StoreError::from_object_store(&path, e)
+            }))))
         }))
     }
 }
 
 impl Asked {
-    /// The bytes, once they are here.
-    pub(crate) fn wait(mut self, rt: &tokio::runtime::Handle) -> Result<Bytes, StoreError> {
+    /// The read, once its answer has begun to arrive.
+    pub(crate) fn wait(mut self, rt: &tokio::runtime::Handle) -> Result<Arriving, StoreError> {
         rt.block_on(&mut self.0).unwrap_or_else(|e| {
             // Only a panic or an abort ends the task otherwise: the read did not happen.
             Err(StoreError::Io {

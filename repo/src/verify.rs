@@ -62,6 +62,7 @@ pub(crate) fn read_data(
                     let name = hex::encode(id);
                     let checked = read
                         .wait(rt)
+                        .and_then(|arriving| arriving.collect(rt))
                         .map_err(|e| format!("cannot be read: {}", crate::error_chain(&e)))
                         .and_then(|data| verify_pack(&data, key, &mut opener, &id, &blobs));
                     if let Err(what) = checked {

@@ -1,14 +1,18 @@
 //! Faults a user meets: a live restic lock, a damaged pack, a wrong password, a missing
 //! repository or bucket. Each must fail with exit code 1 and one sentence naming the cause,
-//! and change nothing.
+//! and change nothing. And faults of the store and the network that must cost nothing but
+//! time: a store restarting, a link that throttles, resets and stalls requests.
 
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use rand::{SeedableRng, rngs::StdRng};
+
 use lifeboat_tests::bin::PASSWORD;
-use lifeboat_tests::tree::small_files;
+use lifeboat_tests::link::{Faults, Link, LinkOptions};
+use lifeboat_tests::tree::{assert_same_tree, random, small_files, text};
 use lifeboat_tests::{Lifeboat, Restic, S3};
 
 fn lock_files(repo: &Path) -> Vec<String> {
@@ -329,5 +333,118 @@ fn a_store_that_refuses_connections_for_seconds_is_waited_for_not_failed() {
         run.stderr.contains(&through.endpoint) || run.stderr.contains("127.0.0.1"),
         "{}",
         run.stderr
+    );
+}
+
+#[test]
+fn a_link_that_throttles_resets_and_stalls_requests_loses_nothing() {
+    let s3 = S3::bucket("flaky-link");
+    // Coprime periods, so each kind of fault meets every kind of request in turn; a retry
+    // is a new request with a new number, so it can pass.
+    let faults = Faults {
+        slow_down_every: Some(7),
+        reset_every: Some(11),
+        stall_every: Some(29),
+    };
+    let link = Link::start(
+        s3.endpoint.trim_start_matches("http://"),
+        LinkOptions {
+            rtt: Duration::from_millis(2),
+            bandwidth: None,
+            faults,
+        },
+    )
+    .expect("a link in front of the S3 server");
+    let through = S3 {
+        endpoint: link.endpoint(),
+        bucket: s3.bucket.clone(),
+    };
+    // A stalled response is given up after 3 s and its request retried.
+    let lifeboat = Lifeboat::new(through.restic_url("repo"))
+        .with_env(&through.env())
+        .with_env(&[("LIFEBOAT_STORE_TIMEOUT", "3s".into())]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join("src");
+    small_files(&src, 300, 13);
+    let mut rng = StdRng::seed_from_u64(13);
+    std::fs::write(src.join("random.bin"), random(&mut rng, 6 << 20)).expect("write");
+    std::fs::write(src.join("text.txt"), text(&mut rng, 4 << 20)).expect("write");
+
+    lifeboat.repo(["init"]).ok();
+    let id = lifeboat.backup(&src, &[]);
+    let out = dir.path().join("restored");
+    let restored = lifeboat
+        .repo([
+            "restore",
+            &format!("{id}:{}", src.display()),
+            "--target",
+            out.to_str().expect("utf-8"),
+        ])
+        .ok();
+    assert_same_tree(&src, &out);
+    // The retries are counted and said, by cause.
+    assert!(
+        restored.stdout.contains("requests to the store") && restored.stdout.contains("retried ("),
+        "{}",
+        restored.stdout
+    );
+    Restic::new(s3.restic_url("repo"))
+        .with_env(&s3.env())
+        .run(["check", "--read-data"])
+        .ok();
+
+    let stats = link.stats();
+    assert!(
+        stats.slow_downs > 0
+            && stats.resets_before_forwarding > 0
+            && stats.resets_mid_response > 0
+            && stats.stalls > 0,
+        "every kind of fault was met: {stats:?}"
+    );
+}
+
+#[test]
+fn restic_backs_up_and_restores_through_a_link_that_throttles_and_resets() {
+    let s3 = S3::bucket("restic-link");
+    // No stalls: restic 0.14 sets no response timeout, so it would wait for ever.
+    let link = Link::start(
+        s3.endpoint.trim_start_matches("http://"),
+        LinkOptions {
+            rtt: Duration::from_millis(2),
+            bandwidth: None,
+            faults: Faults {
+                slow_down_every: Some(7),
+                reset_every: Some(11),
+                stall_every: None,
+            },
+        },
+    )
+    .expect("a link in front of the S3 server");
+    let through = S3 {
+        endpoint: link.endpoint(),
+        bucket: s3.bucket.clone(),
+    };
+    let restic = Restic::new(through.restic_url("repo")).with_env(&through.env());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join("src");
+    small_files(&src, 200, 17);
+    let mut rng = StdRng::seed_from_u64(17);
+    std::fs::write(src.join("random.bin"), random(&mut rng, 3 << 20)).expect("write");
+
+    restic.run(["init"]).ok();
+    let id = restic.backup(&src, &[]);
+    let out = dir.path().join("restored");
+    restic
+        .run(["restore", &id, "--target", out.to_str().expect("utf-8")])
+        .ok();
+    assert_same_tree(&src, &out.join(src.strip_prefix("/").expect("absolute")));
+    Restic::new(s3.restic_url("repo"))
+        .with_env(&s3.env())
+        .run(["check", "--read-data"])
+        .ok();
+    let stats = link.stats();
+    assert!(
+        stats.slow_downs > 0 && stats.resets() > 0,
+        "faults were met: {stats:?}"
     );
 }

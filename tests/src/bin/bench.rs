@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! cargo run --release -p lifeboat-tests --bin bench -- [--small] [--keep] [--regen] [--no-build] [--dir DIR]
+//!     [--s3 http://127.0.0.1:PORT] [--link-rtt 0ms,20ms,80ms]
 //! ```
 //!
 //! # What it measures
@@ -28,6 +29,15 @@
 //! - Restores are compared byte for byte with the original, untimed, so a fast but wrong
 //!   restore cannot pass as a result.
 //!
+//! # Over the wire
+//!
+//! Given an S3 server (`--s3`, or `LIFEBOAT_TEST_S3_ENDPOINT` as `scripts/test` exports it),
+//! lifeboat and restic also run against S3 repositories reached through a shaped link on
+//! loopback, once per round-trip time (`--link-rtt`; default 0, 20 and 80 ms, or 20 ms alone
+//! with `--small`): init, a backup of A and of B, a restore of each (compared byte for byte),
+//! and `check --read-data`, with the requests each job sent; see `bench/wire.rs`. A second
+//! table shows them per job and RTT.
+//!
 //! Datasets are generated once per parameter set and cached under the work directory
 //! (default `target/bench-data`); repositories and restore targets live in a per-run
 //! directory that is deleted at the end unless `--keep` is given. Results go to
@@ -45,18 +55,21 @@ mod measure;
 mod report;
 #[path = "bench/tool.rs"]
 mod tool;
+#[path = "bench/wire.rs"]
+mod wire;
 
 use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
+use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
 use clap::Parser;
 use serde::Serialize;
 
 use crate::dataset::{Datasets, Params};
-use crate::report::Record;
+use crate::report::{Record, WireRecord};
 use crate::tool::{Job, Kind, ListedSnapshot, Tool};
 
 /// lifeboat against restic (and rustic) on the same seeded data.
@@ -78,6 +91,13 @@ struct Args {
     /// Work directory for datasets, runs and results (default: target/bench-data).
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// An S3 server (`http://127.0.0.1:PORT`, path-style, any credentials) to also run each
+    /// tool over the wire against.
+    #[arg(long, env = "LIFEBOAT_TEST_S3_ENDPOINT", value_name = "ENDPOINT")]
+    s3: Option<String>,
+    /// Round-trip times of the link to the S3 server [default: 0ms,20ms,80ms; 20ms with --small].
+    #[arg(long, value_delimiter = ',', value_parser = wire::parse_rtt, value_name = "RTTS")]
+    link_rtt: Vec<Duration>,
 }
 
 fn main() -> ExitCode {
@@ -92,6 +112,18 @@ fn main() -> ExitCode {
 
 fn run() -> Result<()> {
     let args = Args::parse();
+    if let Some(endpoint) = &args.s3 {
+        // The test support creates buckets on the server this variable names.
+        // SAFETY: nothing else runs yet: no thread has been started, nothing reads the
+        // environment concurrently.
+        unsafe { std::env::set_var("LIFEBOAT_TEST_S3_ENDPOINT", endpoint) };
+    }
+    let rtts = match (&args.s3, args.link_rtt.is_empty(), args.small) {
+        (None, _, _) => Vec::new(),
+        (Some(_), false, _) => args.link_rtt.clone(),
+        (Some(_), true, true) => vec![Duration::from_millis(20)],
+        (Some(_), true, false) => [0, 20, 80].map(Duration::from_millis).to_vec(),
+    };
 
     // The bench runs from target/<profile>/bench; lifeboat is built in the same profile
     // (dependencies are optimised in the dev profile too, so CI's dev-profile run measures
@@ -159,6 +191,7 @@ fn run() -> Result<()> {
         tools,
         run_dir: run_dir.path().to_path_buf(),
         keep: args.keep,
+        rtts,
     };
     let result = bench(&setup);
 
@@ -189,6 +222,8 @@ struct Setup {
     /// This run's repositories, restore targets, logs and tool scratch directories.
     run_dir: PathBuf,
     keep: bool,
+    /// Round-trip times to run over the wire at (none: no S3 server given).
+    rtts: Vec<Duration>,
 }
 
 /// Runs every tool, the compatibility check, and reports.
@@ -201,6 +236,7 @@ fn bench(setup: &Setup) -> Result<()> {
         tools,
         run_dir,
         keep,
+        rtts,
     } = setup;
     println!();
     println!("lifeboat benchmark ({mode})");
@@ -256,6 +292,18 @@ fn bench(setup: &Setup) -> Result<()> {
         if compat_ok { "ok" } else { "FAILED" }
     );
 
+    // A failure over the wire is reported after the local results are printed and saved.
+    let (wire_records, wire_failure) = if rtts.is_empty() {
+        println!("over the wire: not run (no S3 server: give --s3 or LIFEBOAT_TEST_S3_ENDPOINT)");
+        (Vec::new(), None)
+    } else {
+        println!();
+        match wire::run(tools, sets, rtts, run_dir, *keep) {
+            Ok(records) => (records, None),
+            Err(e) => (Vec::new(), Some(e)),
+        }
+    };
+
     let names: Vec<&'static str> = tools.iter().map(Tool::name).collect();
     println!();
     print!("{}", report::table(&records, &names));
@@ -269,6 +317,11 @@ fn bench(setup: &Setup) -> Result<()> {
                 check.tool, check.verdict
             );
         }
+    }
+    if !wire_records.is_empty() {
+        println!();
+        println!("over the wire (S3 through a link with the given round-trip time)");
+        print!("{}", report::wire_table(&wire_records, rtts));
     }
 
     let results = Results {
@@ -292,6 +345,7 @@ fn bench(setup: &Setup) -> Result<()> {
             ok: compat_ok,
             wall_s: compat.as_ref().ok().map(|f| f.usage.wall.as_secs_f64()),
         },
+        over_the_wire: &wire_records,
     };
     let results_path = work.join("results.json");
     let json = serde_json::to_vec_pretty(&results).context("cannot encode the results")?;
@@ -300,9 +354,8 @@ fn bench(setup: &Setup) -> Result<()> {
     println!();
     println!("results: {}", results_path.display());
 
-    compat
-        .map(|_| ())
-        .context("restic does not accept the repository lifeboat wrote")
+    compat.context("restic does not accept the repository lifeboat wrote")?;
+    wire_failure.map_or(Ok(()), |e| Err(e.context("over the wire")))
 }
 
 /// Builds lifeboat (in the bench's own profile) so the benchmark never measures a stale binary.
@@ -534,7 +587,7 @@ fn recover_swapped_datasets(work: &Path) -> Result<()> {
 }
 
 /// Flushes dirty pages, so the previous job's write-back does not slow the next one.
-fn sync() -> Result<()> {
+pub(crate) fn sync() -> Result<()> {
     let status = Command::new("sync").status().context("cannot run sync")?;
     if !status.success() {
         bail!("sync failed ({status})");
@@ -573,4 +626,6 @@ struct Results<'a> {
     records: &'a [Record],
     parent_checks: &'a [ParentCheck],
     restic_check_of_lifeboat_repo: Compat,
+    /// Jobs against S3 through the link, per round-trip time (empty without an S3 server).
+    over_the_wire: &'a [WireRecord],
 }

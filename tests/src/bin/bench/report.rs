@@ -1,7 +1,9 @@
 //! The results: one record per job and tool, printed as a table with ratios, and saved as JSON.
 
 use std::fmt::Write as _;
+use std::time::Duration;
 
+use lifeboat_tests::link::LinkStats;
 use serde::Serialize;
 
 use crate::measure::Usage;
@@ -156,6 +158,95 @@ pub(crate) fn summary(records: &[Record], others: &[&'static str]) -> String {
     out
 }
 
+/// One measured job of one tool over the wire, at one round-trip time.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct WireRecord {
+    pub(crate) rtt_ms: f64,
+    #[serde(flatten)]
+    pub(crate) record: Record,
+    /// What the link carried during the job.
+    pub(crate) link: LinkStats,
+}
+
+impl WireRecord {
+    /// The one line printed as soon as the job finishes.
+    pub(crate) fn progress_line(&self) -> String {
+        format!(
+            "{} {:>5} ms RTT {:>6} requests",
+            self.record.progress_line(),
+            self.rtt_ms,
+            self.link.requests
+        )
+    }
+}
+
+fn find_wire<'a>(
+    records: &'a [WireRecord],
+    job: Job,
+    tool: &str,
+    rtt_ms: f64,
+) -> Option<&'a WireRecord> {
+    records
+        .iter()
+        .find(|r| r.record.job == job.label() && r.record.tool == tool && r.rtt_ms == rtt_ms)
+}
+
+/// Over the wire, per job and RTT: each tool's wall time and requests, lifeboat's wall time
+/// relative to restic's, and relative to its own at 0 ms (when 0 ms was run).
+pub(crate) fn wire_table(records: &[WireRecord], rtts: &[Duration]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<18} | {:>6} | {:>10} | {:>8} | {:>10} | {:>8} | {:>11} | {:>12}",
+        "job",
+        "RTT ms",
+        "lifeboat s",
+        "requests",
+        "restic s",
+        "requests",
+        "wall/restic",
+        "wall/own 0ms"
+    );
+    let _ = writeln!(out, "{}", "-".repeat(106));
+    let cell = |r: Option<&WireRecord>| {
+        r.map_or(("-".to_string(), "-".to_string()), |r| {
+            (
+                format!("{:.2}", r.record.wall_s),
+                r.link.requests.to_string(),
+            )
+        })
+    };
+    for job in Job::OVER_THE_WIRE {
+        for rtt in rtts {
+            let rtt_ms = rtt.as_secs_f64() * 1e3;
+            let lifeboat = find_wire(records, job, "lifeboat", rtt_ms);
+            let restic = find_wire(records, job, "restic", rtt_ms);
+            if lifeboat.is_none() && restic.is_none() {
+                continue;
+            }
+            let own = find_wire(records, job, "lifeboat", 0.0);
+            let vs = |other: Option<&WireRecord>| match (lifeboat, other) {
+                (Some(l), Some(o)) => ratio(l.record.wall_s, o.record.wall_s),
+                _ => "-".to_string(),
+            };
+            let ((lw, lr), (rw, rr)) = (cell(lifeboat), cell(restic));
+            let _ = writeln!(
+                out,
+                "{:<18} | {:>6} | {:>10} | {:>8} | {:>10} | {:>8} | {:>11} | {:>12}",
+                job.label(),
+                rtt_ms,
+                lw,
+                lr,
+                rw,
+                rr,
+                vs(restic),
+                vs(own)
+            );
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -185,5 +276,30 @@ mod tests {
             .find(|l| l.contains("lifeboat"))
             .expect("a lifeboat row");
         assert!(lifeboat.ends_with("0.25"), "{lifeboat}");
+    }
+
+    #[test]
+    fn wire_table_compares_with_restic_and_with_lifeboat_at_zero_rtt() {
+        let wire = |job, tool, rtt_ms, wall| WireRecord {
+            rtt_ms,
+            record: record(job, tool, wall),
+            link: LinkStats {
+                requests: 10,
+                ..LinkStats::default()
+            },
+        };
+        let records = [
+            wire(Job::BackupA, "lifeboat", 0.0, 1.0),
+            wire(Job::BackupA, "restic", 0.0, 2.0),
+            wire(Job::BackupA, "lifeboat", 20.0, 3.0),
+            wire(Job::BackupA, "restic", 20.0, 12.0),
+        ];
+        let rtts = [Duration::ZERO, Duration::from_millis(20)];
+        let table = wire_table(&records, &rtts);
+        let at_20 = table
+            .lines()
+            .find(|l| l.split('|').nth(1).is_some_and(|c| c.trim() == "20"))
+            .expect("a row at 20 ms");
+        assert!(at_20.ends_with("0.25 |         3.00"), "{at_20}");
     }
 }

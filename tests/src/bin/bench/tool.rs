@@ -62,6 +62,8 @@ pub(crate) enum Job {
     BackupB,
     BackupBUnchanged,
     RestoreA,
+    /// Only over the wire, where both datasets are restored.
+    RestoreB,
     Check,
 }
 
@@ -76,6 +78,17 @@ impl Job {
         Job::Check,
     ];
 
+    /// The jobs run against an S3 repository through a shaped link: a first backup of each
+    /// dataset, a restore of each, and a check that reads everything back.
+    pub(crate) const OVER_THE_WIRE: [Job; 6] = [
+        Job::Init,
+        Job::BackupA,
+        Job::BackupB,
+        Job::RestoreA,
+        Job::RestoreB,
+        Job::Check,
+    ];
+
     pub(crate) fn label(self) -> &'static str {
         match self {
             Job::Init => "init",
@@ -84,6 +97,7 @@ impl Job {
             Job::BackupB => "backup B",
             Job::BackupBUnchanged => "B unchanged",
             Job::RestoreA => "restore A",
+            Job::RestoreB => "restore B",
             Job::Check => "check --read-data",
         }
     }
@@ -97,6 +111,7 @@ impl Job {
             Job::BackupB => "backup-b",
             Job::BackupBUnchanged => "backup-b-unchanged",
             Job::RestoreA => "restore-a",
+            Job::RestoreB => "restore-b",
             Job::Check => "check",
         }
     }
@@ -126,13 +141,14 @@ impl Tool {
         }
     }
 
-    /// A command for this tool against `repo`, with the environment set up; `args` follow
-    /// the tool's global options.
-    pub(crate) fn command<I, S>(&self, repo: &Path, args: I) -> Command
+    /// A command for this tool against `repo` (a directory, or an `s3:` URL), with the
+    /// environment set up; `args` follow the tool's global options.
+    pub(crate) fn command<I, S>(&self, repo: impl AsRef<OsStr>, args: I) -> Command
     where
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
+        let repo = repo.as_ref();
         let mut cmd = Command::new(&self.exe);
         for var in CLEARED_ENV {
             cmd.env_remove(var);
@@ -175,7 +191,7 @@ impl Tool {
     pub(crate) fn job(
         &self,
         job: Job,
-        repo: &Path,
+        repo: impl AsRef<OsStr>,
         source: &Path,
         snapshot: &str,
         target: &Path,
@@ -191,8 +207,10 @@ impl Tool {
             (_, Job::BackupA | Job::BackupC | Job::BackupB | Job::BackupBUnchanged) => {
                 vec!["backup".into(), os(source), "--host".into(), HOST.into()]
             }
-            (Kind::Rustic, Job::RestoreA) => vec!["restore".into(), snapshot.into(), os(target)],
-            (_, Job::RestoreA) => vec![
+            (Kind::Rustic, Job::RestoreA | Job::RestoreB) => {
+                vec!["restore".into(), snapshot.into(), os(target)]
+            }
+            (_, Job::RestoreA | Job::RestoreB) => vec![
                 "restore".into(),
                 snapshot.into(),
                 "--target".into(),
