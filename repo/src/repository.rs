@@ -337,8 +337,9 @@ const MAX_CHUNK: u64 = 8 << 20;
 /// Index files read at once when a backup loads the index: each is up to ~12 MB while it is
 /// decrypted, decompressed and parsed (50,000 blobs), so four fit in [`INDEX_LOAD_MIB`].
 const INDEX_READS: usize = 4;
-/// Trees kept between a restore's walks, as stored: about 130 bytes a file, so the trees of
-/// 250,000 files; a larger snapshot's walks read the rest again.
+/// Trees kept between a restore's walks, as stored: about 60 bytes a file (measured: 568 KB
+/// of trees for 10,000 small files in 113 directories), so the trees of about half a million
+/// files; a larger snapshot's walks read the rest again.
 const TREE_CACHE_MIB: u32 = 32;
 /// Tree reads in flight while a restore checks every name, at least: each is small, so
 /// their number, not their size, is what a round trip costs.
@@ -957,7 +958,11 @@ impl Repository {
     ) -> Result<RestoreStats> {
         let started = Instant::now();
         let traffic = self.store.traffic();
-        let snap = self.find_snapshot(snapshot, &opts.filter).await?;
+        // Both are listings of the store: one round trip for the two.
+        let (snap, index_files) = tokio::try_join!(
+            self.find_snapshot(snapshot, &opts.filter),
+            self.index_files()
+        )?;
         let cores = std::thread::available_parallelism().map_or(2, usize::from);
         // Every core decrypting and decompressing (never more than 8 threads), the store's
         // reads in flight, and the trees kept between the walks.
@@ -981,7 +986,6 @@ impl Repository {
             (restorer::MAX_READ, restorer::MAX_READ)
         };
         let budget = self.opts.memory.clone();
-        let index_files = self.index_files().await?;
         // The index, estimated before it is loaded: a restore that cannot fit fails before it
         // starts (and before the target is made).
         let index_mib = self.index_estimate(&index_files);

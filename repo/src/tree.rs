@@ -74,6 +74,11 @@ impl TreeCache {
         }
     }
 
+    fn holds(&self, id: &[u8; 32]) -> bool {
+        let blobs = self.blobs.lock().unwrap_or_else(|p| p.into_inner());
+        blobs.0.contains_key(id)
+    }
+
     fn get(&self, id: &[u8; 32]) -> Option<Bytes> {
         let blobs = self.blobs.lock().unwrap_or_else(|p| p.into_inner());
         blobs.0.get(id).cloned()
@@ -135,8 +140,8 @@ impl Trees<'_> {
     /// Reads every tree below directory node `top` with up to `in_flight` reads at once,
     /// keeps them in the cache as far as it holds them, and checks each directory's names:
     /// the first unsafe entry found (its directory, name and why, see [`unsafe_name_in`]), in
-    /// no particular order. A tree found at several paths is read and checked once
-    /// (its names are the same wherever it is).
+    /// no particular order. A tree found at several paths is read and checked once while the
+    /// cache holds it (its names are the same wherever it is).
     pub(crate) fn check_every_name(
         &self,
         top: &Node,
@@ -145,7 +150,6 @@ impl Trees<'_> {
         let root = subtree(top).ok_or_else(|| WalkError::NoTree {
             path: shown(Path::new("")),
         })?;
-        let mut seen: HashSet<[u8; 32]> = HashSet::from([root]);
         // Directories to read, taken from the end: the crawl goes deep first, so what waits
         // is about the siblings along one path, not a whole level of the tree.
         let mut waiting: Vec<(PathBuf, [u8; 32])> = vec![(PathBuf::new(), root)];
@@ -155,6 +159,11 @@ impl Trees<'_> {
                 while reads.len() < in_flight.max(1)
                     && let Some((path, id)) = waiting.pop()
                 {
+                    // A tree in the cache was checked, and what it holds is on its way: a
+                    // tree found again (empty directories all share one) costs nothing.
+                    if self.cache.holds(&id) {
+                        continue;
+                    }
                     reads.push(async move {
                         let raw = self.index.fetch_blob(&id, self.store).await;
                         (path, id, raw)
@@ -177,9 +186,7 @@ impl Trees<'_> {
                     let sub = path.join(node.name());
                     let id =
                         subtree(node).ok_or_else(|| WalkError::NoTree { path: shown(&sub) })?;
-                    if seen.insert(id) {
-                        waiting.push((sub, id));
-                    }
+                    waiting.push((sub, id));
                 }
             }
         })

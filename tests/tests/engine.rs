@@ -451,3 +451,80 @@ fn walkdir(root: &Path) -> impl Iterator<Item = std::path::PathBuf> {
         Some(path)
     })
 }
+
+/// A read from an object store is taken as it arrives: a pack shorter than the index says
+/// leaves out exactly the files whose blobs are past its end, and everything else is restored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_pack_on_an_object_store_leaves_out_only_the_files_past_its_end() {
+    use lifeboat_repo::FileKind;
+    let s3 = lifeboat_tests::s3::S3::bucket("short-pack");
+    s3.export_env();
+    let location = Location::parse(&s3.restic_url("repo")).expect("parse");
+    let repo = Repository::init(&location, PW, RepositoryOptions::default())
+        .await
+        .expect("init");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join("src");
+    small_files(&src, 600, 21);
+    repo.backup(&src, &BackupOptions::default(), &Context::default())
+        .await
+        .expect("backup");
+
+    // The largest pack holds file data (trees are small): cut it in half.
+    let store = repo.store();
+    let (pack, size) = store
+        .list(FileKind::Pack)
+        .await
+        .expect("list packs")
+        .into_iter()
+        .max_by_key(|(_, size)| *size)
+        .expect("a pack");
+    let whole = store.read(FileKind::Pack, &pack).await.expect("read");
+    store
+        .write(
+            FileKind::Pack,
+            &pack,
+            vec![whole.slice(..(size / 2) as usize)],
+        )
+        .await
+        .expect("write the short pack");
+
+    let target = dir.path().join("restored");
+    let stats = repo
+        .restore(
+            "latest",
+            Some(src.to_str().expect("utf-8")),
+            &target,
+            &RestoreOptions::default(),
+            &Context::default(),
+        )
+        .await
+        .expect("a damaged pack leaves files out, it does not stop the restore");
+    assert!(stats.unrestored_count > 0, "nothing was past the end");
+    assert!(stats.unrestored_count < 600, "every file was left out");
+    for u in &stats.unrestored {
+        assert!(
+            u.reason.contains("past the end of the pack"),
+            "{}: {}",
+            u.path,
+            u.reason
+        );
+        assert!(!target.join(&u.path).exists(), "{} was left behind", u.path);
+    }
+    // What was restored is whole.
+    let mut restored = 0;
+    for path in walkdir(&src).filter(|p| p.is_file()) {
+        let rel = path.strip_prefix(&src).expect("inside");
+        let got = target.join(rel);
+        if got.exists() {
+            assert_eq!(
+                std::fs::read(&path).ok(),
+                std::fs::read(&got).ok(),
+                "{}",
+                rel.display()
+            );
+            restored += 1;
+        }
+    }
+    assert_eq!(restored + stats.unrestored_count, 600);
+}
