@@ -297,12 +297,17 @@ impl Shared {
     /// Numbers the next request and picks its fault.
     fn next_fault(&self) -> Fault {
         let n = self.sequence.fetch_add(1, Ordering::Relaxed) + 1;
-        let hits = |every: Option<u32>| every.is_some_and(|e| e > 0 && n % u64::from(e) == 0);
+        let hits =
+            |every: Option<u32>| every.is_some_and(|e| e > 0 && n.is_multiple_of(u64::from(e)));
         let faults = &self.opts.faults;
         let (fault, counter) = if hits(faults.slow_down_every) {
             (Fault::SlowDown, &self.counters.slow_downs)
         } else if hits(faults.reset_every) {
-            if self.resets.fetch_add(1, Ordering::Relaxed) % 2 == 0 {
+            if self
+                .resets
+                .fetch_add(1, Ordering::Relaxed)
+                .is_multiple_of(2)
+            {
                 (
                     Fault::ResetBeforeForwarding,
                     &self.counters.resets_before_forwarding,
