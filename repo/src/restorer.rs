@@ -653,9 +653,9 @@ struct Span {
 }
 
 impl Span {
-    /// Bytes `from..to` of the pack (`from` never before an earlier call's), without a copy
-    /// when one chunk holds them; `None` when the read ends first (a pack shorter than its
-    /// index says) or the index puts blobs on top of each other.
+    /// Bytes `from..to` of the pack, without a copy when one chunk holds them; `None` when the
+    /// read ends first (a pack shorter than its index says), or when `from` is before the
+    /// previous call's (pieces come sorted by offset, so only a bug would ask).
     fn take(
         &mut self,
         from: u64,
@@ -740,6 +740,56 @@ mod tests {
         assert_eq!(cut_reads(&pieces, MAX_READ), vec![0..3, 3..4, 4..5, 5..6]);
         assert_eq!(cut_reads(&pieces, 64 << 20), vec![0..3, 3..4, 4..6]);
         assert!(cut_reads(&[], MAX_READ).is_empty());
+    }
+
+    #[test]
+    fn a_span_gives_blobs_across_chunks_and_refuses_what_is_not_there() {
+        let rt = tokio::runtime::Runtime::new().expect("a runtime");
+        let pack: Vec<u8> = (0..100u8).collect();
+        // The read starts at offset 10 of the pack and arrives in chunks of 7 bytes.
+        let chunks: Vec<_> = pack[10..60]
+            .chunks(7)
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect();
+        let mut span = Span {
+            arriving: Arriving::Chunks(Box::pin(futures::stream::iter(chunks))),
+            cur: Bytes::new(),
+            at: 10,
+        };
+        let mut take = |from, to| span.take(from, to, rt.handle()).expect("no store error");
+        assert_eq!(take(10, 12).as_deref(), Some(&pack[10..12]));
+        assert_eq!(
+            take(15, 40).as_deref(),
+            Some(&pack[15..40]),
+            "joined across chunks"
+        );
+        assert_eq!(
+            take(15, 40).as_deref(),
+            Some(&pack[15..40]),
+            "the same blob again"
+        );
+        // An index that puts a blob over the one before it gets the bytes it names (which
+        // then do not decrypt); nothing is read twice or backwards.
+        assert_eq!(take(30, 45).as_deref(), Some(&pack[30..45]));
+        assert_eq!(
+            take(20, 25),
+            None,
+            "before the last blob taken: pieces are sorted"
+        );
+        assert_eq!(take(45, 60).as_deref(), Some(&pack[45..60]));
+        // Past the end of the read (a pack shorter than its index says).
+        assert_eq!(take(58, 70), None);
+
+        let mut whole = Span {
+            arriving: Arriving::Whole(Some(Bytes::copy_from_slice(&pack))),
+            cur: Bytes::new(),
+            at: 0,
+        };
+        assert_eq!(
+            whole.take(90, 100, rt.handle()).expect("read").as_deref(),
+            Some(&pack[90..100])
+        );
+        assert_eq!(whole.take(99, 101, rt.handle()).expect("read"), None);
     }
 
     #[test]

@@ -95,6 +95,15 @@ impl TreeCache {
     }
 }
 
+/// Tree `id`, directory `path`, could not be read.
+fn unreadable(id: &[u8; 32], path: &Path, reason: String) -> WalkError {
+    WalkError::Unreadable {
+        path: shown(path),
+        tree: hex::encode(id),
+        reason,
+    }
+}
+
 fn shown(path: &Path) -> String {
     if path.as_os_str().is_empty() {
         "/".into()
@@ -106,28 +115,19 @@ fn shown(path: &Path) -> String {
 impl Trees<'_> {
     /// The nodes of tree `id`, which is directory `path`.
     pub(crate) fn load(&self, id: &[u8; 32], path: &Path) -> Result<Vec<Node>, WalkError> {
-        let unreadable = |reason: String| WalkError::Unreadable {
-            path: shown(path),
-            tree: hex::encode(id),
-            reason,
-        };
         let raw = match self.cache.get(id) {
             Some(raw) => raw,
             None => self
                 .rt
                 .block_on(self.index.fetch_blob(id, self.store))
-                .map_err(unreadable)?,
+                .map_err(|reason| unreadable(id, path, reason))?,
         };
         self.parse(id, &raw, path)
     }
 
     /// The nodes of tree `id` (directory `path`) from its blob as stored.
     fn parse(&self, id: &[u8; 32], raw: &[u8], path: &Path) -> Result<Vec<Node>, WalkError> {
-        let unreadable = |reason: String| WalkError::Unreadable {
-            path: shown(path),
-            tree: hex::encode(id),
-            reason,
-        };
+        let unreadable = |reason| unreadable(id, path, reason);
         let json = self
             .index
             .open_blob(id, raw, self.key)
@@ -172,11 +172,7 @@ impl Trees<'_> {
                 let Some((path, id, raw)) = reads.next().await else {
                     return Ok(None);
                 };
-                let raw = raw.map_err(|reason| WalkError::Unreadable {
-                    path: shown(&path),
-                    tree: hex::encode(id),
-                    reason,
-                })?;
+                let raw = raw.map_err(|reason| unreadable(&id, &path, reason))?;
                 let nodes = self.parse(&id, &raw, &path)?;
                 self.cache.keep(id, raw);
                 if let Some(found) = unsafe_name_in(&path, &nodes) {

@@ -23,6 +23,16 @@ async fn new_repo(dir: &Path) -> Repository {
     .expect("init")
 }
 
+/// A new repository in a new bucket of the test S3 server.
+async fn s3_repo(bucket: &str) -> Repository {
+    let s3 = lifeboat_tests::s3::S3::bucket(bucket);
+    s3.export_env();
+    let location = Location::parse(&s3.restic_url("repo")).expect("parse");
+    Repository::init(&location, PW, RepositoryOptions::default())
+        .await
+        .expect("init")
+}
+
 /// Restores `path` of `snapshot` into `target`; any failure fails the test.
 async fn restore(
     repo: &Repository,
@@ -400,12 +410,7 @@ async fn a_file_that_changes_while_it_is_read_is_a_warning_with_its_stored_path(
 /// other) and the files' data in a few large reads, whatever the number of files.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restore_from_an_object_store_reads_each_tree_once() {
-    let s3 = lifeboat_tests::s3::S3::bucket("restore-requests");
-    s3.export_env();
-    let location = Location::parse(&s3.restic_url("repo")).expect("parse");
-    let repo = Repository::init(&location, PW, RepositoryOptions::default())
-        .await
-        .expect("init");
+    let repo = s3_repo("restore-requests").await;
     let dir = tempfile::tempdir().expect("tempdir");
     let src = dir.path().join("src");
     small_files(&src, 1000, 18);
@@ -457,12 +462,7 @@ fn walkdir(root: &Path) -> impl Iterator<Item = std::path::PathBuf> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_short_pack_on_an_object_store_leaves_out_only_the_files_past_its_end() {
     use lifeboat_repo::FileKind;
-    let s3 = lifeboat_tests::s3::S3::bucket("short-pack");
-    s3.export_env();
-    let location = Location::parse(&s3.restic_url("repo")).expect("parse");
-    let repo = Repository::init(&location, PW, RepositoryOptions::default())
-        .await
-        .expect("init");
+    let repo = s3_repo("short-pack").await;
     let dir = tempfile::tempdir().expect("tempdir");
     let src = dir.path().join("src");
     small_files(&src, 600, 21);

@@ -336,16 +336,9 @@ fn a_store_that_refuses_connections_for_seconds_is_waited_for_not_failed() {
     );
 }
 
-#[test]
-fn a_link_that_throttles_resets_and_stalls_requests_loses_nothing() {
-    let s3 = S3::bucket("flaky-link");
-    // Coprime periods, so each kind of fault meets every kind of request in turn; a retry
-    // is a new request with a new number, so it can pass.
-    let faults = Faults {
-        slow_down_every: Some(7),
-        reset_every: Some(11),
-        stall_every: Some(29),
-    };
+/// A link with a 2 ms round trip and `faults` in front of `s3`, and the bucket reached
+/// through it.
+fn flaky_link(s3: &S3, faults: Faults) -> (Link, S3) {
     let link = Link::start(
         s3.endpoint.trim_start_matches("http://"),
         LinkOptions {
@@ -359,6 +352,20 @@ fn a_link_that_throttles_resets_and_stalls_requests_loses_nothing() {
         endpoint: link.endpoint(),
         bucket: s3.bucket.clone(),
     };
+    (link, through)
+}
+
+#[test]
+fn a_link_that_throttles_resets_and_stalls_requests_loses_nothing() {
+    let s3 = S3::bucket("flaky-link");
+    // Coprime periods, so each kind of fault meets every kind of request in turn; a retry
+    // is a new request with a new number, so it can pass.
+    let faults = Faults {
+        slow_down_every: Some(7),
+        reset_every: Some(11),
+        stall_every: Some(29),
+    };
+    let (link, through) = flaky_link(&s3, faults);
     // A stalled response is given up after 3 s and its request retried.
     let lifeboat = Lifeboat::new(through.restic_url("repo"))
         .with_env(&through.env())
@@ -407,23 +414,14 @@ fn a_link_that_throttles_resets_and_stalls_requests_loses_nothing() {
 fn restic_backs_up_and_restores_through_a_link_that_throttles_and_resets() {
     let s3 = S3::bucket("restic-link");
     // No stalls: restic 0.14 sets no response timeout, so it would wait for ever.
-    let link = Link::start(
-        s3.endpoint.trim_start_matches("http://"),
-        LinkOptions {
-            rtt: Duration::from_millis(2),
-            bandwidth: None,
-            faults: Faults {
-                slow_down_every: Some(7),
-                reset_every: Some(11),
-                stall_every: None,
-            },
+    let (link, through) = flaky_link(
+        &s3,
+        Faults {
+            slow_down_every: Some(7),
+            reset_every: Some(11),
+            stall_every: None,
         },
-    )
-    .expect("a link in front of the S3 server");
-    let through = S3 {
-        endpoint: link.endpoint(),
-        bucket: s3.bucket.clone(),
-    };
+    );
     let restic = Restic::new(through.restic_url("repo")).with_env(&through.env());
     let dir = tempfile::tempdir().expect("tempdir");
     let src = dir.path().join("src");

@@ -56,6 +56,23 @@ fn pod(
     pod["metadata"]["uid"].as_str().expect("a uid").to_owned()
 }
 
+/// Namespace `shop` and its pod `db-0` on node-1 with an emptyDir volume `data` backed up by
+/// annotation; its uid.
+fn shop_db_pod(cluster: &Cluster) -> String {
+    put(
+        cluster,
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}}),
+    );
+    pod(
+        cluster,
+        "shop",
+        "db-0",
+        "node-1",
+        "data",
+        json!([{"name": "data", "emptyDir": {}}]),
+    )
+}
+
 /// A claim bound to a CSI volume `pv`.
 fn csi_claim(cluster: &Cluster, ns: &str, name: &str, pv: &str) {
     put(
@@ -849,18 +866,7 @@ fn a_fresh_cluster_restores_a_synced_backup_and_a_missing_snapshot_fails_its_vol
 fn a_volume_whose_agent_is_gone_fails_and_its_pod_stops_waiting_once_the_agent_is_back() {
     let bucket = tempfile::tempdir().expect("a bucket directory");
     let mut cluster = Cluster::running(Storage::Directory(bucket.path().to_owned()), &["node-1"]);
-    put(
-        &cluster,
-        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}}),
-    );
-    let uid = pod(
-        &cluster,
-        "shop",
-        "db-0",
-        "node-1",
-        "data",
-        json!([{"name": "data", "emptyDir": {}}]),
-    );
+    let uid = shop_db_pod(&cluster);
     small_files(
         &volume_dir(&cluster, "node-1", &uid, EMPTY_DIR, "data"),
         20,
@@ -1037,18 +1043,7 @@ fn an_oversized_object_in_a_backup_tarball_fails_the_restore_within_bounded_memo
 fn a_server_killed_mid_restore_fails_its_volumes_and_their_pods_stop_waiting() {
     let bucket = tempfile::tempdir().expect("a bucket directory");
     let mut cluster = Cluster::running(Storage::Directory(bucket.path().to_owned()), &["node-1"]);
-    put(
-        &cluster,
-        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}}),
-    );
-    let uid = pod(
-        &cluster,
-        "shop",
-        "db-0",
-        "node-1",
-        "data",
-        json!([{"name": "data", "emptyDir": {}}]),
-    );
+    let uid = shop_db_pod(&cluster);
     // Enough data that the volume's restore is still running when the test acts.
     let data = volume_dir(&cluster, "node-1", &uid, EMPTY_DIR, "data");
     let mut rng = rand::rngs::StdRng::seed_from_u64(19);
