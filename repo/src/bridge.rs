@@ -6,7 +6,13 @@
 //! safe. Every call first checks the operation's cancellation token: cancelling makes the next
 //! storage call fail, and rustic_core unwinds from there. The first storage error is kept so
 //! the engine can report it with its type instead of rustic_core's text.
+//!
+//! Over a remote store the format engine's tree reads (a check's, a prune's) are each a round
+//! trip, one level of directories after the other. Packs of trees are read whole instead, once,
+//! and the engine's reads served from them ([`WHOLE_PACKS`] bytes of them at most), as restic's
+//! cache holds whole tree packs.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -26,6 +32,27 @@ pub(crate) struct Bridge {
     first_error: Arc<Mutex<Option<StoreError>>>,
     /// Caps ranged pack reads in flight (restore, check); see `RepositoryOptions::pack_reads`.
     pack_reads: Arc<tokio::sync::Semaphore>,
+    whole: Arc<Mutex<WholePacks>>,
+    /// The config file as the repository was opened with it: the engine's own open reads it
+    /// (two round trips) before every operation, and it never changes.
+    config: Option<Bytes>,
+    /// The config file the engine wrote through this bridge (init), as stored.
+    written_config: Arc<Mutex<Option<Bytes>>>,
+}
+
+/// Bytes of tree packs a bridge to a remote store keeps whole (nothing on a local disk, where a
+/// read costs no round trip): a repository's trees take about 60 bytes a file, so those of
+/// half a million files.
+const WHOLE_PACKS: u64 = 32 << 20;
+
+/// Packs of trees read whole.
+#[derive(Default)]
+struct WholePacks {
+    /// What may still be kept, in bytes.
+    room: u64,
+    /// Pack sizes, from the engine's last listing of packs.
+    sizes: HashMap<Id, u32>,
+    packs: HashMap<Id, Arc<tokio::sync::OnceCell<Bytes>>>,
 }
 
 impl std::fmt::Debug for Bridge {
@@ -51,13 +78,48 @@ impl Bridge {
         cancel: CancellationToken,
         pack_reads: usize,
     ) -> Self {
+        let whole = WholePacks {
+            room: if store.streams() { WHOLE_PACKS } else { 0 },
+            ..WholePacks::default()
+        };
         Self {
+            config: None,
             store,
             rt,
             cancel,
             first_error: Arc::default(),
             pack_reads: Arc::new(tokio::sync::Semaphore::new(pack_reads.max(1))),
+            whole: Arc::new(Mutex::new(whole)),
+            written_config: Arc::default(),
         }
+    }
+
+    /// This bridge answers the engine's questions about the config file with `sealed` (the
+    /// file as stored).
+    pub(crate) fn with_config(mut self, sealed: Bytes) -> Self {
+        self.config = Some(sealed);
+        self
+    }
+
+    /// The config file the engine wrote through this bridge, if it did.
+    pub(crate) fn written_config(&self) -> Option<Bytes> {
+        self.written_config.lock().ok()?.clone()
+    }
+
+    /// Pack `id` read whole (or to be), if its size is known and it fits what is left.
+    fn whole_pack(&self, id: &Id) -> Option<Arc<tokio::sync::OnceCell<Bytes>>> {
+        let mut whole = self.whole.lock().ok()?;
+        if let Some(cell) = whole.packs.get(id) {
+            return Some(cell.clone());
+        }
+        let size = u64::from(*whole.sizes.get(id)?);
+        if size > whole.room {
+            return None;
+        }
+        whole.room -= size;
+        let cell = Arc::new(tokio::sync::OnceCell::new());
+        whole.packs.insert(*id, cell.clone());
+        Some(cell)
     }
 
     /// The first storage error seen, if any.
@@ -103,8 +165,13 @@ impl ReadBackend for Bridge {
     }
 
     fn list_with_size(&self, tpe: FileType) -> RusticResult<Vec<(Id, u32)>> {
+        if tpe == FileType::Config
+            && let Some(config) = &self.config
+        {
+            return Ok(vec![(Id::default(), config.len() as u32)]);
+        }
         let files = self.run("listing", self.store.list(kind(tpe)))?;
-        Ok(files
+        let listed: Vec<(Id, u32)> = files
             .into_iter()
             .filter_map(|(name, size)| {
                 let id = if tpe == FileType::Config {
@@ -115,10 +182,22 @@ impl ReadBackend for Bridge {
                 // restic's files are far below 4 GiB; a larger object is not one of ours.
                 Some((id, u32::try_from(size).ok()?))
             })
-            .collect())
+            .collect();
+        if tpe == FileType::Pack
+            && let Ok(mut whole) = self.whole.lock()
+            && whole.room > 0
+        {
+            whole.sizes = listed.iter().copied().collect();
+        }
+        Ok(listed)
     }
 
     fn read_full(&self, tpe: FileType, id: &Id) -> RusticResult<Bytes> {
+        if tpe == FileType::Config
+            && let Some(config) = &self.config
+        {
+            return Ok(config.clone());
+        }
         let name = id.to_hex();
         self.run("reading", self.store.read(kind(tpe), name.as_str()))
     }
@@ -127,13 +206,41 @@ impl ReadBackend for Bridge {
         &self,
         tpe: FileType,
         id: &Id,
-        _cacheable: bool,
+        cacheable: bool,
         offset: u32,
         length: u32,
     ) -> RusticResult<Bytes> {
         let name = id.to_hex();
         let permits = self.pack_reads.clone();
         let store = self.store.clone();
+        // A tree (the engine marks them cacheable) from its pack read whole.
+        if cacheable
+            && tpe == FileType::Pack
+            && let Some(cell) = self.whole_pack(id)
+        {
+            let pack = self.run("reading", async move {
+                cell.get_or_try_init(|| async {
+                    let _permit = permits
+                        .acquire_owned()
+                        .await
+                        .expect("the semaphore is never closed");
+                    store.read(FileKind::Pack, name.as_str()).await
+                })
+                .await
+                .cloned()
+            })?;
+            let (start, end) = (offset as usize, offset as usize + length as usize);
+            if end > pack.len() {
+                return Err(RusticError::new(
+                    ErrorKind::Backend,
+                    "pack {pack} holds {size} bytes, fewer than its index says (a blob ends at {end}): it is damaged",
+                )
+                .attach_context("pack", id.to_hex().to_string())
+                .attach_context("size", pack.len().to_string())
+                .attach_context("end", end.to_string()));
+            }
+            return Ok(pack.slice(start..end));
+        }
         self.run("reading", async move {
             let _permit = permits
                 .acquire_owned()
@@ -163,11 +270,13 @@ impl WriteBackend for Bridge {
         content: BytesList,
     ) -> RusticResult<()> {
         let name = id.to_hex();
-        self.run(
-            "writing",
-            self.store
-                .write(kind(tpe), name.as_str(), content.into_vec()),
-        )
+        let parts = content.into_vec();
+        if tpe == FileType::Config
+            && let Ok(mut written) = self.written_config.lock()
+        {
+            *written = Some(parts.concat().into());
+        }
+        self.run("writing", self.store.write(kind(tpe), name.as_str(), parts))
     }
 
     fn remove(&self, tpe: FileType, id: &Id, _cacheable: bool) -> RusticResult<()> {

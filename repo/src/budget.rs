@@ -139,7 +139,9 @@ pub(crate) fn mib_of(bytes: u64) -> u32 {
     u32::try_from(bytes.div_ceil(MIB)).unwrap_or(u32::MAX)
 }
 
-/// How much a backup holds: the defaults are every core, 16 MiB packs (restic's), two uploads.
+/// How much a backup holds: the defaults are every core, 16 MiB packs (restic's), and the
+/// store's uploads in flight (two on a local disk, four on an object store, where each
+/// upload also waits out round trips).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct BackupBuffers {
     pub workers: usize,
@@ -148,11 +150,11 @@ pub(crate) struct BackupBuffers {
 }
 
 impl BackupBuffers {
-    pub(crate) fn full(cores: usize) -> Self {
+    pub(crate) fn full(cores: usize, uploads: usize) -> Self {
         Self {
             workers: cores.max(1),
             pack_size: 16 << 20,
-            uploads: 2,
+            uploads: uploads.max(1),
         }
     }
 
@@ -165,15 +167,21 @@ impl BackupBuffers {
         JOB_MIB + mib_of(self.workers as u64 * worker + (1 + self.uploads as u64) * pack)
     }
 
-    /// The largest buffers that fit in `mib`: smaller packs and one upload before fewer
-    /// workers (every core busy matters most); `None` if even one worker with 4 MiB packs
-    /// (restic's smallest) does not fit.
-    pub(crate) fn fitting(cores: usize, max_chunk: usize, mib: u32) -> Option<Self> {
+    /// The largest buffers that fit in `mib` with at most `uploads` in flight: fewer
+    /// uploads, smaller packs and one upload before fewer workers (every core busy matters
+    /// most); `None` if even one worker with 4 MiB packs (restic's smallest) does not fit.
+    pub(crate) fn fitting(
+        cores: usize,
+        uploads: usize,
+        max_chunk: usize,
+        mib: u32,
+    ) -> Option<Self> {
+        let most = uploads.max(1);
         (1..=cores.max(1))
             .rev()
             .flat_map(|workers| {
                 [16usize, 8, 4].into_iter().flat_map(move |pack| {
-                    [2, 1].into_iter().map(move |uploads| Self {
+                    [most, most.min(2), 1].into_iter().map(move |uploads| Self {
                         workers,
                         pack_size: pack << 20,
                         uploads,
@@ -259,25 +267,37 @@ mod tests {
 
     #[test]
     fn the_default_budget_holds_the_default_backup_and_a_two_million_blob_index() {
-        let full = BackupBuffers::full(2);
+        let full = BackupBuffers::full(2, 2);
         let budget = MemoryBudget::new(256 * MIB).unwrap();
         // Two workers, 16 MiB packs, two uploads: 8 + 2 × 42 + 3 × 24 MiB.
         assert_eq!(full.mib(CHUNK), 164);
         assert_eq!(
-            BackupBuffers::fitting(2, CHUNK, budget.usable()),
+            BackupBuffers::fitting(2, 2, CHUNK, budget.usable()),
             Some(full)
         );
         // Beside a 97 MiB index (two million blobs) the packs shrink, both cores still work.
-        let beside = BackupBuffers::fitting(2, CHUNK, budget.usable() - 97).unwrap();
+        let beside = BackupBuffers::fitting(2, 2, CHUNK, budget.usable() - 97).unwrap();
         assert_eq!((beside.workers, beside.pack_size), (2, 8 << 20));
         assert!(beside.mib(CHUNK) + 97 <= budget.usable());
+    }
+
+    #[test]
+    fn an_object_store_s_uploads_are_given_up_before_packs_shrink() {
+        // Two workers, 16 MiB packs, four uploads: 8 + 2 × 42 + 5 × 24 MiB.
+        let full = BackupBuffers::full(2, 4);
+        assert_eq!(full.mib(CHUNK), 212);
+        assert_eq!(BackupBuffers::fitting(2, 4, CHUNK, 212), Some(full));
+        assert_eq!(
+            BackupBuffers::fitting(2, 4, CHUNK, 211),
+            Some(BackupBuffers::full(2, 2))
+        );
     }
 
     #[test]
     fn buffers_shrink_to_what_is_free_and_none_fit_below_the_smallest() {
         let mut last = u32::MAX;
         for mib in (0..=300).rev() {
-            match BackupBuffers::fitting(4, CHUNK, mib) {
+            match BackupBuffers::fitting(4, 4, CHUNK, mib) {
                 Some(b) => {
                     assert!(b.mib(CHUNK) <= mib && b.mib(CHUNK) <= last);
                     last = b.mib(CHUNK);
@@ -286,7 +306,7 @@ mod tests {
             }
         }
         assert_eq!(
-            BackupBuffers::fitting(4, CHUNK, BackupBuffers::smallest().mib(CHUNK)),
+            BackupBuffers::fitting(4, 4, CHUNK, BackupBuffers::smallest().mib(CHUNK)),
             Some(BackupBuffers::smallest())
         );
     }

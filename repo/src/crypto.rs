@@ -202,6 +202,41 @@ pub(crate) fn key_file(
     (hex::encode(crate::id::hash(&bytes)), bytes)
 }
 
+/// A key file that is not one: not restic's JSON, an unknown key derivation, scrypt
+/// parameters out of range, or a master key that is not JSON once decrypted.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct KeyFileDamaged(&'static str);
+
+/// The master key `bytes` (a key file, restic's JSON) holds under `password`: `None` when
+/// the password does not open it. Derives with the file's own scrypt parameters (restic's
+/// keys and ours differ), its lanes as [`deriving`] runs them.
+pub(crate) fn open_key_file(
+    bytes: &[u8],
+    password: &str,
+) -> Result<Option<rustic_core::repofile::MasterKey>, KeyFileDamaged> {
+    let file: rustic_core::repofile::KeyFile =
+        serde_json::from_slice(bytes).map_err(|_| KeyFileDamaged("not a key file"))?;
+    if file.kdf != "scrypt" {
+        return Err(KeyFileDamaged("an unknown key derivation"));
+    }
+    if !file.n.is_power_of_two() || file.n < 2 {
+        return Err(KeyFileDamaged("scrypt's N is not a power of two"));
+    }
+    let log_n = u8::try_from(file.n.trailing_zeros()).expect("below 32");
+    let params = scrypt::Params::new(log_n, file.r, file.p)
+        .map_err(|_| KeyFileDamaged("scrypt parameters out of range"))?;
+    let mut derived = aes256ctr_poly1305aes::Key::default();
+    deriving(|| scrypt::scrypt(password.as_bytes(), &file.salt, &params, &mut derived))
+        .expect("64 bytes is a valid scrypt output length");
+    match MasterKey(derived).decrypt(&file.data) {
+        Err(DecryptError) => Ok(None),
+        Ok(plain) => serde_json::from_slice(&plain)
+            .map(Some)
+            .map_err(|_| KeyFileDamaged("its master key is not JSON")),
+    }
+}
+
 /// Plaintext of an unpacked file for repository `version`: v2 compresses.
 pub(crate) fn pack_json(version: u32, json: &[u8]) -> Vec<u8> {
     if version >= 2 {
@@ -363,6 +398,31 @@ mod tests {
         let mut wrong = aes256ctr_poly1305aes::Key::default();
         scrypt::scrypt(b"not pw", &file.salt, &params, &mut wrong).expect("scrypt");
         assert!(MasterKey(wrong).decrypt(&file.data).is_err());
+    }
+
+    #[test]
+    fn a_key_file_opens_with_its_password_only_and_damage_is_named() {
+        let master = rustic_core::repofile::MasterKey::new();
+        let (_, bytes) = key_file(&master, "pw");
+        let opened = open_key_file(&bytes, "pw")
+            .expect("a key file")
+            .expect("the password opens it");
+        assert_eq!(opened.encrypt, master.encrypt);
+        assert_eq!((opened.mac.k, opened.mac.r), (master.mac.k, master.mac.r));
+        assert!(
+            open_key_file(&bytes, "not pw")
+                .expect("a key file")
+                .is_none()
+        );
+        assert!(open_key_file(b"{}", "pw").is_err());
+        let mut file: serde_json::Value = serde_json::from_slice(&bytes).expect("JSON");
+        file["N"] = 1000.into();
+        let odd = serde_json::to_vec(&file).expect("JSON");
+        assert!(open_key_file(&odd, "pw").is_err());
+        file["N"] = 32768.into();
+        file["kdf"] = "argon2".into();
+        let unknown = serde_json::to_vec(&file).expect("JSON");
+        assert!(open_key_file(&unknown, "pw").is_err());
     }
 
     #[test]

@@ -26,6 +26,18 @@ pub enum Error {
     #[error("wrong password for the repository at {location}: no key could be opened with it")]
     WrongPassword { location: String },
 
+    /// No key file of the repository could be read as one.
+    #[error(
+        "no key file of the repository at {location} could be read: {files}; restore the keys/ directory from a copy of the bucket"
+    )]
+    KeysDamaged { location: String, files: String },
+
+    /// The config file does not decrypt with the key the password opened, or does not parse.
+    #[error(
+        "the config file of the repository at {location} does not decrypt or parse with the key the password opened: it is damaged, or the key belongs to another repository; restore the config file from a copy of the bucket"
+    )]
+    ConfigDamaged { location: String },
+
     /// There is no repository (no `config` file) at the location.
     #[error(
         "there is no repository at {location} (no config file); create one with `lifeboat repo init`"

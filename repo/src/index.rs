@@ -77,6 +77,9 @@ pub(crate) struct BlobIndex {
     /// `starts[p]`: the first entry whose id's top `bits` bits are `p` or more.
     starts: Vec<u32>,
     bits: u32,
+    /// The tree entries, by pack and offset (numbers into `entries`): built on the first
+    /// [`Self::trees_near`], 4 bytes per tree blob.
+    trees: std::sync::OnceLock<Vec<u32>>,
 }
 
 #[derive(Deserialize)]
@@ -215,6 +218,7 @@ impl BlobIndex {
             entries,
             starts,
             bits,
+            trees: std::sync::OnceLock::new(),
         }
     }
 
@@ -250,6 +254,57 @@ impl BlobIndex {
             .iter()
             .find(|e| e.pack & !TREE == pack && e.offset == offset)
             .map(|e| e.id)
+    }
+
+    /// Tree `tree`'s pack and the tree blobs stored beside it there, in pack order, as far as
+    /// they lie within `span` bytes from the first to the end of the last: the blobs one
+    /// ranged read brings at once. Trees are written together into packs of their own, so
+    /// over a remote store one read brings a snapshot's directories instead of one round
+    /// trip per level of them. Empty if `tree` is not in the index.
+    pub(crate) fn trees_near(&self, tree: &[u8; 32], span: u32) -> Vec<([u8; 32], Loc)> {
+        let Some(at) = self.find(tree).first().map(Entry::loc) else {
+            return Vec::new();
+        };
+        let order = self.trees.get_or_init(|| {
+            let mut order: Vec<u32> = (0..self.entries.len() as u32)
+                .filter(|&i| self.entries[i as usize].pack & TREE != 0)
+                .collect();
+            order.sort_unstable_by_key(|&i| {
+                let e = &self.entries[i as usize];
+                (e.pack, e.offset)
+            });
+            order
+        });
+        let loc = |i: u32| self.entries[i as usize].loc();
+        let key = |i: u32| (loc(i).pack, loc(i).offset);
+        let first = order.partition_point(|&i| key(i) < (at.pack, at.offset));
+        let end = first + order[first..].partition_point(|&i| loc(i).pack == at.pack);
+        // From `tree` on: the crawl asks for directories before what they hold, and trees
+        // are written after what they hold, so what it needs next is mostly before it;
+        // take those first, then those after, within the span.
+        let mut lo = first;
+        let mut hi = first;
+        while hi < end && loc(order[hi]).offset == at.offset {
+            hi += 1;
+        }
+        let spans = |lo: usize, hi: usize| {
+            let (a, b) = (loc(order[lo]), loc(order[hi - 1]));
+            u64::from(b.offset) + u64::from(b.length) - u64::from(a.offset) <= u64::from(span)
+        };
+        if hi == lo {
+            return Vec::new();
+        }
+        let start = order[..first].partition_point(|&i| loc(i).pack < at.pack);
+        while lo > start && spans(lo - 1, hi) {
+            lo -= 1;
+        }
+        while hi < end && spans(lo, hi + 1) {
+            hi += 1;
+        }
+        order[lo..hi]
+            .iter()
+            .map(|&i| (self.entries[i as usize].id, loc(i)))
+            .collect()
     }
 
     /// Blobs in the index (a blob stored twice counts twice).

@@ -221,12 +221,21 @@ impl Locks {
     ) -> Result<LockGuard> {
         let deadline = tokio::time::Instant::now() + opts.wait;
         let store_err = |source| Error::store(self.store.location(), source);
+        // The first attempt writes its lock at once and then looks for others, as restic does
+        // (of two processes doing so, at least one sees the other): one round trip fewer before
+        // the operation starts. Once a conflict was seen, later attempts look first, so a
+        // process waiting for a long prune does not write and remove a lock every second.
+        let mut look_first = false;
         loop {
-            let holder = match self
-                .conflict(exclusive, None, opts)
-                .await
-                .map_err(store_err)?
-            {
+            let seen = if look_first {
+                self.conflict(exclusive, None, opts)
+                    .await
+                    .map_err(store_err)?
+            } else {
+                None
+            };
+            look_first = true;
+            let holder = match seen {
                 Some(holder) => Some(holder),
                 None => {
                     let name = self

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rustic_core::repofile::{MasterKey as RusticKey, Node, SnapshotFile};
+use rustic_core::repofile::{ConfigFile, MasterKey as RusticKey, Node, SnapshotFile};
 use rustic_core::{
     Credentials, Grouped, KeyOptions, OpenStatus, RepositoryBackends, RusticError,
     SnapshotGroupCriterion, SnapshotOptions,
@@ -85,6 +85,17 @@ pub fn default_pack_reads(location: &Location) -> usize {
     match location {
         Location::Local(_) => cores.clamp(2, 8),
         _ => 8,
+    }
+}
+
+/// Finished packs a backup uploads at once on `location`: two on a local disk, whose writes
+/// cost no round trip; four on an object store, where each upload also waits out round trips
+/// (and the trees' pack, last, need not wait for the final data packs). Each costs a pack in
+/// the backup's buffers ([`BackupBuffers::mib`]); a budget too small gets fewer.
+fn default_uploads(location: &Location) -> usize {
+    match location {
+        Location::Local(_) => 2,
+        _ => 4,
     }
 }
 
@@ -298,6 +309,9 @@ pub struct Repository {
     key: RusticKey,
     locks: Locks,
     version: u32,
+    /// The repository's config as opened (chunker, compression, version), and as stored.
+    config: Arc<ConfigFile>,
+    sealed_config: bytes::Bytes,
     opts: RepositoryOptions,
     rt: Handle,
 }
@@ -353,6 +367,20 @@ fn rustic_options() -> rustic_core::RepositoryOptions {
     // No local cache: agents run in short-lived pods, and a stale cache is one more thing
     // to go wrong; indexes and snapshots are read from the store.
     rustic_core::RepositoryOptions::default().no_cache(true)
+}
+
+/// Runs `f` (work that reads the store without the format engine) on a thread of its own;
+/// the format engine's own errors become ours.
+async fn on_engine_thread<T: Send + 'static>(
+    name: &str,
+    f: impl FnOnce() -> OpResult<T> + Send + 'static,
+) -> Result<T> {
+    on_thread(name, f).await?.map_err(|e| match e {
+        OpError::Ours(e) => e,
+        OpError::Rustic(e) => Error::Engine {
+            message: rustic_message(&e),
+        },
+    })
 }
 
 /// Runs `f` on its own OS thread and awaits it without blocking the runtime.
@@ -453,18 +481,14 @@ impl Repository {
         }
         let store = Store::open(location, &opts.store)?;
         store.create().await.map_err(|e| store_error(&store, e))?;
-        if let Err(source) = store.probe().await {
+        let (probe, config) = tokio::join!(store.probe(), store.size(FileKind::Config, ""));
+        if let Err(source) = probe {
             return Err(Error::BucketMissing {
                 location: location.to_string(),
                 source: Box::new(source),
             });
         }
-        if store
-            .size(FileKind::Config, "")
-            .await
-            .map_err(|e| store_error(&store, e))?
-            .is_some()
-        {
+        if config.map_err(|e| store_error(&store, e))?.is_some() {
             return Err(Error::AlreadyInitialized {
                 location: location.to_string(),
             });
@@ -484,7 +508,7 @@ impl Repository {
         // removing it.
         let master = RusticKey::new();
         let m = master.clone();
-        let res = on_thread("init", move || -> OpResult<u32> {
+        let res = on_thread("init", move || -> OpResult<ConfigFile> {
             let backends = RepositoryBackends::new(Arc::new(b), None);
             let config = rustic_core::ConfigOptions::default().set_version(2u32);
             let repo = rustic_core::Repository::new(&rustic_options(), &backends)?.init(
@@ -492,17 +516,21 @@ impl Repository {
                 &KeyOptions::default(),
                 &config,
             )?;
-            Ok(repo.config().version)
+            Ok(repo.config().clone())
         })
         .await?;
-        let version = res.map_err(|e| Self::op_error(e, &store, &bridge, None))?;
+        let config = res.map_err(|e| Self::op_error(e, &store, &bridge, None))?;
         let (name, bytes) = crypto::key_file(&master, password);
         store
             .write(FileKind::Key, &name, vec![bytes.into()])
             .await
             .map_err(|e| store_error(&store, e))?;
+        // The config as stored, for the format engine's later opens (see `Bridge::with_config`).
+        let sealed = bridge.written_config().ok_or_else(|| {
+            Error::engine("the format engine created the repository without writing its config")
+        })?;
         let key = master;
-        Ok(Self::assemble(store, key, version, opts, rt))
+        Ok(Self::assemble(store, key, (config, sealed), opts, rt))
     }
 
     /// Opens the repository at `location` with `password`. Must be called on a tokio runtime.
@@ -522,9 +550,14 @@ impl Repository {
             });
         }
         let store = Store::open(location, &opts.store)?;
-        match store.size(FileKind::Config, "").await {
-            Ok(Some(_)) => {}
-            Ok(None) | Err(StoreError::NotFound { .. }) => {
+        // The config and the key files' names together, then every key file together: two
+        // round trips before the key is derived (the format engine's open took five, one
+        // after the other, which over an 80 ms link was half a small job's time).
+        let (config, keys) =
+            tokio::join!(store.read(FileKind::Config, ""), store.list(FileKind::Key));
+        let sealed_config = match config {
+            Ok(bytes) => bytes,
+            Err(StoreError::NotFound { .. }) => {
                 return Err(match store.probe().await {
                     Err(source) if !matches!(location, Location::Local(_)) => {
                         Error::BucketMissing {
@@ -538,49 +571,91 @@ impl Repository {
                 });
             }
             Err(e) => return Err(store_error(&store, e)),
-        }
-        let rt = Handle::current();
-        let bridge = Bridge::new(
-            store.clone(),
-            rt.clone(),
-            CancellationToken::new(),
-            opts.pack_reads
-                .unwrap_or_else(|| default_pack_reads(location)),
-        );
-        let b = bridge.clone();
-        let password = password.to_string();
+        };
+        let key_files: Vec<(String, bytes::Bytes)> = {
+            use futures::{StreamExt, TryStreamExt};
+            let names = keys.map_err(|e| store_error(&store, e))?;
+            futures::stream::iter(names)
+                .map(|(name, _)| {
+                    let store = &store;
+                    async move {
+                        Ok::<_, StoreError>((name.clone(), store.read(FileKind::Key, &name).await?))
+                    }
+                })
+                .buffered(8)
+                .try_collect()
+                .await
+                .map_err(|e| store_error(&store, e))?
+        };
         // Deriving the key from the password holds scrypt's table: several jobs opening at
         // once (an agent's volumes) would otherwise hold one each beside the others' buffers.
         let _deriving = match &opts.memory {
             None => Hold::none(),
             Some(budget) => reserve(budget, KEY_MIB, &CancellationToken::new()).await?,
         };
-        let res = on_thread("open", move || -> OpResult<(RusticKey, u32)> {
-            let backends = RepositoryBackends::new(Arc::new(b), None);
-            let repo = crate::crypto::deriving(|| {
-                rustic_core::Repository::new(&rustic_options(), &backends)?
-                    .open(&Credentials::password(&password))
-            })?;
-            Ok((repo.key(), repo.config().version))
+        let password = password.to_string();
+        let at = location.to_string();
+        // Each key file in turn, as restic tries them; one that is not a key file is passed
+        // over (another may open), and named if none does.
+        let key = on_thread("open", move || {
+            let mut damaged = Vec::new();
+            for (name, bytes) in &key_files {
+                match crypto::open_key_file(bytes, &password) {
+                    Ok(Some(key)) => return Ok(key),
+                    Ok(None) => {}
+                    Err(why) => damaged.push(format!("{name} ({why})")),
+                }
+            }
+            Err(if key_files.is_empty() || damaged.len() < key_files.len() {
+                Error::WrongPassword { location: at }
+            } else {
+                Error::KeysDamaged {
+                    location: at,
+                    files: damaged.join(", "),
+                }
+            })
         })
-        .await?;
-        let (key, version) = res.map_err(|e| Self::op_error(e, &store, &bridge, None))?;
-        Ok(Self::assemble(store, key, version, opts, rt))
+        .await??;
+        let config_damaged = || Error::ConfigDamaged {
+            location: location.to_string(),
+        };
+        let plain = MasterKey::from_rustic(&key)
+            .decrypt(&sealed_config)
+            .map_err(|_| config_damaged())?;
+        let json = crypto::unpack_json(&plain).ok_or_else(config_damaged)?;
+        let config: ConfigFile = serde_json::from_slice(&json).map_err(|_| config_damaged())?;
+        if !(1..=2).contains(&config.version) {
+            return Err(Error::engine(format!(
+                "the repository at {location} has format version {}, which lifeboat does not read (1 and 2 are restic's)",
+                config.version
+            )));
+        }
+        let rt = Handle::current();
+        Ok(Self::assemble(
+            store,
+            key,
+            (config, sealed_config),
+            opts,
+            rt,
+        ))
     }
 
     fn assemble(
         store: Store,
         key: RusticKey,
-        version: u32,
+        (config, sealed_config): (ConfigFile, bytes::Bytes),
         opts: RepositoryOptions,
         rt: Handle,
     ) -> Self {
+        let version = config.version;
         let locks = Locks::new(store.clone(), MasterKey::from_rustic(&key), version);
         Self {
             store,
             key,
             locks,
             version,
+            config: Arc::new(config),
+            sealed_config,
             opts,
             rt,
         }
@@ -677,7 +752,8 @@ impl Repository {
             self.rt.clone(),
             ctx.cancel.clone(),
             self.pack_reads(),
-        );
+        )
+        .with_config(self.sealed_config.clone());
         let key = self.key.clone();
         let b = bridge.clone();
         let progress = Adapter(ctx.progress.clone());
@@ -699,16 +775,53 @@ impl Repository {
         ctx: &Context,
         op: impl AsyncFnOnce(&Context) -> Result<T>,
     ) -> Result<T> {
+        self.locked_after(exclusive, ctx, async { Ok(()) }, async |ctx, ()| {
+            op(ctx).await
+        })
+        .await
+    }
+
+    /// [`Self::locked`], with `first` run while the lock is taken and its outcome handed to
+    /// `op`: reads that need no lock (listings, snapshot files, which are never rewritten)
+    /// travel beside the lock's own round trips instead of after them. If `first` fails, the
+    /// lock is not waited for and its failure is the operation's.
+    async fn locked_after<P, T>(
+        &self,
+        exclusive: bool,
+        ctx: &Context,
+        first: impl Future<Output = Result<P>>,
+        op: impl AsyncFnOnce(&Context, P) -> Result<T>,
+    ) -> Result<T> {
         // The lock may cancel the operation (when it cannot be refreshed), the caller too.
         let op_ctx = Context {
             progress: ctx.progress.clone(),
             cancel: ctx.cancel.child_token(),
         };
-        let guard: LockGuard = self
-            .locks
-            .acquire(exclusive, &self.opts.lock, &op_ctx.cancel)
-            .await?;
-        let res = op(&op_ctx).await;
+        // The lock is never dropped half taken (a lock file written and then forgotten):
+        // a failure of `first` stops only its waiting, through the token.
+        let first = async {
+            let res = first.await;
+            if res.is_err() {
+                op_ctx.cancel.cancel();
+            }
+            res
+        };
+        let (guard, first) = tokio::join!(
+            self.locks
+                .acquire(exclusive, &self.opts.lock, &op_ctx.cancel),
+            first
+        );
+        let before = match first {
+            Ok(before) => before,
+            Err(e) => {
+                if let Ok(guard) = guard {
+                    let _ = guard.release().await;
+                }
+                return Err(e);
+            }
+        };
+        let guard: LockGuard = guard?;
+        let res = op(&op_ctx, before).await;
         let lost = guard.was_lost();
         let released = guard.release().await;
         if lost {
@@ -804,25 +917,30 @@ impl Repository {
             .unwrap_or_else(|| gethostname::gethostname().to_string_lossy().into_owned());
         let warnings = Warnings::new(source.clone(), stored_root.clone());
         let w = warnings.clone();
+        // The parent and the index files' names are read while the lock is taken.
+        let (auto_host, auto_paths) = (
+            host.clone(),
+            vec![stored_root.to_string_lossy().into_owned()],
+        );
+        let parent = async {
+            Ok(match &opts.parent {
+                ParentChoice::None => None,
+                ParentChoice::Snapshot(q) => {
+                    Some(self.find_snapshot(q, &SnapshotFilter::default()).await?)
+                }
+                // restic's choice: the newest snapshot of this host and these paths.
+                ParentChoice::Auto => self
+                    .snapshots(&SnapshotFilter::default())
+                    .await?
+                    .into_iter()
+                    .filter(|s| s.hostname == auto_host && s.paths == auto_paths)
+                    .max_by_key(|s| s.time),
+            })
+        };
+        let listed = async { tokio::try_join!(parent, self.index_files()) };
         let snap = self
-            .locked(false, ctx, async |ctx| {
-                let parent = match &opts.parent {
-                    ParentChoice::None => None,
-                    ParentChoice::Snapshot(q) => {
-                        Some(self.find_snapshot(q, &SnapshotFilter::default()).await?)
-                    }
-                    // restic's choice: the newest snapshot of this host and these paths.
-                    ParentChoice::Auto => {
-                        let paths = vec![stored_root.to_string_lossy().into_owned()];
-                        self.snapshots(&SnapshotFilter::default())
-                            .await?
-                            .into_iter()
-                            .filter(|s| s.hostname == host && s.paths == paths)
-                            .max_by_key(|s| s.time)
-                    }
-                };
+            .locked_after(false, ctx, listed, async |ctx, (parent, index_files)| {
                 let key = MasterKey::from_rustic(&self.key);
-                let index_files = self.index_files().await?;
                 // A backup that cannot fit beside the index fails before loading it.
                 if let Some(budget) = &self.opts.memory {
                     let index_mib = self.index_estimate(&index_files);
@@ -840,9 +958,10 @@ impl Repository {
                 let version = self.version;
                 let budget = self.opts.memory.clone();
                 let cores = std::thread::available_parallelism().map_or(2, usize::from);
+                let uploads = default_uploads(self.location());
                 let (cancel, progress) = (ctx.cancel.clone(), ctx.progress.clone());
-                self.run("backup", ctx, move |repo| {
-                    let config = repo.config();
+                let config = self.config.clone();
+                on_engine_thread("backup", move || {
                     if config.chunker() != rustic_core::repofile::Chunker::Rabin {
                         return Err(Error::engine(
                             "this repository uses a fixed-size chunker, which lifeboat does not write",
@@ -862,7 +981,7 @@ impl Repository {
                     // The index for as long as the backup runs, and the largest buffers that
                     // fit beside it in what is free now (the smallest, waited for, if none do).
                     let (buffers, _held) = match &budget {
-                        None => (BackupBuffers::full(cores), Hold::none()),
+                        None => (BackupBuffers::full(cores, uploads), Hold::none()),
                         Some(budget) => {
                             let index_mib = mib_of(index.memory());
                             let smallest = BackupBuffers::smallest().mib(sizes.max);
@@ -871,6 +990,7 @@ impl Repository {
                             beyond(budget, "backup", &index_text, index_mib, smallest)?;
                             let buffers = BackupBuffers::fitting(
                                 cores,
+                                uploads,
                                 sizes.max,
                                 budget.free().saturating_sub(index_mib),
                             )
@@ -959,11 +1079,13 @@ impl Repository {
     ) -> Result<RestoreStats> {
         let started = Instant::now();
         let traffic = self.store.traffic();
-        // Both are listings of the store: one round trip for the two.
-        let (snap, index_files) = tokio::try_join!(
-            self.find_snapshot(snapshot, &opts.filter),
-            self.index_files()
-        )?;
+        // The snapshot and the index files' names are read while the lock is taken.
+        let listed = async {
+            tokio::try_join!(
+                self.find_snapshot(snapshot, &opts.filter),
+                self.index_files()
+            )
+        };
         let cores = std::thread::available_parallelism().map_or(2, usize::from);
         // Every core decrypting and decompressing (never more than 8 threads), the store's
         // reads in flight, and the trees kept between the walks.
@@ -987,20 +1109,20 @@ impl Repository {
             (restorer::MAX_READ, restorer::MAX_READ)
         };
         let budget = self.opts.memory.clone();
-        // The index, estimated before it is loaded: a restore that cannot fit fails before it
-        // starts (and before the target is made).
-        let index_mib = self.index_estimate(&index_files);
-        if let Some(budget) = &budget {
-            let smallest_mib = smallest.mib(read_cost, MAX_CHUNK);
-            let index_text = format!("~{index_mib} MiB");
-            beyond(budget, "restore", &index_text, index_mib, smallest_mib)?;
-        }
         let subpath = subpath.unwrap_or("").trim_start_matches('/').to_string();
-        let (snap_id, root) = (snap.id, *snap.tree.as_bytes());
         let key = MasterKey::from_rustic(&self.key);
         let target = target.to_path_buf();
-        let (written, left_out) = self
-            .locked(false, ctx, async |ctx| {
+        let (snap_id, written, left_out) = self
+            .locked_after(false, ctx, listed, async |ctx, (snap, index_files)| {
+                // The index, estimated before it is loaded: a restore that cannot fit fails
+                // before it starts (and before the target is made).
+                let index_mib = self.index_estimate(&index_files);
+                if let Some(budget) = &budget {
+                    let smallest_mib = smallest.mib(read_cost, MAX_CHUNK);
+                    let index_text = format!("~{index_mib} MiB");
+                    beyond(budget, "restore", &index_text, index_mib, smallest_mib)?;
+                }
+                let (snap_id, root) = (snap.id, *snap.tree.as_bytes());
                 let loading = self.reserve(INDEX_LOAD_MIB + index_mib, ctx).await?;
                 let index = BlobIndex::load(&self.store, &key, index_files, INDEX_READS)
                     .await
@@ -1032,12 +1154,21 @@ impl Repository {
                         batch: buffers.batch,
                     };
                     let cache = TreeCache::new(u64::from(buffers.trees_mib) << 20);
+                    // Over a remote store a missing tree is read with its neighbours, in
+                    // spans the size (and number) of the budget's reads.
+                    let span_reads = tokio::sync::Semaphore::new(if store.streams() {
+                        buffers.reads
+                    } else {
+                        0
+                    });
                     let trees = Trees {
                         index: &index,
                         store: &store,
                         key: &key,
                         rt: &rt,
                         cache: &cache,
+                        span: u32::try_from(read_cost).unwrap_or(u32::MAX),
+                        span_reads: &span_reads,
                     };
                     let walk_error = |e: WalkError| match e {
                         WalkError::NotFound { .. } => Error::PathNotInSnapshot {
@@ -1127,7 +1258,7 @@ impl Repository {
                             restorer.set_metadata(Path::new(""), &node);
                         }
                     }
-                    Ok((restorer.written(), restorer.left_out))
+                    Ok((snap_id, restorer.written(), restorer.left_out))
                 })
                 .await?
             })
@@ -1148,53 +1279,57 @@ impl Repository {
     pub async fn check(&self, opts: &CheckOptions, ctx: &Context) -> Result<CheckReport> {
         let read_data = opts.read_data;
         let (findings, damage) = self
-            .locked(false, ctx, async |ctx| {
-                // Our index first: a damaged index file is named (the format engine stops on
-                // it with its own report).
-                let key = MasterKey::from_rustic(&self.key);
-                let index_files = self.index_files().await?;
-                let index = BlobIndex::load(&self.store, &key, index_files, INDEX_READS)
-                    .await
-                    .map_err(|e| self.index_error(e))?;
+            .locked_after(false, ctx, self.index_files(), async |ctx, index_files| {
                 // The structure (snapshots, trees, index against the packs' sizes) by the
-                // format engine; the data by our readers.
-                let findings = self
-                    .run("check", ctx, move |repo| {
-                        let results = repo.check(rustic_core::CheckOptions::default())?;
-                        Ok(results
-                            .0
-                            .iter()
-                            .map(|(level, e)| {
-                                (
-                                    format!("{level:?}") == "Error",
-                                    plain_finding(&e.to_string()),
-                                )
-                            })
-                            .collect::<Vec<_>>())
+                // format engine, and beside it the data by our readers: the engine's reads
+                // wait for each other, and over a slow link they would otherwise come first.
+                let structure = self.run("check", ctx, move |repo| {
+                    let results = repo.check(rustic_core::CheckOptions::default())?;
+                    Ok(results
+                        .0
+                        .iter()
+                        .map(|(level, e)| {
+                            (
+                                format!("{level:?}") == "Error",
+                                plain_finding(&e.to_string()),
+                            )
+                        })
+                        .collect::<Vec<_>>())
+                });
+                let data = async {
+                    // Our own index: a damaged index file is named (the format engine stops
+                    // on it with its own report).
+                    let key = MasterKey::from_rustic(&self.key);
+                    let index = BlobIndex::load(&self.store, &key, index_files, INDEX_READS)
+                        .await
+                        .map_err(|e| self.index_error(e))?;
+                    if !read_data {
+                        return Ok(Vec::new());
+                    }
+                    let (store, rt) = (self.store.clone(), self.rt.clone());
+                    let cancel = ctx.cancel.clone();
+                    let stage = ctx.progress.stage("reading packs", Unit::Items);
+                    // Each read holds a whole pack (it is hashed whole): two per reader at most.
+                    let readers = std::thread::available_parallelism().map_or(2, usize::from);
+                    let reads = self.pack_reads().min(2 * readers);
+                    on_thread("check", move || {
+                        verify::read_data(
+                            &store,
+                            &rt,
+                            &key,
+                            &index,
+                            (readers, reads),
+                            &cancel,
+                            stage.as_ref(),
+                        )
                     })
-                    .await?;
-                if !read_data {
-                    return Ok((findings, Vec::new()));
-                }
-                let (store, rt, cancel) = (self.store.clone(), self.rt.clone(), ctx.cancel.clone());
-                let stage = ctx.progress.stage("reading packs", Unit::Items);
-                // Each read holds a whole pack (it is hashed whole): two per reader at most.
-                let readers = std::thread::available_parallelism().map_or(2, usize::from);
-                let reads = self.pack_reads().min(2 * readers);
-                let damage = on_thread("check", move || {
-                    verify::read_data(
-                        &store,
-                        &rt,
-                        &key,
-                        &index,
-                        (readers, reads),
-                        &cancel,
-                        stage.as_ref(),
-                    )
-                })
-                .await?
-                .map_err(|()| Error::Cancelled)?;
-                Ok((findings, damage))
+                    .await?
+                    .map_err(|()| Error::Cancelled)
+                };
+                let (findings, damage) = tokio::join!(structure, data);
+                // Our index's failure first: it names the file.
+                let damage = damage?;
+                Ok((findings?, damage))
             })
             .await?;
         // Findings name packs by a short prefix; the full ids are only needed then.

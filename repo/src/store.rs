@@ -22,7 +22,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::TryStreamExt;
@@ -317,7 +317,26 @@ impl object_store::client::HttpService for CountedClient {
     {
         let t = &self.traffic;
         t.requests.fetch_add(1, Ordering::Relaxed);
+        // Each request at debug level (`LIFEBOAT_LOG=lifeboat_repo::store=debug`): which of a
+        // job's requests wait for each other shows in their times.
+        let asked = log::log_enabled!(log::Level::Debug).then(|| {
+            (
+                req.method().clone(),
+                req.uri().path().to_string(),
+                Instant::now(),
+            )
+        });
         let res = self.inner.execute(req).await;
+        if let Some((method, path, at)) = asked {
+            let answer = match &res {
+                Ok(r) => r.status().as_u16().to_string(),
+                Err(e) => e.to_string(),
+            };
+            log::debug!(
+                "{method} {path}: {answer} after {} ms (headers)",
+                at.elapsed().as_millis()
+            );
+        }
         let failed = match &res {
             Ok(r) if matches!(r.status().as_u16(), 429 | 503) => Some(&t.throttled),
             Ok(r) if r.status().is_server_error() => Some(&t.server_errors),
@@ -667,7 +686,7 @@ impl Bucket {
     /// so a connection cut before the answer was read would fail an operation that succeeded.
     /// Deleting twice is harmless.
     async fn delete_path(&self, path: &ObjectPath) -> Result<(), StoreError> {
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         let mut backoff = Duration::from_millis(200);
         loop {
             let res = {

@@ -12,6 +12,9 @@
 //! tree once with many reads in flight ([`Trees::check_every_name`]), keeping the trees as
 //! stored (encrypted and compressed, a fraction of their parsed size) in a [`TreeCache`] up
 //! to a bound; the walks after it read from the cache, and only what did not fit again.
+//! Over a remote store a tree missing from the cache is read with the trees stored beside it
+//! in its pack ([`Trees::span`]): trees are written together, so the first read of a restore
+//! brings most of a snapshot's directories, not one level of them per round trip.
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
@@ -28,7 +31,7 @@ use tokio::runtime::Handle;
 
 use crate::crypto::MasterKey;
 use crate::index::BlobIndex;
-use crate::store::Store;
+use crate::store::{FileKind, Store};
 
 /// Why a walk stopped.
 #[derive(Debug, thiserror::Error)]
@@ -57,40 +60,70 @@ pub(crate) struct Trees<'a> {
     pub rt: &'a Handle,
     /// Trees already read, looked up before the store.
     pub cache: &'a TreeCache,
+    /// Bytes of a pack read at once for a tree the cache lacks, bringing the trees beside
+    /// it into the cache (as far as it has room); 0: the tree alone (a local store, where a
+    /// read costs no round trip).
+    pub span: u32,
+    /// Reads of a whole span at once (each holds its span while it is read; beyond these a
+    /// tree is read alone).
+    pub span_reads: &'a tokio::sync::Semaphore,
 }
 
 /// Tree blobs as stored, kept between a restore's walks up to `limit` bytes; what does not
 /// fit is not kept (and is read again when walked).
 pub(crate) struct TreeCache {
-    blobs: Mutex<(HashMap<[u8; 32], Bytes>, u64)>,
+    blobs: Mutex<Cached>,
     limit: u64,
+}
+
+#[derive(Default)]
+struct Cached {
+    /// Each tree as stored, and whether its names were checked.
+    trees: HashMap<[u8; 32], (Bytes, bool)>,
+    bytes: u64,
 }
 
 impl TreeCache {
     pub(crate) fn new(limit: u64) -> Self {
         Self {
-            blobs: Mutex::new((HashMap::new(), 0)),
+            blobs: Mutex::default(),
             limit,
         }
     }
 
-    fn holds(&self, id: &[u8; 32]) -> bool {
-        let blobs = self.blobs.lock().unwrap_or_else(|p| p.into_inner());
-        blobs.0.contains_key(id)
+    fn lock(&self) -> std::sync::MutexGuard<'_, Cached> {
+        self.blobs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The cache holds tree `id` and its names were checked.
+    fn checked(&self, id: &[u8; 32]) -> bool {
+        self.lock()
+            .trees
+            .get(id)
+            .is_some_and(|(_, checked)| *checked)
     }
 
     fn get(&self, id: &[u8; 32]) -> Option<Bytes> {
-        let blobs = self.blobs.lock().unwrap_or_else(|p| p.into_inner());
-        blobs.0.get(id).cloned()
+        self.lock().trees.get(id).map(|(raw, _)| raw.clone())
     }
 
-    /// Keeps `raw` if it fits; an entry costs its bytes and about 64 more.
-    fn keep(&self, id: [u8; 32], raw: Bytes) {
-        let mut blobs = self.blobs.lock().unwrap_or_else(|p| p.into_inner());
+    /// Bytes it may still keep.
+    fn room(&self) -> u64 {
+        self.limit.saturating_sub(self.lock().bytes)
+    }
+
+    /// Keeps `raw` if it fits (an entry costs its bytes and about 64 more); `checked`: its
+    /// names were checked.
+    fn keep(&self, id: [u8; 32], raw: Bytes, checked: bool) {
+        let mut cached = self.lock();
+        if let Some(entry) = cached.trees.get_mut(&id) {
+            entry.1 |= checked;
+            return;
+        }
         let cost = raw.len() as u64 + 64;
-        if blobs.1 + cost <= self.limit {
-            blobs.1 += cost;
-            blobs.0.insert(id, raw);
+        if cached.bytes + cost <= self.limit {
+            cached.bytes += cost;
+            cached.trees.insert(id, (raw, checked));
         }
     }
 }
@@ -115,14 +148,64 @@ fn shown(path: &Path) -> String {
 impl Trees<'_> {
     /// The nodes of tree `id`, which is directory `path`.
     pub(crate) fn load(&self, id: &[u8; 32], path: &Path) -> Result<Vec<Node>, WalkError> {
-        let raw = match self.cache.get(id) {
-            Some(raw) => raw,
-            None => self
-                .rt
-                .block_on(self.index.fetch_blob(id, self.store))
-                .map_err(|reason| unreadable(id, path, reason))?,
-        };
+        let raw = self
+            .rt
+            .block_on(self.fetch(id))
+            .map_err(|reason| unreadable(id, path, reason))?;
         self.parse(id, &raw, path)
+    }
+
+    /// Tree `id` as stored: from the cache, or read from its pack with the trees beside it
+    /// (within [`Self::span`] and the cache's room), which the cache keeps unchecked.
+    async fn fetch(&self, id: &[u8; 32]) -> Result<Bytes, String> {
+        if let Some(raw) = self.cache.get(id) {
+            return Ok(raw);
+        }
+        let Ok(_spanning) = self.span_reads.try_acquire() else {
+            return self.index.fetch_blob(id, self.store).await;
+        };
+        let span = u64::from(self.span).min(self.cache.room());
+        let near: Vec<_> = self
+            .index
+            .trees_near(id, u32::try_from(span).unwrap_or(u32::MAX))
+            .into_iter()
+            .filter(|(tree, _)| tree == id || self.cache.get(tree).is_none())
+            .collect();
+        let (Some((_, first)), Some((_, last))) = (near.first(), near.last()) else {
+            return self.index.fetch_blob(id, self.store).await;
+        };
+        if near.len() == 1 {
+            return self.index.fetch_blob(id, self.store).await;
+        }
+        let pack = hex::encode(self.index.pack_id(first.pack));
+        let start = u64::from(first.offset);
+        let end = u64::from(last.offset) + u64::from(last.length);
+        let bytes = self
+            .store
+            .read_range(FileKind::Pack, &pack, start, end - start)
+            .await
+            .map_err(|e| format!("cannot read pack {pack}: {}", crate::error_chain(&e)))?;
+        let mut wanted = None;
+        for (tree, loc) in &near {
+            let from = (u64::from(loc.offset) - start) as usize;
+            let Some(raw) = bytes.get(from..from + loc.length as usize) else {
+                continue; // (a short read: the tree asked for says so below)
+            };
+            // Copied out: the cache accounts for what it keeps, not for the whole read.
+            let raw = Bytes::copy_from_slice(raw);
+            if tree == id {
+                wanted = Some(raw);
+            } else {
+                self.cache.keep(*tree, raw, false);
+            }
+        }
+        wanted.ok_or_else(|| {
+            format!(
+                "pack {pack} is shorter than the index says ({} of {} bytes from offset {start})",
+                bytes.len(),
+                end - start
+            )
+        })
     }
 
     /// The nodes of tree `id` (directory `path`) from its blob as stored.
@@ -159,13 +242,13 @@ impl Trees<'_> {
                 while reads.len() < in_flight.max(1)
                     && let Some((path, id)) = waiting.pop()
                 {
-                    // A tree in the cache was checked, and what it holds is on its way: a
-                    // tree found again (empty directories all share one) costs nothing.
-                    if self.cache.holds(&id) {
+                    // A tree checked and in the cache: what it holds is on its way, so a tree
+                    // found again (empty directories all share one) costs nothing.
+                    if self.cache.checked(&id) {
                         continue;
                     }
                     reads.push(async move {
-                        let raw = self.index.fetch_blob(&id, self.store).await;
+                        let raw = self.fetch(&id).await;
                         (path, id, raw)
                     });
                 }
@@ -174,7 +257,7 @@ impl Trees<'_> {
                 };
                 let raw = raw.map_err(|reason| unreadable(&id, &path, reason))?;
                 let nodes = self.parse(&id, &raw, &path)?;
-                self.cache.keep(id, raw);
+                self.cache.keep(id, raw, true);
                 if let Some(found) = unsafe_name_in(&path, &nodes) {
                     return Ok(Some(found));
                 }

@@ -110,6 +110,10 @@ pub struct LinkStats {
     pub resets_before_forwarding: u64,
     pub resets_mid_response: u64,
     pub stalls: u64,
+    /// Round trips waited for: the longest chain of requests each sent after the one before it
+    /// was answered. Requests sent together count once, however many; a job's fixed cost on a
+    /// slow link is this times the round-trip time.
+    pub round_trips: u64,
 }
 
 impl LinkStats {
@@ -135,8 +139,43 @@ struct Shared {
     /// Resets decided so far, to alternate their two kinds.
     resets: AtomicU64,
     counters: Counters,
+    chains: Mutex<Chains>,
     up: Option<Bucket>,
     down: Option<Bucket>,
+}
+
+/// How long the chains of requests that waited for each other are (see
+/// [`LinkStats::round_trips`]).
+#[derive(Debug, Default)]
+struct Chains {
+    /// Answers still on their way to the client: when they arrive, and their chain's length.
+    arriving: Vec<(Instant, u64)>,
+    /// The longest chain whose last answer has arrived.
+    answered: u64,
+    /// The longest chain so far.
+    longest: u64,
+}
+
+impl Chains {
+    /// A request read now: one longer than the longest chain answered before it was sent.
+    fn sent(&mut self) -> u64 {
+        let now = Instant::now();
+        let answered = &mut self.answered;
+        self.arriving.retain(|&(at, length)| {
+            if at <= now {
+                *answered = (*answered).max(length);
+            }
+            at > now
+        });
+        let length = *answered + 1;
+        self.longest = self.longest.max(length);
+        length
+    }
+
+    /// The request's answer reaches the client at `at`.
+    fn answered(&mut self, at: Instant, length: u64) {
+        self.arriving.push((at, length));
+    }
 }
 
 #[derive(Debug, Default)]
@@ -189,6 +228,12 @@ impl Counters {
     }
 }
 
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn bump(counter: &AtomicU64, n: u64) {
     counter.fetch_add(n, Ordering::Relaxed);
 }
@@ -210,6 +255,7 @@ impl Link {
             sequence: AtomicU64::new(0),
             resets: AtomicU64::new(0),
             counters: Counters::default(),
+            chains: Mutex::default(),
         });
         let accepting = shared.clone();
         thread::spawn(move || {
@@ -272,6 +318,7 @@ impl Link {
             resets_before_forwarding,
             resets_mid_response,
             stalls,
+            round_trips: lock(&self.shared.chains).longest,
         }
     }
 
@@ -280,6 +327,7 @@ impl Link {
         for counter in self.shared.counters.all() {
             counter.store(0, Ordering::Relaxed);
         }
+        *lock(&self.shared.chains) = Chains::default();
     }
 }
 
@@ -366,6 +414,8 @@ fn connect(client: TcpStream, server: TcpStream, shared: &Arc<Shared>) {
 struct Pending {
     head_request: bool,
     fault: Fault,
+    /// Its place in its chain of requests.
+    chain: u64,
 }
 
 /// The request side: reads requests from the client and forwards, answers or faults each.
@@ -384,6 +434,7 @@ fn requests(
         bump(counters.method(&method), 1);
         let body = head.request_body()?;
         let fault = shared.next_fault();
+        let chain = lock(&shared.chains).sent();
         let due = || Instant::now() + shared.half_rtt();
         let mut discard = |bytes: &[u8]| -> io::Result<()> {
             bump(&counters.bytes_up, bytes.len() as u64);
@@ -396,6 +447,7 @@ fn requests(
                     .send(Pending {
                         head_request: method == "HEAD",
                         fault,
+                        chain,
                     })
                     .map_err(|_| closed())?;
                 up.send(&head.raw, due())?;
@@ -406,7 +458,9 @@ fn requests(
                 from.relay_body(body, &mut discard)?;
                 // A whole round trip: the request's way to the server and the answer's back.
                 let answer = slow_down(method == "HEAD");
-                down.send(&answer, Instant::now() + shared.opts.rtt)?;
+                let at = Instant::now() + shared.opts.rtt;
+                down.send(&answer, at)?;
+                lock(&shared.chains).answered(at, chain);
             }
             Fault::ResetBeforeForwarding => {
                 discard(&head.raw)?;
@@ -460,6 +514,7 @@ fn responses(
             Fault::None | Fault::SlowDown | Fault::ResetBeforeForwarding => {
                 down.send(&head.raw, due())?;
                 from.relay_body(body, &mut |bytes| down.send(bytes, due()))?;
+                lock(&shared.chains).answered(due(), request.chain);
             }
             Fault::Stall => {
                 // Nothing more reaches the client; the connection stays open until the
@@ -1035,6 +1090,7 @@ mod tests {
             sequence: AtomicU64::new(0),
             resets: AtomicU64::new(0),
             counters: Counters::default(),
+            chains: Mutex::default(),
             up: None,
             down: None,
         };
@@ -1107,8 +1163,46 @@ mod tests {
         assert!(started.elapsed() >= 3 * rtt, "{:?}", started.elapsed());
         let stats = link.stats();
         assert_eq!((stats.requests, stats.get, stats.slow_downs), (3, 3, 1));
+        assert_eq!(
+            stats.round_trips, 3,
+            "each request waited for the one before"
+        );
         link.reset_counters();
         assert_eq!(link.stats(), LinkStats::default());
+    }
+
+    #[test]
+    fn requests_sent_together_are_one_round_trip_and_those_after_their_answers_the_next() {
+        let link = Link::start(
+            &hello_server(),
+            LinkOptions {
+                rtt: Duration::from_millis(40),
+                ..LinkOptions::default()
+            },
+        )
+        .expect("a link");
+        let together: Vec<_> = (0..4)
+            .map(|_| {
+                let endpoint = link.endpoint();
+                thread::spawn(move || {
+                    let conn = TcpStream::connect(endpoint.trim_start_matches("http://"))
+                        .expect("connect");
+                    (&conn)
+                        .write_all(b"GET /k HTTP/1.1\r\nHost: x\r\n\r\n")
+                        .expect("send");
+                    let mut framed = Framed::new(&conn);
+                    let head = framed.read_head().expect("read").expect("a response");
+                    head.status()
+                })
+            })
+            .collect();
+        for t in together {
+            assert_eq!(t.join().expect("a thread"), Some(200));
+        }
+        assert_eq!((link.stats().requests, link.stats().round_trips), (4, 1));
+        // Two more, one after the other, after those four were answered.
+        assert!(get(&link, 2).into_iter().all(|r| r.is_ok()));
+        assert_eq!((link.stats().requests, link.stats().round_trips), (6, 3));
     }
 
     #[test]

@@ -405,9 +405,10 @@ async fn a_file_that_changes_while_it_is_read_is_a_warning_with_its_stored_path(
     assert!(report.errors.is_empty(), "{report:?}");
 }
 
-/// Over a remote store every request costs a round trip: a restore reads each of the
-/// snapshot's trees once (its three walks used to read each one three times, one after the
-/// other) and the files' data in a few large reads, whatever the number of files.
+/// Over a remote store every request costs a round trip: a restore reads the snapshot's trees
+/// once and together, in spans of their pack (its three walks used to read each one three
+/// times, one after the other, then once each), and the files' data in a few large reads,
+/// whatever the number of files or directories.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restore_from_an_object_store_reads_each_tree_once() {
     let repo = s3_repo("restore-requests").await;
@@ -434,14 +435,134 @@ async fn a_restore_from_an_object_store_reads_each_tree_once() {
         .expect("restore");
     // The snapshot holds the source under its absolute path.
     assert_same_tree(&src, &target.join(src.strip_prefix("/").expect("absolute")));
-    // One read per tree, a few for the data (8 MiB of files), and about twenty to open the
-    // snapshot, the index and the lock; reading each tree per walk took over 3 × dirs.
+    // A read or two for the trees, a few for the data (8 MiB of files), and about ten for the
+    // snapshot, the index and the lock; reading each tree per walk took over 3 × dirs, and one
+    // read per tree dirs + 10.
+    eprintln!("{dirs} directories: {}", stats.traffic);
     assert!(
-        stats.traffic.requests < dirs + 40,
+        stats.traffic.requests < 40,
         "{} requests for {dirs} directories",
         stats.traffic.requests
     );
     assert_eq!(stats.traffic.failed(), 0, "{}", stats.traffic);
+}
+
+/// Opening reads the key files itself: one that is not a key file is passed over while another
+/// opens, and named when none does; a config the key does not open is named too.
+#[tokio::test]
+async fn opening_passes_over_a_damaged_key_file_and_names_a_damaged_config() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    new_repo(dir.path()).await;
+    let root = dir.path().join("repo");
+    let location = Location::Local(root.clone());
+    let open = |pw: &'static str| {
+        let location = location.clone();
+        async move { Repository::open(&location, pw, RepositoryOptions::default()).await }
+    };
+    let keys = root.join("keys");
+    let good = std::fs::read_dir(&keys)
+        .expect("keys")
+        .next()
+        .expect("one key")
+        .expect("entry")
+        .path();
+    let damaged = keys.join("0".repeat(64));
+    std::fs::write(&damaged, b"{\"kdf\": \"scrypt\"}").expect("write");
+
+    open(PW).await.expect("the good key opens beside a damaged one");
+    assert!(matches!(open("wrong").await, Err(Error::WrongPassword { .. })));
+
+    let kept = std::fs::read(&good).expect("read");
+    std::fs::remove_file(&good).expect("remove");
+    match open(PW).await {
+        Err(e @ Error::KeysDamaged { .. }) => {
+            assert!(e.to_string().contains(&"0".repeat(64)), "{e}")
+        }
+        other => panic!("expected the damaged key file named, got {other:?}"),
+    }
+    std::fs::write(&good, kept).expect("restore the key");
+
+    let config = root.join("config");
+    let mut sealed = std::fs::read(&config).expect("config");
+    sealed[20] ^= 1;
+    std::fs::write(&config, sealed).expect("damage");
+    assert!(
+        matches!(open(PW).await, Err(Error::ConfigDamaged { .. })),
+        "a damaged config is named"
+    );
+}
+
+/// Over a slow link a job's fixed cost is the round trips it waits for, one after the other:
+/// opening reads the config beside the key files' names, a job reads its listings and the
+/// snapshot files while its lock is taken, and a backup reads the repository's config only
+/// once, and a restore reads the trees stored together in one request. (Before: 5 round trips
+/// to open, 14 for a small backup, 8 plus one per level of directories for a restore; at 80 ms
+/// that was most of a small job's time.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_over_a_slow_link_waits_for_few_round_trips() {
+    use lifeboat_tests::link::{Link, LinkOptions};
+    let s3 = lifeboat_tests::s3::S3::bucket("round-trips");
+    s3.export_env();
+    let link = Link::start(
+        s3.endpoint.trim_start_matches("http://"),
+        LinkOptions {
+            rtt: std::time::Duration::from_millis(30),
+            ..LinkOptions::default()
+        },
+    )
+    .expect("a link");
+    let through = lifeboat_tests::s3::S3 {
+        endpoint: link.endpoint(),
+        bucket: s3.bucket.clone(),
+    };
+    let location = Location::parse(&through.restic_url("repo")).expect("parse");
+    Repository::init(&location, PW, RepositoryOptions::default())
+        .await
+        .expect("init");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join("src");
+    small_files(&src, 40, 5);
+
+    // The config beside the key files' names, then the key file.
+    link.reset_counters();
+    let repo = Repository::open(&location, PW, RepositoryOptions::default())
+        .await
+        .expect("open");
+    eprintln!("open: {:?}", link.stats());
+    assert_eq!(link.stats().round_trips, 2, "open: {:?}", link.stats());
+
+    // Lock written beside the listings; the lock's check beside the snapshot files; the
+    // index; the data pack, then the trees' pack; the index file; the snapshot; the unlock.
+    link.reset_counters();
+    repo.backup(&src, &BackupOptions::default(), &Context::default())
+        .await
+        .expect("backup");
+    let backup = link.stats();
+    eprintln!("backup: {backup:?}");
+    assert!(backup.round_trips <= 8, "backup: {backup:?}");
+
+    // As above to the index; then the snapshot's trees, all levels of them (the directories
+    // above the source, the source, its subdirectories) in one read of their pack; the data;
+    // the unlock.
+    link.reset_counters();
+    let target = dir.path().join("restored");
+    repo.restore(
+        "latest",
+        None,
+        &target,
+        &RestoreOptions::default(),
+        &Context::default(),
+    )
+    .await
+    .expect("restore");
+    assert_same_tree(&src, &target.join(src.strip_prefix("/").expect("absolute")));
+    let levels = src.ancestors().count() + 2;
+    let restore = link.stats();
+    eprintln!("restore: {restore:?}");
+    assert!(
+        restore.round_trips <= 7,
+        "restore ({levels} levels of trees): {restore:?}"
+    );
 }
 
 fn walkdir(root: &Path) -> impl Iterator<Item = std::path::PathBuf> {

@@ -98,6 +98,10 @@ struct Args {
     /// Round-trip times of the link to the S3 server [default: 0ms,20ms,80ms; 20ms with --small].
     #[arg(long, value_delimiter = ',', value_parser = wire::parse_rtt, value_name = "RTTS")]
     link_rtt: Vec<Duration>,
+    /// Runs no job: serves a link to the --s3 server with the first --link-rtt and prints its
+    /// address, until interrupted, for trying lifeboat and restic by hand over a slow link.
+    #[arg(long, requires = "s3")]
+    serve_link: bool,
 }
 
 fn main() -> ExitCode {
@@ -112,6 +116,11 @@ fn main() -> ExitCode {
 
 fn run() -> Result<()> {
     let args = Args::parse();
+    if args.serve_link {
+        let upstream = args.s3.as_deref().expect("clap requires --s3");
+        let rtt = args.link_rtt.first().copied().unwrap_or_default();
+        return wire::serve_link(upstream, rtt);
+    }
     if let Some(endpoint) = &args.s3 {
         // The test support creates buckets on the server this variable names.
         // SAFETY: nothing else runs yet: no thread has been started, nothing reads the

@@ -169,13 +169,21 @@ pub(crate) struct WireRecord {
 }
 
 impl WireRecord {
+    /// Requests per GiB that went over the link either way; `None` for a job that moved less
+    /// than a MiB (init), where the ratio says nothing.
+    pub(crate) fn requests_per_gib(&self) -> Option<f64> {
+        let bytes = self.link.bytes_up + self.link.bytes_down;
+        (bytes >= 1 << 20).then(|| self.link.requests as f64 * f64::from(1u32 << 30) / bytes as f64)
+    }
+
     /// The one line printed as soon as the job finishes.
     pub(crate) fn progress_line(&self) -> String {
         format!(
-            "{} {:>5} ms RTT {:>6} requests",
+            "{} {:>5} ms RTT {:>6} requests {:>4} round trips",
             self.record.progress_line(),
             self.rtt_ms,
-            self.link.requests
+            self.link.requests,
+            self.link.round_trips
         )
     }
 }
@@ -191,28 +199,33 @@ fn find_wire<'a>(
         .find(|r| r.record.job == job.label() && r.record.tool == tool && r.rtt_ms == rtt_ms)
 }
 
-/// Over the wire, per job and RTT: each tool's wall time and requests, lifeboat's wall time
+/// Over the wire, per job and RTT: each tool's wall time, requests and round trips waited
+/// for ([`LinkStats::round_trips`]), requests per GiB moved, lifeboat's wall time
 /// relative to restic's, and relative to its own at 0 ms (when 0 ms was run).
 pub(crate) fn wire_table(records: &[WireRecord], rtts: &[Duration]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<18} | {:>6} | {:>10} | {:>8} | {:>10} | {:>8} | {:>11} | {:>12}",
+        "{:<18} | {:>6} | {:>10} | {:>9} | {:>7} | {:>10} | {:>9} | {:>7} | {:>11} | {:>12}",
         "job",
         "RTT ms",
         "lifeboat s",
-        "requests",
+        "req/trips",
+        "req/GiB",
         "restic s",
-        "requests",
+        "req/trips",
+        "req/GiB",
         "wall/restic",
         "wall/own 0ms"
     );
-    let _ = writeln!(out, "{}", "-".repeat(106));
+    let _ = writeln!(out, "{}", "-".repeat(128));
     let cell = |r: Option<&WireRecord>| {
-        r.map_or(("-".to_string(), "-".to_string()), |r| {
+        r.map_or(("-".into(), "-".into(), "-".into()), |r| {
             (
                 format!("{:.2}", r.record.wall_s),
-                r.link.requests.to_string(),
+                format!("{}/{}", r.link.requests, r.link.round_trips),
+                r.requests_per_gib()
+                    .map_or("-".into(), |n| format!("{n:.0}")),
             )
         })
     };
@@ -229,16 +242,18 @@ pub(crate) fn wire_table(records: &[WireRecord], rtts: &[Duration]) -> String {
                 (Some(l), Some(o)) => ratio(l.record.wall_s, o.record.wall_s),
                 _ => "-".to_string(),
             };
-            let ((lw, lr), (rw, rr)) = (cell(lifeboat), cell(restic));
+            let ((lw, lr, lg), (rw, rr, rg)) = (cell(lifeboat), cell(restic));
             let _ = writeln!(
                 out,
-                "{:<18} | {:>6} | {:>10} | {:>8} | {:>10} | {:>8} | {:>11} | {:>12}",
+                "{:<18} | {:>6} | {:>10} | {:>9} | {:>7} | {:>10} | {:>9} | {:>7} | {:>11} | {:>12}",
                 job.label(),
                 rtt_ms,
                 lw,
                 lr,
+                lg,
                 rw,
                 rr,
+                rg,
                 vs(restic),
                 vs(own)
             );

@@ -45,6 +45,27 @@ pub(crate) fn parse_rtt(text: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("`{text}` is not a round-trip time such as 20ms or 0.1s"))
 }
 
+/// Serves a link with round-trip time `rtt` in front of `upstream` (`http://HOST:PORT`) until
+/// the process is stopped.
+pub(crate) fn serve_link(upstream: &str, rtt: Duration) -> Result<()> {
+    let link = Link::start(
+        upstream.trim_start_matches("http://").trim_end_matches('/'),
+        LinkOptions {
+            rtt,
+            ..LinkOptions::default()
+        },
+    )
+    .context("cannot start a link in front of the S3 server")?;
+    println!(
+        "{} reaches {upstream} with a {} ms round trip; Ctrl-C stops it",
+        link.endpoint(),
+        rtt.as_millis()
+    );
+    loop {
+        std::thread::park();
+    }
+}
+
 /// Runs every tool but rustic at every RTT; returns the records in the order they ran.
 pub(crate) fn run(
     tools: &[Tool],
