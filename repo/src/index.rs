@@ -572,6 +572,49 @@ mod tests {
     }
 
     #[test]
+    fn trees_near_one_are_those_of_its_pack_within_the_span_and_no_data() {
+        // Pack 0: trees 0–5, a data blob 6, trees 7–9; pack 1: trees 10–12. Blob n is 10
+        // bytes at offset 10 × n.
+        let entries = (0..13)
+            .map(|i| entry(i, u32::from(i >= 10), i != 6))
+            .collect();
+        let index = BlobIndex::build(vec![[1; 32], [2; 32]], entries);
+        let near = |n: u64, span: u32| -> Vec<u32> {
+            index
+                .trees_near(&id(n), span)
+                .iter()
+                .map(|(_, loc)| loc.offset / 10)
+                .collect()
+        };
+        // Before it first (the crawl's next trees were written before it), then after.
+        assert_eq!(near(9, 40), [7, 8, 9]);
+        assert_eq!(
+            near(9, 50),
+            [5, 7, 8, 9],
+            "the data blob between is read, not kept"
+        );
+        assert_eq!(
+            near(0, 1000),
+            [0, 1, 2, 3, 4, 5, 7, 8, 9],
+            "pack 0's trees only"
+        );
+        assert_eq!(near(11, 1000), [10, 11, 12]);
+        assert_eq!(
+            near(3, 0),
+            [3],
+            "a span too short for any neighbour: the tree alone"
+        );
+        assert!(
+            near(6, 1000).is_empty(),
+            "a data blob has no tree neighbours"
+        );
+        assert!(
+            index.trees_near(&id(99), 1000).is_empty(),
+            "not in the index"
+        );
+    }
+
+    #[test]
     fn finds_every_blob_and_nothing_else_at_every_size() {
         for n in [0u64, 1, 2, 7, 8, 9, 100, 5000] {
             let entries = (0..n)

@@ -469,8 +469,13 @@ async fn opening_passes_over_a_damaged_key_file_and_names_a_damaged_config() {
     let damaged = keys.join("0".repeat(64));
     std::fs::write(&damaged, b"{\"kdf\": \"scrypt\"}").expect("write");
 
-    open(PW).await.expect("the good key opens beside a damaged one");
-    assert!(matches!(open("wrong").await, Err(Error::WrongPassword { .. })));
+    open(PW)
+        .await
+        .expect("the good key opens beside a damaged one");
+    assert!(matches!(
+        open("wrong").await,
+        Err(Error::WrongPassword { .. })
+    ));
 
     let kept = std::fs::read(&good).expect("read");
     std::fs::remove_file(&good).expect("remove");
