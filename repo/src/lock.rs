@@ -166,25 +166,37 @@ impl Locks {
     /// Every readable lock. Locks that vanish while we read them are skipped; locks that do not
     /// decrypt are skipped too (restic treats them as invalid, not as conflicts).
     pub(crate) async fn list(&self) -> Result<Vec<FoundLock>, StoreError> {
-        let mut found = Vec::new();
-        for (name, _) in self.store.list(FileKind::Lock).await? {
-            let data = match self.store.read(FileKind::Lock, &name).await {
-                Ok(d) => d,
-                Err(StoreError::NotFound { .. }) => continue,
-                Err(e) => return Err(e),
-            };
-            let info = self
-                .key
-                .decrypt(&data)
-                .ok()
-                .and_then(|plain| crypto::unpack_json(&plain))
-                .and_then(|json| serde_json::from_slice::<LockInfo>(&json).ok());
-            match info {
-                Some(info) => found.push(FoundLock { name, info }),
-                None => log::warn!("ignoring lock file {name}: it cannot be read"),
-            }
-        }
-        Ok(found)
+        self.list_except(None).await
+    }
+
+    /// The lock files but `own` (which the caller wrote: reading it back would cost a round
+    /// trip), read together.
+    async fn list_except(&self, own: Option<&str>) -> Result<Vec<FoundLock>, StoreError> {
+        use futures::{StreamExt, TryStreamExt};
+        let names = self.store.list(FileKind::Lock).await?;
+        let read: Vec<Option<FoundLock>> = futures::stream::iter(names)
+            .filter(|(name, _)| std::future::ready(Some(name.as_str()) != own))
+            .map(|(name, _)| async move {
+                let data = match self.store.read(FileKind::Lock, &name).await {
+                    Ok(d) => d,
+                    Err(StoreError::NotFound { .. }) => return Ok(None),
+                    Err(e) => return Err(e),
+                };
+                let info = self
+                    .key
+                    .decrypt(&data)
+                    .ok()
+                    .and_then(|plain| crypto::unpack_json(&plain))
+                    .and_then(|json| serde_json::from_slice::<LockInfo>(&json).ok());
+                if info.is_none() {
+                    log::warn!("ignoring lock file {name}: it cannot be read");
+                }
+                Ok(info.map(|info| FoundLock { name, info }))
+            })
+            .buffered(8)
+            .try_collect()
+            .await?;
+        Ok(read.into_iter().flatten().collect())
     }
 
     /// The first live lock (other than `own`) that conflicts; stale ones are removed.
@@ -195,10 +207,7 @@ impl Locks {
         opts: &LockOptions,
     ) -> Result<Option<LockInfo>, StoreError> {
         let now = jiff::Timestamp::now();
-        for lock in self.list().await? {
-            if Some(lock.name.as_str()) == own {
-                continue;
-            }
+        for lock in self.list_except(own).await? {
             if lock.info.is_stale(opts.stale_after, now) {
                 log::info!("removing stale lock {}: {}", lock.name, lock.info);
                 self.store.remove(FileKind::Lock, &lock.name).await?;
