@@ -537,15 +537,16 @@ async fn a_job_over_a_slow_link_waits_for_few_round_trips() {
     assert_eq!(link.stats().round_trips, 2, "open: {:?}", link.stats());
 
     // Lock written beside the listings; the lock's check (our own lock file is not read
-    // back); the data pack beside the trees' pack; the index file; the snapshot; the unlock.
-    // (A first backup has no parent or index to read.)
+    // back); the data pack, and the trees' pack beside it or after it (it is finished when
+    // the walk is, which may be after the data pack's answer); the index file; the snapshot;
+    // the unlock. (A first backup has no parent or index to read.)
     link.reset_counters();
     repo.backup(&src, &BackupOptions::default(), &Context::default())
         .await
         .expect("backup");
     let backup = link.stats();
     eprintln!("backup: {backup:?}");
-    assert!(backup.round_trips <= 6, "backup: {backup:?}");
+    assert!(backup.round_trips <= 7, "backup: {backup:?}");
 
     // Lock beside the listings; its check beside the snapshot file; the index; the snapshot's
     // trees, all levels of them (the directories
