@@ -202,6 +202,10 @@ pub(crate) fn key_file(
     (hex::encode(crate::id::hash(&bytes)), bytes)
 }
 
+/// The most memory one scrypt lane of a key file may take, and the most lanes.
+const MAX_KDF_LANE: u64 = 128 << 20;
+const MAX_KDF_LANES: u32 = 16;
+
 /// A key file that is not one: not restic's JSON, an unknown key derivation, scrypt
 /// parameters out of range, or a master key that is not JSON once decrypted.
 #[derive(Debug, thiserror::Error)]
@@ -222,6 +226,13 @@ pub(crate) fn open_key_file(
     }
     if !file.n.is_power_of_two() || file.n < 2 {
         return Err(KeyFileDamaged("scrypt's N is not a power of two"));
+    }
+    // The file comes from the bucket: a derivation that would take gigabytes or minutes is
+    // refused, not run. restic's keys take up to 60 MiB a lane, rustic's 128 MiB, ours 32 MiB.
+    if u64::from(file.n) * u64::from(file.r) * 128 > MAX_KDF_LANE || file.p > MAX_KDF_LANES {
+        return Err(KeyFileDamaged(
+            "scrypt parameters beyond what restic-format tools write (over 128 MiB a lane or 16 lanes)",
+        ));
     }
     let log_n = u8::try_from(file.n.trailing_zeros()).expect("below 32");
     let params = scrypt::Params::new(log_n, file.r, file.p)
@@ -423,6 +434,19 @@ mod tests {
         file["kdf"] = "argon2".into();
         let unknown = serde_json::to_vec(&file).expect("JSON");
         assert!(open_key_file(&unknown, "pw").is_err());
+        // A hostile key file asking for 32 GiB (N = 2^25, r = 8) or a thousand lanes is
+        // refused before anything is derived.
+        file["kdf"] = "scrypt".into();
+        file["N"] = (1u32 << 25).into();
+        let huge = serde_json::to_vec(&file).expect("JSON");
+        assert!(open_key_file(&huge, "pw").is_err());
+        file["N"] = 32768.into();
+        file["p"] = 1000.into();
+        let slow = serde_json::to_vec(&file).expect("JSON");
+        assert!(open_key_file(&slow, "pw").is_err());
+        file["p"] = 4.into();
+        let fine = serde_json::to_vec(&file).expect("JSON");
+        assert!(open_key_file(&fine, "pw").expect("a key file").is_some());
     }
 
     #[test]

@@ -23,6 +23,27 @@ async fn new_repo(dir: &Path) -> Repository {
     .expect("init")
 }
 
+/// Restores the latest snapshot of `src` whole into `target` and checks it came back as it
+/// was (the snapshot holds the source under its absolute path).
+async fn restore_latest(
+    repo: &Repository,
+    src: &Path,
+    target: &Path,
+) -> lifeboat_repo::RestoreStats {
+    let stats = repo
+        .restore(
+            "latest",
+            None,
+            target,
+            &RestoreOptions::default(),
+            &Context::default(),
+        )
+        .await
+        .expect("restore");
+    assert_same_tree(src, &target.join(src.strip_prefix("/").expect("absolute")));
+    stats
+}
+
 /// A new repository in a new bucket of the test S3 server.
 async fn s3_repo(bucket: &str) -> Repository {
     let s3 = lifeboat_tests::s3::S3::bucket(bucket);
@@ -422,19 +443,7 @@ async fn a_restore_from_an_object_store_reads_each_tree_once() {
         .await
         .expect("backup");
 
-    let target = dir.path().join("restored");
-    let stats = repo
-        .restore(
-            "latest",
-            None,
-            &target,
-            &RestoreOptions::default(),
-            &Context::default(),
-        )
-        .await
-        .expect("restore");
-    // The snapshot holds the source under its absolute path.
-    assert_same_tree(&src, &target.join(src.strip_prefix("/").expect("absolute")));
+    let stats = restore_latest(&repo, &src, &dir.path().join("restored")).await;
     // A read or two for the trees, a few for the data (8 MiB of files), and about ten for the
     // snapshot, the index and the lock; reading each tree per walk took over 3 × dirs, and one
     // read per tree dirs + 10.
@@ -549,21 +558,10 @@ async fn a_job_over_a_slow_link_waits_for_few_round_trips() {
     assert!(backup.round_trips <= 7, "backup: {backup:?}");
 
     // Lock beside the listings; its check beside the snapshot file; the index; the snapshot's
-    // trees, all levels of them (the directories
-    // above the source, the source, its subdirectories) in one read of their pack; the data;
-    // the unlock.
+    // trees, all levels of them (the directories above the source, the source, its
+    // subdirectories) in one read of their pack; the data; the unlock.
     link.reset_counters();
-    let target = dir.path().join("restored");
-    repo.restore(
-        "latest",
-        None,
-        &target,
-        &RestoreOptions::default(),
-        &Context::default(),
-    )
-    .await
-    .expect("restore");
-    assert_same_tree(&src, &target.join(src.strip_prefix("/").expect("absolute")));
+    restore_latest(&repo, &src, &dir.path().join("restored")).await;
     let levels = src.ancestors().count() + 2;
     let restore = link.stats();
     eprintln!("restore: {restore:?}");
