@@ -19,12 +19,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use lifeboat_repo::{
-    BackupOptions, Context, Credentials, Error as RepoError, Location, LockOptions, MemoryBudget,
-    ParentChoice, Progress, Repository, RepositoryOptions, RestoreOptions, Stage, StoreOptions,
-    Unit,
+    BackupOptions, Context, Error as RepoError, Location, LockOptions, MemoryBudget, ParentChoice,
+    Progress, Repository, RepositoryOptions, RestoreOptions, Stage, StoreOptions, Unit,
 };
 use tokio_util::sync::CancellationToken;
 
+use crate::access::{AccessError, RepositoryAccess};
 use crate::helper::{FAILED_SUFFIX, MARKER_DIR};
 use crate::proto::{
     self, BackupDone, JobProgress, RestoreDone, VolumeBackup, VolumeRestore, job_result,
@@ -97,54 +97,6 @@ impl Progress for Report {
     }
 }
 
-/// The repository a job names, and how to open it.
-pub fn repository(repo: &proto::Repository) -> Result<(Location, RepositoryOptions), String> {
-    let mut location = Location::parse(&repo.location).map_err(|e| {
-        format!(
-            "the repository location {:?} is not valid: {e}",
-            repo.location
-        )
-    })?;
-    if let Location::S3 { region, .. } = &mut location
-        && !repo.region.is_empty()
-    {
-        *region = Some(repo.region.clone());
-    }
-    let credentials = repo.credentials.as_ref().map(|c| match c {
-        proto::repository::Credentials::Aws(aws) => Credentials::Aws {
-            access_key_id: aws.access_key_id.clone(),
-            secret_access_key: aws.secret_access_key.clone(),
-            session_token: (!aws.session_token.is_empty()).then(|| aws.session_token.clone()),
-        },
-        proto::repository::Credentials::Gcp(gcp) => Credentials::Gcp {
-            service_account_key: gcp.service_account_key.clone(),
-        },
-        proto::repository::Credentials::Azure(azure) => Credentials::Azure {
-            account: azure.account.clone(),
-            key: azure.key.clone(),
-        },
-    });
-    let store = StoreOptions {
-        credentials,
-        ca_certificates: (!repo.ca_certificates.is_empty()).then(|| repo.ca_certificates.clone()),
-        insecure_skip_tls_verify: repo.insecure_skip_tls_verify,
-        ..StoreOptions::default()
-    };
-    Ok((
-        location,
-        RepositoryOptions {
-            store,
-            // A backup that meets maintenance's exclusive lock (prune) waits for it, bounded;
-            // after that the job fails naming the lock, and the backup can be run again.
-            lock: LockOptions {
-                wait: MAINTENANCE_WAIT,
-                ..LockOptions::default()
-            },
-            ..RepositoryOptions::default()
-        },
-    ))
-}
-
 /// What jobs on this node share: where pod volumes are, and the agent's memory budget.
 #[derive(Debug, Clone)]
 pub struct Node {
@@ -152,18 +104,40 @@ pub struct Node {
     pub memory: Option<MemoryBudget>,
 }
 
-/// Opens the repository a job names; the error is one sentence.
-async fn open(repo: Option<&proto::Repository>, node: &Node) -> Result<Repository, String> {
-    let repo = repo.ok_or("the job names no repository")?;
-    let (location, mut opts) = repository(repo)?;
-    opts.memory = node.memory.clone();
-    Repository::open(&location, &repo.password, opts)
+/// Why a job's repository cannot be opened.
+#[derive(Debug, thiserror::Error)]
+enum OpenError {
+    #[error("the job names no repository")]
+    NoRepository,
+    #[error(transparent)]
+    Access(#[from] AccessError),
+    #[error("cannot open repository {location}")]
+    Open {
+        location: Location,
+        #[source]
+        source: RepoError,
+    },
+}
+
+/// Opens the repository a job names. A backup that meets maintenance's exclusive lock (prune)
+/// waits for it, bounded by [`MAINTENANCE_WAIT`]; after that the job fails naming the lock,
+/// and the backup can be run again.
+async fn open(repo: Option<&proto::Repository>, node: &Node) -> Result<Repository, OpenError> {
+    let access = RepositoryAccess::try_from(repo.ok_or(OpenError::NoRepository)?)?;
+    let opts = RepositoryOptions {
+        store: access.store_options(StoreOptions::default()),
+        lock: LockOptions {
+            wait: MAINTENANCE_WAIT,
+            ..LockOptions::default()
+        },
+        memory: node.memory.clone(),
+        ..RepositoryOptions::default()
+    };
+    Repository::open(&access.location, &access.password, opts)
         .await
-        .map_err(|e| {
-            format!(
-                "cannot open repository {location}: {}",
-                lifeboat_repo::error_chain(&e)
-            )
+        .map_err(|source| OpenError::Open {
+            location: access.location.clone(),
+            source,
         })
 }
 
@@ -189,9 +163,9 @@ enum JobError {
     Failed(String),
 }
 
-impl From<String> for JobError {
-    fn from(reason: String) -> Self {
-        JobError::Failed(reason)
+impl From<OpenError> for JobError {
+    fn from(e: OpenError) -> Self {
+        JobError::Failed(lifeboat_repo::error_chain(&e))
     }
 }
 
@@ -232,7 +206,7 @@ async fn run_backup(
         .backup(&source, &options, &ctx)
         .await
         .map_err(|e| {
-            if cancel.is_cancelled() {
+            JobError::Failed(if cancel.is_cancelled() {
                 "the backup was cancelled".to_string()
             } else {
                 format!(
@@ -240,7 +214,7 @@ async fn run_backup(
                     source.display(),
                     lifeboat_repo::error_chain(&e)
                 )
-            }
+            })
         })?;
     log_traffic("backup", &source, stats.traffic);
     Ok(BackupDone {
@@ -288,7 +262,7 @@ pub async fn restore(
     }
     let outcome = match run_restore(job, node, &target, counters, cancel).await {
         Ok(done) => job_result::Outcome::Restore(done),
-        Err(reason) => job_result::Outcome::Error(reason),
+        Err(e) => job_result::Outcome::Error(lifeboat_repo::error_chain(&e)),
     };
     let marked = match &outcome {
         job_result::Outcome::Error(reason) => mark(&target, &job.restore_uid, Some(reason)),
@@ -326,33 +300,60 @@ fn mark(volume: &Path, restore_uid: &str, failure: Option<&str>) -> std::io::Res
     )
 }
 
+/// Why a volume restore ends without all of its snapshot in place.
+#[derive(Debug, thiserror::Error)]
+enum RestoreJobError {
+    #[error("the job names no snapshot")]
+    NoSnapshot,
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    #[error("the restore was cancelled")]
+    Cancelled,
+    #[error("restoring snapshot {snapshot} from {location} failed")]
+    Engine {
+        snapshot: String,
+        location: Location,
+        #[source]
+        source: RepoError,
+    },
+    #[error(
+        "partially restored: snapshot {snapshot} restored {files} files, but {left_out} entry(ies) left out: {named}"
+    )]
+    Partial {
+        snapshot: String,
+        files: u64,
+        left_out: u64,
+        named: String,
+    },
+}
+
 async fn run_restore(
     job: &VolumeRestore,
     node: &Node,
     target: &Path,
     counters: Arc<Counters>,
     cancel: CancellationToken,
-) -> Result<RestoreDone, String> {
+) -> Result<RestoreDone, RestoreJobError> {
     if job.snapshot_id.is_empty() {
-        return Err("the job names no snapshot".into());
+        return Err(RestoreJobError::NoSnapshot);
     }
     let repository = open(job.repository.as_ref(), node).await?;
     let location = repository.location().clone();
-    let failed = |e: &RepoError| {
+    let failed = |source: RepoError| {
         if cancel.is_cancelled() {
-            "the restore was cancelled".to_string()
+            RestoreJobError::Cancelled
         } else {
-            format!(
-                "restoring snapshot {} from {location} failed: {}",
-                job.snapshot_id,
-                lifeboat_repo::error_chain(e)
-            )
+            RestoreJobError::Engine {
+                snapshot: job.snapshot_id.clone(),
+                location: location.clone(),
+                source,
+            }
         }
     };
     let snapshot = repository
         .find_snapshot(&job.snapshot_id, &Default::default())
         .await
-        .map_err(|e| failed(&e))?;
+        .map_err(failed)?;
     let ctx = Context {
         progress: Arc::new(Report(counters)),
         cancel: cancel.clone(),
@@ -368,7 +369,7 @@ async fn run_restore(
         }
         other => other,
     }
-    .map_err(|e| failed(&e))?;
+    .map_err(failed)?;
     log_traffic("restore", target, stats.traffic);
     if !stats.is_complete() {
         // Velero's PodVolumeRestore has no partial phase: the volume fails, naming what is
@@ -383,13 +384,12 @@ async fn run_restore(
         if unnamed > 0 {
             named.push(format!("and {unnamed} more"));
         }
-        return Err(format!(
-            "partially restored: snapshot {} restored {} files, but {} entry(ies) left out: {}",
-            job.snapshot_id,
-            stats.files,
-            stats.unrestored_count,
-            named.join("; ")
-        ));
+        return Err(RestoreJobError::Partial {
+            snapshot: job.snapshot_id.clone(),
+            files: stats.files,
+            left_out: stats.unrestored_count,
+            named: named.join("; "),
+        });
     }
     Ok(RestoreDone {
         snapshot_id: id,

@@ -6,6 +6,7 @@ pub mod proto {
     #![allow(missing_debug_implementations, clippy::unwrap_used)]
     tonic::include_proto!("lifeboat.agent.v1");
 }
+pub mod access;
 pub mod health;
 pub mod helper;
 pub mod jobs;

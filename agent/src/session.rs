@@ -98,7 +98,8 @@ pub async fn run(opts: AgentOptions, cancel: CancellationToken) -> Result<(), Er
                 tracing::warn!(server = %opts.server, "the session with the server ended; dialling again");
                 backoff = Duration::from_secs(1);
             }
-            Err(reason) => {
+            Err(e) => {
+                let reason = chain(&e);
                 tracing::warn!(server = %opts.server, retry_in = ?backoff, "cannot hold a session with the server: {reason}");
                 opts.readiness.session(Some(reason));
             }
@@ -111,14 +112,32 @@ pub async fn run(opts: AgentOptions, cancel: CancellationToken) -> Result<(), Er
     }
 }
 
+/// Why a session with the server could not start.
+#[derive(Debug, thiserror::Error)]
+enum SessionError {
+    #[error(transparent)]
+    Token(#[from] crate::token::TokenError),
+    #[error("cannot connect to the server")]
+    Connect(#[from] tonic::transport::Error),
+    #[error("the outbound queue closed")]
+    QueueClosed,
+    /// The server answered with an error status (already one sentence).
+    #[error("{0}")]
+    Refused(String),
+    #[error("the server's first message was not Welcome")]
+    NoWelcome,
+    #[error("the server closed the session before welcoming the agent")]
+    ClosedBeforeWelcome,
+}
+
 /// One session: returns Ok when it ran and ended, Err with the reason when it could not start.
 async fn session(
     endpoint: &Endpoint,
     opts: &AgentOptions,
     cancel: &CancellationToken,
-) -> Result<(), String> {
-    let token = crate::token::read(&opts.token_file).map_err(|e| chain(&e))?;
-    let channel: Channel = endpoint.connect().await.map_err(|e| chain(&e))?;
+) -> Result<(), SessionError> {
+    let token = crate::token::read(&opts.token_file)?;
+    let channel: Channel = endpoint.connect().await?;
     let mut client = AgentsClient::new(channel);
     // Outbound messages: Hello, then heartbeats. 16 is plenty for a heartbeat every few seconds.
     let (tx, rx) = mpsc::channel::<AgentMessage>(16);
@@ -133,19 +152,19 @@ async fn session(
         })),
     })
     .await
-    .map_err(|_| "the outbound queue closed".to_string())?;
+    .map_err(|_| SessionError::QueueClosed)?;
     let response = client
         .session(ReceiverStream::new(rx))
         .await
-        .map_err(|status| describe(&status))?;
+        .map_err(|status| SessionError::Refused(describe(&status)))?;
     let mut inbound = response.into_inner();
     let welcome = match inbound.next().await {
         Some(Ok(msg)) => match msg.body {
             Some(server_message::Body::Welcome(w)) => w,
-            _ => return Err("the server's first message was not Welcome".into()),
+            _ => return Err(SessionError::NoWelcome),
         },
-        Some(Err(status)) => return Err(describe(&status)),
-        None => return Err("the server closed the session before welcoming the agent".into()),
+        Some(Err(status)) => return Err(SessionError::Refused(describe(&status))),
+        None => return Err(SessionError::ClosedBeforeWelcome),
     };
     let interval = Duration::from_millis(welcome.heartbeat_interval_ms.max(100));
     tracing::info!(node = %opts.node, server_version = %welcome.server_version, heartbeat = ?interval, "session with the server open");

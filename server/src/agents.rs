@@ -131,6 +131,18 @@ struct Registry {
     live: BTreeMap<String, Entry>,
 }
 
+/// Why a job could not be handed to an agent.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SubmitError {
+    #[error("no live agent on node {node}")]
+    NoAgent { node: String },
+    #[error("job {job} is already running on node {node}")]
+    AlreadyRunning { job: String, node: String },
+    #[error("the agent on node {node} left before taking the job")]
+    AgentLeft { node: String },
+}
+
 impl Agents {
     /// An empty registry; agents are asked to send a heartbeat every `heartbeat`, and prove
     /// their node to `verifier`.
@@ -179,7 +191,11 @@ impl Agents {
     /// agent; afterwards the handle reports progress and exactly one outcome, a failure naming
     /// the reason if the agent leaves (its process dies, its connection breaks, it goes
     /// silent) before finishing.
-    pub async fn submit_backup(&self, node: &str, job: VolumeBackup) -> Result<JobHandle, String> {
+    pub async fn submit_backup(
+        &self,
+        node: &str,
+        job: VolumeBackup,
+    ) -> Result<JobHandle, SubmitError> {
         let job_id = job.job_id.clone();
         self.submit(node, job_id, server_message::Body::Backup(job))
             .await
@@ -190,7 +206,7 @@ impl Agents {
         &self,
         node: &str,
         job: VolumeRestore,
-    ) -> Result<JobHandle, String> {
+    ) -> Result<JobHandle, SubmitError> {
         let job_id = job.job_id.clone();
         self.submit(node, job_id, server_message::Body::Restore(job))
             .await
@@ -201,15 +217,20 @@ impl Agents {
         node: &str,
         job_id: String,
         body: server_message::Body,
-    ) -> Result<JobHandle, String> {
+    ) -> Result<JobHandle, SubmitError> {
         let (events_tx, events) = mpsc::unbounded_channel();
         let outbound = {
             let mut reg = self.lock();
             let Some(entry) = reg.live.get_mut(node) else {
-                return Err(format!("no live agent on node {node}"));
+                return Err(SubmitError::NoAgent {
+                    node: node.to_owned(),
+                });
             };
             if entry.jobs.contains_key(&job_id) {
-                return Err(format!("job {job_id} is already running on node {node}"));
+                return Err(SubmitError::AlreadyRunning {
+                    job: job_id,
+                    node: node.to_owned(),
+                });
             }
             entry.jobs.insert(job_id.clone(), events_tx);
             entry.outbound.clone()
@@ -217,9 +238,9 @@ impl Agents {
         let message = ServerMessage { body: Some(body) };
         if outbound.send(Ok(message)).await.is_err() {
             self.finish_job(node, &job_id);
-            return Err(format!(
-                "the agent on node {node} left before taking the job"
-            ));
+            return Err(SubmitError::AgentLeft {
+                node: node.to_owned(),
+            });
         }
         Ok(JobHandle {
             job_id,

@@ -20,19 +20,36 @@ pub enum CronSchedule {
     Every(Duration),
 }
 
-impl FromStr for CronSchedule {
-    type Err = String;
+/// Why a schedule cannot be parsed; the text is Velero's validation message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CronError {
+    #[error("Schedule must be a non-empty valid Cron expression")]
+    Empty,
+    #[error("invalid schedule: bad @every duration {interval:?}: {reason}")]
+    Every { interval: String, reason: String },
+    #[error(
+        "invalid schedule: expected exactly 5 fields (minute hour day-of-month month day-of-week), found {fields}: {text:?}"
+    )]
+    Fields { fields: usize, text: String },
+    #[error("invalid schedule: {reason}: {text:?}")]
+    Pattern { text: String, reason: String },
+}
 
-    /// Parses a schedule; the error is Velero's validation message (`invalid schedule: …`).
-    fn from_str(text: &str) -> Result<CronSchedule, String> {
+impl FromStr for CronSchedule {
+    type Err = CronError;
+
+    fn from_str(text: &str) -> Result<CronSchedule, CronError> {
         let text = text.trim();
         if text.is_empty() {
-            return Err("Schedule must be a non-empty valid Cron expression".into());
+            return Err(CronError::Empty);
         }
         if let Some(interval) = text.strip_prefix("@every") {
             let interval = interval.trim();
-            let every = humantime::parse_duration(interval)
-                .map_err(|e| format!("invalid schedule: bad @every duration {interval:?}: {e}"))?;
+            let every = humantime::parse_duration(interval).map_err(|e| CronError::Every {
+                interval: interval.to_owned(),
+                reason: e.to_string(),
+            })?;
             // robfig/cron rounds intervals up to a whole second.
             if every < Duration::from_secs(1) {
                 return Ok(CronSchedule::Every(Duration::from_secs(1)));
@@ -42,10 +59,10 @@ impl FromStr for CronSchedule {
         let descriptor = text.starts_with('@');
         let fields = text.split_whitespace().count();
         if !descriptor && fields != 5 {
-            return Err(format!(
-                "invalid schedule: expected exactly 5 fields (minute hour day-of-month month \
-                 day-of-week), found {fields}: {text:?}"
-            ));
+            return Err(CronError::Fields {
+                fields,
+                text: text.to_owned(),
+            });
         }
         let parser = CronParser::builder()
             .seconds(Seconds::Disallowed)
@@ -53,7 +70,10 @@ impl FromStr for CronSchedule {
             .build();
         let cron = parser
             .parse(&text.replace("@midnight", "@daily"))
-            .map_err(|e| format!("invalid schedule: {e}: {text:?}"))?;
+            .map_err(|e| CronError::Pattern {
+                text: text.to_owned(),
+                reason: e.to_string(),
+            })?;
         Ok(CronSchedule::Cron(Box::new(cron)))
     }
 }
@@ -167,7 +187,7 @@ mod tests {
             ("@fortnightly", "invalid schedule"),
         ] {
             let err = bad.parse::<CronSchedule>().unwrap_err();
-            assert!(err.contains(says), "{bad:?}: {err}");
+            assert!(err.to_string().contains(says), "{bad:?}: {err}");
         }
     }
 

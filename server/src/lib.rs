@@ -14,6 +14,7 @@ pub mod identity;
 pub mod install;
 pub mod metrics;
 pub mod pki;
+mod podvolume;
 pub mod restore;
 mod server;
 pub mod storage;

@@ -9,6 +9,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::api::{BackupPhase, RestorePhase};
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct LocationLabels {
     location: String,
@@ -243,11 +245,11 @@ impl Metrics {
     }
 
     /// A restore ended in `phase` (Completed, PartiallyFailed, Failed, FailedValidation).
-    pub(crate) fn restore_finished(&self, schedule: &str, phase: &str) {
+    pub(crate) fn restore_finished(&self, schedule: &str, phase: RestorePhase) {
         let family = match phase {
-            "Completed" => &self.restore.success,
-            "PartiallyFailed" => &self.restore.partial_failure,
-            "FailedValidation" => &self.restore.validation_failed,
+            RestorePhase::Completed => &self.restore.success,
+            RestorePhase::PartiallyFailed => &self.restore.partial_failure,
+            RestorePhase::FailedValidation => &self.restore.validation_failed,
             _ => &self.restore.failed,
         };
         family.get_or_create(&Self::schedule(schedule)).inc();
@@ -261,11 +263,11 @@ impl Metrics {
     }
 
     /// A backup ended in `phase` (Completed, PartiallyFailed, Failed, FailedValidation).
-    pub(crate) fn backup_finished(&self, schedule: &str, phase: &str) {
+    pub(crate) fn backup_finished(&self, schedule: &str, phase: BackupPhase) {
         let family = match phase {
-            "Completed" => &self.backup.success,
-            "PartiallyFailed" => &self.backup.partial_failure,
-            "FailedValidation" => &self.backup.validation_failure,
+            BackupPhase::Completed => &self.backup.success,
+            BackupPhase::PartiallyFailed => &self.backup.partial_failure,
+            BackupPhase::FailedValidation => &self.backup.validation_failure,
             _ => &self.backup.failure,
         };
         family.get_or_create(&Self::schedule(schedule)).inc();

@@ -84,6 +84,17 @@ pub struct LocationStore {
     pub options: StoreOptions,
 }
 
+/// AWS keys from `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` and `AWS_SESSION_TOKEN`, when
+/// both keys are set.
+fn environment_aws_credentials() -> Option<Credentials> {
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    Some(Credentials::Aws {
+        access_key_id: var("AWS_ACCESS_KEY_ID")?,
+        secret_access_key: var("AWS_SECRET_ACCESS_KEY")?,
+        session_token: var("AWS_SESSION_TOKEN"),
+    })
+}
+
 impl LocationStore {
     /// Connects to the location described by `spec`. `credential` holds the bytes of the
     /// location's `credential` Secret key when it names one. Nothing is contacted yet.
@@ -143,6 +154,11 @@ impl LocationStore {
                 if let Some(file) = credentials_file("AWS_SHARED_CREDENTIALS_FILE")? {
                     let profile = config.get("profile").map_or("default", String::as_str);
                     options.credentials = Some(aws_credentials(&file, profile)?);
+                } else {
+                    // The keys of the process's environment, resolved here so that they are
+                    // part of the location's settings: the agents, which have none of their
+                    // own, are handed what the server uses.
+                    options.credentials = environment_aws_credentials();
                 }
                 Location::S3 {
                     bucket: bucket_name.to_string(),
@@ -220,25 +236,29 @@ impl LocationStore {
 
     /// Checks that the location can be used: the bucket exists and can be listed, the prefix
     /// holds nothing but a backup store's directories, and (unless ReadOnly) an object can be
-    /// written and removed. The error is the message for the location's status.
-    pub async fn validate(&self, timeout: Duration) -> Result<(), String> {
+    /// written and removed. The error, in words, is the message for the location's status.
+    pub async fn validate(&self, timeout: Duration) -> Result<(), ValidationError> {
         match tokio::time::timeout(timeout, self.validate_inner()).await {
             Ok(result) => result,
-            Err(_) => Err(format!(
-                "the store did not answer within {}s",
-                timeout.as_secs()
-            )),
+            Err(_) => Err(ValidationError::Timeout {
+                seconds: timeout.as_secs(),
+            }),
         }
     }
 
-    async fn validate_inner(&self) -> Result<(), String> {
-        let location = self.bucket.location().to_string();
+    async fn validate_inner(&self) -> Result<(), ValidationError> {
+        let location = || self.bucket.location().to_string();
         let dirs = self.bucket.list_dirs("").await.map_err(|e| match &e {
-            StoreError::NotFound { .. } => {
-                format!("the bucket of {location} does not exist")
-            }
-            _ if bucket_missing(&e) => format!("the bucket of {location} does not exist"),
-            _ => format!("cannot list {location}: {}", chain(&e)),
+            StoreError::NotFound { .. } => ValidationError::NoBucket {
+                location: location(),
+            },
+            _ if bucket_missing(&e) => ValidationError::NoBucket {
+                location: location(),
+            },
+            _ => ValidationError::List {
+                location: location(),
+                source: e,
+            },
         })?;
         let unknown: Vec<&str> = dirs
             .iter()
@@ -246,24 +266,65 @@ impl LocationStore {
             .filter(|d| !KNOWN_TOP_LEVEL_DIRS.contains(d))
             .collect();
         if !unknown.is_empty() {
-            return Err(format!(
-                "the prefix of {location} holds directories that are not a backup store's ({}); use another prefix",
-                unknown.join(", ")
-            ));
+            return Err(ValidationError::ForeignDirectories {
+                location: location(),
+                directories: unknown.join(", "),
+            });
         }
         if !self.read_only {
             let key = "metadata/lifeboat-write-check";
             self.bucket
                 .put(key, bytes::Bytes::from_static(b"lifeboat\n"))
                 .await
-                .map_err(|e| format!("cannot write to {location}: {}", chain(&e)))?;
+                .map_err(|source| ValidationError::Write {
+                    location: location(),
+                    source,
+                })?;
             self.bucket
                 .delete(key)
                 .await
-                .map_err(|e| format!("cannot delete from {location}: {}", chain(&e)))?;
+                .map_err(|source| ValidationError::Delete {
+                    location: location(),
+                    source,
+                })?;
         }
         Ok(())
     }
+}
+
+/// Why a location cannot be used as it is.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ValidationError {
+    #[error("the store did not answer within {seconds}s")]
+    Timeout { seconds: u64 },
+    #[error("the bucket of {location} does not exist")]
+    NoBucket { location: String },
+    #[error("cannot list {location}")]
+    List {
+        location: String,
+        #[source]
+        source: StoreError,
+    },
+    #[error(
+        "the prefix of {location} holds directories that are not a backup store's ({directories}); use another prefix"
+    )]
+    ForeignDirectories {
+        location: String,
+        directories: String,
+    },
+    #[error("cannot write to {location}")]
+    Write {
+        location: String,
+        #[source]
+        source: StoreError,
+    },
+    #[error("cannot delete from {location}")]
+    Delete {
+        location: String,
+        #[source]
+        source: StoreError,
+    },
 }
 
 /// Whether a store error says the bucket itself is missing (S3's NoSuchBucket, or a listing
@@ -441,12 +502,16 @@ mod tests {
                 .exists()
         );
         std::fs::create_dir_all(dir.path().join("cluster-a/photos")).unwrap();
-        let msg = store.validate(Duration::from_secs(5)).await.unwrap_err();
+        let msg = store
+            .validate(Duration::from_secs(5))
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(msg.contains("photos"), "{msg}");
 
         let missing = spec("filesystem", "/nonexistent/lifeboat-test", &[]);
         let msg = match LocationStore::open(&missing, None) {
-            Ok(store) => store.validate(Duration::from_secs(5)).await.unwrap_err(),
+            Ok(store) => chain(&store.validate(Duration::from_secs(5)).await.unwrap_err()),
             Err(e) => e.to_string(),
         };
         assert!(msg.contains("/nonexistent/lifeboat-test"), "{msg}");

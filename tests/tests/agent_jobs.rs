@@ -268,7 +268,7 @@ fn a_failing_job_says_why_and_a_node_without_agent_is_refused() {
             .submit_backup("node-2", rig.job("x", "u", "v", "/v")),
     );
     assert_eq!(
-        refused.expect_err("no agent on node-2"),
+        refused.expect_err("no agent on node-2").to_string(),
         "no live agent on node node-2"
     );
 }

@@ -17,8 +17,18 @@ pub struct Lenient<K> {
     meta: ObjectMeta,
     /// `status.phase` as written, whatever the rest holds.
     phase: Option<String>,
-    /// The object, or why it cannot be read (`spec.ttl: invalid type: …`).
-    pub object: Result<K, String>,
+    /// The object, or why it cannot be read.
+    pub object: Result<K, Malformed>,
+}
+
+/// Why an object cannot be decoded: the field at fault and what is wrong with it, as
+/// `spec.ttl: invalid type: …`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}{reason}", if field.is_empty() { String::new() } else { format!("{field}: ") })]
+pub struct Malformed {
+    /// The path of the field (`spec.ttl`), or empty when the object as a whole is wrong.
+    pub field: String,
+    pub reason: String,
 }
 
 impl<K> Lenient<K> {
@@ -64,11 +74,9 @@ impl<'de, K: DeserializeOwned> Deserialize<'de> for Lenient<K> {
         let phase = value["status"]["phase"].as_str().map(str::to_owned);
         let object = serde_path_to_error::deserialize(&value).map_err(|e| {
             let path = e.path().to_string();
-            let inner = e.into_inner();
-            if path.is_empty() || path == "." {
-                inner.to_string()
-            } else {
-                format!("{path}: {inner}")
+            Malformed {
+                field: if path == "." { String::new() } else { path },
+                reason: e.into_inner().to_string(),
             }
         });
         Ok(Self {
@@ -99,7 +107,7 @@ mod tests {
         assert!(list[0].ok().is_some());
         assert_eq!(list[1].meta().name.as_deref(), Some("bad"));
         assert_eq!(list[1].phase(), Some("New"));
-        let why = list[1].object.as_ref().expect_err("malformed");
+        let why = list[1].object.as_ref().expect_err("malformed").to_string();
         assert!(
             why.starts_with("spec.includedNamespaces: invalid type"),
             "{why}"

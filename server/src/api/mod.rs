@@ -19,7 +19,7 @@ mod volume;
 use std::collections::BTreeMap;
 
 pub use backup::*;
-pub use lenient::Lenient;
+pub use lenient::{Lenient, Malformed};
 pub use location::*;
 pub use restore::*;
 pub use volume::*;

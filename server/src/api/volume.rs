@@ -84,6 +84,37 @@ pub struct PodVolumeBackupStatus {
     pub extra: Extra,
 }
 
+impl PodVolumeProgress {
+    /// `done` of `total` bytes, saturating at what a Kubernetes integer holds.
+    pub fn bytes(total: u64, done: u64) -> Self {
+        Self {
+            total_bytes: Some(i64::try_from(total).unwrap_or(i64::MAX)),
+            bytes_done: Some(i64::try_from(done).unwrap_or(i64::MAX)),
+        }
+    }
+}
+
+impl PodVolumeBackupStatus {
+    /// Handed to its agent at `at`.
+    pub fn in_progress(at: Time) -> Self {
+        Self {
+            phase: Some(PodVolumePhase::InProgress),
+            start_timestamp: Some(at),
+            ..Self::default()
+        }
+    }
+
+    /// Ended at `at` without a snapshot, for `message`.
+    pub fn failed(message: impl Into<String>, at: Time) -> Self {
+        Self {
+            phase: Some(PodVolumePhase::Failed),
+            message: Some(message.into()),
+            completion_timestamp: Some(at),
+            ..Self::default()
+        }
+    }
+}
+
 /// One pod volume to restore from a snapshot.
 #[serde_with::skip_serializing_none]
 #[derive(CustomResource, Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -130,6 +161,27 @@ pub struct PodVolumeRestoreStatus {
     #[serde(flatten)]
     #[schemars(skip)]
     pub extra: Extra,
+}
+
+impl PodVolumeRestoreStatus {
+    /// Handed to its agent at `at`.
+    pub fn in_progress(at: Time) -> Self {
+        Self {
+            phase: Some(PodVolumePhase::InProgress),
+            start_timestamp: Some(at),
+            ..Self::default()
+        }
+    }
+
+    /// Ended at `at` without its data, for `message`.
+    pub fn failed(message: impl Into<String>, at: Time) -> Self {
+        Self {
+            phase: Some(PodVolumePhase::Failed),
+            message: Some(message.into()),
+            completion_timestamp: Some(at),
+            ..Self::default()
+        }
+    }
 }
 
 /// One restic repository: a namespace's volumes on one storage location.

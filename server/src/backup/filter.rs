@@ -333,7 +333,7 @@ impl fmt::Display for Requirement {
 impl Selector {
     /// Converts a Kubernetes `LabelSelector`, as `metav1.LabelSelectorAsSelector` does:
     /// requirements sorted by key, values sorted; an empty selector matches everything.
-    pub fn from_label_selector(selector: &LabelSelector) -> Result<Selector, String> {
+    pub fn from_label_selector(selector: &LabelSelector) -> Result<Selector, SelectorError> {
         let mut requirements: Vec<Requirement> = selector
             .match_labels
             .iter()
@@ -366,22 +366,43 @@ impl fmt::Display for Selector {
     }
 }
 
-fn requirement(expr: &LabelSelectorRequirement) -> Result<Requirement, String> {
+/// Why a label selector cannot be used; the texts are the API server's.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SelectorError {
+    #[error(
+        "values: Invalid value: []: for '{operator}' operator, values set can't be empty (key {key})"
+    )]
+    NoValues { operator: String, key: String },
+    #[error(
+        "values: Invalid value: {values:?}: values set must be empty for exists and does not exist (key {key})"
+    )]
+    UnexpectedValues {
+        values: BTreeSet<String>,
+        key: String,
+    },
+    #[error("{operator:?} is not a valid pod selector operator")]
+    Operator { operator: String },
+}
+
+fn requirement(expr: &LabelSelectorRequirement) -> Result<Requirement, SelectorError> {
     let key = expr.key.clone();
     let values: BTreeSet<String> = expr.values.iter().flatten().cloned().collect();
     match expr.operator.as_str() {
-        "In" | "NotIn" if values.is_empty() => Err(format!(
-            "values: Invalid value: []: for '{}' operator, values set can't be empty (key {key})",
-            expr.operator
-        )),
+        "In" | "NotIn" if values.is_empty() => Err(SelectorError::NoValues {
+            operator: expr.operator.clone(),
+            key,
+        }),
         "In" => Ok(Requirement::In(key, values)),
         "NotIn" => Ok(Requirement::NotIn(key, values)),
-        "Exists" | "DoesNotExist" if !values.is_empty() => Err(format!(
-            "values: Invalid value: {values:?}: values set must be empty for exists and does not exist (key {key})"
-        )),
+        "Exists" | "DoesNotExist" if !values.is_empty() => {
+            Err(SelectorError::UnexpectedValues { values, key })
+        }
         "Exists" => Ok(Requirement::Exists(key)),
         "DoesNotExist" => Ok(Requirement::DoesNotExist(key)),
-        other => Err(format!("{other:?} is not a valid pod selector operator")),
+        other => Err(SelectorError::Operator {
+            operator: other.to_owned(),
+        }),
     }
 }
 
@@ -401,7 +422,7 @@ pub struct BackupFilter {
 impl BackupFilter {
     /// Resolves a spec; the spec must have passed [`validate`] (an unknown resource name is
     /// kept as written here, matching nothing, as Velero does).
-    pub fn new(spec: &BackupSpec, index: &ResourceIndex) -> Result<BackupFilter, String> {
+    pub fn new(spec: &BackupSpec, index: &ResourceIndex) -> Result<BackupFilter, SelectorError> {
         let resolve = |names: &[String]| -> Vec<String> {
             names
                 .iter()
@@ -448,7 +469,7 @@ impl BackupFilter {
     }
 }
 
-fn selectors(spec: &BackupSpec) -> Result<Vec<Selector>, String> {
+fn selectors(spec: &BackupSpec) -> Result<Vec<Selector>, SelectorError> {
     let given: Vec<&LabelSelector> = match &spec.label_selector {
         Some(s) => vec![s],
         None => spec.or_label_selectors.iter().collect(),

@@ -122,6 +122,38 @@ impl RestoreKeys {
     }
 }
 
+/// The most a backup's metadata file (`velero-backup.json`, the gzip lists) may hold, read or
+/// unpacked: a bucket is not trusted, and these are read whole. A backup's pod volume list
+/// takes about a kilobyte per volume, so 64 MiB is tens of thousands of volumes.
+pub const METADATA_LIMIT: u64 = 64 << 20;
+
+/// Why a gzip JSON list from the bucket cannot be read.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ListError {
+    #[error("it is not readable gzip")]
+    Gzip(#[source] std::io::Error),
+    #[error("it unpacks to more than {} MiB, more than such a list can hold", METADATA_LIMIT >> 20)]
+    TooLarge,
+    #[error("it is not a JSON list")]
+    Json(#[source] serde_json::Error),
+}
+
+/// A gzip JSON list as Velero writes it (`null` for none), at most [`METADATA_LIMIT`] unpacked.
+pub fn decode_list<T: serde::de::DeserializeOwned>(gz: &[u8]) -> Result<Vec<T>, ListError> {
+    use std::io::Read as _;
+    let mut json = Vec::new();
+    flate2::read::GzDecoder::new(gz)
+        .take(METADATA_LIMIT + 1)
+        .read_to_end(&mut json)
+        .map_err(ListError::Gzip)?;
+    if json.len() as u64 > METADATA_LIMIT {
+        return Err(ListError::TooLarge);
+    }
+    let list: Option<Vec<T>> = serde_json::from_slice(&json).map_err(ListError::Json)?;
+    Ok(list.unwrap_or_default())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -156,5 +188,27 @@ mod tests {
         let r = RestoreKeys::new("r1");
         assert_eq!(r.log(), "restores/r1/restore-r1-logs.gz");
         assert_eq!(r.results(), "restores/r1/restore-r1-results.gz");
+    }
+
+    #[test]
+    fn a_list_that_unpacks_past_the_limit_is_refused_not_held() {
+        use std::io::Write as _;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        let zeros = vec![b' '; 1 << 20];
+        for _ in 0..=(METADATA_LIMIT >> 20) {
+            gz.write_all(&zeros).expect("compress");
+        }
+        let bomb = gz.finish().expect("compress");
+        assert!(bomb.len() < 1 << 20, "{} bytes", bomb.len());
+        let e = decode_list::<crate::api::PodVolumeBackup>(&bomb).expect_err("refused");
+        assert!(e.to_string().contains("more than 64 MiB"), "{e}");
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(b"null").expect("compress");
+        let none = gz.finish().expect("compress");
+        assert!(
+            decode_list::<crate::api::PodVolumeBackup>(&none)
+                .expect("null")
+                .is_empty()
+        );
     }
 }

@@ -13,14 +13,14 @@ pub mod collect;
 pub mod filter;
 pub mod layout;
 pub mod log;
+pub(crate) mod run;
 pub mod tarball;
 pub mod upload;
-pub mod volumes;
 
 pub use collect::{CollectOptions, CollectStats, DiscoveredResources, ItemSink, collect, discover};
 pub use filter::{
-    BackupFilter, GroupResource, IncludesExcludes, ResourceIndex, Selector, ServedResource,
-    validate, validate_includes_excludes,
+    BackupFilter, GroupResource, IncludesExcludes, ResourceIndex, Selector, SelectorError,
+    ServedResource, validate, validate_includes_excludes,
 };
 pub use tarball::{
     BackupResults, FORMAT_VERSION, ItemPath, Messages, ResourceList, TarballWriter, json_gz,

@@ -14,18 +14,17 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, ListParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use lifeboat_repo::{Repository, RepositoryOptions};
-use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use super::{Context, MANAGER, log_reconciles, retry_after};
+use super::{Context, log_reconciles, retry_after};
 use crate::api::{
-    Backup, BackupPhase, BackupStorageLocation, DeleteBackupRequest, DeleteBackupRequestPhase,
-    Lenient, PodVolumeBackup, Restore, labels,
+    Backup, BackupPhase, BackupStatus, BackupStorageLocation, DeleteBackupRequest,
+    DeleteBackupRequestPhase, DeleteBackupRequestStatus, Lenient, PodVolumeBackup, Restore, labels,
 };
 use crate::backup::layout::{BackupKeys, RestoreKeys};
 use crate::error::{Error, Result};
@@ -53,7 +52,7 @@ async fn reconcile(
     request: Arc<Lenient<DeleteBackupRequest>>,
     ctx: Arc<Context>,
 ) -> Result<Action> {
-    let Some(request) = super::readable(&ctx, &request, false).await else {
+    let Ok(request) = super::readable(&ctx, &request).await else {
         return Ok(Action::await_change());
     };
     let requests: Api<DeleteBackupRequest> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
@@ -77,13 +76,18 @@ async fn reconcile(
         return Ok(Action::requeue(KEEP_PROCESSED - age));
     }
 
-    let status = |phase: DeleteBackupRequestPhase, errors: &[String]| json!({"status": {"phase": phase, "errors": if errors.is_empty() { None } else { Some(errors) }}});
-    requests
-        .patch_status(
-            &name,
-            &PatchParams::apply(MANAGER),
-            &Patch::Merge(status(DeleteBackupRequestPhase::InProgress, &[])),
-        )
+    // The request's errors are those of this pass only.
+    let status = |phase: DeleteBackupRequestPhase, errors: Vec<String>| {
+        let clear: &'static [&'static str] = if errors.is_empty() { &["errors"] } else { &[] };
+        let status = DeleteBackupRequestStatus {
+            phase: Some(phase),
+            errors,
+            ..DeleteBackupRequestStatus::default()
+        };
+        (status, clear)
+    };
+    let (in_progress, clear) = status(DeleteBackupRequestPhase::InProgress, Vec::new());
+    ctx.patch_status_clearing::<DeleteBackupRequest>(&name, &in_progress, clear)
         .await?;
     let backup_name = request.spec.backup_name.clone();
     let errors = delete_backup(&ctx, &backup_name).await?;
@@ -92,12 +96,8 @@ async fn reconcile(
     } else {
         tracing::warn!(backup = %backup_name, "backup deletion incomplete: {}", errors.join("; "));
     }
-    requests
-        .patch_status(
-            &name,
-            &PatchParams::apply(MANAGER),
-            &Patch::Merge(status(DeleteBackupRequestPhase::Processed, &errors)),
-        )
+    let (processed, clear) = status(DeleteBackupRequestPhase::Processed, errors);
+    ctx.patch_status_clearing::<DeleteBackupRequest>(&name, &processed, clear)
         .await?;
     ctx.metrics.reconciled(NAME, true);
     Ok(Action::requeue(KEEP_PROCESSED))
@@ -131,10 +131,11 @@ async fn delete_backup(ctx: &Context, name: &str) -> Result<Vec<String>> {
              in read-only mode"
         )]);
     }
-    let patch = json!({"status": {"phase": BackupPhase::Deleting}});
-    backups
-        .patch_status(name, &PatchParams::apply(MANAGER), &Patch::Merge(&patch))
-        .await?;
+    let deleting = BackupStatus {
+        phase: Some(BackupPhase::Deleting),
+        ..BackupStatus::default()
+    };
+    ctx.patch_status::<Backup>(name, &deleting).await?;
 
     let mut errors = Vec::new();
     let store = match &location {
@@ -142,7 +143,8 @@ async fn delete_backup(ctx: &Context, name: &str) -> Result<Vec<String>> {
             Ok(store) => Some(store),
             Err(e) => {
                 errors.push(format!(
-                    "cannot open backup storage location {location_name}: {e}"
+                    "cannot open backup storage location {location_name}: {}",
+                    chain(&e)
                 ));
                 None
             }
@@ -249,7 +251,12 @@ async fn forget_snapshots(
     }
     let password = match ctx.repository_password().await {
         Ok(password) => password,
-        Err(e) => return vec![format!("cannot read the repository password: {e}")],
+        Err(e) => {
+            return vec![format!(
+                "cannot read the repository password: {}",
+                chain(&e)
+            )];
+        }
     };
     let mut errors = Vec::new();
     for (namespace, ids) in by_namespace {

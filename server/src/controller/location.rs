@@ -12,15 +12,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use kube::runtime::controller::{Action, Config, Controller};
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use tokio_util::sync::CancellationToken;
 
-use super::{Context, MANAGER, log_reconciles, parse_duration, retry_after};
-use crate::api::{BackupStorageLocation, Lenient, LocationPhase};
+use super::{Context, log_reconciles, parse_duration, retry_after};
+use crate::api::{BackupStorageLocation, BackupStorageLocationStatus, Lenient, LocationPhase};
 use crate::error::{Error, Result};
 use crate::storage::chain;
 
@@ -72,7 +72,7 @@ pub(crate) async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
 }
 
 async fn reconcile(bsl: Arc<Lenient<BackupStorageLocation>>, ctx: Arc<Context>) -> Result<Action> {
-    let Some(bsl) = super::readable(&ctx, &bsl, false).await else {
+    let Ok(bsl) = super::readable(&ctx, &bsl).await else {
         return Ok(Action::await_change());
     };
     let name = bsl.name_any();
@@ -100,18 +100,18 @@ async fn reconcile(bsl: Arc<Lenient<BackupStorageLocation>>, ctx: Arc<Context>) 
     let outcome = validate(&bsl, &ctx).await;
     let (phase, message) = match &outcome {
         Ok(()) => (LocationPhase::Available, None),
-        Err(message) => (LocationPhase::Unavailable, Some(message.clone())),
+        Err(e) => (LocationPhase::Unavailable, Some(chain(e))),
     };
     let previous = bsl.status.as_ref().and_then(|s| s.phase);
-    let status = serde_json::json!({
-        "status": {
-            "phase": phase,
-            "message": message,
-            "lastValidationTime": Time(ctx.clock.now()),
-        }
-    });
-    let api: Api<BackupStorageLocation> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
-    api.patch_status(&name, &PatchParams::apply(MANAGER), &Patch::Merge(&status))
+    let status = BackupStorageLocationStatus {
+        phase: Some(phase),
+        message: message.clone(),
+        last_validation_time: Some(Time(ctx.clock.now())),
+        ..BackupStorageLocationStatus::default()
+    };
+    // An available location has no message: one left from before goes.
+    let clear: &[&str] = if message.is_none() { &["message"] } else { &[] };
+    ctx.patch_status_clearing::<BackupStorageLocation>(&name, &status, clear)
         .await?;
     ctx.locations.record(&name, generation);
     ctx.metrics.reconciled(NAME, true);
@@ -150,10 +150,22 @@ async fn reconcile(bsl: Arc<Lenient<BackupStorageLocation>>, ctx: Arc<Context>) 
     })
 }
 
-/// Validates the location; the error is the status message.
-async fn validate(bsl: &BackupStorageLocation, ctx: &Context) -> std::result::Result<(), String> {
+/// Why a location is Unavailable.
+#[derive(Debug, thiserror::Error)]
+enum Unavailable {
+    #[error(transparent)]
+    Open(#[from] super::OpenLocationError),
+    #[error(transparent)]
+    Invalid(#[from] crate::storage::ValidationError),
+}
+
+/// Validates the location.
+async fn validate(
+    bsl: &BackupStorageLocation,
+    ctx: &Context,
+) -> std::result::Result<(), Unavailable> {
     let store = ctx.open_location(bsl).await?;
-    store.validate(ctx.settings.validation_timeout).await
+    Ok(store.validate(ctx.settings.validation_timeout).await?)
 }
 
 fn error_policy(

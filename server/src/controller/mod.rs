@@ -9,12 +9,11 @@ pub(crate) mod backup;
 pub(crate) mod deletion;
 pub(crate) mod gc;
 pub(crate) mod location;
-pub(crate) mod podvolume;
+pub(crate) mod operation;
 pub(crate) mod repository;
 pub(crate) mod restore;
 pub(crate) mod schedule;
 pub(crate) mod sync;
-pub(crate) mod volume_restore;
 
 use std::time::Duration;
 
@@ -164,28 +163,53 @@ impl Context {
 
     /// The install's repository password, from Velero's Secret `velero-restic-credentials`
     /// (key `repository-password`), so an existing Velero bucket's repositories keep opening.
-    pub async fn repository_password(&self) -> std::result::Result<String, String> {
+    pub async fn repository_password(&self) -> Result<String> {
         let bytes = self
             .secret_key(
                 crate::install::REPOSITORY_SECRET,
                 crate::install::REPOSITORY_PASSWORD_KEY,
             )
-            .await
-            .map_err(|e| chain(&e))?;
+            .await?;
         Ok(String::from_utf8_lossy(&bytes).trim_end().to_owned())
     }
 
-    /// Merges `status` into the status of the `K` named `name` in the install namespace, as
-    /// this server's field manager: how every controller records what it did.
-    pub async fn patch_status<K>(&self, name: &str, status: serde_json::Value) -> Result<()>
+    /// Merges `status` (a typed status: absent fields are left as they are) into the status
+    /// of the `K` named `name` in the install namespace, as this server's field manager: how
+    /// every controller records what it did.
+    pub async fn patch_status<K>(&self, name: &str, status: impl serde::Serialize) -> Result<()>
     where
         K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
             + Clone
             + serde::de::DeserializeOwned
             + std::fmt::Debug,
     {
+        self.patch_status_clearing::<K>(name, status, &[]).await
+    }
+
+    /// As [`Context::patch_status`], and removes the status fields named in `clear` (a merge
+    /// patch's `null`): how a status drops what no longer holds, such as a location's message
+    /// once it is available again.
+    pub async fn patch_status_clearing<K>(
+        &self,
+        name: &str,
+        status: impl serde::Serialize,
+        clear: &[&str],
+    ) -> Result<()>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+    {
+        let mut status = serde_json::to_value(status)
+            .expect("status types have string keys and no maps of other keys");
+        if let Some(fields) = status.as_object_mut() {
+            for field in clear {
+                fields.insert((*field).to_owned(), serde_json::Value::Null);
+            }
+        }
         let api: Api<K> = Api::namespaced(self.client.clone(), &self.namespace);
-        let patch = serde_json::json!({ "status": status });
+        let patch = operation::StatusPatch { status };
         api.patch_status(
             name,
             &kube::api::PatchParams::apply(MANAGER),
@@ -196,20 +220,20 @@ impl Context {
     }
 
     /// Opens a storage location with its credentials (the location's `credential` Secret key,
-    /// else the server's credentials file or environment). The error is one sentence.
+    /// else the server's credentials file or environment).
     pub async fn open_location(
         &self,
         bsl: &BackupStorageLocation,
-    ) -> std::result::Result<LocationStore, String> {
+    ) -> std::result::Result<LocationStore, OpenLocationError> {
         let credential = match &bsl.spec.credential {
             Some(sel) => Some(
                 self.secret_key(&sel.name, &sel.key)
                     .await
-                    .map_err(|e| format!("credential: {}", chain(&e)))?,
+                    .map_err(OpenLocationError::Credential)?,
             ),
             None => None,
         };
-        LocationStore::open(&bsl.spec, credential.as_deref()).map_err(|e| chain(&e))
+        Ok(LocationStore::open(&bsl.spec, credential.as_deref())?)
     }
 
     /// The bytes of `key` in the Secret `name` of the server's namespace.
@@ -231,15 +255,23 @@ impl Context {
     }
 }
 
-/// The object behind `lenient`, or None when it cannot be read, after saying why: a warning in
-/// the log and a Warning Event on the object naming the field. A Backup or Restore that has
-/// not started (`terminal`, no phase or `New`) is also given the phase `FailedValidation`
-/// with that reason, so that it ends rather than waits; the others are left to be fixed.
+/// Why a storage location cannot be opened.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum OpenLocationError {
+    #[error("credential")]
+    Credential(#[source] Error),
+    #[error(transparent)]
+    Settings(#[from] crate::storage::SettingsError),
+}
+
+/// The object behind `lenient`, or, when it cannot be read, the note that says why, once it
+/// has been said: a warning in the log and a Warning Event on the object naming the field.
+/// Such an object is left to be fixed; [`operation::claim`] also ends a Backup or Restore that
+/// has not started (FailedValidation with the note), so that it does not wait for ever.
 pub(crate) async fn readable<K>(
     ctx: &Context,
     lenient: &Lenient<K>,
-    terminal: bool,
-) -> Option<std::sync::Arc<K>>
+) -> std::result::Result<std::sync::Arc<K>, String>
 where
     K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
         + Clone
@@ -248,7 +280,7 @@ where
 {
     use kube::{Resource as _, ResourceExt as _};
     let why = match &lenient.object {
-        Ok(object) => return Some(std::sync::Arc::new(object.clone())),
+        Ok(object) => return Ok(std::sync::Arc::new(object.clone())),
         Err(why) => why,
     };
     let kind = K::kind(&());
@@ -267,13 +299,7 @@ where
     if let Err(e) = ctx.recorder.publish(&event, &lenient.object_ref(&())).await {
         tracing::debug!(object = %name, "cannot publish an event: {e}");
     }
-    if terminal && matches!(lenient.phase(), None | Some("" | "New")) {
-        let status = serde_json::json!({"phase": "FailedValidation", "validationErrors": [note]});
-        if let Err(e) = ctx.patch_status::<Lenient<K>>(&name, status).await {
-            tracing::warn!(object = %name, "cannot record the validation failure: {}", chain(&e));
-        }
-    }
-    None
+    Err(note)
 }
 
 /// The operations (backups, restores) this process is running, by UID: one found InProgress
@@ -309,21 +335,16 @@ pub(crate) type ItemProgress = std::sync::Arc<(
 )>;
 
 /// Writes `progress` into the status of the `K` named `name` at most once a second, when it
-/// changed, as `{"progress": {"totalItems": …, <done_field>: …}}`, from a task of its own so
-/// the operation never waits on the API server for it. Abort the handle when done.
+/// changed, from a task of its own so the operation never waits on the API server for it.
+/// Abort the handle when done.
 pub(crate) fn report_progress<K>(
     ctx: &Context,
     name: &str,
-    done_field: &'static str,
     progress: ItemProgress,
 ) -> tokio::task::JoinHandle<()>
 where
-    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + 'static,
+    K: operation::Operation + Send + 'static,
+    K::Status: Send + Sync,
 {
     use std::sync::atomic::Ordering;
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
@@ -340,14 +361,14 @@ where
                 continue;
             }
             last = now;
-            let status = serde_json::json!({"status": {"progress": {
-                "totalItems": now.0, done_field: now.1,
-            }}});
+            let patch = operation::StatusPatch {
+                status: K::progress(now.0, now.1),
+            };
             if let Err(e) = api
                 .patch_status(
                     &name,
                     &kube::api::PatchParams::apply(MANAGER),
-                    &kube::api::Patch::Merge(&status),
+                    &kube::api::Patch::Merge(&patch),
                 )
                 .await
             {

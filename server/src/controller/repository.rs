@@ -17,11 +17,12 @@ use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use lifeboat_repo::{Repository, RepositoryOptions};
-use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use super::{Context, log_reconciles, parse_duration};
-use crate::api::{BackupStorageLocation, Lenient, RepositoryPhase, ResticRepository};
+use crate::api::{
+    BackupStorageLocation, Lenient, RepositoryPhase, ResticRepository, ResticRepositoryStatus,
+};
 use crate::clock::kube_time;
 use crate::error::{Error, Result};
 use crate::storage::chain;
@@ -45,7 +46,7 @@ pub(crate) async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
 }
 
 async fn reconcile(repo: Arc<Lenient<ResticRepository>>, ctx: Arc<Context>) -> Result<Action> {
-    let Some(repo) = super::readable(&ctx, &repo, false).await else {
+    let Ok(repo) = super::readable(&ctx, &repo).await else {
         return Ok(Action::await_change());
     };
     let name = repo.name_any();
@@ -61,16 +62,18 @@ async fn reconcile(repo: Arc<Lenient<ResticRepository>>, ctx: Arc<Context>) -> R
     let opened = open(&ctx, &repo).await;
     let repository = match opened {
         Ok(repository) => repository,
-        Err(reason) => {
+        Err(e) => {
+            let reason = chain(&e);
             if status.phase != Some(RepositoryPhase::NotReady)
                 || status.message.as_deref() != Some(&reason)
             {
                 tracing::warn!(repository = %name, "repository not ready: {reason}");
-                ctx.patch_status::<ResticRepository>(
-                    &name,
-                    json!({"phase": RepositoryPhase::NotReady, "message": reason}),
-                )
-                .await?;
+                let status = ResticRepositoryStatus {
+                    phase: Some(RepositoryPhase::NotReady),
+                    message: Some(reason),
+                    ..ResticRepositoryStatus::default()
+                };
+                ctx.patch_status::<ResticRepository>(&name, &status).await?;
             }
             return Ok(Action::requeue(BUSY_RETRY));
         }
@@ -78,20 +81,25 @@ async fn reconcile(repo: Arc<Lenient<ResticRepository>>, ctx: Arc<Context>) -> R
     match status.last_maintenance_time.as_ref().map(|t| t.0) {
         // A new repository counts as maintained when it is first seen.
         None => {
-            ctx.patch_status::<ResticRepository>(&name, json!({"phase": RepositoryPhase::Ready, "message": null, "lastMaintenanceTime": kube_time(now)}),
-            )
-            .await?;
+            let status = ResticRepositoryStatus {
+                phase: Some(RepositoryPhase::Ready),
+                last_maintenance_time: Some(kube_time(now)),
+                ..ResticRepositoryStatus::default()
+            };
+            ctx.patch_status_clearing::<ResticRepository>(&name, &status, &["message"])
+                .await?;
             return Ok(Action::requeue(frequency.min(Duration::from_secs(3600))));
         }
         Some(last) => {
             let elapsed = now.duration_since(last).unsigned_abs();
             if elapsed < frequency {
                 if status.phase != Some(RepositoryPhase::Ready) {
-                    ctx.patch_status::<ResticRepository>(
-                        &name,
-                        json!({"phase": RepositoryPhase::Ready, "message": null}),
-                    )
-                    .await?;
+                    let status = ResticRepositoryStatus {
+                        phase: Some(RepositoryPhase::Ready),
+                        ..ResticRepositoryStatus::default()
+                    };
+                    ctx.patch_status_clearing::<ResticRepository>(&name, &status, &["message"])
+                        .await?;
                 }
                 return Ok(Action::requeue(
                     (frequency - elapsed).min(Duration::from_secs(3600)),
@@ -115,15 +123,19 @@ async fn reconcile(repo: Arc<Lenient<ResticRepository>>, ctx: Arc<Context>) -> R
                 bytes_removed = pruned.bytes_removed,
                 "repository maintained"
             );
-            ctx.patch_status::<ResticRepository>(&name, json!({"phase": RepositoryPhase::Ready, "message": null, "lastMaintenanceTime": kube_time(ctx.clock.now())}),
-            )
-            .await?;
+            let status = ResticRepositoryStatus {
+                phase: Some(RepositoryPhase::Ready),
+                last_maintenance_time: Some(kube_time(ctx.clock.now())),
+                ..ResticRepositoryStatus::default()
+            };
+            ctx.patch_status_clearing::<ResticRepository>(&name, &status, &["message"])
+                .await?;
             ctx.metrics.reconciled(NAME, true);
             Ok(Action::requeue(frequency.min(Duration::from_secs(3600))))
         }
         Err(e) => {
             let reason = lifeboat_repo::error_chain(&e);
-            let busy = reason.contains("locked");
+            let busy = matches!(e, lifeboat_repo::Error::Locked { .. });
             let message = if busy {
                 format!(
                     "maintenance postponed: backups hold the repository ({reason}); trying again in a minute"
@@ -132,27 +144,59 @@ async fn reconcile(repo: Arc<Lenient<ResticRepository>>, ctx: Arc<Context>) -> R
                 format!("maintenance failed: {reason}")
             };
             tracing::warn!(repository = %name, "{message}");
-            ctx.patch_status::<ResticRepository>(
-                &name,
-                json!({"phase": RepositoryPhase::Ready, "message": message}),
-            )
-            .await?;
+            let status = ResticRepositoryStatus {
+                phase: Some(RepositoryPhase::Ready),
+                message: Some(message),
+                ..ResticRepositoryStatus::default()
+            };
+            ctx.patch_status::<ResticRepository>(&name, &status).await?;
             Ok(Action::requeue(BUSY_RETRY))
         }
     }
 }
 
+/// Why a repository cannot be opened for maintenance; the message of its NotReady status.
+#[derive(Debug, thiserror::Error)]
+enum NotReady {
+    #[error("cannot read backup storage location {location}")]
+    ReadLocation {
+        location: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("backup storage location {location} does not exist")]
+    NoLocation { location: String },
+    #[error(transparent)]
+    OpenLocation(#[from] super::OpenLocationError),
+    #[error("cannot read the repository password")]
+    Password(#[source] Error),
+    #[error("cannot open repository {location}")]
+    Open {
+        location: lifeboat_repo::Location,
+        #[source]
+        source: lifeboat_repo::Error,
+    },
+}
+
 /// Opens the repository with the install's password.
-async fn open(ctx: &Context, repo: &ResticRepository) -> std::result::Result<Repository, String> {
+async fn open(ctx: &Context, repo: &ResticRepository) -> std::result::Result<Repository, NotReady> {
     let locations: Api<BackupStorageLocation> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
     let location_name = &repo.spec.backup_storage_location;
     let bsl = locations
         .get_opt(location_name)
         .await
-        .map_err(|e| chain(&e))?
-        .ok_or_else(|| format!("backup storage location {location_name} does not exist"))?;
+        .map_err(|source| NotReady::ReadLocation {
+            location: location_name.clone(),
+            source,
+        })?
+        .ok_or_else(|| NotReady::NoLocation {
+            location: location_name.clone(),
+        })?;
     let store = ctx.open_location(&bsl).await?;
-    let password = ctx.repository_password().await?;
+    let password = ctx
+        .repository_password()
+        .await
+        .map_err(NotReady::Password)?;
     let location = store.repo_root.join(&repo.spec.volume_namespace);
     let opts = RepositoryOptions {
         store: store.options.clone(),
@@ -160,12 +204,7 @@ async fn open(ctx: &Context, repo: &ResticRepository) -> std::result::Result<Rep
     };
     Repository::open(&location, &password, opts)
         .await
-        .map_err(|e| {
-            format!(
-                "cannot open repository {location}: {}",
-                lifeboat_repo::error_chain(&e)
-            )
-        })
+        .map_err(|source| NotReady::Open { location, source })
 }
 
 fn error_policy(repo: Arc<Lenient<ResticRepository>>, error: &Error, ctx: Arc<Context>) -> Action {

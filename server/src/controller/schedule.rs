@@ -18,15 +18,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{Api, ObjectMeta, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
-use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use super::{Context, MANAGER, log_reconciles, retry_after};
-use crate::api::{Backup, Lenient, Schedule, SchedulePhase, labels};
+use super::{Context, log_reconciles, retry_after};
+use crate::api::{Backup, Lenient, Schedule, SchedulePhase, ScheduleStatus, labels};
 use crate::clock::kube_time;
 use crate::cron::{CronSchedule, backup_name};
 use crate::error::{Error, Result};
@@ -52,7 +51,7 @@ pub(crate) async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
 }
 
 async fn reconcile(schedule: Arc<Lenient<Schedule>>, ctx: Arc<Context>) -> Result<Action> {
-    let Some(schedule) = super::readable(&ctx, &schedule, false).await else {
+    let Ok(schedule) = super::readable(&ctx, &schedule).await else {
         return Ok(Action::await_change());
     };
     let name = schedule.name_any();
@@ -71,27 +70,28 @@ async fn reconcile(schedule: Arc<Lenient<Schedule>>, ctx: Arc<Context>) -> Resul
     let cron = match schedule.spec.schedule.parse::<CronSchedule>() {
         Ok(cron) => cron,
         Err(error) => {
+            let error = error.to_string();
             if status.phase != Some(SchedulePhase::FailedValidation)
                 || status.validation_errors != [error.clone()]
             {
                 tracing::warn!(schedule = %name, "schedule failed validation: {error}");
-                let patch = json!({"status": {
-                    "phase": SchedulePhase::FailedValidation,
-                    "validationErrors": [error],
-                }});
-                api.patch_status(&name, &PatchParams::apply(MANAGER), &Patch::Merge(&patch))
-                    .await?;
+                let status = ScheduleStatus {
+                    phase: Some(SchedulePhase::FailedValidation),
+                    validation_errors: vec![error],
+                    ..ScheduleStatus::default()
+                };
+                ctx.patch_status::<Schedule>(&name, &status).await?;
             }
             ctx.metrics.reconciled(NAME, true);
             return Ok(Action::await_change());
         }
     };
     if status.phase != Some(SchedulePhase::Enabled) {
-        let patch = json!({"status": {
-            "phase": SchedulePhase::Enabled,
-            "validationErrors": null,
-        }});
-        api.patch_status(&name, &PatchParams::apply(MANAGER), &Patch::Merge(&patch))
+        let status = ScheduleStatus {
+            phase: Some(SchedulePhase::Enabled),
+            ..ScheduleStatus::default()
+        };
+        ctx.patch_status_clearing::<Schedule>(&name, &status, &["validationErrors"])
             .await?;
         tracing::info!(schedule = %name, cron = %schedule.spec.schedule, "schedule enabled");
     }
@@ -116,9 +116,11 @@ async fn reconcile(schedule: Arc<Lenient<Schedule>>, ctx: Arc<Context>) -> Resul
             }
             Err(e) => return Err(e.into()),
         }
-        let patch = json!({"status": {"lastBackup": kube_time(now)}});
-        api.patch_status(&name, &PatchParams::apply(MANAGER), &Patch::Merge(&patch))
-            .await?;
+        let status = ScheduleStatus {
+            last_backup: Some(kube_time(now)),
+            ..ScheduleStatus::default()
+        };
+        ctx.patch_status::<Schedule>(&name, &status).await?;
         next = cron.next_after(now);
     }
     ctx.metrics.reconciled(NAME, true);

@@ -15,20 +15,22 @@
 //! Sync only reads the bucket, so a ReadOnly location is synced like any other.
 
 use std::collections::{HashMap, HashSet};
-use std::io::Read;
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
-use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use super::{Context, MANAGER, log_reconciles, parse_duration};
-use crate::api::{Backup, BackupPhase, BackupStorageLocation, Lenient, PodVolumeBackup, labels};
-use crate::backup::layout::{BACKUPS_DIR, BackupKeys};
+use super::{Context, log_reconciles, parse_duration};
+use crate::api::{
+    Backup, BackupPhase, BackupStorageLocation, BackupStorageLocationStatus, Lenient,
+    PodVolumeBackup, labels,
+};
+use crate::backup::layout::{self, BACKUPS_DIR, BackupKeys};
 use crate::error::{Error, Result};
 use crate::storage::{LocationStore, chain};
 
@@ -90,11 +92,13 @@ async fn reconcile(bsl: Arc<Lenient<BackupStorageLocation>>, ctx: Arc<Context>) 
 
     match ctx.open_location(&bsl).await {
         Ok(store) => sync(&ctx, &bsl, &store).await?,
-        Err(e) => tracing::debug!(location = %name, "cannot sync: {e}"),
+        Err(e) => tracing::debug!(location = %name, "cannot sync: {}", chain(&e)),
     }
-    let patch = json!({"status": {"lastSyncedTime": crate::clock::kube_time(ctx.clock.now())}});
-    let api: Api<BackupStorageLocation> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
-    api.patch_status(&name, &PatchParams::apply(MANAGER), &Patch::Merge(&patch))
+    let status = BackupStorageLocationStatus {
+        last_synced_time: Some(crate::clock::kube_time(ctx.clock.now())),
+        ..BackupStorageLocationStatus::default()
+    };
+    ctx.patch_status::<BackupStorageLocation>(&name, &status)
         .await?;
     ctx.metrics.reconciled(NAME, true);
     Ok(Action::requeue(period))
@@ -141,13 +145,7 @@ async fn sync(ctx: &Context, bsl: &BackupStorageLocation, store: &LocationStore)
             if let Some(synced) = read_backup(store, &location, &name).await
                 && let Some(status) = synced.status
             {
-                backups
-                    .patch_status(
-                        &name,
-                        &PatchParams::apply(MANAGER),
-                        &Patch::Merge(json!({ "status": status })),
-                    )
-                    .await?;
+                ctx.patch_status::<Backup>(&name, &status).await?;
             }
             continue;
         }
@@ -182,7 +180,7 @@ async fn sync(ctx: &Context, bsl: &BackupStorageLocation, store: &LocationStore)
 async fn read_backup(store: &LocationStore, location: &str, name: &str) -> Option<Backup> {
     let metadata = match store
         .bucket
-        .get_at_most(&BackupKeys::new(name).metadata(), METADATA_LIMIT)
+        .get_at_most(&BackupKeys::new(name).metadata(), layout::METADATA_LIMIT)
         .await
     {
         Ok(bytes) => bytes,
@@ -238,25 +236,19 @@ async fn sync_backup(
         Err(e) => return Err(e.into()),
     };
     if let Some(status) = status {
-        backups
-            .patch_status(
-                name,
-                &PatchParams::apply(MANAGER),
-                &Patch::Merge(json!({ "status": status })),
-            )
-            .await?;
+        ctx.patch_status::<Backup>(name, &status).await?;
     }
     tracing::info!(location, backup = %name, "backup synced into the cluster");
 
     let volume_backups = match store
         .bucket
-        .get_at_most(&keys.pod_volume_backups(), METADATA_LIMIT)
+        .get_at_most(&keys.pod_volume_backups(), layout::METADATA_LIMIT)
         .await
     {
-        Ok(bytes) => match decode_list::<PodVolumeBackup>(&bytes) {
+        Ok(bytes) => match layout::decode_list::<PodVolumeBackup>(&bytes) {
             Ok(list) => list,
             Err(e) => {
-                tracing::warn!(backup = %name, "pod volume backups list unreadable: {e}");
+                tracing::warn!(backup = %name, "pod volume backups list unreadable: {}", chain(&e));
                 Vec::new()
             }
         },
@@ -296,39 +288,11 @@ async fn sync_backup(
             }
         }
         if let Some(status) = status {
-            pvbs.patch_status(
-                &pvb_name,
-                &PatchParams::apply(MANAGER),
-                &Patch::Merge(json!({ "status": status })),
-            )
-            .await?;
+            ctx.patch_status::<PodVolumeBackup>(&pvb_name, &status)
+                .await?;
         }
     }
     Ok(())
-}
-
-/// The most a backup's metadata file (`velero-backup.json`, the gzip lists) may hold, read or
-/// unpacked: a bucket is not trusted, and these are read whole. A backup's pod volume list
-/// takes about a kilobyte per volume, so 64 MiB is tens of thousands of volumes.
-pub(crate) const METADATA_LIMIT: u64 = 64 << 20;
-
-/// A gzip JSON list as Velero writes it (`null` for none), at most [`METADATA_LIMIT`] unpacked.
-pub(crate) fn decode_list<T: serde::de::DeserializeOwned>(
-    gz: &[u8],
-) -> std::result::Result<Vec<T>, String> {
-    let mut json = Vec::new();
-    flate2::read::GzDecoder::new(gz)
-        .take(METADATA_LIMIT + 1)
-        .read_to_end(&mut json)
-        .map_err(|e| e.to_string())?;
-    if json.len() as u64 > METADATA_LIMIT {
-        return Err(format!(
-            "it unpacks to more than {} MiB, more than such a list can hold",
-            METADATA_LIMIT >> 20
-        ));
-    }
-    let list: Option<Vec<T>> = serde_json::from_slice(&json).map_err(|e| e.to_string())?;
-    Ok(list.unwrap_or_default())
 }
 
 fn error_policy(
@@ -339,32 +303,4 @@ fn error_policy(
     ctx.metrics.reconciled(NAME, false);
     tracing::warn!(location = %bsl.name_any(), "sync failed: {}", chain(error));
     Action::requeue(Duration::from_secs(10))
-}
-
-#[cfg(test)]
-mod tests {
-    use std::io::Write as _;
-
-    use super::*;
-
-    #[test]
-    fn a_list_that_unpacks_past_the_limit_is_refused_not_held() {
-        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        let zeros = vec![b' '; 1 << 20];
-        for _ in 0..=(METADATA_LIMIT >> 20) {
-            gz.write_all(&zeros).expect("compress");
-        }
-        let bomb = gz.finish().expect("compress");
-        assert!(bomb.len() < 1 << 20, "{} bytes", bomb.len());
-        let e = decode_list::<PodVolumeBackup>(&bomb).expect_err("refused");
-        assert!(e.contains("more than 64 MiB"), "{e}");
-        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        gz.write_all(b"null").expect("compress");
-        let none = gz.finish().expect("compress");
-        assert!(
-            decode_list::<PodVolumeBackup>(&none)
-                .expect("null")
-                .is_empty()
-        );
-    }
 }

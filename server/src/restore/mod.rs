@@ -1,11 +1,15 @@
-//! Restores of cluster resources in Velero's way (issue 6 builds the controller on these): the
+//! Restores of cluster resources in Velero's way, the counterpart of [`crate::backup`]: the
 //! backup tarball unpacked within limits and catalogued ([`archive`]) in a private scratch
-//! directory ([`scratch`]), the order resources are created in ([`order`]), and what each
-//! object becomes before it is created ([`transform`]).
+//! directory ([`scratch`]), the order resources are created in ([`order`]), what each object
+//! becomes before it is created ([`transform`]), the walk that creates them and the rules for
+//! objects that already exist ([`walk`]), and one restore from validation to its final status
+//! ([`run`]), which the Restore controller drives.
 
 pub mod archive;
+pub(crate) mod run;
 pub mod scratch;
 pub mod transform;
+mod walk;
 
 /// Velero's restore priorities (`defaultRestorePriorities`, v1.5.4), as the tarball names
 /// their directories (Velero resolves its short names through discovery; these are the

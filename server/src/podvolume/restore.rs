@@ -31,16 +31,17 @@ use kube::{Resource, ResourceExt};
 use lifeboat_agent::proto::VolumeRestore;
 use serde_json::{Value, json};
 
-use super::podvolume::{follow_job, record_status, repository_message};
-use super::{Context, Settings, go_duration};
+use super::job::{follow_job, record_status, repository_message};
 use crate::agents::JobOutcome;
 use crate::api::{
-    PodVolumeBackup, PodVolumePhase, PodVolumeRestore, PodVolumeRestoreSpec, Restore, labels,
+    PodVolumeBackup, PodVolumePhase, PodVolumeProgress, PodVolumeRestore, PodVolumeRestoreSpec,
+    PodVolumeRestoreStatus, Restore, labels,
 };
 use crate::backup::BackupResults;
 use crate::clock::kube_time;
+use crate::controller::{Context, Settings, go_duration};
 use crate::error::Result;
-use crate::storage::LocationStore;
+use crate::storage::{LocationStore, chain};
 
 /// The init container's name (Velero's).
 pub const WAIT_CONTAINER: &str = "restic-wait";
@@ -51,12 +52,42 @@ const RESTORE_UID_LABEL: &str = "velero.io/restore-uid";
 /// The label of a PodVolumeRestore naming its pod's UID.
 const POD_UID_LABEL: &str = "velero.io/pod-uid";
 
+/// Why a volume of a restored pod does not get its data back. The text is what its
+/// PodVolumeRestore, its pod's failure marker and the restore's errors say.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub(crate) enum VolumeFailure {
+    #[error(
+        "the backup has no snapshot of volume {volume} (its pod volume backup {backup} is {phase:?}{message})"
+    )]
+    NoSnapshot {
+        volume: String,
+        backup: String,
+        phase: PodVolumePhase,
+        /// The backup's own message, with its separator, or empty.
+        message: String,
+    },
+    #[error("cannot read claim {claim}: {reason}")]
+    ReadClaim { claim: String, reason: String },
+    #[error("claim {namespace}/{claim} is not bound to a volume")]
+    Unbound { namespace: String, claim: String },
+    /// The job could not be handed to the agent, or the repository not described to it.
+    #[error("{0}")]
+    Submit(String),
+    /// The agent's own account of the failure (a sentence from the agent protocol).
+    #[error("{0}")]
+    Agent(String),
+    #[error("the agent answered a restore with a backup")]
+    WrongAnswer,
+    #[error("the server stopped watching the restored pods")]
+    WatchEnded,
+}
+
 /// One volume of a restored pod.
 #[derive(Debug, Clone)]
 pub(crate) struct VolumeToRestore {
     pub volume: String,
     /// The snapshot, or why there is none.
-    pub snapshot: std::result::Result<String, String>,
+    pub snapshot: std::result::Result<String, VolumeFailure>,
     /// Its backup.
     pub backup: PodVolumeBackup,
 }
@@ -99,16 +130,16 @@ pub(crate) fn add_wait_container(
         let status = pvb.status.clone().unwrap_or_default();
         let snapshot = match (status.phase, status.snapshot_id.as_deref()) {
             (Some(PodVolumePhase::Completed), Some(id)) if !id.is_empty() => Ok(id.to_owned()),
-            (phase, _) => Err(format!(
-                "the backup has no snapshot of volume {volume} (its pod volume backup {} is {}{})",
-                pvb.name_any(),
-                phase.map_or_else(|| "New".to_owned(), |p| format!("{p:?}")),
-                status
+            (phase, _) => Err(VolumeFailure::NoSnapshot {
+                volume: volume.clone(),
+                backup: pvb.name_any(),
+                phase: phase.unwrap_or(PodVolumePhase::New),
+                message: status
                     .message
                     .as_deref()
                     .map(|m| format!(": {m}"))
-                    .unwrap_or_default()
-            )),
+                    .unwrap_or_default(),
+            }),
         };
         volumes.push(VolumeToRestore {
             volume: volume.clone(),
@@ -174,7 +205,8 @@ pub(crate) async fn run(
         Ok(p) => Some(p),
         Err(e) => {
             results.errors.velero.push(format!(
-                "cannot read the repository password, no pod volume is restored: {e}"
+                "cannot read the repository password, no pod volume is restored: {}",
+                chain(&e)
             ));
             None
         }
@@ -193,7 +225,7 @@ pub(crate) async fn run(
                 .await?;
             let name = pvr.name_any();
             if let Err(reason) = &volume.snapshot {
-                fail(ctx, &name, reason).await;
+                fail(ctx, &name, &reason.to_string()).await;
                 results.errors.add(
                     Some(&pod.namespace),
                     format!(
@@ -263,7 +295,7 @@ pub(crate) async fn run(
                 Ok(None) => {
                     for (_, (pod, volumes)) in waiting.drain() {
                         for (volume, pvr) in volumes {
-                            let reason = "the server stopped watching the restored pods".to_owned();
+                            let reason = VolumeFailure::WatchEnded.to_string();
                             fail(ctx, &pvr, &reason).await;
                             results.errors.add(Some(&pod.namespace), format!("pod volume {}/{}: {reason}", pod.name, volume.volume));
                         }
@@ -272,8 +304,8 @@ pub(crate) async fn run(
                 Err(e) => tracing::debug!("pod watch: {e}"),
             },
             Some(done) = jobs.next(), if !jobs.is_empty() => {
-                let (namespace, outcome): (String, std::result::Result<(), String>) = done;
-                if let Err(message) = outcome {
+                let (namespace, failure): (String, Option<String>) = done;
+                if let Some(message) = failure {
                     results.errors.add(Some(&namespace), message);
                 }
             }
@@ -352,7 +384,8 @@ fn new_pvr(
     pvr
 }
 
-/// Restores one volume on `node`; the outcome is (namespace, failure message).
+/// Restores one volume on `node`; the outcome is its pod's namespace and, when it failed, the
+/// line for the restore's errors.
 #[allow(clippy::too_many_arguments)]
 async fn restore_volume(
     ctx: &Context,
@@ -364,7 +397,7 @@ async fn restore_volume(
     node: String,
     deadline: tokio::time::Instant,
     timeout: Duration,
-) -> (String, std::result::Result<(), String>) {
+) -> (String, Option<String>) {
     let label = format!("pod volume {}/{} ({pvr})", pod.name, volume.volume);
     let outcome = match volume_dir(ctx, &pod, &volume).await {
         Ok(dir) => restore_volume_inner(
@@ -375,8 +408,9 @@ async fn restore_volume(
         Err(reason) => Err((reason, None)),
     };
     match outcome {
-        Ok(()) => (pod.namespace, Ok(())),
-        Err((reason, dir)) => {
+        Ok(()) => (pod.namespace, None),
+        Err((failure, dir)) => {
+            let reason = failure.to_string();
             fail(ctx, &pvr, &reason).await;
             // However it failed (its agent died, the timeout, the agent's own failure), the
             // pod must not wait out its init container's timeout for it.
@@ -394,7 +428,7 @@ async fn restore_volume(
                     },
                 );
             }
-            (pod.namespace, Err(format!("{label} failed: {reason}")))
+            (pod.namespace, Some(format!("{label} failed: {reason}")))
         }
     }
 }
@@ -436,7 +470,7 @@ pub(crate) fn mark_failed(agents: crate::agents::Agents, node: String, job: Volu
                             Ok(None) | Err(_) => break,
                         }
                     },
-                    Err(reason) => last = reason,
+                    Err(e) => last = e.to_string(),
                 }
             }
             tokio::time::sleep(Duration::from_secs(2)).await;
@@ -522,7 +556,7 @@ async fn volume_dir(
     ctx: &Context,
     pod: &PodVolumes,
     volume: &VolumeToRestore,
-) -> std::result::Result<String, String> {
+) -> std::result::Result<String, VolumeFailure> {
     match pod.claims.get(&volume.volume) {
         Some(claim) => {
             let claims: Api<PersistentVolumeClaim> =
@@ -530,10 +564,16 @@ async fn volume_dir(
             let bound = claims
                 .get_opt(claim)
                 .await
-                .map_err(|e| format!("cannot read claim {claim}: {e}"))?
+                .map_err(|e| VolumeFailure::ReadClaim {
+                    claim: claim.clone(),
+                    reason: e.to_string(),
+                })?
                 .and_then(|c| c.spec.and_then(|s| s.volume_name))
                 .filter(|n| !n.is_empty());
-            bound.ok_or_else(|| format!("claim {}/{claim} is not bound to a volume", pod.namespace))
+            bound.ok_or_else(|| VolumeFailure::Unbound {
+                namespace: pod.namespace.clone(),
+                claim: claim.clone(),
+            })
         }
         None => Ok(volume.volume.clone()),
     }
@@ -551,27 +591,29 @@ async fn restore_volume_inner(
     volume_dir: &str,
     deadline: tokio::time::Instant,
     timeout: Duration,
-) -> std::result::Result<(), String> {
+) -> std::result::Result<(), VolumeFailure> {
     let snapshot_id = volume.snapshot.clone()?;
     let volume_dir = volume_dir.to_owned();
     let now = kube_time(ctx.clock.now());
-    set_status(
-        ctx,
-        pvr,
-        json!({"phase": PodVolumePhase::InProgress, "startTimestamp": now}),
-    )
-    .await;
+    set_status(ctx, pvr, &PodVolumeRestoreStatus::in_progress(now)).await;
     let location = store.repo_root.join(&pod.source_namespace);
     let job = VolumeRestore {
         job_id: pvr.to_owned(),
         pod_uid: pod.uid.clone(),
         volume_dir,
-        repository: Some(repository_message(store, &location, password)),
+        repository: Some(
+            repository_message(store, &location, password)
+                .map_err(|e| VolumeFailure::Submit(chain(&e)))?,
+        ),
         snapshot_id,
         restore_uid: pod.restore_uid.clone(),
         fail_reason: String::new(),
     };
-    let mut handle = ctx.agents.submit_restore(node, job).await?;
+    let mut handle = ctx
+        .agents
+        .submit_restore(node, job)
+        .await
+        .map_err(|e| VolumeFailure::Submit(e.to_string()))?;
     let outcome = follow_job::<PodVolumeRestore>(
         ctx,
         pvr,
@@ -585,30 +627,29 @@ async fn restore_volume_inner(
     .await;
     match outcome {
         JobOutcome::Restore(done) => {
-            let status = json!({
-                "phase": PodVolumePhase::Completed,
-                "completionTimestamp": kube_time(ctx.clock.now()),
-                "progress": {"totalBytes": done.bytes, "bytesDone": done.bytes},
-            });
-            set_status(ctx, pvr, status).await;
+            let status = PodVolumeRestoreStatus {
+                phase: Some(PodVolumePhase::Completed),
+                completion_timestamp: Some(kube_time(ctx.clock.now())),
+                progress: Some(PodVolumeProgress::bytes(done.bytes, done.bytes)),
+                ..PodVolumeRestoreStatus::default()
+            };
+            set_status(ctx, pvr, &status).await;
             Ok(())
         }
-        JobOutcome::Failed(reason) | JobOutcome::Skipped(reason) => Err(reason),
-        JobOutcome::Backup(_) => Err("the agent answered a restore with a backup".into()),
+        JobOutcome::Failed(reason) | JobOutcome::Skipped(reason) => {
+            Err(VolumeFailure::Agent(reason))
+        }
+        JobOutcome::Backup(_) => Err(VolumeFailure::WrongAnswer),
     }
 }
 
 async fn fail(ctx: &Context, pvr: &str, reason: &str) {
     tracing::warn!(pvr, "pod volume restore failed: {reason}");
-    let status = json!({
-        "phase": PodVolumePhase::Failed,
-        "message": reason,
-        "completionTimestamp": kube_time(ctx.clock.now()),
-    });
-    set_status(ctx, pvr, status).await;
+    let status = PodVolumeRestoreStatus::failed(reason, kube_time(ctx.clock.now()));
+    set_status(ctx, pvr, &status).await;
 }
 
-async fn set_status(ctx: &Context, pvr: &str, status: Value) {
+async fn set_status(ctx: &Context, pvr: &str, status: &PodVolumeRestoreStatus) {
     record_status::<PodVolumeRestore>(ctx, pvr, status).await;
 }
 
@@ -662,7 +703,7 @@ mod tests {
         .expect("two volumes");
         assert_eq!(volumes.len(), 2);
         assert_eq!(volumes[0].snapshot, Ok("abc".to_owned()));
-        let reason = volumes[1].snapshot.clone().unwrap_err();
+        let reason = volumes[1].snapshot.clone().unwrap_err().to_string();
         assert!(reason.contains("no snapshot of volume logs"), "{reason}");
         assert!(reason.contains("disk on fire"), "{reason}");
         let init = pod["spec"]["initContainers"].as_array().unwrap();

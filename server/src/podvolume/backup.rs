@@ -1,5 +1,5 @@
 //! Pod volume backups within a backup: for each backed-up pod, the volumes Velero's rules
-//! choose ([`volumes`](crate::backup::volumes)) become PodVolumeBackups handed to the agent on
+//! choose ([`select`](super::select)) become PodVolumeBackups handed to the agent on
 //! the pod's node, all at once (each agent runs as many as its concurrency allows); their
 //! progress and outcome are mirrored into the PodVolumeBackups' status.
 //!
@@ -13,38 +13,37 @@
 //! annotation) bounds the whole; what is still running then is cancelled and failed.
 
 use std::collections::{BTreeMap, HashSet};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use k8s_openapi::api::core::v1::{ObjectReference, PersistentVolume, PersistentVolumeClaim, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::api::{Api, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{Api, ListParams, ObjectMeta, PostParams};
 use kube::{Resource, ResourceExt};
-use lifeboat_agent::proto::{self as agent_proto, VolumeBackup};
-use lifeboat_repo::{Credentials, Location, Repository, RepositoryOptions};
-use serde_json::{Value, json};
+use lifeboat_agent::proto::VolumeBackup;
+use lifeboat_repo::Location;
+use serde_json::Value;
 
-use super::{Context, MANAGER, parse_duration};
-use crate::agents::{JobEvent, JobHandle, JobOutcome};
+use super::PVC_UID_LABEL;
+use super::job::{follow_job, record_status, repository_message};
+use super::repository::{ensure_repository, parent_snapshot};
+use super::select::{chosen, pod_unready, unsupported};
+use crate::agents::{JobHandle, JobOutcome};
 use crate::api::{
-    Backup, PodVolumeBackup, PodVolumeBackupSpec, PodVolumePhase, ResticRepository,
-    ResticRepositorySpec, labels,
+    Backup, PodVolumeBackup, PodVolumeBackupSpec, PodVolumeBackupStatus, PodVolumePhase,
+    PodVolumeProgress, labels,
 };
 use crate::backup::BackupResults;
-use crate::backup::volumes::{chosen, pod_unready, unsupported};
 use crate::clock::kube_time;
+use crate::controller::{Context, parse_duration};
 use crate::error::Result;
 use crate::storage::{LocationStore, chain};
 
-/// The label of a PodVolumeBackup naming its claim's UID (how a parent is found).
-const PVC_UID_LABEL: &str = "velero.io/pvc-uid";
 /// The annotation naming its claim.
 const PVC_NAME_ANNOTATION: &str = "velero.io/pvc-name";
 /// The backup annotation that overrides the server's pod volume timeout.
 const TIMEOUT_ANNOTATION: &str = "velero.io/pod-volume-timeout";
-/// How often a volume's progress is written into its PodVolumeBackup at most.
-const PROGRESS_EVERY: Duration = Duration::from_secs(2);
 
 /// Backs up the volumes of `pods` (namespace, name) for `backup`; warnings and errors go to
 /// `results`. Returns the backup's PodVolumeBackups as they ended.
@@ -170,7 +169,8 @@ pub(crate) async fn back_up_pod_volumes(
                     if password.is_none() {
                         password = Some(ctx.repository_password().await.map_err(|e| {
                             crate::error::Error::NotReady(format!(
-                                "the repository password cannot be read: {e}"
+                                "the repository password cannot be read: {}",
+                                chain(&e)
                             ))
                         })?);
                     }
@@ -180,12 +180,13 @@ pub(crate) async fn back_up_pod_volumes(
                             repositories.insert(namespace.clone(), location.clone());
                             location
                         }
-                        Err(reason) => {
+                        Err(e) => {
                             results.errors.add(
                                 Some(namespace),
                                 format!(
-                                    "pod {name}: volume {} not backed up: {reason}",
-                                    volume.name
+                                    "pod {name}: volume {} not backed up: {}",
+                                    volume.name,
+                                    chain(&e)
                                 ),
                             );
                             continue;
@@ -194,6 +195,24 @@ pub(crate) async fn back_up_pod_volumes(
                 }
             };
 
+            let message = match repository_message(
+                store,
+                &repository,
+                password.as_deref().unwrap_or_default(),
+            ) {
+                Ok(message) => message,
+                Err(e) => {
+                    results.errors.add(
+                        Some(namespace),
+                        format!(
+                            "pod {name}: volume {} not backed up: {}",
+                            volume.name,
+                            chain(&e)
+                        ),
+                    );
+                    continue;
+                }
+            };
             let pvb = new_volume_backup(backup, &pod, &volume.name, &repository, claim.as_ref());
             let created = pvbs.create(&PostParams::default(), &pvb).await?;
             let parent = match &claim {
@@ -210,11 +229,7 @@ pub(crate) async fn back_up_pod_volumes(
                 volume_dir: pv
                     .as_ref()
                     .map_or_else(|| volume.name.clone(), ResourceExt::name_any),
-                repository: Some(repository_message(
-                    store,
-                    &repository,
-                    password.as_deref().unwrap_or_default(),
-                )),
+                repository: Some(message),
                 stored_path,
                 host: "velero".into(),
                 tags: created
@@ -228,16 +243,19 @@ pub(crate) async fn back_up_pod_volumes(
             let now = kube_time(ctx.clock.now());
             match ctx.agents.submit_backup(&node, job).await {
                 Ok(handle) => {
-                    set_status(
-                        ctx,
-                        &created,
-                        json!({"phase": PodVolumePhase::InProgress, "startTimestamp": now}),
-                    )
-                    .await;
+                    set_status(ctx, &created, &PodVolumeBackupStatus::in_progress(now)).await;
                     running.push((created, handle));
                 }
-                Err(reason) => {
-                    set_status(ctx, &created, json!({"phase": PodVolumePhase::Failed, "message": reason, "startTimestamp": now, "completionTimestamp": now})).await;
+                Err(e) => {
+                    let reason = e.to_string();
+                    let status = PodVolumeBackupStatus {
+                        phase: Some(PodVolumePhase::Failed),
+                        message: Some(reason.clone()),
+                        start_timestamp: Some(now.clone()),
+                        completion_timestamp: Some(now),
+                        ..PodVolumeBackupStatus::default()
+                    };
+                    set_status(ctx, &created, &status).await;
                     results.errors.add(
                         Some(namespace),
                         format!(
@@ -332,8 +350,8 @@ pub(crate) async fn fail_abandoned(ctx: &Context, backup: &Backup, reason: &str)
             phase,
             None | Some(PodVolumePhase::New | PodVolumePhase::InProgress)
         ) {
-            let status = json!({"phase": PodVolumePhase::Failed, "message": reason, "completionTimestamp": now});
-            set_status(ctx, &pvb, status).await;
+            let status = PodVolumeBackupStatus::failed(reason, now.clone());
+            set_status(ctx, &pvb, &status).await;
         }
     }
     Ok(())
@@ -349,7 +367,11 @@ async fn unseen_volume(ctx: &Context, pvb: &PodVolumeBackup, reason: &str) -> St
     });
     let cause =
         format!("the pod runs on node {node}, but its agent found no volume: {reason}; {hint}");
-    set_status(ctx, pvb, json!({"message": cause})).await;
+    let status = PodVolumeBackupStatus {
+        message: Some(cause.clone()),
+        ..PodVolumeBackupStatus::default()
+    };
+    set_status(ctx, pvb, &status).await;
     format!(
         "pod volume backup {} of pod {} volume {} failed: {cause}",
         pvb.name_any(),
@@ -407,93 +429,43 @@ async fn follow(
     let now = kube_time(ctx.clock.now());
     match outcome {
         JobOutcome::Backup(done) => {
-            let status = json!({
-                "phase": PodVolumePhase::Completed,
-                "snapshotID": done.snapshot_id,
-                "path": done.path,
-                "completionTimestamp": now,
-                "progress": {"totalBytes": done.bytes_processed, "bytesDone": done.bytes_processed},
-                "message": if done.warnings.is_empty() { None } else { Some(format!("{} file(s) could not be read: {}", done.warnings.len(), done.warnings.join("; "))) },
+            let message = (!done.warnings.is_empty()).then(|| {
+                format!(
+                    "{} file(s) could not be read: {}",
+                    done.warnings.len(),
+                    done.warnings.join("; ")
+                )
             });
-            set_status(ctx, &pvb, status).await;
+            let status = PodVolumeBackupStatus {
+                phase: Some(PodVolumePhase::Completed),
+                snapshot_id: Some(done.snapshot_id),
+                path: Some(done.path),
+                completion_timestamp: Some(now),
+                progress: Some(PodVolumeProgress::bytes(
+                    done.bytes_processed,
+                    done.bytes_processed,
+                )),
+                message,
+                ..PodVolumeBackupStatus::default()
+            };
+            set_status(ctx, &pvb, &status).await;
             (pvb, Ended::Completed)
         }
         JobOutcome::Restore(_) => {
             let reason = "the agent answered a backup with a restore".to_string();
-            set_status(ctx, &pvb, json!({"phase": PodVolumePhase::Failed, "message": reason, "completionTimestamp": now})).await;
+            set_status(ctx, &pvb, &PodVolumeBackupStatus::failed(&reason, now)).await;
             (pvb, Ended::Failed(reason))
         }
         JobOutcome::Failed(reason) => {
-            let status = json!({
-                "phase": PodVolumePhase::Failed,
-                "message": reason,
-                "completionTimestamp": now,
-            });
-            set_status(ctx, &pvb, status).await;
+            set_status(ctx, &pvb, &PodVolumeBackupStatus::failed(&reason, now)).await;
             (pvb, Ended::Failed(reason))
         }
         JobOutcome::Skipped(reason) => {
             // Velero has no Skipped phase: Failed, with the reason, but a warning on the backup.
-            let status = json!({
-                "phase": PodVolumePhase::Failed,
-                "message": format!("skipped: {reason}"),
-                "completionTimestamp": now,
-            });
-            set_status(ctx, &pvb, status).await;
+            let status = PodVolumeBackupStatus::failed(format!("skipped: {reason}"), now);
+            set_status(ctx, &pvb, &status).await;
             (pvb, Ended::Skipped(reason))
         }
-    }
-}
-
-/// Follows a pod volume job (backup or restore) to its outcome, writing its progress into the
-/// status of the `K` named `name` at most every [`PROGRESS_EVERY`]; past `deadline` the job is
-/// cancelled and fails with `timeout_reason`.
-pub(crate) async fn follow_job<K>(
-    ctx: &Context,
-    name: &str,
-    handle: &mut JobHandle,
-    deadline: tokio::time::Instant,
-    timeout_reason: String,
-) -> JobOutcome
-where
-    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug,
-{
-    let mut last_report: Option<Instant> = None;
-    loop {
-        match tokio::time::timeout_at(deadline, handle.next()).await {
-            Ok(Some(JobEvent::Progress(p))) => {
-                if last_report.is_none_or(|at| at.elapsed() >= PROGRESS_EVERY) {
-                    last_report = Some(Instant::now());
-                    let progress = json!({"progress": {
-                        "totalBytes": p.bytes_total, "bytesDone": p.bytes_done,
-                    }});
-                    record_status::<K>(ctx, name, progress).await;
-                }
-            }
-            Ok(Some(JobEvent::Done(outcome))) => return outcome,
-            Ok(None) => return JobOutcome::Failed("the job ended without a result".into()),
-            Err(_) => {
-                ctx.agents.cancel_job(&handle.node, &handle.job_id).await;
-                return JobOutcome::Failed(timeout_reason);
-            }
-        }
-    }
-}
-
-/// Records a pod volume object's status; a failure is logged (the operation goes on, and the
-/// final status is written again when the volume ends).
-pub(crate) async fn record_status<K>(ctx: &Context, name: &str, status: Value)
-where
-    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug,
-{
-    if let Err(e) = ctx.patch_status::<K>(name, status).await {
-        tracing::warn!(object = %name, "cannot record the pod volume status: {}", chain(&e));
     }
 }
 
@@ -504,128 +476,8 @@ enum Ended {
     Skipped(String),
 }
 
-async fn set_status(ctx: &Context, pvb: &PodVolumeBackup, status: Value) {
+async fn set_status(ctx: &Context, pvb: &PodVolumeBackup, status: &PodVolumeBackupStatus) {
     record_status::<PodVolumeBackup>(ctx, &pvb.name_any(), status).await;
-}
-
-/// The repository of `namespace` on the backup's location: its ResticRepository object, and
-/// the repository itself, initialised on first use.
-async fn ensure_repository(
-    ctx: &Context,
-    backup: &Backup,
-    store: &LocationStore,
-    namespace: &str,
-    password: &str,
-) -> std::result::Result<Location, String> {
-    let location_name = backup.spec.storage_location.clone().unwrap_or_default();
-    let location = store.repo_root.join(namespace);
-    let opts = RepositoryOptions {
-        store: store.options.clone(),
-        ..RepositoryOptions::default()
-    };
-    match Repository::open(&location, password, opts.clone()).await {
-        Ok(_) => {}
-        Err(lifeboat_repo::Error::NoRepository { .. }) => {
-            match Repository::init(&location, password, opts).await {
-                Ok(_) | Err(lifeboat_repo::Error::AlreadyInitialized { .. }) => {
-                    tracing::info!(repository = %location, "repository initialised");
-                }
-                Err(e) => {
-                    return Err(format!(
-                        "cannot initialise repository {location}: {}",
-                        lifeboat_repo::error_chain(&e)
-                    ));
-                }
-            }
-        }
-        Err(e) => {
-            return Err(format!(
-                "cannot open repository {location}: {}",
-                lifeboat_repo::error_chain(&e)
-            ));
-        }
-    }
-
-    let api: Api<ResticRepository> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
-    let selector = format!(
-        "velero.io/volume-namespace={},{}={}",
-        labels::value(namespace),
-        labels::STORAGE_LOCATION,
-        labels::value(&location_name)
-    );
-    let existing = api
-        .list(&ListParams::default().labels(&selector))
-        .await
-        .map_err(|e| chain(&e))?;
-    if existing.items.is_empty() {
-        let mut repo = ResticRepository::new(
-            "",
-            ResticRepositorySpec {
-                volume_namespace: namespace.to_owned(),
-                backup_storage_location: location_name.clone(),
-                restic_identifier: location.to_string(),
-                maintenance_frequency: super::go_duration(ctx.settings.default_prune_frequency),
-                ..ResticRepositorySpec::default()
-            },
-        );
-        repo.metadata = ObjectMeta {
-            generate_name: Some(format!("{namespace}-{location_name}-")),
-            namespace: Some(ctx.namespace.clone()),
-            labels: Some(
-                [
-                    (
-                        "velero.io/volume-namespace".to_string(),
-                        labels::value(namespace),
-                    ),
-                    (
-                        labels::STORAGE_LOCATION.to_string(),
-                        labels::value(&location_name),
-                    ),
-                ]
-                .into(),
-            ),
-            ..ObjectMeta::default()
-        };
-        let created = api
-            .create(&PostParams::default(), &repo)
-            .await
-            .map_err(|e| chain(&e))?;
-        let status = json!({"status": {"phase": "Ready"}});
-        let _ = api
-            .patch_status(
-                &created.name_any(),
-                &PatchParams::apply(MANAGER),
-                &Patch::Merge(&status),
-            )
-            .await;
-    }
-    Ok(location)
-}
-
-/// The newest completed snapshot of the claim on the backup's location, as a parent.
-async fn parent_snapshot(
-    ctx: &Context,
-    claim_uid: &str,
-    backup: &Backup,
-) -> Result<Option<String>> {
-    let api: Api<PodVolumeBackup> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
-    let selector = format!("{PVC_UID_LABEL}={claim_uid}");
-    let location = backup.spec.storage_location.clone().unwrap_or_default();
-    let newest = api
-        .list(&ListParams::default().labels(&selector))
-        .await?
-        .items
-        .into_iter()
-        .filter(|p| p.spec.backup_storage_location == location)
-        .filter_map(|p| {
-            let status = p.status?;
-            (status.phase == Some(PodVolumePhase::Completed))
-                .then_some(())
-                .and(status.snapshot_id.zip(status.completion_timestamp))
-        })
-        .max_by_key(|(_, at)| at.0)
-        .map(|(id, _)| id);
-    Ok(newest)
 }
 
 /// A PodVolumeBackup as Velero's `newPodVolumeBackup` makes it.
@@ -699,76 +551,4 @@ fn new_volume_backup(
         ..ObjectMeta::default()
     };
     pvb
-}
-
-/// What an agent needs to open the repository at `location`.
-pub(crate) fn repository_message(
-    store: &LocationStore,
-    location: &Location,
-    password: &str,
-) -> agent_proto::Repository {
-    let region = match location {
-        Location::S3 { region, .. } => region.clone().unwrap_or_default(),
-        _ => String::new(),
-    };
-    let from_environment = || match location {
-        Location::S3 { .. } => environment_credentials(),
-        _ => None,
-    };
-    let credentials = store
-        .options
-        .credentials
-        .clone()
-        .or_else(from_environment)
-        .and_then(|c| {
-            Some(match c {
-                Credentials::Aws {
-                    access_key_id,
-                    secret_access_key,
-                    session_token,
-                } => agent_proto::repository::Credentials::Aws(agent_proto::AwsCredentials {
-                    access_key_id,
-                    secret_access_key,
-                    session_token: session_token.unwrap_or_default(),
-                }),
-                Credentials::Gcp {
-                    service_account_key,
-                } => agent_proto::repository::Credentials::Gcp(agent_proto::GcpCredentials {
-                    service_account_key,
-                }),
-                Credentials::Azure { account, key } => {
-                    agent_proto::repository::Credentials::Azure(agent_proto::AzureCredentials {
-                        account,
-                        key,
-                    })
-                }
-                _ => return None,
-            })
-        });
-    agent_proto::Repository {
-        location: location.to_string(),
-        region,
-        password: password.to_owned(),
-        credentials,
-        ca_certificates: store.options.ca_certificates.clone().unwrap_or_default(),
-        insecure_skip_tls_verify: store.options.insecure_skip_tls_verify,
-    }
-}
-
-/// The server's own AWS keys from its environment, for a location that names no credentials:
-/// the agents have none of their own.
-fn environment_credentials() -> Option<Credentials> {
-    let id = std::env::var("AWS_ACCESS_KEY_ID")
-        .ok()
-        .filter(|v| !v.is_empty())?;
-    let secret = std::env::var("AWS_SECRET_ACCESS_KEY")
-        .ok()
-        .filter(|v| !v.is_empty())?;
-    Some(Credentials::Aws {
-        access_key_id: id,
-        secret_access_key: secret,
-        session_token: std::env::var("AWS_SESSION_TOKEN")
-            .ok()
-            .filter(|v| !v.is_empty()),
-    })
 }
