@@ -22,7 +22,7 @@ use std::io::Write as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result, anyhow, bail};
 use clap::{Args, Subcommand};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::ResourceExt;
@@ -38,9 +38,10 @@ use lifeboat_server::backup::validate_includes_excludes;
 use crate::bucket::{LocationFiles, StoreAccessArgs, gunzip};
 use crate::cluster::{ClusterArgs, Objects, Selection, already_exists, get_named, none_missing};
 use crate::describe::Describer;
+use crate::duration;
 use crate::format::{
-    Format, Output, ask, from_now, go_duration, human_bytes, local_time, parse_go_duration,
-    parse_pairs, print_objects, print_table, write_stdout,
+    Format, Output, ask, from_now, go_duration, human_bytes, local_time, parse_pairs,
+    print_objects, print_table, write_stdout,
 };
 use crate::progress::{Waited, wait_until_finished};
 use crate::selector;
@@ -158,6 +159,8 @@ pub(crate) struct TemplateArgs {
     #[arg(long, value_name = "K=V,…")]
     labels: Vec<String>,
     /// How long the backup is kept (`72h`, `720h0m0s`; default: the server's).
+    // Parsed in `spec`, not by clap, so a bad one is one line naming the flag, as the other
+    // checks of the spec are.
     #[arg(long)]
     ttl: Option<String>,
     /// The backup storage location (default: the default location).
@@ -217,10 +220,15 @@ impl TemplateArgs {
                 );
             }
         }
+        // Written back as Go writes it (`1.5h` as `1h30m0s`): what Velero's client stores.
         let ttl = self
             .ttl
             .as_deref()
-            .map(|t| parse_go_duration("ttl", t).map(go_duration))
+            .map(|t| {
+                duration::parse(t)
+                    .map(go_duration)
+                    .map_err(|e| anyhow!("--ttl {e}"))
+            })
             .transpose()?;
         let ordered_resources = match &self.ordered_resources {
             Some(text) => parse_ordered_resources(text)?,
@@ -769,6 +777,8 @@ fn expiration(backup: &Backup) -> Option<jiff::Timestamp> {
     if let Some(t) = backup.status.as_ref().and_then(|s| s.expiration.as_ref()) {
         return Some(t.0);
     }
+    // The server's reading of a stored TTL (not the flags' parser): the table shows when the
+    // server will expire the backup.
     let ttl = lifeboat_server::parse_duration(backup.spec.ttl.as_deref()?)?;
     let created = backup.metadata.creation_timestamp.as_ref()?.0;
     created
@@ -822,9 +832,22 @@ impl Related {
     }
 }
 
-/// The resource list of a backup (`{"v1/ConfigMap": ["ns/name", …]}`), or why there is none,
-/// in Velero's words.
-type ResourceList = Result<BTreeMap<String, Vec<String>>, String>;
+/// The resource list of a backup (`{"v1/ConfigMap": ["ns/name", …]}`), or why there is none.
+type ResourceList = Result<BTreeMap<String, Vec<String>>, ResourceListError>;
+
+/// Why a backup's resource list cannot be shown, written in Velero's words where the list would
+/// be. The cause is part of the text (not a `source`): this is printed in place of the list,
+/// never wrapped into a chain.
+#[derive(Debug, thiserror::Error)]
+enum ResourceListError {
+    /// Missing for backups before Velero 1.1, unfinished or failed ones, or removed files.
+    #[error("<backup resource list not found>")]
+    NotFound,
+    #[error("<error getting backup resource list: {}>", crate::sentence(.0))]
+    Get(anyhow::Error),
+    #[error("<error reading backup resource list: {}>", crate::sentence(.0))]
+    Read(anyhow::Error),
+}
 
 async fn resource_list(
     client: &kube::Client,
@@ -834,32 +857,16 @@ async fn resource_list(
 ) -> ResourceList {
     let files = open_location(client, namespace, backup, access)
         .await
-        .map_err(|e| {
-            format!(
-                "<error getting backup resource list: {}>",
-                crate::sentence(&e)
-            )
-        })?;
+        .map_err(ResourceListError::Get)?;
     let key = BackupKeys::new(&backup.name_any()).resource_list();
     let gz = match files.read(&key).await {
         Ok(Some(gz)) => gz,
-        // Missing for backups before Velero 1.1, unfinished or failed ones, or removed files.
-        Ok(None) => return Err("<backup resource list not found>".into()),
-        Err(e) => {
-            return Err(format!(
-                "<error getting backup resource list: {}>",
-                crate::sentence(&e)
-            ));
-        }
+        Ok(None) => return Err(ResourceListError::NotFound),
+        Err(e) => return Err(ResourceListError::Get(e)),
     };
     gunzip(&gz, &key)
         .and_then(|json| serde_json::from_slice(&json).context("it is not a JSON map of lists"))
-        .map_err(|e| {
-            format!(
-                "<error reading backup resource list: {}>",
-                crate::sentence(&e)
-            )
-        })
+        .map_err(ResourceListError::Read)
 }
 
 /// Velero's `backup describe` layout.
@@ -1252,6 +1259,24 @@ mod tests {
         assert_eq!(map["persistentvolumeclaims"], "ns1/pvc4");
         let err = parse_ordered_resources("pods").unwrap_err().to_string();
         assert!(err.contains("--ordered-resources `pods`"), "{err}");
+    }
+
+    #[test]
+    fn the_ttl_is_stored_as_go_writes_it() {
+        // `=` so that `-1h` is the flag's value, not a flag.
+        let ttl = |text: &str| template(&[&format!("--ttl={text}")]).spec().map(|s| s.ttl);
+        assert_eq!(ttl("72h").unwrap().as_deref(), Some("72h0m0s"));
+        assert_eq!(ttl("24h0m0s").unwrap().as_deref(), Some("24h0m0s"));
+        assert_eq!(ttl("1.5h").unwrap().as_deref(), Some("1h30m0s"));
+        assert_eq!(ttl("90m").unwrap().as_deref(), Some("1h30m0s"));
+        assert_eq!(template(&[]).spec().unwrap().ttl, None);
+        for bad in ["soon", "-1h", "3d", "9999999999999999999h"] {
+            let err = ttl(bad).unwrap_err().to_string();
+            assert!(
+                err.starts_with(&format!("--ttl `{bad}` is not a duration")),
+                "{err}"
+            );
+        }
     }
 
     #[test]

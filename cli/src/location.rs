@@ -191,6 +191,10 @@ pub(crate) async fn run_backup_location(args: BackupLocationArgs) -> Result<()> 
             let labels = parse_pairs("labels", &labels)?;
             let credential = credential.as_deref().map(parse_credential).transpose()?;
             let ca_cert = cacert.as_ref().map(read_cacert).transpose()?;
+            // Stored as text in the location's spec and read by the server's controller, so
+            // checked with the server's reading of it, not with the flags' parser
+            // ([`crate::duration`]): a value the client let through must be one the server
+            // takes (it takes no fractions such as `1.5h`).
             for (flag, value) in [
                 ("backup-sync-period", &backup_sync_period),
                 ("validation-frequency", &validation_frequency),

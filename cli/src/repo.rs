@@ -13,6 +13,7 @@ use lifeboat_repo::{
 use serde::Serialize;
 
 use crate::cluster::ClusterArgs;
+use crate::duration;
 use crate::format::human_bytes;
 
 /// `repo get` / `restic repo get`.
@@ -98,7 +99,8 @@ struct Global {
     #[arg(long, global = true, env = "LIFEBOAT_PASSWORD_FILE")]
     password_file: Option<PathBuf>,
     /// Wait up to this long for a conflicting lock, e.g. 30s or 5m (default: fail at once).
-    #[arg(long, global = true, value_parser = parse_duration)]
+    // A bare number is seconds, as this flag took before it took Go durations.
+    #[arg(long, global = true, value_parser = duration::parse_or_seconds)]
     lock_wait: Option<Duration>,
     /// Output format.
     #[arg(long, short = 'o', global = true, value_enum, default_value_t = Output::Table)]
@@ -203,21 +205,6 @@ enum RepoCommand {
         #[arg(long)]
         remove_all: bool,
     },
-}
-
-/// `30s`, `5m`, `2h`, or plain seconds.
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("`{s}` is not a duration like 30s, 5m or 2h"))?;
-    let secs = match unit {
-        "" | "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        _ => return Err(format!("`{s}` is not a duration like 30s, 5m or 2h")),
-    };
-    Ok(Duration::from_secs(secs))
 }
 
 fn password(global: &Global) -> Result<String> {
@@ -536,13 +523,31 @@ fn print_snapshots(list: &[Snapshot]) {
 mod tests {
     use super::*;
 
+    fn global(args: &[&str]) -> Result<Global, clap::Error> {
+        #[derive(Debug, clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            global: Global,
+        }
+        let mut all = vec!["x"];
+        all.extend(args);
+        <Cli as clap::Parser>::try_parse_from(all).map(|c| c.global)
+    }
+
     #[test]
-    fn durations_parse_with_units() {
-        assert_eq!(parse_duration("30").unwrap(), Duration::from_secs(30));
-        assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
-        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
-        assert_eq!(parse_duration("2h").unwrap(), Duration::from_secs(7200));
-        assert!(parse_duration("5x").is_err());
-        assert!(parse_duration("m").is_err());
+    fn the_lock_wait_takes_go_durations_and_bare_seconds() {
+        // `=` so that `-1s` is the flag's value, not a flag.
+        let wait = |text: &str| global(&[&format!("--lock-wait={text}")]).map(|g| g.lock_wait);
+        assert_eq!(wait("30").unwrap(), Some(Duration::from_secs(30)));
+        assert_eq!(wait("30s").unwrap(), Some(Duration::from_secs(30)));
+        assert_eq!(wait("5m").unwrap(), Some(Duration::from_secs(300)));
+        assert_eq!(wait("2h").unwrap(), Some(Duration::from_secs(7200)));
+        assert_eq!(wait("1h30m").unwrap(), Some(Duration::from_secs(5400)));
+        assert_eq!(wait("1.5s").unwrap(), Some(Duration::from_millis(1500)));
+        for bad in ["5x", "m", "-1s", "9999999999999999999h"] {
+            let err = wait(bad).unwrap_err().to_string();
+            assert!(err.contains(&format!("`{bad}`")), "{bad}: {err}");
+        }
+        assert_eq!(global(&[]).unwrap().lock_wait, None);
     }
 }

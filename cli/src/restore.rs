@@ -441,7 +441,7 @@ async fn results(
     namespace: &str,
     restore: &Restore,
     access: &StoreAccessArgs,
-) -> Option<Result<BackupResults, String>> {
+) -> Option<Result<BackupResults>> {
     let status = restore.status.clone().unwrap_or_default();
     if status.warnings.unwrap_or(0) == 0 && status.errors.unwrap_or(0) == 0 {
         return None;
@@ -455,7 +455,7 @@ async fn results(
         let json = gunzip(&gz, &key)?;
         serde_json::from_slice(&json).with_context(|| format!("{key} is not a results file"))
     };
-    Some(read.await.map_err(|e| crate::sentence(&e)))
+    Some(read.await)
 }
 
 /// The restore's PodVolumeRestores; a failure to list is reported on stderr and the description
@@ -483,7 +483,7 @@ async fn pod_volume_restores(
 /// Velero's `restore describe` layout (v1.5), with the fields later versions added.
 fn describe_restore(
     restore: &Restore,
-    results: Option<&Result<BackupResults, String>>,
+    results: Option<&Result<BackupResults>>,
     volumes: &[PodVolumeRestore],
     details: bool,
 ) -> String {
@@ -522,9 +522,10 @@ fn describe_restore(
         Some(Err(why)) => {
             d.blank();
             d.line(format!(
-                "Warnings and errors:\t<{} warnings and {} errors; cannot read them: {why}>",
+                "Warnings and errors:\t<{} warnings and {} errors; cannot read them: {}>",
                 status.warnings.unwrap_or(0),
-                status.errors.unwrap_or(0)
+                status.errors.unwrap_or(0),
+                crate::sentence(why)
             ));
         }
         Some(Ok(results)) => {
