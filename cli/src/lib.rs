@@ -9,6 +9,7 @@
 //! above); 10 when there is no repository at the location, 11 when it is locked by another
 //! process, 12 when the password opens none of its keys (restic 0.17's codes).
 
+mod args;
 mod backup;
 mod bucket;
 mod cluster;
@@ -217,4 +218,14 @@ fn init_logging(daemon: bool) {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    /// clap checks a command line only when it is parsed: this checks every subcommand
+    /// (unique argument groups and flags, valid defaults, …) without running one.
+    #[test]
+    fn every_command_line_is_well_formed() {
+        <super::Cli as clap::CommandFactory>::command().debug_assert();
+    }
 }
