@@ -204,7 +204,8 @@ mod tests {
 
     #[test]
     fn go_s_examples_parse_to_go_s_values() {
-        // The cases of Go's `time.TestParseDuration` that are not negative.
+        // The cases of Go's `time.TestParseDuration` but the negative ones and
+        // `0.3333333333333333333h` (a float rounding of Go's; see the module doc).
         for (text, want) in [
             ("0", 0),
             ("5s", 5 * S),

@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use crate::duration;
 
-// See [`lifeboat_agent::helper`] for the contract. No doc comment: clap would take it as the
-// command's description, which is `Command::RestoreHelper`'s.
+// See [`lifeboat_agent::helper`] for the contract.
+// No `///` here: clap applies a struct's doc comment to its command too, and the command's
+// help is its enum variant's doc comment.
 #[derive(Debug, clap::Args)]
 pub(crate) struct RestoreHelperArgs {
     /// The UID of the Restore (the name of the agent's marker files).

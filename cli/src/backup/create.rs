@@ -16,8 +16,8 @@ use crate::cluster::{ClusterArgs, already_exists, get_named};
 use crate::format::{Format, print_objects};
 use crate::progress::{Waited, wait_until_finished};
 
-// No doc comment: clap would take it as the command's description, which is
-// `BackupCommand::Create`'s.
+// No `///` here: clap applies a struct's doc comment to its command too, and the command's
+// help is its enum variant's doc comment.
 #[derive(Debug, Args)]
 pub(super) struct CreateArgs {
     /// The backup's name (default with --from-schedule: SCHEDULE-YYYYMMDDhhmmss, UTC).

@@ -14,7 +14,8 @@ use super::{finished, open_location};
 use crate::bucket::StoreAccessArgs;
 use crate::cluster::{ClusterArgs, get_named};
 
-// No doc comment: clap would take it as the command's description.
+// No `///` here: clap applies a struct's doc comment to its command too, and the command's
+// help is its enum variant's doc comment.
 #[derive(Debug, Args)]
 pub(super) struct DownloadArgs {
     name: String,

@@ -11,7 +11,8 @@ use crate::bucket::{StoreAccessArgs, gunzip};
 use crate::cluster::{ClusterArgs, get_named};
 use crate::format::write_stdout;
 
-// No doc comment: clap would take it as the command's description.
+// No `///` here: clap applies a struct's doc comment to its command too, and the command's
+// help is its enum variant's doc comment.
 #[derive(Debug, Args)]
 pub(super) struct LogsArgs {
     name: String,

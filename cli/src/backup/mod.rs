@@ -15,7 +15,6 @@
 //!   that phase is, as Velero does: the phase is printed, and scripts that check it keep
 //!   working. A backup deleted while waiting ends the wait with an error.
 //!
-//!
 //! One file per command, as restic's `cmd_*.go`: its arguments and its `run`. Here are the
 //! command enum and what several commands share: a backup's storage location, the refusal of
 //! unfinished backups, the listing order.

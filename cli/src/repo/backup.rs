@@ -10,7 +10,8 @@ use lifeboat_repo::{BackupOptions, Context, ParentChoice, Repository};
 use super::print_json;
 use crate::format::human_bytes;
 
-// No doc comment: clap would take it as the command's description.
+// No `///` here: clap applies a struct's doc comment to its command too, and the command's
+// help is its enum variant's doc comment.
 #[derive(Debug, Args)]
 pub(super) struct BackupArgs {
     /// The directory (or file) to back up.

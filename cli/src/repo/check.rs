@@ -7,7 +7,8 @@ use lifeboat_repo::{CheckOptions, Context, Repository};
 
 use super::print_json;
 
-// No doc comment: clap would take it as the command's description.
+// No `///` here: clap applies a struct's doc comment to its command too, and the command's
+// help is its enum variant's doc comment.
 #[derive(Debug, Args)]
 pub(super) struct CheckArgs {
     #[arg(long)]

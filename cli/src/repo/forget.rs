@@ -11,7 +11,8 @@ use lifeboat_repo::{Context, ForgetOptions, KeepPolicy, Repository, SnapshotFilt
 use super::print_json;
 use super::prune::print_prune;
 
-// No doc comment: clap would take it as the command's description.
+// No `///` here: clap applies a struct's doc comment to its command too, and the command's
+// help is its enum variant's doc comment.
 #[derive(Debug, Args)]
 pub(super) struct ForgetArgs {
     /// Snapshot ids or prefixes.

@@ -7,7 +7,8 @@ use clap::Args;
 
 use crate::cluster::ClusterArgs;
 
-// No doc comment: clap would take it as the command's description.
+// No `///` here: clap applies a struct's doc comment to its command too, and the command's
+// help is its enum variant's doc comment.
 #[derive(Debug, Args)]
 pub(crate) struct RepositoryGetArgs {
     /// Repositories to show (default: all).

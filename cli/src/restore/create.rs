@@ -17,8 +17,8 @@ use crate::format::{Format, parse_pairs, print_objects};
 use crate::progress::{Waited, wait_until_finished};
 use crate::selector;
 
-// No doc comment: clap would take it as the command's description, which is
-// `RestoreCommand::Create`'s.
+// No `///` here: clap applies a struct's doc comment to its command too, and the command's
+// help is its enum variant's doc comment.
 #[derive(Debug, Args)]
 pub(super) struct CreateArgs {
     /// The restore's name (default: BACKUP-YYYYMMDDhhmmss or SCHEDULE-YYYYMMDDhhmmss, UTC).

@@ -15,9 +15,9 @@ use crate::bucket::StoreAccessArgs;
 use crate::cluster::{ClusterArgs, none_missing};
 use crate::format::ask;
 
-// No doc comment: clap would take it as the command's description. Not named `DeleteArgs`:
-// clap names a flattened struct's argument group after it, and two groups of one name in a
-// command are refused.
+// No `///` here: clap applies a struct's doc comment to its command too, and the command's
+// help is its enum variant's doc comment. Not named `DeleteArgs`: clap names a flattened
+// struct's argument group after it, and refuses two groups of one name in a command.
 #[derive(Debug, Args)]
 pub(super) struct DeleteRestoresArgs {
     #[command(flatten)]

@@ -20,7 +20,8 @@ use crate::describe::Describer;
 use crate::format::{local_time, write_stdout};
 use crate::selector;
 
-// No doc comment: clap would take it as the command's description.
+// No `///` here: clap applies a struct's doc comment to its command too, and the command's
+// help is its enum variant's doc comment.
 #[derive(Debug, Args)]
 pub(super) struct DescribeArgs {
     #[command(flatten)]

@@ -15,7 +15,6 @@
 //! - `create --wait` behaves as `backup create --wait`: it ends when the phase is neither New
 //!   nor InProgress and exits 0 whatever that phase is, as Velero does.
 //!
-//!
 //! One file per command, as restic's `cmd_*.go`: its arguments and its `run`. Here are the
 //! command enum and what several commands share: the phase, and the storage location of a
 //! restore's backup.
