@@ -36,14 +36,8 @@ pub(crate) struct StoreAccessArgs {
     #[arg(long, value_name = "FILE")]
     cacert: Option<PathBuf>,
     /// How long to wait for the object store.
-    #[arg(long, default_value = "1m", value_parser = parse_timeout)]
+    #[arg(long, default_value = "1m", value_parser = crate::duration::parse_positive)]
     timeout: Duration,
-}
-
-fn parse_timeout(text: &str) -> Result<Duration, String> {
-    lifeboat_server::parse_duration(text)
-        .filter(|d| !d.is_zero())
-        .ok_or_else(|| format!("`{text}` is not a duration such as 30s or 1m"))
 }
 
 /// An opened storage location.

@@ -1,6 +1,6 @@
 //! Reaching the cluster: the kube client and the namespace lifeboat lives in, for every client
-//! command (`install`, `backup-location`, …), and the objects a command names (by name, by
-//! label selector, or all of them).
+//! command (`install`, `backup-location`, …), and fetching the objects a command names (by
+//! name, by label selector, or all of them; the flags that name them are [`crate::args`]).
 //!
 //! The kubeconfig is found as kubectl finds it (`--kubeconfig`, then `KUBECONFIG`, then
 //! `~/.kube/config`, or the in-cluster service account). The namespace is, in order:
@@ -100,32 +100,6 @@ pub(crate) fn already_exists(e: kube::Error, what: &str, name: &str, hint: &str)
     }
 }
 
-/// The objects a `delete`, `pause` or `unpause` acts on: names, `--all`, or `--selector`
-/// (exactly one, as Velero requires).
-#[derive(Debug, Clone, Args)]
-pub(crate) struct Selection {
-    /// The names of the objects.
-    pub names: Vec<String>,
-    /// Every object.
-    #[arg(long)]
-    pub all: bool,
-    /// The objects matching this label selector.
-    #[arg(long, short = 'l')]
-    pub selector: Option<String>,
-}
-
-impl Selection {
-    /// Checks that exactly one way of naming objects is used; `kind` is the objects' plural.
-    pub fn objects(&self, kind: &str) -> Result<Objects> {
-        match (self.names.is_empty(), self.all, &self.selector) {
-            (false, false, None) => Ok(Objects::Named(self.names.clone())),
-            (true, true, None) => Ok(Objects::Listed(ListParams::default())),
-            (true, false, Some(text)) => Objects::matching(Some(text)),
-            _ => bail!("name the {kind}, or pass --all, or pass --selector: exactly one of them"),
-        }
-    }
-}
-
 /// Which objects to fetch.
 #[derive(Debug, Clone)]
 pub(crate) enum Objects {
@@ -147,7 +121,7 @@ impl Objects {
     }
 
     /// The objects matching the label selector `text` (checked here, so a typo is named).
-    fn matching(text: Option<&str>) -> Result<Objects> {
+    pub fn matching(text: Option<&str>) -> Result<Objects> {
         let mut params = ListParams::default();
         if let Some(selector) = text
             .map(|t| selector::parse("selector", t))

@@ -167,16 +167,9 @@ pub(crate) fn local_time(time: &Time) -> String {
         .to_string()
 }
 
+/// A duration as Go writes it (`72h0m0s`), the form Velero stores and prints; parsing is
+/// [`crate::duration`].
 pub(crate) use lifeboat_server::go_duration;
-
-/// Parses the duration of `--flag` (`72h`, `24h0m0s`, `90m`, `30s`) as Kubernetes and Velero
-/// take them; the error names the flag.
-pub(crate) fn parse_go_duration(flag: &str, text: &str) -> Result<Duration> {
-    match lifeboat_server::parse_duration(text) {
-        Some(d) => Ok(d),
-        None => bail!("--{flag} `{text}` is not a duration such as 72h, 24h0m0s, 90m or 30s"),
-    }
-}
 
 /// A duration as kubectl shows ages (`45s`, `5m`, `3h`, `29d`, `2y`), the unit truncated.
 pub(crate) fn short_duration(d: Duration) -> String {
@@ -231,21 +224,6 @@ mod tests {
         assert_eq!(human_bytes(512), "512 B");
         assert_eq!(human_bytes(1536), "1.50 KiB");
         assert_eq!(human_bytes(3 << 30), "3.00 GiB");
-    }
-
-    #[test]
-    fn durations_are_written_as_go_writes_them() {
-        for text in ["72h", "72h0m0s", "24h0m0s", "90m", "30s", "3d"] {
-            let parsed = parse_go_duration("ttl", text).unwrap();
-            assert!(parsed > Duration::ZERO, "{text}");
-        }
-        assert_eq!(
-            go_duration(parse_go_duration("ttl", "24h0m0s").unwrap()),
-            "24h0m0s"
-        );
-        let err = parse_go_duration("ttl", "soon").unwrap_err().to_string();
-        assert!(err.contains("--ttl `soon`"), "{err}");
-        assert!(parse_go_duration("ttl", "-1h").is_err());
     }
 
     #[test]

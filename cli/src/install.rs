@@ -207,12 +207,13 @@ fn options(args: &InstallFlags, namespace: &str, tls: pki::Bundle) -> Result<Ins
     options.use_restic = args.use_restic;
     options.default_volumes_to_restic = args.default_volumes_to_restic;
     if let Some(frequency) = &args.default_restic_prune_frequency {
-        if lifeboat_server::parse_duration(frequency).is_none_or(|d| d.is_zero()) {
-            bail!(
-                "--default-restic-prune-frequency `{frequency}` is not a duration such as 24h or 168h"
-            );
+        // It becomes the server's flag of the same name: checked with the parser that flag
+        // uses, so an install never writes a Deployment whose server refuses to start.
+        let frequency = frequency.trim();
+        if let Err(e) = crate::duration::parse_positive(frequency) {
+            bail!("--default-restic-prune-frequency {e}");
         }
-        options.default_restic_prune_frequency = Some(frequency.trim().to_owned());
+        options.default_restic_prune_frequency = Some(frequency.to_owned());
     }
     options.pod_labels = parse_pairs("pod-labels", args.pod_labels.as_slice())?;
     options.pod_annotations = parse_pairs("pod-annotations", args.pod_annotations.as_slice())?;

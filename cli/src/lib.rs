@@ -9,18 +9,21 @@
 //! above); 10 when there is no repository at the location, 11 when it is locked by another
 //! process, 12 when the password opens none of its keys (restic 0.17's codes).
 
+mod args;
 mod backup;
 mod bucket;
 mod cluster;
 mod completion;
 mod config;
 mod describe;
+mod duration;
 mod format;
 mod install;
 mod location;
 mod progress;
 mod repo;
 mod restore;
+mod restore_helper;
 mod schedule;
 mod selector;
 mod serve;
@@ -49,7 +52,7 @@ enum Command {
     Restore(restore::RestoreArgs),
     /// Wait for a restored pod's volumes (the `restic-wait` init container's process).
     #[command(name = "restore-helper")]
-    RestoreHelper(RestoreHelperArgs),
+    RestoreHelper(restore_helper::RestoreHelperArgs),
     /// Work with schedules: backups taken on a cron schedule.
     Schedule(schedule::ScheduleArgs),
     /// Work with backup storage locations.
@@ -112,82 +115,6 @@ enum ResticOutput {
     Json,
 }
 
-/// `lifeboat restore-helper`: see [`lifeboat_agent::helper`] for the contract.
-#[derive(Debug, clap::Args)]
-struct RestoreHelperArgs {
-    /// The UID of the Restore (the name of the agent's marker files).
-    restore_uid: String,
-    /// Where the pod's volumes are mounted, one directory each.
-    #[arg(long, default_value = "/restores")]
-    restores_dir: std::path::PathBuf,
-    /// How long to wait for every volume before failing.
-    #[arg(long, default_value = "4h", value_parser = positive_duration)]
-    timeout: std::time::Duration,
-    /// How often to look at the volumes' markers.
-    #[arg(long, default_value = "1s", value_parser = positive_duration)]
-    poll_interval: std::time::Duration,
-    /// A volume that cannot be restored, and why (repeatable; set by the server).
-    #[arg(long, value_name = "VOLUME=REASON", value_parser = failed_volume)]
-    failed: Vec<(String, String)>,
-}
-
-fn positive_duration(text: &str) -> Result<std::time::Duration, String> {
-    lifeboat_server::parse_duration(text)
-        .filter(|d| !d.is_zero())
-        .ok_or_else(|| format!("`{text}` is not a duration such as 4h, 1s or 100ms"))
-}
-
-fn failed_volume(text: &str) -> Result<(String, String), String> {
-    match text.split_once('=') {
-        Some((volume, reason)) if !volume.trim().is_empty() => {
-            Ok((volume.trim().to_string(), reason.trim().to_string()))
-        }
-        _ => Err(format!("`{text}` is not VOLUME=REASON")),
-    }
-}
-
-/// Runs the restore helper; its lines are plain text for `kubectl logs`, and its exit code is
-/// the init container's: 0 when every volume is restored, 1 otherwise.
-async fn restore_helper(args: RestoreHelperArgs) -> ExitCode {
-    use lifeboat_agent::helper::{HelperOptions, Outcome, wait};
-    let options = HelperOptions {
-        restore_uid: args.restore_uid,
-        restores_dir: args.restores_dir,
-        failed: args.failed.into_iter().collect(),
-        timeout: args.timeout,
-        poll_interval: args.poll_interval,
-    };
-    match wait(&options).await {
-        Err(e) => {
-            eprintln!("lifeboat: {}", lifeboat_repo::error_chain(&e));
-            ExitCode::FAILURE
-        }
-        Ok((Outcome::Restored(volumes), not_removed)) => {
-            for volume in volumes {
-                println!("volume {volume} restored");
-            }
-            for why in not_removed {
-                eprintln!("warning: {why}");
-            }
-            ExitCode::SUCCESS
-        }
-        Ok((Outcome::Failed(failed), _)) => {
-            for (volume, reason) in failed {
-                eprintln!("volume {volume}: {reason}");
-            }
-            ExitCode::FAILURE
-        }
-        Ok((Outcome::TimedOut(waiting), _)) => {
-            eprintln!(
-                "timed out after {} waiting for the restore of volume(s) {}",
-                format::go_duration(options.timeout),
-                waiting.join(", ")
-            );
-            ExitCode::FAILURE
-        }
-    }
-}
-
 /// Parses the arguments, runs the command, and turns errors into one line and exit code 1.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -214,7 +141,7 @@ pub fn main() -> ExitCode {
             Command::Backup(args) => backup::run(args).await,
             Command::Restore(args) => restore::run(args).await,
             // Its own exit codes and lines: an init container's, read in `kubectl logs`.
-            Command::RestoreHelper(args) => return Ok(restore_helper(args).await),
+            Command::RestoreHelper(args) => return Ok(restore_helper::run(args).await),
             Command::Schedule(args) => schedule::run(args).await,
             Command::BackupLocation(args) => location::run_backup_location(args).await,
             Command::SnapshotLocation(args) => location::run_snapshot_location(args).await,
@@ -291,4 +218,14 @@ fn init_logging(daemon: bool) {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    /// clap checks a command line only when it is parsed: this checks every subcommand
+    /// (unique argument groups and flags, valid defaults, …) without running one.
+    #[test]
+    fn every_command_line_is_well_formed() {
+        <super::Cli as clap::CommandFactory>::command().debug_assert();
+    }
 }

@@ -12,10 +12,11 @@ use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use lifeboat_server::api::{Schedule, ScheduleSpec};
 use lifeboat_server::cron::CronSchedule;
 
+use crate::args::{self, DeleteArgs, GetArgs, Selection, ShowArgs};
 use crate::backup::{TemplateArgs, describe_spec};
-use crate::cluster::{ClusterArgs, Objects, Selection, already_exists, none_missing};
+use crate::cluster::{ClusterArgs, already_exists, none_missing};
 use crate::describe::Describer;
-use crate::format::{Format, Output, ask, from_now, local_time, print_objects, print_table};
+use crate::format::{Format, ask, from_now, local_time, print_objects, print_table};
 use crate::selector;
 
 #[derive(Debug, Args)]
@@ -31,39 +32,17 @@ enum ScheduleCommand {
     /// Create a schedule: backups taken from a template on a cron schedule (UTC).
     Create(Box<CreateArgs>),
     /// List schedules, or show the ones named.
-    Get {
-        names: Vec<String>,
-        /// Only the schedules matching this label selector.
-        #[arg(long, short = 'l')]
-        selector: Option<String>,
-        #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
-        output: Output,
-    },
+    #[command(mut_arg("selector", args::only_matching("schedules")))]
+    Get(GetArgs),
     /// Describe schedules.
-    Describe {
-        names: Vec<String>,
-        /// Only the schedules matching this label selector.
-        #[arg(long, short = 'l')]
-        selector: Option<String>,
-    },
+    #[command(mut_arg("selector", args::only_matching("schedules")))]
+    Describe(ShowArgs),
     /// Delete schedules (their backups stay).
-    Delete {
-        #[command(flatten)]
-        selection: Selection,
-        /// Do not ask for confirmation.
-        #[arg(long)]
-        confirm: bool,
-    },
+    Delete(DeleteArgs),
     /// Stop schedules from starting backups.
-    Pause {
-        #[command(flatten)]
-        selection: Selection,
-    },
+    Pause(Selection),
     /// Let paused schedules start backups again.
-    Unpause {
-        #[command(flatten)]
-        selection: Selection,
-    },
+    Unpause(Selection),
 }
 
 #[derive(Debug, Args)]
@@ -127,39 +106,35 @@ pub(crate) async fn run(args: ScheduleArgs) -> Result<()> {
             println!("Schedule {:?} created successfully.", create.name);
             Ok(())
         }
-        ScheduleCommand::Get {
-            names,
-            selector,
-            output,
-        } => {
-            let objects = Objects::given(&names, selector.as_deref())?;
+        ScheduleCommand::Get(get) => {
+            let objects = get.show.objects()?;
             let api: Api<Schedule> = Api::namespaced(args.cluster.client().await?, &namespace);
             let (schedules, missing) = objects.fetch(&api).await?;
             if !schedules.is_empty() || missing.is_empty() {
-                match output.objects() {
+                match get.output.objects() {
                     None => print_schedule_table(&schedules),
-                    Some(format) => print_objects(names.len() == 1, &schedules, format)?,
+                    Some(format) => print_objects(get.show.one_named(), &schedules, format)?,
                 }
             }
             none_missing("Schedule", &missing)
         }
-        ScheduleCommand::Describe { names, selector } => {
-            let objects = Objects::given(&names, selector.as_deref())?;
+        ScheduleCommand::Describe(show) => {
+            let objects = show.objects()?;
             let api: Api<Schedule> = Api::namespaced(args.cluster.client().await?, &namespace);
             let (schedules, missing) = objects.fetch(&api).await?;
             let texts: Vec<String> = schedules.iter().map(describe_schedule).collect();
             crate::format::write_stdout(texts.join("\n\n").as_bytes())?;
             none_missing("Schedule", &missing)
         }
-        ScheduleCommand::Delete { selection, confirm } => {
-            let objects = selection.objects("schedules")?;
+        ScheduleCommand::Delete(delete) => {
+            let objects = delete.selection.objects("schedules")?;
             let api: Api<Schedule> = Api::namespaced(args.cluster.client().await?, &namespace);
             let (schedules, missing) = objects.fetch(&api).await?;
             if schedules.is_empty() && missing.is_empty() {
                 println!("No schedules found");
                 return Ok(());
             }
-            if !schedules.is_empty() && !confirm {
+            if !schedules.is_empty() && !delete.confirm {
                 let names: Vec<String> = schedules.iter().map(ResourceExt::name_any).collect();
                 let question = format!(
                     "You are about to delete schedule(s) {}. Are you sure you want to continue",
@@ -176,10 +151,10 @@ pub(crate) async fn run(args: ScheduleArgs) -> Result<()> {
             }
             none_missing("Schedule", &missing)
         }
-        ScheduleCommand::Pause { selection } => {
+        ScheduleCommand::Pause(selection) => {
             set_paused(&args.cluster, &namespace, &selection, true).await
         }
-        ScheduleCommand::Unpause { selection } => {
+        ScheduleCommand::Unpause(selection) => {
             set_paused(&args.cluster, &namespace, &selection, false).await
         }
     }

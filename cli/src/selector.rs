@@ -60,13 +60,42 @@ pub(crate) fn query(selector: &LabelSelector) -> String {
         .unwrap_or_default()
 }
 
-fn parse_selector(text: &str) -> Result<LabelSelector, String> {
+/// Why a selector's text is not a selector; `parse` adds the flag and an example.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum SelectorError {
+    #[error("it has an empty requirement (two commas in a row?)")]
+    EmptyRequirement,
+    #[error("a requirement has no key")]
+    NoKey,
+    #[error(
+        "`{key}` is not a label key (up to 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit, with an optional DNS-name prefix and '/')"
+    )]
+    BadKey { key: String },
+    #[error(
+        "`{value}` in `{term}` is not a label value (up to 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit)"
+    )]
+    BadValue { value: String, term: String },
+    #[error("`{term}` has an unknown operator")]
+    UnknownOperator { term: String },
+    #[error("`{term}` is not KEY=VALUE, KEY!=VALUE, KEY in (…), KEY notin (…), KEY or !KEY")]
+    NotARequirement { term: String },
+    #[error("`{term}` needs its values in parentheses: {key} {operator} (a,b)")]
+    NoParentheses {
+        term: String,
+        key: String,
+        operator: &'static str,
+    },
+    #[error("`{term}` has no values")]
+    NoValues { term: String },
+}
+
+fn parse_selector(text: &str) -> Result<LabelSelector, SelectorError> {
     let mut labels = BTreeMap::new();
     let mut expressions = Vec::new();
     for term in split_top_level(text) {
         let term = term.trim();
         if term.is_empty() {
-            return Err("it has an empty requirement (two commas in a row?)".into());
+            return Err(SelectorError::EmptyRequirement);
         }
         match requirement(term)? {
             Requirement::Equals(key, value) => {
@@ -96,7 +125,7 @@ fn expression(key: String, operator: &str, values: Option<Vec<String>>) -> Requi
     })
 }
 
-fn requirement(term: &str) -> Result<Requirement, String> {
+fn requirement(term: &str) -> Result<Requirement, SelectorError> {
     if let Some(key) = term.strip_prefix('!') {
         return Ok(expression(check_key(key.trim())?, "DoesNotExist", None));
     }
@@ -114,7 +143,9 @@ fn requirement(term: &str) -> Result<Requirement, String> {
         } else if let Some(v) = rest.strip_prefix('=') {
             v
         } else {
-            return Err(format!("`{term}` has an unknown operator"));
+            return Err(SelectorError::UnknownOperator {
+                term: term.to_string(),
+            });
         };
         return Ok(Requirement::Equals(key, check_value(value.trim(), term)?));
     }
@@ -129,26 +160,29 @@ fn requirement(term: &str) -> Result<Requirement, String> {
     } else if let Some(list) = rest.strip_prefix("in") {
         ("In", list)
     } else {
-        return Err(format!(
-            "`{term}` is not KEY=VALUE, KEY!=VALUE, KEY in (…), KEY notin (…), KEY or !KEY"
-        ));
+        return Err(SelectorError::NotARequirement {
+            term: term.to_string(),
+        });
     };
     let Some(list) = list
         .trim()
         .strip_prefix('(')
         .and_then(|l| l.strip_suffix(')'))
     else {
-        return Err(format!(
-            "`{term}` needs its values in parentheses: {key} {} (a,b)",
-            operator_word(operator)
-        ));
+        return Err(SelectorError::NoParentheses {
+            term: term.to_string(),
+            key,
+            operator: operator_word(operator),
+        });
     };
     let values: BTreeSet<String> = list
         .split(',')
         .map(|v| check_value(v.trim(), term))
         .collect::<Result<_, _>>()?;
     if values.iter().all(String::is_empty) {
-        return Err(format!("`{term}` has no values"));
+        return Err(SelectorError::NoValues {
+            term: term.to_string(),
+        });
     }
     Ok(expression(
         key,
@@ -209,7 +243,7 @@ fn is_subdomain(text: &str) -> bool {
         })
 }
 
-fn check_key(key: &str) -> Result<String, String> {
+fn check_key(key: &str) -> Result<String, SelectorError> {
     let valid = match key.split_once('/') {
         Some((prefix, name)) => is_subdomain(prefix) && is_name(name),
         None => is_name(key),
@@ -217,21 +251,22 @@ fn check_key(key: &str) -> Result<String, String> {
     if valid {
         Ok(key.to_string())
     } else if key.is_empty() {
-        Err("a requirement has no key".into())
+        Err(SelectorError::NoKey)
     } else {
-        Err(format!(
-            "`{key}` is not a label key (up to 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit, with an optional DNS-name prefix and '/')"
-        ))
+        Err(SelectorError::BadKey {
+            key: key.to_string(),
+        })
     }
 }
 
-fn check_value(value: &str, term: &str) -> Result<String, String> {
+fn check_value(value: &str, term: &str) -> Result<String, SelectorError> {
     if value.is_empty() || is_name(value) {
         Ok(value.to_string())
     } else {
-        Err(format!(
-            "`{value}` in `{term}` is not a label value (up to 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit)"
-        ))
+        Err(SelectorError::BadValue {
+            value: value.to_string(),
+            term: term.to_string(),
+        })
     }
 }
 

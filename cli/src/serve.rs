@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cluster::DEFAULT_NAMESPACE;
 use crate::config::split_features;
+use crate::duration;
 
 #[derive(Debug, Args)]
 pub(crate) struct ServerArgs {
@@ -30,13 +31,13 @@ pub(crate) struct ServerArgs {
     #[arg(long, default_value = DEFAULT_TLS_DIR)]
     tls_dir: PathBuf,
     /// How often agents send heartbeats; one silent for three of these counts as gone.
-    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    #[arg(long, default_value = "2s", value_parser = duration::parse)]
     agent_heartbeat: Duration,
     /// Backup storage locations validated at once.
     #[arg(long, default_value_t = 4)]
     location_concurrency: u16,
     /// How long one location's validation may take.
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, default_value = "30s", value_parser = duration::parse)]
     location_validation_timeout: Duration,
     /// Server-side feature flags, comma-separated.
     #[arg(long, default_value = "")]
@@ -45,10 +46,10 @@ pub(crate) struct ServerArgs {
     #[arg(long, alias = "default-volumes-to-fs-backup")]
     default_volumes_to_restic: bool,
     /// TTL of backups that do not set one.
-    #[arg(long, default_value = "720h", value_parser = parse_duration)]
+    #[arg(long, default_value = "720h", value_parser = duration::parse)]
     default_backup_ttl: Duration,
     /// How long a backup's pod volumes may take in all.
-    #[arg(long, alias = "fs-backup-timeout", default_value = "4h", value_parser = parse_duration)]
+    #[arg(long, alias = "fs-backup-timeout", default_value = "4h", value_parser = duration::parse)]
     restic_timeout: Duration,
     /// The storage location of backups that name none, when no location is marked default.
     #[arg(long, default_value = "default")]
@@ -58,16 +59,16 @@ pub(crate) struct ServerArgs {
     default_volume_snapshot_locations: String,
     /// How often each location's backups are synced into the cluster (0 turns sync off);
     /// a location's backupSyncPeriod overrides it.
-    #[arg(long, default_value = "1m", value_parser = parse_duration)]
+    #[arg(long, default_value = "1m", value_parser = duration::parse)]
     backup_sync_period: Duration,
     /// How often expired backups are looked for and deleted.
-    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    #[arg(long, default_value = "1h", value_parser = duration::parse)]
     garbage_collection_frequency: Duration,
     /// Backups run at once.
     #[arg(long, default_value_t = 2)]
     backup_concurrency: u16,
     /// How often repositories are pruned unless their ResticRepository says otherwise.
-    #[arg(long, alias = "default-repo-maintain-frequency", default_value = "168h", value_parser = parse_duration)]
+    #[arg(long, alias = "default-repo-maintain-frequency", default_value = "168h", value_parser = duration::parse)]
     default_restic_prune_frequency: Duration,
     /// Run restores only: backups, schedules and garbage collection are off.
     #[arg(long)]
@@ -137,15 +138,15 @@ pub(crate) struct AgentArgs {
     memory_budget: lifeboat_repo::MemoryBudget,
 }
 
-fn parse_size(text: &str) -> Result<u64, String> {
+/// A size flag's text that is not a size above zero.
+#[derive(Debug, thiserror::Error)]
+#[error("`{0}` is not a size such as 8Mi, 4Gi or 500M")]
+struct SizeError(String);
+
+fn parse_size(text: &str) -> Result<u64, SizeError> {
     lifeboat_repo::parse_size(text)
         .filter(|&n| n > 0)
-        .ok_or_else(|| format!("`{text}` is not a size such as 8Mi, 4Gi or 500M"))
-}
-
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    lifeboat_server::parse_duration(text)
-        .ok_or_else(|| format!("`{text}` is not a duration such as 30s, 5m or 720h"))
+        .ok_or_else(|| SizeError(text.to_string()))
 }
 
 /// A token cancelled on SIGTERM or Ctrl-C.

@@ -1,22 +1,17 @@
-//! `lifeboat backup-location create|get|set|delete` and `lifeboat snapshot-location
-//! create|get|set`, with Velero's flags, table and `-o json|yaml` output.
-//!
-//! Exactly one backup storage location is the default: `--default` on create or set moves the
-//! mark, clearing it from every other location.
+//! `lifeboat backup-location create|get|set|delete`: backup storage locations, with Velero's
+//! flags, table and `-o json|yaml` output; `--default` moves the one default mark.
 
 use std::path::PathBuf;
 
-use anyhow::{Context as _, Result, bail};
-use base64::Engine as _;
+use anyhow::{Result, bail};
 use clap::{Args, Subcommand};
-use k8s_openapi::api::core::v1::SecretKeySelector;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use lifeboat_server::api::{
     BackupStorageLocation, BackupStorageLocationSpec, ObjectStorageLocation,
-    VolumeSnapshotLocation, VolumeSnapshotLocationSpec,
 };
 
+use super::{SET_OR_DELETE, parse_credential, read_cacert};
 use crate::cluster::{ClusterArgs, already_exists, get_named};
 use crate::format::{Format, Output, ask, parse_pairs, print_objects, print_table};
 
@@ -101,71 +96,6 @@ enum BackupLocationCommand {
     },
 }
 
-#[derive(Debug, Args)]
-pub(crate) struct SnapshotLocationArgs {
-    #[command(flatten)]
-    cluster: ClusterArgs,
-    #[command(subcommand)]
-    command: SnapshotLocationCommand,
-}
-
-#[derive(Debug, Subcommand)]
-enum SnapshotLocationCommand {
-    /// Create a volume snapshot location.
-    Create {
-        name: String,
-        #[arg(long)]
-        provider: String,
-        /// Provider config, key=value pairs separated by commas.
-        #[arg(long)]
-        config: Vec<String>,
-        /// The Secret key holding this location's credentials, as secret-name=key.
-        #[arg(long)]
-        credential: Option<String>,
-        /// Labels, key=value pairs separated by commas.
-        #[arg(long)]
-        labels: Vec<String>,
-    },
-    /// List volume snapshot locations, or show one.
-    Get {
-        name: Option<String>,
-        #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
-        output: Output,
-    },
-    /// Change a volume snapshot location.
-    Set {
-        name: String,
-        /// The Secret key holding this location's credentials, as secret-name=key.
-        #[arg(long)]
-        credential: Option<String>,
-    },
-}
-
-/// What to do about a location that already exists.
-const SET_OR_DELETE: &str = "change it with `set` or delete it first";
-
-fn parse_credential(text: &str) -> Result<SecretKeySelector> {
-    match text.split_once('=') {
-        Some((name, key)) if !name.trim().is_empty() && !key.trim().is_empty() => {
-            Ok(SecretKeySelector {
-                name: name.trim().to_string(),
-                key: key.trim().to_string(),
-                optional: None,
-            })
-        }
-        _ => bail!("--credential takes secret-name=key, not `{text}`"),
-    }
-}
-
-fn read_cacert(path: &PathBuf) -> Result<String> {
-    let pem = std::fs::read(path)
-        .with_context(|| format!("cannot read the CA certificate {}", path.display()))?;
-    if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
-        bail!("{} is not a PEM certificate", path.display());
-    }
-    Ok(base64::engine::general_purpose::STANDARD.encode(pem))
-}
-
 pub(crate) async fn run_backup_location(args: BackupLocationArgs) -> Result<()> {
     let namespace = args.cluster.namespace()?;
     // Validate everything the user typed before contacting the cluster.
@@ -191,6 +121,10 @@ pub(crate) async fn run_backup_location(args: BackupLocationArgs) -> Result<()> 
             let labels = parse_pairs("labels", &labels)?;
             let credential = credential.as_deref().map(parse_credential).transpose()?;
             let ca_cert = cacert.as_ref().map(read_cacert).transpose()?;
+            // Stored as text in the location's spec and read by the server's controller, so
+            // checked with the server's reading of it, not with the flags' parser
+            // ([`crate::duration`]): a value the client let through must be one the server
+            // takes (it takes no fractions such as `1.5h`).
             for (flag, value) in [
                 ("backup-sync-period", &backup_sync_period),
                 ("validation-frequency", &validation_frequency),
@@ -367,77 +301,6 @@ pub(crate) async fn run_backup_location(args: BackupLocationArgs) -> Result<()> 
     Ok(())
 }
 
-pub(crate) async fn run_snapshot_location(args: SnapshotLocationArgs) -> Result<()> {
-    let namespace = args.cluster.namespace()?;
-    let command = args.command;
-    let client = args.cluster.client().await?;
-    let api: Api<VolumeSnapshotLocation> = Api::namespaced(client, &namespace);
-    match command {
-        SnapshotLocationCommand::Create {
-            name,
-            provider,
-            config,
-            credential,
-            labels,
-        } => {
-            let config = parse_pairs("config", &config)?;
-            let labels = parse_pairs("labels", &labels)?;
-            let credential = credential.as_deref().map(parse_credential).transpose()?;
-            let location = VolumeSnapshotLocation {
-                metadata: ObjectMeta {
-                    name: Some(name.clone()),
-                    namespace: Some(namespace.clone()),
-                    labels: (!labels.is_empty()).then_some(labels),
-                    ..Default::default()
-                },
-                spec: VolumeSnapshotLocationSpec {
-                    provider,
-                    config,
-                    credential,
-                    ..Default::default()
-                },
-                status: None,
-            };
-            api.create(&PostParams::default(), &location)
-                .await
-                .map_err(|e| already_exists(e, "Snapshot location", &name, SET_OR_DELETE))?;
-            println!("Snapshot location {name:?} configured successfully.");
-        }
-        SnapshotLocationCommand::Get { name, output } => {
-            let mut items = match &name {
-                Some(n) => vec![get_named(&api, "Snapshot location", n).await?],
-                None => api.list(&ListParams::default()).await?.items,
-            };
-            items.sort_by_key(ResourceExt::name_any);
-            match output {
-                Output::Table => print_table(
-                    &["NAME", "PROVIDER"],
-                    items
-                        .iter()
-                        .map(|l| vec![l.name_any(), l.spec.provider.clone()])
-                        .collect::<Vec<_>>(),
-                ),
-                _ => print_objects(
-                    name.is_some(),
-                    &items,
-                    output.objects().unwrap_or(Format::Json),
-                )?,
-            }
-        }
-        SnapshotLocationCommand::Set { name, credential } => {
-            let Some(c) = credential else {
-                bail!("nothing to set: pass --credential");
-            };
-            get_named(&api, "Snapshot location", &name).await?;
-            let patch = serde_json::json!({ "spec": { "credential": parse_credential(&c)? } });
-            api.patch(&name, &PatchParams::default(), &Patch::Merge(patch))
-                .await?;
-            println!("Snapshot location {name:?} configured successfully.");
-        }
-    }
-    Ok(())
-}
-
 /// Clears `spec.default` on every location but `keep`.
 async fn clear_other_defaults(api: &Api<BackupStorageLocation>, keep: &str) -> Result<()> {
     for other in api.list(&ListParams::default()).await?.items {
@@ -453,20 +316,4 @@ async fn clear_other_defaults(api: &Api<BackupStorageLocation>, keep: &str) -> R
         }
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn credentials_are_secret_equals_key() {
-        let sel = parse_credential("bsl-creds=cloud").unwrap();
-        assert_eq!(
-            (sel.name.as_str(), sel.key.as_str()),
-            ("bsl-creds", "cloud")
-        );
-        assert!(parse_credential("bsl-creds").is_err());
-        assert!(parse_credential("=cloud").is_err());
-    }
 }
