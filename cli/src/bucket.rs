@@ -36,7 +36,7 @@ pub(crate) struct StoreAccessArgs {
     #[arg(long, value_name = "FILE")]
     cacert: Option<PathBuf>,
     /// How long to wait for the object store.
-    #[arg(long, default_value = "1m", value_parser = crate::duration::parse_positive)]
+    #[arg(long, default_value = "1m", value_parser = lifeboat_server::duration::parse_positive)]
     timeout: Duration,
 }
 

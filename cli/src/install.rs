@@ -210,7 +210,7 @@ fn options(args: &InstallFlags, namespace: &str, tls: pki::Bundle) -> Result<Ins
         // It becomes the server's flag of the same name: checked with the parser that flag
         // uses, so an install never writes a Deployment whose server refuses to start.
         let frequency = frequency.trim();
-        if let Err(e) = crate::duration::parse_positive(frequency) {
+        if let Err(e) = lifeboat_server::duration::parse_positive(frequency) {
             bail!("--default-restic-prune-frequency {e}");
         }
         options.default_restic_prune_frequency = Some(frequency.to_owned());

@@ -16,7 +16,6 @@ mod cluster;
 mod completion;
 mod config;
 mod describe;
-mod duration;
 mod format;
 mod install;
 mod location;

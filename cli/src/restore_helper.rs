@@ -6,7 +6,7 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use crate::duration;
+use lifeboat_server::duration;
 
 // See [`lifeboat_agent::helper`] for the contract.
 // No `///` here: clap applies a struct's doc comment to its command too, and the command's

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cluster::DEFAULT_NAMESPACE;
 use crate::config::split_features;
-use crate::duration;
+use lifeboat_server::duration;
 
 #[derive(Debug, Args)]
 pub(crate) struct ServerArgs {

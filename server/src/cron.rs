@@ -46,7 +46,7 @@ impl FromStr for CronSchedule {
         }
         if let Some(interval) = text.strip_prefix("@every") {
             let interval = interval.trim();
-            let every = humantime::parse_duration(interval).map_err(|e| CronError::Every {
+            let every = crate::duration::parse(interval).map_err(|e| CronError::Every {
                 interval: interval.to_owned(),
                 reason: e.to_string(),
             })?;

@@ -8,6 +8,7 @@ pub mod backup;
 pub mod clock;
 mod controller;
 pub mod cron;
+pub mod duration;
 mod error;
 mod http;
 pub mod identity;
@@ -20,6 +21,7 @@ mod server;
 pub mod storage;
 mod tls;
 
-pub use controller::{Settings, go_duration, parse_duration};
+pub use controller::Settings;
+pub use duration::{go_duration, parse_duration};
 pub use error::{Error, Result};
 pub use server::{ServerOptions, run, serve_agents};

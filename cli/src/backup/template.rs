@@ -11,9 +11,9 @@ use lifeboat_server::api::{BackupSpec, BackupStorageLocation, VolumeSnapshotLoca
 use lifeboat_server::backup::validate_includes_excludes;
 
 use crate::cluster::get_named;
-use crate::duration;
 use crate::format::{go_duration, parse_pairs};
 use crate::selector;
+use lifeboat_server::duration;
 
 /// What a backup takes: the flags of `backup create` that `schedule create` shares.
 #[derive(Debug, Clone, Args)]

@@ -21,7 +21,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use lifeboat_repo::{Context, Location, LockOptions, MemoryBudget, Repository, RepositoryOptions};
 use serde::Serialize;
 
-use crate::duration;
+use lifeboat_server::duration;
 
 pub(crate) use get::{RepositoryGetArgs, repositories};
 

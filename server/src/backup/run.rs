@@ -34,8 +34,9 @@ use crate::backup::{
     validate,
 };
 use crate::clock::kube_time;
+use crate::controller::Context;
 use crate::controller::operation::{Stop, mark_failed};
-use crate::controller::{Context, go_duration, parse_duration};
+use crate::duration::{go_duration, parse_duration};
 use crate::error::{Error, Result};
 use crate::podvolume::backup::back_up_pod_volumes;
 use crate::storage::{LocationStore, chain};

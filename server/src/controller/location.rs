@@ -19,8 +19,9 @@ use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use tokio_util::sync::CancellationToken;
 
-use super::{Context, log_reconciles, parse_duration, retry_after};
+use super::{Context, log_reconciles, retry_after};
 use crate::api::{BackupStorageLocation, BackupStorageLocationStatus, Lenient, LocationPhase};
+use crate::duration::parse_duration;
 use crate::error::{Error, Result};
 use crate::storage::chain;
 

@@ -19,11 +19,12 @@ use kube::{Resource, ResourceExt};
 use lifeboat_repo::{Repository, RepositoryOptions};
 use tokio_util::sync::CancellationToken;
 
-use super::{Context, log_reconciles, parse_duration};
+use super::{Context, log_reconciles};
 use crate::api::{
     BackupStorageLocation, Lenient, RepositoryPhase, ResticRepository, ResticRepositoryStatus,
 };
 use crate::clock::kube_time;
+use crate::duration::parse_duration;
 use crate::error::{Error, Result};
 use crate::storage::chain;
 

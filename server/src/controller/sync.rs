@@ -25,12 +25,13 @@ use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use tokio_util::sync::CancellationToken;
 
-use super::{Context, log_reconciles, parse_duration};
+use super::{Context, log_reconciles};
 use crate::api::{
     Backup, BackupPhase, BackupStorageLocation, BackupStorageLocationStatus, Lenient,
     PodVolumeBackup, labels,
 };
 use crate::backup::layout::{self, BACKUPS_DIR, BackupKeys};
+use crate::duration::parse_duration;
 use crate::error::{Error, Result};
 use crate::storage::{LocationStore, chain};
 

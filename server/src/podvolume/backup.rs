@@ -36,7 +36,8 @@ use crate::api::{
 };
 use crate::backup::BackupResults;
 use crate::clock::kube_time;
-use crate::controller::{Context, parse_duration};
+use crate::controller::Context;
+use crate::duration::parse_duration;
 use crate::error::Result;
 use crate::storage::{LocationStore, chain};
 

@@ -64,7 +64,7 @@ pub(crate) async fn ensure_repository(
                 volume_namespace: namespace.to_owned(),
                 backup_storage_location: location_name.clone(),
                 restic_identifier: location.to_string(),
-                maintenance_frequency: crate::controller::go_duration(
+                maintenance_frequency: crate::duration::go_duration(
                     ctx.settings.default_prune_frequency,
                 ),
                 ..ResticRepositorySpec::default()

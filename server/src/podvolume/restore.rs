@@ -39,7 +39,8 @@ use crate::api::{
 };
 use crate::backup::BackupResults;
 use crate::clock::kube_time;
-use crate::controller::{Context, Settings, go_duration};
+use crate::controller::{Context, Settings};
+use crate::duration::go_duration;
 use crate::error::Result;
 use crate::storage::{LocationStore, chain};
 

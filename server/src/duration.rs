@@ -1,6 +1,7 @@
-//! The one parser of the durations typed on the command line (`--ttl`, `--timeout`,
-//! `--lock-wait`, the server's periods, …), with the syntax of Go's `time.ParseDuration`, which
-//! Velero's flags use: a sequence of decimal numbers, each with an optional fraction and a unit
+//! The one parser of durations, on the command line (`--ttl`, `--timeout`, `--lock-wait`, the
+//! server's periods, …) and in the objects the server reads (a Backup's `ttl`, a location's
+//! `validationFrequency`, a schedule's `@every`), with the syntax of Go's `time.ParseDuration`,
+//! which Velero uses for both: a sequence of decimal numbers, each with an optional fraction and a unit
 //! (`720h`, `1h30m`, `1.5h`, `90s`, `300ms`), or a bare `0`.
 //!
 //! Units: `ns`, `us` (also `µs` and `μs`), `ms`, `s`, `m`, `h`. There is no day: Velero writes
@@ -13,7 +14,7 @@
 //! arithmetic where Go goes through a float (the two agree to the nanosecond but for rare
 //! roundings, e.g. `0.3333333333333333333h`).
 //!
-//! Writing durations back as Go writes them is [`crate::format::go_duration`].
+//! Writing durations back as Go writes them is [`go_duration`].
 
 use std::time::Duration;
 
@@ -42,7 +43,7 @@ const MAX_FRACTION_DIGITS: u32 = 18;
 
 /// Why a text is not a duration; each message names the text and what is accepted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub(crate) enum DurationError {
+pub enum DurationError {
     #[error("an empty value is not a duration; {ACCEPTED}")]
     Empty,
     #[error("`{text}` is not a duration; {ACCEPTED}")]
@@ -64,13 +65,13 @@ pub(crate) enum DurationError {
 }
 
 /// Parses `text` (Go's syntax, see the module doc).
-pub(crate) fn parse(text: &str) -> Result<Duration, DurationError> {
+pub fn parse(text: &str) -> Result<Duration, DurationError> {
     parse_with_bare_unit(text, None)
 }
 
 /// Parses `text` as [`parse`] does, refusing zero: for timeouts and poll intervals, where zero
 /// would mean "never wait" or "spin".
-pub(crate) fn parse_positive(text: &str) -> Result<Duration, DurationError> {
+pub fn parse_positive(text: &str) -> Result<Duration, DurationError> {
     match parse(text)? {
         d if d.is_zero() => Err(DurationError::Zero {
             text: text.to_string(),
@@ -81,7 +82,7 @@ pub(crate) fn parse_positive(text: &str) -> Result<Duration, DurationError> {
 
 /// Parses `text` as [`parse`] does, and also a bare whole number as seconds (`30`): for the
 /// flags that took seconds before they took Go durations, so their scripts keep working.
-pub(crate) fn parse_or_seconds(text: &str) -> Result<Duration, DurationError> {
+pub fn parse_or_seconds(text: &str) -> Result<Duration, DurationError> {
     parse_with_bare_unit(text, Some(1_000_000_000))
 }
 
@@ -185,6 +186,47 @@ fn to_duration(nanos: Option<u128>, text: &str) -> Result<Duration, DurationErro
             text: text.to_string(),
         }),
     }
+}
+
+/// A duration as Go's `time.Duration` writes it, the form Kubernetes stores (`72h0m0s`,
+/// `1h30m0s`, `5m0s`, `30s`, `1.5s`, `250ms`, `0s`).
+pub fn go_duration(d: Duration) -> String {
+    /// `n / unit` with the remainder as decimals, trailing zeros dropped (`1500, 1000` → `1.5`).
+    fn decimal(n: u128, unit: u128) -> String {
+        let (whole, rest) = (n / unit, n % unit);
+        if rest == 0 {
+            return whole.to_string();
+        }
+        let digits = unit.ilog10() as usize;
+        let fraction = format!("{rest:0digits$}");
+        format!("{whole}.{}", fraction.trim_end_matches('0'))
+    }
+    let nanos = d.as_nanos();
+    match nanos {
+        0 => "0s".into(),
+        1..1_000 => format!("{nanos}ns"),
+        1_000..1_000_000 => format!("{}µs", decimal(nanos, 1_000)),
+        1_000_000..1_000_000_000 => format!("{}ms", decimal(nanos, 1_000_000)),
+        _ => {
+            let secs = d.as_secs();
+            let (hours, minutes) = (secs / 3600, secs % 3600 / 60);
+            let seconds = decimal(
+                u128::from(secs % 60) * 1_000_000_000 + u128::from(d.subsec_nanos()),
+                1_000_000_000,
+            );
+            match (hours, minutes) {
+                (0, 0) => format!("{seconds}s"),
+                (0, m) => format!("{m}m{seconds}s"),
+                (h, m) => format!("{h}h{m}m{seconds}s"),
+            }
+        }
+    }
+}
+
+/// A duration field of an object (`1m0s`, `720h`, `90s`; `0` is zero), surrounding blanks
+/// allowed; `None` when it is not one (the caller says what it does instead).
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    parse(text.trim()).ok()
 }
 
 #[cfg(test)]
@@ -397,5 +439,44 @@ mod tests {
             Err(DurationError::Overflow { .. })
         ));
         assert!(parse("30").is_err());
+    }
+
+    #[test]
+    fn durations_are_written_as_go_writes_them() {
+        let d = |s: u64| Duration::from_secs(s);
+        assert_eq!(go_duration(d(72 * 3600)), "72h0m0s");
+        assert_eq!(go_duration(d(5400)), "1h30m0s");
+        assert_eq!(go_duration(d(300)), "5m0s");
+        assert_eq!(go_duration(d(30)), "30s");
+        assert_eq!(go_duration(d(0)), "0s");
+        assert_eq!(go_duration(Duration::from_millis(1500)), "1.5s");
+        assert_eq!(go_duration(Duration::from_millis(250)), "250ms");
+        assert_eq!(go_duration(Duration::from_micros(1500)), "1.5ms");
+        assert_eq!(go_duration(Duration::from_nanos(7)), "7ns");
+    }
+
+    #[test]
+    fn duration_fields_of_objects_parse() {
+        assert_eq!(parse_duration("1m0s"), Some(Duration::from_secs(60)));
+        assert_eq!(
+            parse_duration("720h0m0s"),
+            Some(Duration::from_secs(720 * 3600))
+        );
+        assert_eq!(parse_duration(" 90s "), Some(Duration::from_secs(90)));
+        assert_eq!(parse_duration("1h30m"), Some(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("0"), Some(Duration::ZERO));
+        assert_eq!(parse_duration("0s"), Some(Duration::ZERO));
+        assert_eq!(parse_duration("soon"), None);
+        assert_eq!(parse_duration("3d"), None);
+    }
+
+    #[test]
+    fn what_is_written_reads_back() {
+        for secs in [0, 1, 59, 60, 3599, 3600, 5400, 720 * 3600] {
+            let d = Duration::from_secs(secs);
+            assert_eq!(parse(&go_duration(d)), Ok(d), "{secs}s");
+        }
+        let d = Duration::from_millis(1500);
+        assert_eq!(parse(&go_duration(d)), Ok(d));
     }
 }
