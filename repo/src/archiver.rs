@@ -45,7 +45,8 @@ use tokio_util::sync::CancellationToken;
 use crate::budget::BackupBuffers;
 use crate::chunker::{Chunks, Rabin};
 use crate::crypto::MasterKey;
-use crate::index::{BLOBS_PER_FILE, BlobIndex, Hex32, IdSet, IndexWriter, PackedBlob};
+use crate::index::{BLOBS_PER_FILE, BlobIndex, Hex32, IdSet, IndexWriter};
+use crate::pack::{self, PackError, PackedBlob};
 use crate::progress::{Progress, Stage, Unit};
 use crate::source::Warnings;
 use crate::store::{FileKind, Store, StoreError};
@@ -116,6 +117,8 @@ fn bump(c: &AtomicU64, n: u64) {
 pub(crate) enum Failure {
     Cancelled,
     Store(StoreError),
+    /// A pack's header did not verify after it was sealed.
+    Pack(PackError),
     Other(String),
 }
 
@@ -211,30 +214,20 @@ impl Packer {
         self.buf.len() >= self.size || self.blobs.len() >= PACK_BLOBS
     }
 
-    /// The pack file: blobs, then the encrypted header and its length.
-    pub(crate) fn finish(&mut self, key: &MasterKey) -> Option<Pack> {
+    /// The pack file: blobs, then the encrypted header and its length ([`crate::pack`]);
+    /// `Ok(None)` when it holds no blob.
+    pub(crate) fn finish(&mut self, key: &MasterKey) -> Result<Option<Pack>, PackError> {
         if self.blobs.is_empty() {
-            return None;
+            return Ok(None);
         }
-        let mut header = Vec::with_capacity(self.blobs.len() * 41);
-        for b in &self.blobs {
-            let compressed = b.uncompressed != 0;
-            header.push(u8::from(b.tree) | (u8::from(compressed) << 1));
-            header.extend_from_slice(&b.length.to_le_bytes());
-            if compressed {
-                header.extend_from_slice(&b.uncompressed.to_le_bytes());
-            }
-            header.extend_from_slice(&b.id);
-        }
-        let sealed = key.encrypt(&header);
         let mut bytes = std::mem::take(&mut self.buf);
-        bytes.extend_from_slice(&sealed);
-        bytes.extend_from_slice(&(sealed.len() as u32).to_le_bytes());
-        Some(Pack {
+        let blobs = std::mem::take(&mut self.blobs);
+        pack::write_header(key, &blobs, &mut bytes)?;
+        Ok(Some(Pack {
             id: Sha256::digest(&bytes).into(),
             bytes,
-            blobs: std::mem::take(&mut self.blobs),
-        })
+            blobs,
+        }))
     }
 }
 
@@ -318,6 +311,15 @@ impl Shared<'_> {
         packer.add(&self.env.key, id, plain, 0)
     }
 
+    /// Stops the backup with `failure`, unless one came first.
+    fn fail(&self, failure: Failure) {
+        FailSlot {
+            stop: self.stop.clone(),
+            failure: self.failure.clone(),
+        }
+        .fail_with(failure);
+    }
+
     /// Finishes `packer`'s pack and sends it to the store, once fewer than the budget's uploads are
     /// in flight (a full pack waits unfinished, so no more than that many exist finished).
     fn upload(&self, packer: &mut Packer) {
@@ -330,8 +332,13 @@ impl Shared<'_> {
             }
         });
         let Some(permit) = permit else { return };
-        let Some(pack) = packer.finish(&env.key) else {
-            return;
+        let pack = match packer.finish(&env.key) {
+            Ok(Some(pack)) => pack,
+            Ok(None) => return,
+            Err(e) => {
+                self.fail(Failure::Pack(e));
+                return;
+            }
         };
         let store = env.store.clone();
         let key = env.key.clone();
@@ -539,10 +546,12 @@ struct FailSlot {
 
 impl FailSlot {
     fn fail(&self, e: StoreError) {
-        let mut slot = lock(&self.failure);
-        if slot.is_none() {
-            *slot = Some(Failure::Store(e));
-        }
+        self.fail_with(Failure::Store(e));
+    }
+
+    /// Keeps the first failure and stops the backup.
+    fn fail_with(&self, failure: Failure) {
+        lock(&self.failure).get_or_insert(failure);
         self.stop.cancel();
     }
 }

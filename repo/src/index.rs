@@ -19,6 +19,7 @@ use serde::Deserialize;
 use tokio::runtime::Handle;
 
 use crate::crypto::{self, MasterKey};
+use crate::pack::PackedBlob;
 use crate::store::{FileKind, Store, StoreError};
 
 /// Where a blob is.
@@ -462,18 +463,6 @@ impl IdSet {
             }
         }
     }
-}
-
-/// One blob of a pack, as its header and the index list it.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct PackedBlob {
-    pub id: [u8; 32],
-    pub tree: bool,
-    pub offset: u32,
-    /// Encrypted length.
-    pub length: u32,
-    /// 0: stored uncompressed.
-    pub uncompressed: u32,
 }
 
 /// Index entries of packs not yet in an index file.

@@ -1025,6 +1025,7 @@ impl Repository {
                         archiver::archive(&env, &index, &plan).map_err(|f| match f {
                             Failure::Cancelled => Error::Cancelled,
                             Failure::Store(e) => store_error(&store, e),
+                            Failure::Pack(e) => Error::engine(e),
                             Failure::Other(m) => Error::engine(m),
                         })?;
                     let mut snap = SnapshotOptions::default().to_snapshot()?;
@@ -1787,7 +1788,7 @@ pub mod testing {
         let store = repo.store();
         let mut index = IndexWriter::default();
         for packer in [&mut w.data, &mut w.trees] {
-            if let Some(pack) = packer.finish(&key) {
+            if let Some(pack) = packer.finish(&key).map_err(crate::error::Error::engine)? {
                 store
                     .write(
                         FileKind::Pack,

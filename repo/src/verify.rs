@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::crypto::{MasterKey, Opener};
 use crate::index::{BlobIndex, Loc};
+use crate::pack;
 use crate::progress::Stage;
 use crate::store::{Asked, FileKind, Store};
 
@@ -100,8 +101,11 @@ fn verify_pack(
     }
     // The index may name a blob stored twice at one place only: every blob it puts here must
     // be in the header, at that offset and length.
-    let header: std::collections::HashSet<([u8; 32], u32, u32)> =
-        header(key, data)?.into_iter().collect();
+    let header: std::collections::HashSet<([u8; 32], u32, u32)> = pack::read_header(key, data)
+        .map_err(|_| "its header is damaged".to_string())?
+        .into_iter()
+        .map(|b| (b.id, b.offset, b.length))
+        .collect();
     if let Some((blob, _)) = blobs
         .iter()
         .find(|(b, l)| !header.contains(&(*b, l.offset, l.length)))
@@ -128,28 +132,4 @@ fn verify_pack(
         }
     }
     Ok(())
-}
-
-/// The blobs a pack's header lists: id, offset, encrypted length.
-fn header(key: &MasterKey, data: &[u8]) -> Result<Vec<([u8; 32], u32, u32)>, String> {
-    let bad = || "its header is damaged".to_string();
-    let n = data.len();
-    let tail = n.checked_sub(4).ok_or_else(bad)?;
-    let len = u32::from_le_bytes(data[tail..].try_into().map_err(|_| bad())?) as usize;
-    let start = tail.checked_sub(len).ok_or_else(bad)?;
-    let plain = key.decrypt(&data[start..tail]).map_err(|_| bad())?;
-    let mut out = Vec::new();
-    let mut offset = 0u32;
-    let mut rest = &plain[..];
-    while !rest.is_empty() {
-        let kind = rest[0];
-        let entry = if kind & 2 != 0 { 41 } else { 37 };
-        let e = rest.get(..entry).ok_or_else(bad)?;
-        let length = u32::from_le_bytes(e[1..5].try_into().map_err(|_| bad())?);
-        let id: [u8; 32] = e[entry - 32..].try_into().map_err(|_| bad())?;
-        out.push((id, offset, length));
-        offset += length;
-        rest = &rest[entry..];
-    }
-    Ok(out)
 }
