@@ -36,15 +36,15 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
+use rustic_core::DataId;
 use rustic_core::repofile::{Metadata, Node, NodeType, Tree};
-use rustic_core::{DataId, Id, TreeId};
-use sha2::{Digest, Sha256};
 use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 
 use crate::budget::BackupBuffers;
 use crate::chunker::{Chunks, Rabin};
 use crate::crypto::MasterKey;
+use crate::id::{BlobId, PackId, TreeId};
 use crate::index::{BLOBS_PER_FILE, BlobIndex, Hex32, IdSet, IndexWriter};
 use crate::pack::{self, PackError, PackedBlob};
 use crate::progress::{Progress, Stage, Unit};
@@ -87,7 +87,7 @@ pub(crate) struct Plan<'a> {
     /// Its path in the snapshot.
     pub stored: &'a Path,
     /// The parent snapshot's root tree.
-    pub parent: Option<[u8; 32]>,
+    pub parent: Option<TreeId>,
 }
 
 /// What a backup did: restic's summary counters, counted from every thread.
@@ -151,7 +151,7 @@ struct Zstd {
 
 /// A finished pack: its id, bytes and blobs.
 pub(crate) struct Pack {
-    pub id: [u8; 32],
+    pub id: PackId,
     pub bytes: Vec<u8>,
     pub blobs: Vec<PackedBlob>,
 }
@@ -182,7 +182,7 @@ impl Packer {
     pub(crate) fn add(
         &mut self,
         key: &MasterKey,
-        id: [u8; 32],
+        id: BlobId,
         data: &[u8],
         uncompressed: u32,
     ) -> u64 {
@@ -224,7 +224,7 @@ impl Packer {
         let blobs = std::mem::take(&mut self.blobs);
         pack::write_header(key, &blobs, &mut bytes)?;
         Ok(Some(Pack {
-            id: Sha256::digest(&bytes).into(),
+            id: PackId::of(&bytes),
             bytes,
             blobs,
         }))
@@ -240,14 +240,14 @@ struct Pending {
     remaining: AtomicUsize,
     up: Option<(Arc<Pending>, usize)>,
     /// The parent snapshot's tree of this directory.
-    before: Option<[u8; 32]>,
+    before: Option<TreeId>,
 }
 
 impl Pending {
     fn new(
         node: Option<Node>,
         up: Option<(Arc<Pending>, usize)>,
-        before: Option<[u8; 32]>,
+        before: Option<TreeId>,
     ) -> Arc<Self> {
         Arc::new(Self {
             node: Mutex::new(node),
@@ -285,7 +285,7 @@ struct Shared<'e> {
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     written: Arc<Mutex<IndexWriter>>,
     spare: Spare,
-    root: Mutex<Option<[u8; 32]>>,
+    root: Mutex<Option<TreeId>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -294,13 +294,13 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Shared<'_> {
     /// Claims `id` for this backup: false if the repository or this backup has it already.
-    fn claim(&self, id: &[u8; 32]) -> bool {
+    fn claim(&self, id: &BlobId) -> bool {
         !self.index.contains(id) && self.seen.insert(id)
     }
 
     /// Compresses (version 2, when it helps) and seals a blob into `packer`; returns the
     /// sealed length.
-    fn seal(&self, id: [u8; 32], plain: &[u8], z: &mut Zstd, packer: &mut Packer) -> u64 {
+    fn seal(&self, id: BlobId, plain: &[u8], z: &mut Zstd, packer: &mut Packer) -> u64 {
         if let Some(c) = &mut z.context {
             z.out.clear();
             z.out.reserve(zstd::zstd_safe::compress_bound(plain.len()));
@@ -351,7 +351,7 @@ impl Shared<'_> {
         };
         let task = env.rt.spawn(async move {
             let _permit = permit;
-            let name = hex::encode(pack.id);
+            let name = pack.id.to_string();
             let bytes = Bytes::from(pack.bytes);
             let kept = bytes.clone();
             if let Err(e) = store.write(FileKind::Pack, &name, vec![bytes]).await {
@@ -392,21 +392,21 @@ impl Shared<'_> {
             .collect();
         let mut json = serde_json::to_vec(&Tree { nodes }).expect("a tree always serialises");
         json.push(b'\n');
-        let id: [u8; 32] = Sha256::digest(&json).into();
+        let id = TreeId::of(&json);
         match dir.before {
             None => bump(&self.counters.dirs_new, 1),
             Some(before) if before == id => bump(&self.counters.dirs_unmodified, 1),
             Some(_) => bump(&self.counters.dirs_changed, 1),
         }
-        if self.claim(&id) {
+        if self.claim(&id.blob()) {
             let packed = (self.env.version >= 2)
                 .then(|| crate::crypto::compress(&json, self.env.level).ok())
                 .flatten()
                 .filter(|p| p.len() < json.len());
             let mut trees = lock(&self.trees);
             let sealed = match &packed {
-                Some(p) => trees.add(&self.env.key, id, p, json.len() as u32),
-                None => trees.add(&self.env.key, id, &json, 0),
+                Some(p) => trees.add(&self.env.key, id.blob(), p, json.len() as u32),
+                None => trees.add(&self.env.key, id.blob(), &json, 0),
             };
             bump(&self.counters.tree_blobs, 1);
             bump(&self.counters.trees_added, json.len() as u64);
@@ -418,7 +418,7 @@ impl Shared<'_> {
         let node = lock(&dir.node).take();
         match (&dir.up, node) {
             (Some((parent, slot)), Some(mut node)) => {
-                node.subtree = Some(TreeId::from(Id::new(id)));
+                node.subtree = Some(rustic_core::TreeId::from(id.to_rustic()));
                 self.complete(parent, *slot, Some(node));
             }
             _ => *lock(&self.root) = Some(id),
@@ -508,7 +508,7 @@ impl Shared<'_> {
                     return None;
                 }
             };
-            let id: [u8; 32] = Sha256::digest(chunk).into();
+            let id = BlobId::of(chunk);
             if self.claim(&id) {
                 let sealed = self.seal(id, chunk, zstd, packer);
                 bump(&self.counters.data_blobs, 1);
@@ -520,7 +520,7 @@ impl Shared<'_> {
             }
             size += chunk.len() as u64;
             self.stage.advance(chunk.len() as u64);
-            content.push(DataId::from(Id::new(id)));
+            content.push(DataId::from(id.to_rustic()));
         }
         bump(&self.counters.bytes_processed, size);
         if let Ok(after) = file.metadata()
@@ -700,7 +700,7 @@ struct DirTask {
     /// What the listing found there: only that directory is listed.
     listed: Identity,
     dir: Arc<Pending>,
-    before: Option<[u8; 32]>,
+    before: Option<TreeId>,
 }
 
 /// Directories listed but not walked yet, shared by the walkers: a stack, so each walker goes
@@ -844,7 +844,7 @@ impl Walker<'_, '_> {
     }
 
     /// The parent snapshot's tree `id`, its nodes by name (none without a parent tree).
-    fn load(&self, id: Option<[u8; 32]>) -> Result<HashMap<String, Before>, Failure> {
+    fn load(&self, id: Option<TreeId>) -> Result<HashMap<String, Before>, Failure> {
         let Some(id) = id else {
             return Ok(HashMap::new());
         };
@@ -852,12 +852,11 @@ impl Walker<'_, '_> {
         let json = self
             .shared
             .index
-            .read_blob(&id, &env.store, &env.key, &env.rt)
+            .read_blob(&id.blob(), &env.store, &env.key, &env.rt)
             .map_err(|e| Failure::Other(format!("cannot read the parent snapshot's tree: {e}")))?;
         let tree: BeforeTree = serde_json::from_slice(&json).map_err(|e| {
             Failure::Other(format!(
-                "the parent snapshot's tree {} does not parse: {e}",
-                hex::encode(id)
+                "the parent snapshot's tree {id} does not parse: {e}"
             ))
         })?;
         Ok(tree
@@ -908,7 +907,7 @@ impl Walker<'_, '_> {
                 let before = before
                     .filter(|b| b.kind == Kind::Dir)
                     .and_then(|b| b.subtree.as_ref());
-                let before = before.map(|t| t.0);
+                let before = before.map(Hex32::tree);
                 let child = Pending::new(Some(node), Some((dir.clone(), slot)), before);
                 self.dirs.push(DirTask {
                     path: path.to_path_buf(),
@@ -921,10 +920,11 @@ impl Walker<'_, '_> {
                 let counters = &shared.counters;
                 match before.filter(|b| b.kind == Kind::File) {
                     Some(b) if unchanged(b, &node) && self.all_known(b) => {
-                        node.content = b
-                            .content
-                            .as_ref()
-                            .map(|c| c.iter().map(|id| DataId::from(Id::new(id.0))).collect());
+                        node.content = b.content.as_ref().map(|c| {
+                            c.iter()
+                                .map(|id| DataId::from(id.blob().to_rustic()))
+                                .collect()
+                        });
                         bump(&counters.files_unmodified, 1);
                         bump(&counters.bytes_processed, m.len());
                         shared.stage.advance(m.len());
@@ -966,7 +966,7 @@ impl Walker<'_, '_> {
     fn all_known(&self, node: &Before) -> bool {
         node.content
             .as_ref()
-            .is_some_and(|c| c.iter().all(|id| self.shared.index.contains(&id.0)))
+            .is_some_and(|c| c.iter().all(|id| self.shared.index.contains(&id.blob())))
     }
 
     /// Lists directories until none is left; then sends its last files.
@@ -997,7 +997,7 @@ impl Walker<'_, '_> {
         path: &Path,
         listed: Identity,
         dir: &Arc<Pending>,
-        before: Option<[u8; 32]>,
+        before: Option<TreeId>,
     ) -> Result<(), Failure> {
         let shared = self.shared;
         let previous = self.load(before)?;
@@ -1108,7 +1108,7 @@ pub(crate) fn archive(
     env: &Env,
     index: &BlobIndex,
     plan: &Plan<'_>,
-) -> Result<([u8; 32], Counters), Failure> {
+) -> Result<(TreeId, Counters), Failure> {
     let stop = env.cancel.child_token();
     let buffers = env.buffers;
     let spare = Arc::new(Spares {
@@ -1241,7 +1241,7 @@ impl Walker<'_, '_> {
                 .get(&node.name)
                 .filter(|n| n.kind == Kind::Dir)
                 .and_then(|n| n.subtree.as_ref())
-                .map(|t| t.0);
+                .map(Hex32::tree);
             *lock(&dir.children) = vec![None];
             let child = Pending::new(Some(node), Some((dir.clone(), 0)), prev);
             // The listing of `dir` is complete once its one child is.

@@ -24,6 +24,7 @@
 //! between sealing and writing, or a bug in the offsets) before it is uploaded and indexed.
 
 use crate::crypto::MasterKey;
+use crate::id::BlobId;
 
 /// An entry of an uncompressed blob: type, sealed length, id.
 pub(crate) const ENTRY_LEN: usize = 1 + 4 + 32;
@@ -42,8 +43,7 @@ const TYPE_COMPRESSED: u8 = 2;
 /// One blob of a pack, as its header and the index list it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct PackedBlob {
-    // The plaintext's SHA-256, as the header stores it.
-    pub id: [u8; 32],
+    pub id: BlobId,
     pub tree: bool,
     pub offset: u32,
     /// Sealed length.
@@ -99,7 +99,7 @@ fn encode_header(blobs: &[PackedBlob]) -> Vec<u8> {
         if b.uncompressed != 0 {
             header.extend_from_slice(&b.uncompressed.to_le_bytes());
         }
-        header.extend_from_slice(&b.id);
+        header.extend_from_slice(b.id.as_bytes());
     }
     header
 }
@@ -129,11 +129,12 @@ fn decode_header(mut plain: &[u8]) -> Result<Vec<PackedBlob>, PackError> {
         };
         let length = u32_at(1);
         let uncompressed = if compressed { u32_at(5) } else { 0 };
+        // The header's bytes: raw here, typed as soon as they are read.
         let id: [u8; 32] = bytes[len - 32..]
             .try_into()
             .expect("the entry ends with 32 bytes of id");
         out.push(PackedBlob {
-            id,
+            id: BlobId::from_bytes(id),
             tree: kind & TYPE_TREE != 0,
             offset,
             length,
@@ -209,7 +210,7 @@ mod tests {
         let mut pack = Vec::new();
         let mut listed = Vec::new();
         for &(tree, plain, compress) in blobs {
-            let id = crate::id::hash(plain);
+            let id = BlobId::of(plain);
             let (stored, uncompressed) = if compress {
                 let z = crate::crypto::compress(plain, 3).expect("compress");
                 (z, plain.len() as u32)
@@ -286,7 +287,7 @@ mod tests {
     #[test]
     fn a_header_that_ends_inside_an_entry_or_names_an_unknown_type_is_refused() {
         let blob = PackedBlob {
-            id: [9; 32],
+            id: BlobId::from_bytes([9; 32]),
             tree: false,
             offset: 0,
             length: 40,

@@ -37,7 +37,7 @@ use crate::budget::{
 use crate::chunker::{Rabin, Sizes};
 use crate::crypto::{self, MasterKey};
 use crate::error::{Error, Result};
-use crate::id::{PackId, SnapshotId};
+use crate::id::{PackId, SnapshotId, TreeId};
 use crate::index::{BlobIndex, IndexError};
 use crate::location::Location;
 use crate::lock::{LockGuard, LockInfo, LockOptions, Locks};
@@ -1019,7 +1019,7 @@ impl Repository {
                     let plan = archiver::Plan {
                         source: &source,
                         stored: &stored_root,
-                        parent: parent.as_ref().map(|p| *p.tree.as_bytes()),
+                        parent: parent.as_ref().map(|p| TreeId::from_bytes(*p.tree.as_bytes())),
                     };
                     let (root, summary) =
                         archiver::archive(&env, &index, &plan).map_err(|f| match f {
@@ -1034,7 +1034,7 @@ impl Repository {
                         snap.tags.add(tag.clone());
                     }
                     snap.paths.add(stored_root.to_string_lossy().into_owned());
-                    snap.tree = rustic_core::TreeId::from(rustic_core::Id::new(root));
+                    snap.tree = rustic_core::TreeId::from(root.to_rustic());
                     snap.parent = parent.map(|p| {
                         rustic_core::repofile::SnapshotId::from(rustic_core::Id::new(
                             *p.id.as_bytes(),
@@ -1045,15 +1045,15 @@ impl Repository {
                     let json = serde_json::to_vec(&snap)
                         .map_err(|e| Error::engine(format!("cannot encode the snapshot: {e}")))?;
                     let bytes = key.encrypt(&crypto::pack_json(version, &json));
-                    let id = crate::id::hash(&bytes);
+                    let id = SnapshotId::of(&bytes);
                     env.rt
                         .block_on(store.write(
                             FileKind::Snapshot,
-                            &hex::encode(id),
+                            &id.to_string(),
                             vec![bytes.into()],
                         ))
                         .map_err(|e| store_error(&store, e))?;
-                    snap.id = rustic_core::repofile::SnapshotId::from(rustic_core::Id::new(id));
+                    snap.id = rustic_core::repofile::SnapshotId::from(id.to_rustic());
                     Ok(snap)
                 })
                 .await
@@ -1123,7 +1123,8 @@ impl Repository {
                     let index_text = format!("~{index_mib} MiB");
                     beyond(budget, "restore", &index_text, index_mib, smallest_mib)?;
                 }
-                let (snap_id, root) = (snap.id, *snap.tree.as_bytes());
+                // A snapshot's tree is a tree blob.
+                let (snap_id, root) = (snap.id, TreeId::from_bytes(*snap.tree.as_bytes()));
                 let loading = self.reserve(INDEX_LOAD_MIB + index_mib, ctx).await?;
                 let index = BlobIndex::load(&self.store, &key, index_files, INDEX_READS)
                     .await
@@ -1712,15 +1713,15 @@ pub mod testing {
     pub async fn snapshot_of_tree(repo: &Repository, entries: &[Crafted]) -> Result<SnapshotId> {
         use crate::archiver::Packer;
         use crate::crypto::{self, MasterKey};
+        use crate::id::{BlobId, TreeId};
         use crate::index::IndexWriter;
         use crate::store::FileKind;
-        use sha2::{Digest, Sha256};
 
         struct Writer {
             key: MasterKey,
             data: Packer,
             trees: Packer,
-            seen: std::collections::HashSet<[u8; 32]>,
+            seen: std::collections::HashSet<BlobId>,
         }
         impl Writer {
             fn node(&mut self, entry: &Crafted) -> Node {
@@ -1735,11 +1736,11 @@ pub mod testing {
                             Node::new_node(OsStr::from_bytes(name), NodeType::File, meta);
                         let mut content = Vec::new();
                         if !data.is_empty() {
-                            let id: [u8; 32] = Sha256::digest(data).into();
+                            let id = BlobId::of(data);
                             if self.seen.insert(id) {
                                 self.data.add(&self.key, id, data, 0);
                             }
-                            content.push(rustic_core::DataId::from(rustic_core::Id::new(id)));
+                            content.push(rustic_core::DataId::from(id.to_rustic()));
                         }
                         node.content = Some(content);
                         node
@@ -1752,7 +1753,7 @@ pub mod testing {
                         meta.mode = Some((1 << 31) | *mode);
                         let id = self.tree(entries);
                         let mut node = Node::new_node(OsStr::from_bytes(name), NodeType::Dir, meta);
-                        node.subtree = Some(rustic_core::TreeId::from(rustic_core::Id::new(id)));
+                        node.subtree = Some(rustic_core::TreeId::from(id.to_rustic()));
                         node
                     }
                     Crafted::Symlink { name, target } => {
@@ -1764,14 +1765,14 @@ pub mod testing {
                 }
             }
 
-            fn tree(&mut self, entries: &[Crafted]) -> [u8; 32] {
+            fn tree(&mut self, entries: &[Crafted]) -> TreeId {
                 let nodes = entries.iter().map(|e| self.node(e)).collect();
                 let mut json = serde_json::to_vec(&rustic_core::repofile::Tree { nodes })
                     .expect("a tree serialises");
                 json.push(b'\n');
-                let id: [u8; 32] = Sha256::digest(&json).into();
-                if self.seen.insert(id) {
-                    self.trees.add(&self.key, id, &json, 0);
+                let id = TreeId::of(&json);
+                if self.seen.insert(id.blob()) {
+                    self.trees.add(&self.key, id.blob(), &json, 0);
                 }
                 id
             }
@@ -1792,7 +1793,7 @@ pub mod testing {
                 store
                     .write(
                         FileKind::Pack,
-                        &hex::encode(pack.id),
+                        &pack.id.to_string(),
                         vec![pack.bytes.into()],
                     )
                     .await
@@ -1811,15 +1812,15 @@ pub mod testing {
             .map_err(crate::error::Error::engine)?;
         snap.hostname = "crafted".into();
         snap.paths.add("/crafted".into());
-        snap.tree = rustic_core::TreeId::from(rustic_core::Id::new(root));
+        snap.tree = rustic_core::TreeId::from(root.to_rustic());
         let json = serde_json::to_vec(&snap).expect("a snapshot serialises");
         let bytes = key.encrypt(&crypto::pack_json(repo.version, &json));
-        let id = crate::id::hash(&bytes);
+        let id = SnapshotId::of(&bytes);
         store
-            .write(FileKind::Snapshot, &hex::encode(id), vec![bytes.into()])
+            .write(FileKind::Snapshot, &id.to_string(), vec![bytes.into()])
             .await
             .map_err(|e| crate::error::Error::store(store.location(), e))?;
-        Ok(hex::encode(id).parse().expect("64 hex digits"))
+        Ok(id)
     }
 
     /// Writes a snapshot of `/crafted` holding one file per `(name, content)`, with the names

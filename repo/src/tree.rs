@@ -30,6 +30,7 @@ use rustic_core::repofile::{Metadata, Node, NodeType, Tree};
 use tokio::runtime::Handle;
 
 use crate::crypto::MasterKey;
+use crate::id::TreeId;
 use crate::index::BlobIndex;
 use crate::store::{FileKind, Store};
 
@@ -79,7 +80,7 @@ pub(crate) struct TreeCache {
 #[derive(Default)]
 struct Cached {
     /// Each tree as stored, and whether its names were checked.
-    trees: HashMap<[u8; 32], (Bytes, bool)>,
+    trees: HashMap<TreeId, (Bytes, bool)>,
     bytes: u64,
 }
 
@@ -96,14 +97,14 @@ impl TreeCache {
     }
 
     /// The cache holds tree `id` and its names were checked.
-    fn checked(&self, id: &[u8; 32]) -> bool {
+    fn checked(&self, id: &TreeId) -> bool {
         self.lock()
             .trees
             .get(id)
             .is_some_and(|(_, checked)| *checked)
     }
 
-    fn get(&self, id: &[u8; 32]) -> Option<Bytes> {
+    fn get(&self, id: &TreeId) -> Option<Bytes> {
         self.lock().trees.get(id).map(|(raw, _)| raw.clone())
     }
 
@@ -114,7 +115,7 @@ impl TreeCache {
 
     /// Keeps `raw` if it fits (an entry costs its bytes and about 64 more); `checked`: its
     /// names were checked.
-    fn keep(&self, id: [u8; 32], raw: Bytes, checked: bool) {
+    fn keep(&self, id: TreeId, raw: Bytes, checked: bool) {
         let mut cached = self.lock();
         if let Some(entry) = cached.trees.get_mut(&id) {
             entry.1 |= checked;
@@ -129,10 +130,10 @@ impl TreeCache {
 }
 
 /// Tree `id`, directory `path`, could not be read.
-fn unreadable(id: &[u8; 32], path: &Path, reason: String) -> WalkError {
+fn unreadable(id: &TreeId, path: &Path, reason: String) -> WalkError {
     WalkError::Unreadable {
         path: shown(path),
-        tree: hex::encode(id),
+        tree: id.to_string(),
         reason,
     }
 }
@@ -147,7 +148,7 @@ fn shown(path: &Path) -> String {
 
 impl Trees<'_> {
     /// The nodes of tree `id`, which is directory `path`.
-    pub(crate) fn load(&self, id: &[u8; 32], path: &Path) -> Result<Vec<Node>, WalkError> {
+    pub(crate) fn load(&self, id: &TreeId, path: &Path) -> Result<Vec<Node>, WalkError> {
         let raw = self
             .rt
             .block_on(self.fetch(id))
@@ -157,12 +158,12 @@ impl Trees<'_> {
 
     /// Tree `id` as stored: from the cache, or read from its pack with the trees beside it
     /// (within [`Self::span`] and the cache's room), which the cache keeps unchecked.
-    async fn fetch(&self, id: &[u8; 32]) -> Result<Bytes, String> {
+    async fn fetch(&self, id: &TreeId) -> Result<Bytes, String> {
         if let Some(raw) = self.cache.get(id) {
             return Ok(raw);
         }
         let Ok(_spanning) = self.span_reads.try_acquire() else {
-            return self.index.fetch_blob(id, self.store).await;
+            return self.index.fetch_blob(&id.blob(), self.store).await;
         };
         let span = u64::from(self.span).min(self.cache.room());
         let near: Vec<_> = self
@@ -172,12 +173,12 @@ impl Trees<'_> {
             .filter(|(tree, _)| tree == id || self.cache.get(tree).is_none())
             .collect();
         let (Some((_, first)), Some((_, last))) = (near.first(), near.last()) else {
-            return self.index.fetch_blob(id, self.store).await;
+            return self.index.fetch_blob(&id.blob(), self.store).await;
         };
         if near.len() == 1 {
-            return self.index.fetch_blob(id, self.store).await;
+            return self.index.fetch_blob(&id.blob(), self.store).await;
         }
-        let pack = hex::encode(self.index.pack_id(first.pack));
+        let pack = self.index.pack_id(first.pack).to_string();
         let start = u64::from(first.offset);
         let end = u64::from(last.offset) + u64::from(last.length);
         let bytes = self
@@ -209,11 +210,11 @@ impl Trees<'_> {
     }
 
     /// The nodes of tree `id` (directory `path`) from its blob as stored.
-    fn parse(&self, id: &[u8; 32], raw: &[u8], path: &Path) -> Result<Vec<Node>, WalkError> {
+    fn parse(&self, id: &TreeId, raw: &[u8], path: &Path) -> Result<Vec<Node>, WalkError> {
         let unreadable = |reason| unreadable(id, path, reason);
         let json = self
             .index
-            .open_blob(id, raw, self.key)
+            .open_blob(&id.blob(), raw, self.key)
             .map_err(unreadable)?;
         let tree: Tree = serde_json::from_slice(&json)
             .map_err(|e| unreadable(format!("it is not a valid tree ({e})")))?;
@@ -235,7 +236,7 @@ impl Trees<'_> {
         })?;
         // Directories to read, taken from the end: the crawl goes deep first, so what waits
         // is about the siblings along one path, not a whole level of the tree.
-        let mut waiting: Vec<(PathBuf, [u8; 32])> = vec![(PathBuf::new(), root)];
+        let mut waiting: Vec<(PathBuf, TreeId)> = vec![(PathBuf::new(), root)];
         let mut reads = FuturesUnordered::new();
         self.rt.block_on(async {
             loop {
@@ -273,9 +274,9 @@ impl Trees<'_> {
 
     /// The node at `subpath` (names separated by `/`; empty: the root) of the snapshot whose
     /// root tree is `root`. The root is a directory node without metadata.
-    pub(crate) fn find(&self, root: &[u8; 32], subpath: &str) -> Result<Node, WalkError> {
+    pub(crate) fn find(&self, root: &TreeId, subpath: &str) -> Result<Node, WalkError> {
         let mut node = Node::new_node(OsStr::new(""), NodeType::Dir, Metadata::default());
-        node.subtree = Some(rustic_core::TreeId::from(rustic_core::Id::new(*root)));
+        node.subtree = Some(rustic_core::TreeId::from(root.to_rustic()));
         let mut at = PathBuf::new();
         for name in subpath.split('/').filter(|n| !n.is_empty()) {
             let Some(tree) = subtree(&node) else {
@@ -307,11 +308,11 @@ impl Trees<'_> {
 }
 
 /// The id of a directory node's tree.
-fn subtree(node: &Node) -> Option<[u8; 32]> {
+fn subtree(node: &Node) -> Option<TreeId> {
     if !node.is_dir() {
         return None;
     }
-    node.subtree.map(|t| crate::id::rustic_bytes(*t))
+    node.subtree.map(|t| TreeId::from_rustic(*t))
 }
 
 /// See [`Trees::walk`].

@@ -8,11 +8,11 @@ use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use sha2::{Digest, Sha256};
 use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 
 use crate::crypto::{MasterKey, Opener};
+use crate::id::{BlobId, PackId};
 use crate::index::{BlobIndex, Loc};
 use crate::pack;
 use crate::progress::Stage;
@@ -50,7 +50,7 @@ pub(crate) fn read_data(
                         if i >= packs.len() {
                             break;
                         }
-                        let name = hex::encode(packs.pack(i).0);
+                        let name = packs.pack(i).0.to_string();
                         asked.push_back((i, store.ask(rt, FileKind::Pack, name, None)));
                     }
                     let Some((i, read)) = asked.pop_front() else {
@@ -60,7 +60,7 @@ pub(crate) fn read_data(
                         break;
                     }
                     let (id, blobs) = packs.pack(i);
-                    let name = hex::encode(id);
+                    let name = id.to_string();
                     let checked = read
                         .wait(rt)
                         .and_then(|arriving| arriving.collect(rt))
@@ -89,19 +89,16 @@ fn verify_pack(
     data: &[u8],
     key: &MasterKey,
     opener: &mut Opener,
-    id: &[u8; 32],
-    blobs: &[([u8; 32], Loc)],
+    id: &PackId,
+    blobs: &[(BlobId, Loc)],
 ) -> Result<(), String> {
-    let hash: [u8; 32] = Sha256::digest(data).into();
+    let hash = PackId::of(data);
     if &hash != id {
-        return Err(format!(
-            "its contents hash to {}, not to its name",
-            hex::encode(hash)
-        ));
+        return Err(format!("its contents hash to {hash}, not to its name"));
     }
     // The index may name a blob stored twice at one place only: every blob it puts here must
     // be in the header, at that offset and length.
-    let header: std::collections::HashSet<([u8; 32], u32, u32)> = pack::read_header(key, data)
+    let header: std::collections::HashSet<(BlobId, u32, u32)> = pack::read_header(key, data)
         .map_err(|_| "its header is damaged".to_string())?
         .into_iter()
         .map(|b| (b.id, b.offset, b.length))
@@ -111,8 +108,7 @@ fn verify_pack(
         .find(|(b, l)| !header.contains(&(*b, l.offset, l.length)))
     {
         return Err(format!(
-            "its header does not hold blob {} where the index puts it",
-            hex::encode(blob)
+            "its header does not hold blob {blob} where the index puts it"
         ));
     }
     for (blob, loc) in blobs {
@@ -121,14 +117,10 @@ fn verify_pack(
             .ok_or("it is shorter than its index says")?;
         let plain = opener
             .open(key, sealed, loc.uncompressed)
-            .map_err(|e| format!("blob {} {e}", hex::encode(blob)))?;
-        let hash: [u8; 32] = Sha256::digest(plain).into();
+            .map_err(|e| format!("blob {blob} {e}"))?;
+        let hash = BlobId::of(plain);
         if &hash != blob {
-            return Err(format!(
-                "blob {} hashes to {}",
-                hex::encode(blob),
-                hex::encode(hash)
-            ));
+            return Err(format!("blob {blob} hashes to {hash}"));
         }
     }
     Ok(())
