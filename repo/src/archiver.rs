@@ -49,7 +49,7 @@ use crate::budget::BackupBuffers;
 use crate::chunker::Rabin;
 use crate::crypto::MasterKey;
 use crate::id::{BlobId, TreeId};
-use crate::index::{BlobIndex, IdSet, IndexWriter};
+use crate::index::{BlobError, BlobIndex, IdSet, IndexWriter};
 use crate::pack::PackError;
 use crate::progress::{Progress, Stage, Unit};
 use crate::source::Warnings;
@@ -112,13 +112,39 @@ fn bump(c: &AtomicU64, n: u64) {
 }
 
 /// Why a backup stopped.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub(crate) enum Failure {
+    #[error("the backup was cancelled")]
     Cancelled,
+    #[error(transparent)]
     Store(StoreError),
     /// A pack's header did not verify after it was sealed.
+    #[error(transparent)]
     Pack(PackError),
-    Other(String),
+    /// A tree of the parent snapshot could not be read.
+    #[error("cannot read the parent snapshot's tree")]
+    ParentTree {
+        tree: TreeId,
+        // Boxed, as the other large causes: every stage's result carries this type.
+        #[source]
+        source: Box<BlobError>,
+    },
+    /// A tree of the parent snapshot is not a tree.
+    #[error("the parent snapshot's tree {tree} does not parse")]
+    ParentTreeParse {
+        tree: TreeId,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The path to store the backup as has no last component (`/`).
+    #[error("the stored path has no name")]
+    StoredPathNoName,
+    /// Every file worker stopped while the walkers still had files for them.
+    #[error("the backup's workers stopped")]
+    WorkersStopped,
+    /// The walk ended without the root's tree: the pipeline lost a directory.
+    #[error("the backup ended before its root tree was written; this is a bug")]
+    NoRootTree,
 }
 
 /// State shared by the walker, the workers and the uploads.
@@ -226,9 +252,7 @@ pub(crate) fn archive(
     }
     walked?;
     shared.write_last_index()?;
-    let root = lock(&shared.root).take().ok_or_else(|| {
-        Failure::Other("the backup ended before its root tree was written; this is a bug".into())
-    })?;
+    let root = lock(&shared.root).take().ok_or(Failure::NoRootTree)?;
     Ok((root, shared.counters))
 }
 

@@ -23,6 +23,39 @@ use crate::id::{BlobId, PackId, TreeId};
 use crate::pack::PackedBlob;
 use crate::store::{FileKind, Store, StoreError};
 
+/// Why a blob could not be read.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum BlobError {
+    #[error("blob {blob} is not in the index")]
+    NotIndexed { blob: BlobId },
+    #[error("cannot read pack {pack}")]
+    Read {
+        pack: PackId,
+        // Boxed: a store error is large, and this travels up through every read's result.
+        #[source]
+        source: Box<StoreError>,
+    },
+    /// A ranged read of several blobs came back short.
+    #[error(
+        "pack {pack} is shorter than the index says ({got} of {wanted} bytes from offset {start})"
+    )]
+    Short {
+        pack: PackId,
+        got: usize,
+        wanted: u64,
+        start: u64,
+    },
+    #[error("blob {blob} in pack {pack} does not decrypt: the pack is damaged")]
+    Decrypt { blob: BlobId, pack: PackId },
+    #[error("blob {blob} in pack {pack} does not decompress")]
+    Decompress {
+        blob: BlobId,
+        pack: PackId,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
 /// Where a blob is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Loc {
@@ -369,21 +402,33 @@ impl BlobIndex {
         store: &Store,
         key: &MasterKey,
         rt: &Handle,
-    ) -> Result<Vec<u8>, String> {
+    ) -> Result<Vec<u8>, BlobError> {
         let raw = rt.block_on(self.fetch_blob(blob, store))?;
         self.open_blob(blob, &raw, key)
     }
 
     /// Blob `blob` as stored (encrypted, perhaps compressed): one ranged read of its pack.
-    pub(crate) async fn fetch_blob(&self, blob: &BlobId, store: &Store) -> Result<Bytes, String> {
+    pub(crate) async fn fetch_blob(
+        &self,
+        blob: &BlobId,
+        store: &Store,
+    ) -> Result<Bytes, BlobError> {
         let loc = self
             .get(blob)
-            .ok_or_else(|| format!("blob {blob} is not in the index"))?;
-        let pack = self.packs[loc.pack as usize].to_string();
+            .ok_or(BlobError::NotIndexed { blob: *blob })?;
+        let pack = self.packs[loc.pack as usize];
         store
-            .read_range(FileKind::Pack, &pack, loc.offset.into(), loc.length.into())
+            .read_range(
+                FileKind::Pack,
+                &pack.to_string(),
+                loc.offset.into(),
+                loc.length.into(),
+            )
             .await
-            .map_err(|e| format!("cannot read pack {pack}: {}", crate::error_chain(&e)))
+            .map_err(|e| BlobError::Read {
+                pack,
+                source: Box::new(e),
+            })
     }
 
     /// The plaintext of blob `blob` from `raw`, as [`Self::fetch_blob`] read it.
@@ -392,19 +437,20 @@ impl BlobIndex {
         blob: &BlobId,
         raw: &[u8],
         key: &MasterKey,
-    ) -> Result<Vec<u8>, String> {
+    ) -> Result<Vec<u8>, BlobError> {
         let loc = self
             .get(blob)
-            .ok_or_else(|| format!("blob {blob} is not in the index"))?;
+            .ok_or(BlobError::NotIndexed { blob: *blob })?;
         let pack = self.packs[loc.pack as usize];
-        let plain = key.decrypt(raw).map_err(|_| {
-            format!("blob {blob} in pack {pack} does not decrypt: the pack is damaged")
-        })?;
+        let blob = *blob;
+        let plain = key
+            .decrypt(raw)
+            .map_err(|_| BlobError::Decrypt { blob, pack })?;
         if loc.uncompressed == 0 {
             return Ok(plain);
         }
         crate::crypto::decompress(&plain, loc.uncompressed as usize)
-            .map_err(|e| format!("blob {blob} in pack {pack} does not decompress: {e}"))
+            .map_err(|source| BlobError::Decompress { blob, pack, source })
     }
 }
 

@@ -130,7 +130,7 @@ async fn on_engine_thread<T: Send + 'static>(
     on_thread(name, f).await?.map_err(|e| match e {
         OpError::Ours(e) => e,
         OpError::Rustic(e) => Error::Engine {
-            message: rustic_message(&e),
+            message: crate::bridge::rustic_message(&e),
         },
     })
 }
@@ -149,17 +149,6 @@ async fn on_thread<T: Send + 'static>(
         .map_err(|e| Error::engine(format!("cannot start the {name} thread: {e}")))?;
     rx.await
         .map_err(|_| Error::engine(format!("the {name} operation panicked; this is a bug")))
-}
-
-/// rustic_core's error text, without its banner.
-fn rustic_message(e: &RusticError) -> String {
-    let text = e.display_log();
-    let text = text.strip_prefix("Error: ").unwrap_or(&text);
-    text.split(" (kind: related to")
-        .next()
-        .unwrap_or(text)
-        .trim()
-        .to_string()
 }
 
 /// Reserves `mib` of `budget`, waiting for it unless `cancel` fires first.
@@ -241,7 +230,7 @@ impl Repository {
             OpError::Rustic(e) => match bridge.take_error() {
                 Some(source) => store_error(store, source),
                 None => Error::Engine {
-                    message: rustic_message(&e),
+                    message: crate::bridge::rustic_message(&e),
                 },
             },
         }

@@ -31,18 +31,19 @@ use tokio::runtime::Handle;
 
 use crate::crypto::MasterKey;
 use crate::id::TreeId;
-use crate::index::BlobIndex;
+use crate::index::{BlobError, BlobIndex};
 use crate::store::{FileKind, Store};
 
 /// Why a walk stopped.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum WalkError {
     /// A tree blob could not be read, decrypted or parsed.
-    #[error("the directory `{path}` (tree {tree}) cannot be read: {reason}")]
+    #[error("the directory `{path}` (tree {tree}) cannot be read")]
     Unreadable {
         path: String,
-        tree: String,
-        reason: String,
+        tree: TreeId,
+        #[source]
+        source: Box<TreeError>,
     },
     /// A directory node without a tree.
     #[error("the directory `{path}` has no tree")]
@@ -129,12 +130,23 @@ impl TreeCache {
     }
 }
 
+/// Why a tree blob is not a tree.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum TreeError {
+    #[error(transparent)]
+    Blob(#[from] BlobError),
+    // The parser's words in parentheses, as the sentence has always read (not a source: that
+    // would print them twice).
+    #[error("it is not a valid tree ({0})")]
+    NotATree(serde_json::Error),
+}
+
 /// Tree `id`, directory `path`, could not be read.
-fn unreadable(id: &TreeId, path: &Path, reason: String) -> WalkError {
+fn unreadable(id: &TreeId, path: &Path, source: impl Into<TreeError>) -> WalkError {
     WalkError::Unreadable {
         path: shown(path),
-        tree: id.to_string(),
-        reason,
+        tree: *id,
+        source: Box::new(source.into()),
     }
 }
 
@@ -158,7 +170,7 @@ impl Trees<'_> {
 
     /// Tree `id` as stored: from the cache, or read from its pack with the trees beside it
     /// (within [`Self::span`] and the cache's room), which the cache keeps unchecked.
-    async fn fetch(&self, id: &TreeId) -> Result<Bytes, String> {
+    async fn fetch(&self, id: &TreeId) -> Result<Bytes, BlobError> {
         if let Some(raw) = self.cache.get(id) {
             return Ok(raw);
         }
@@ -178,14 +190,17 @@ impl Trees<'_> {
         if near.len() == 1 {
             return self.index.fetch_blob(&id.blob(), self.store).await;
         }
-        let pack = self.index.pack_id(first.pack).to_string();
+        let pack = self.index.pack_id(first.pack);
         let start = u64::from(first.offset);
         let end = u64::from(last.offset) + u64::from(last.length);
         let bytes = self
             .store
-            .read_range(FileKind::Pack, &pack, start, end - start)
+            .read_range(FileKind::Pack, &pack.to_string(), start, end - start)
             .await
-            .map_err(|e| format!("cannot read pack {pack}: {}", crate::error_chain(&e)))?;
+            .map_err(|e| BlobError::Read {
+                pack,
+                source: Box::new(e),
+            })?;
         let mut wanted = None;
         for (tree, loc) in &near {
             let from = (u64::from(loc.offset) - start) as usize;
@@ -200,24 +215,22 @@ impl Trees<'_> {
                 self.cache.keep(*tree, raw, false);
             }
         }
-        wanted.ok_or_else(|| {
-            format!(
-                "pack {pack} is shorter than the index says ({} of {} bytes from offset {start})",
-                bytes.len(),
-                end - start
-            )
+        wanted.ok_or(BlobError::Short {
+            pack,
+            got: bytes.len(),
+            wanted: end - start,
+            start,
         })
     }
 
     /// The nodes of tree `id` (directory `path`) from its blob as stored.
     fn parse(&self, id: &TreeId, raw: &[u8], path: &Path) -> Result<Vec<Node>, WalkError> {
-        let unreadable = |reason| unreadable(id, path, reason);
         let json = self
             .index
             .open_blob(&id.blob(), raw, self.key)
-            .map_err(unreadable)?;
+            .map_err(|e| unreadable(id, path, e))?;
         let tree: Tree = serde_json::from_slice(&json)
-            .map_err(|e| unreadable(format!("it is not a valid tree ({e})")))?;
+            .map_err(|e| unreadable(id, path, TreeError::NotATree(e)))?;
         Ok(tree.nodes)
     }
 

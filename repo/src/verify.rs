@@ -11,15 +11,39 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 
-use crate::crypto::{MasterKey, Opener};
+use crate::crypto::{MasterKey, OpenError, Opener};
 use crate::id::{BlobId, PackId};
 use crate::index::{BlobIndex, Loc};
-use crate::pack;
+use crate::pack::{self, PackError};
 use crate::progress::Stage;
-use crate::store::{Asked, FileKind, Store};
+use crate::store::{Asked, FileKind, Store, StoreError};
 
-/// A damaged pack: its name and what is wrong with it.
-pub(crate) type Damage = (String, String);
+/// A damaged pack: its id and what is wrong with it.
+pub(crate) type Damage = (PackId, PackDamage);
+
+/// What is wrong with a pack. Each message completes "pack … is damaged: ".
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum PackDamage {
+    #[error("cannot be read")]
+    Unreadable {
+        #[source]
+        source: Box<StoreError>,
+    },
+    #[error("its contents hash to {hash}, not to its name")]
+    WrongHash { hash: PackId },
+    // Which part of the header is damaged is left out: it names a byte of ciphertext.
+    #[error("its header is damaged")]
+    Header(PackError),
+    #[error("its header does not hold blob {blob} where the index puts it")]
+    NotInHeader { blob: BlobId },
+    #[error("it is shorter than its index says")]
+    Short,
+    // The opener's words follow the blob's id ("blob … does not decrypt").
+    #[error("blob {blob} {what}")]
+    Blob { blob: BlobId, what: OpenError },
+    #[error("blob {blob} hashes to {hash}")]
+    BlobHash { blob: BlobId, hash: BlobId },
+}
 
 /// Reads and verifies every pack of `index` with `readers` threads that keep `reads` whole
 /// packs in flight between them (at least one each: a remote store's round trips overlap the
@@ -60,17 +84,18 @@ pub(crate) fn read_data(
                         break;
                     }
                     let (id, blobs) = packs.pack(i);
-                    let name = id.to_string();
                     let checked = read
                         .wait(rt)
                         .and_then(|arriving| arriving.collect(rt))
-                        .map_err(|e| format!("cannot be read: {}", crate::error_chain(&e)))
+                        .map_err(|e| PackDamage::Unreadable {
+                            source: Box::new(e),
+                        })
                         .and_then(|data| verify_pack(&data, key, &mut opener, &id, &blobs));
                     if let Err(what) = checked {
                         damage
                             .lock()
                             .unwrap_or_else(std::sync::PoisonError::into_inner)
-                            .push((name, what));
+                            .push((id, what));
                     }
                     stage.advance(1);
                 }
@@ -91,15 +116,15 @@ fn verify_pack(
     opener: &mut Opener,
     id: &PackId,
     blobs: &[(BlobId, Loc)],
-) -> Result<(), String> {
+) -> Result<(), PackDamage> {
     let hash = PackId::of(data);
     if &hash != id {
-        return Err(format!("its contents hash to {hash}, not to its name"));
+        return Err(PackDamage::WrongHash { hash });
     }
     // The index may name a blob stored twice at one place only: every blob it puts here must
     // be in the header, at that offset and length.
     let header: std::collections::HashSet<(BlobId, u32, u32)> = pack::read_header(key, data)
-        .map_err(|_| "its header is damaged".to_string())?
+        .map_err(PackDamage::Header)?
         .into_iter()
         .map(|b| (b.id, b.offset, b.length))
         .collect();
@@ -107,20 +132,18 @@ fn verify_pack(
         .iter()
         .find(|(b, l)| !header.contains(&(*b, l.offset, l.length)))
     {
-        return Err(format!(
-            "its header does not hold blob {blob} where the index puts it"
-        ));
+        return Err(PackDamage::NotInHeader { blob: *blob });
     }
     for (blob, loc) in blobs {
         let sealed = data
             .get(loc.offset as usize..(loc.offset + loc.length) as usize)
-            .ok_or("it is shorter than its index says")?;
+            .ok_or(PackDamage::Short)?;
         let plain = opener
             .open(key, sealed, loc.uncompressed)
-            .map_err(|e| format!("blob {blob} {e}"))?;
+            .map_err(|what| PackDamage::Blob { blob: *blob, what })?;
         let hash = BlobId::of(plain);
         if &hash != blob {
-            return Err(format!("blob {blob} hashes to {hash}"));
+            return Err(PackDamage::BlobHash { blob: *blob, hash });
         }
     }
     Ok(())

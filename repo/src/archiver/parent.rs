@@ -78,12 +78,12 @@ pub(super) fn load(shared: &Shared<'_>, id: Option<TreeId>) -> Result<Previous, 
     let json = shared
         .index
         .read_blob(&id.blob(), &env.store, &env.key, &env.rt)
-        .map_err(|e| Failure::Other(format!("cannot read the parent snapshot's tree: {e}")))?;
-    let tree: BeforeTree = serde_json::from_slice(&json).map_err(|e| {
-        Failure::Other(format!(
-            "the parent snapshot's tree {id} does not parse: {e}"
-        ))
-    })?;
+        .map_err(|e| Failure::ParentTree {
+            tree: id,
+            source: Box::new(e),
+        })?;
+    let tree: BeforeTree = serde_json::from_slice(&json)
+        .map_err(|source| Failure::ParentTreeParse { tree: id, source })?;
     Ok(tree
         .nodes
         .into_iter()

@@ -322,7 +322,7 @@ impl<'s, 'e> Walker<'s, 'e> {
             })
             .collect();
         let Some((last, ancestors)) = components.split_last() else {
-            return Err(Failure::Other("the stored path has no name".into()));
+            return Err(Failure::StoredPathNoName);
         };
         let root = Pending::new(None, None, plan.parent);
         let mut before = parent::load(shared, plan.parent)?;
@@ -458,9 +458,7 @@ impl<'s, 'e> Walker<'s, 'e> {
             return Ok(());
         }
         let batch = std::mem::take(&mut self.batch);
-        self.jobs
-            .send(batch)
-            .map_err(|_| Failure::Other("the backup's workers stopped".into()))
+        self.jobs.send(batch).map_err(|_| Failure::WorkersStopped)
     }
 
     /// Lists directories until none is left; then sends its last files.

@@ -43,7 +43,7 @@ impl Repository {
             && !p.is_absolute()
         {
             return Err(Error::InvalidOption(format!(
-                "--as-path must be absolute, got `{}`",
+                "the path to store the backup as must be absolute, got `{}`",
                 p.display()
             )));
         }
@@ -163,8 +163,9 @@ impl Repository {
                         archiver::archive(&env, &index, &plan).map_err(|f| match f {
                             Failure::Cancelled => Error::Cancelled,
                             Failure::Store(e) => store_error(&store, e),
-                            Failure::Pack(e) => Error::engine(e),
-                            Failure::Other(m) => Error::engine(m),
+                            // The public error keeps the pipeline's other failures as
+                            // text: this one sentence, with each cause once.
+                            other => Error::engine(crate::error_chain(&other)),
                         })?;
                     let mut snap = SnapshotOptions::default().to_snapshot()?;
                     snap.hostname = host;

@@ -1,9 +1,9 @@
 //! Check: the structure by the format engine and, with `read_data`, every pack by our own
 //! readers ([`crate::verify`]) beside it; the engine's findings told in our words.
 
+use crate::bridge;
 use crate::crypto::MasterKey;
 use crate::error::{Error, Result};
-use crate::id::PackId;
 use crate::index::BlobIndex;
 use crate::progress::Unit;
 use crate::store::FileKind;
@@ -30,7 +30,7 @@ impl Repository {
                         .map(|(level, e)| {
                             (
                                 format!("{level:?}") == "Error",
-                                plain_finding(&e.to_string()),
+                                bridge::plain_finding(&e.to_string()),
                             )
                         })
                         .collect::<Vec<_>>())
@@ -81,14 +81,15 @@ impl Repository {
             Vec::new()
         };
         let mut report = CheckReport::default();
-        for (name, what) in damage {
+        for (pack, what) in damage {
+            // A finding is a sentence: the damage and its causes, each once.
             report.errors.push(Finding {
-                message: format!("pack {name} is damaged: {what}"),
-                pack: name.parse().ok(),
+                message: format!("pack {pack} is damaged: {}", crate::error_chain(&what)),
+                pack: Some(pack),
             });
         }
         for (is_error, message) in findings {
-            let pack = pack_in_message(&message, &packs);
+            let pack = bridge::pack_in_message(&message, &packs);
             let finding = Finding { message, pack };
             if is_error {
                 report.errors.push(finding);
@@ -98,68 +99,4 @@ impl Repository {
         }
         Ok(report)
     }
-}
-
-/// A finding of the format engine's structural check in our words: its findings carry its
-/// error reports (banners, backtrace notes, causes' debug names) and advise `rustic` commands,
-/// which our users do not have. Its finding type is not public, so the text is read: the
-/// first line, the object it names, our sentence.
-fn plain_finding(text: &str) -> String {
-    let first = text.lines().next().unwrap_or(text).trim();
-    let word_after = |prefix: &str| {
-        first.strip_prefix(prefix).map(|rest| {
-            rest.split([' ', ',', ':'])
-                .next()
-                .unwrap_or_default()
-                .to_string()
-        })
-    };
-    if let Some(id) =
-        word_after("error reading pack ").or_else(|| word_after("error checking pack "))
-    {
-        return format!(
-            "pack {id} cannot be read, or its header does not decrypt: the pack is damaged"
-        );
-    }
-    if first.starts_with("error checking trees") {
-        return "the snapshots' trees cannot all be read: a tree is missing or damaged (`lifeboat repo check --read-data` names the damaged pack)".into();
-    }
-    if let Some(rest) = first
-        .strip_prefix("Error reading file Type: ")
-        .or_else(|| first.strip_prefix("Error reading cached file Type: "))
-        && let Some((kind, rest)) = rest.split_once(", Id: ")
-    {
-        let id = rest.split(' ').next().unwrap_or_default();
-        return format!(
-            "{} file {id} cannot be read or does not decrypt: it is damaged",
-            kind.to_lowercase()
-        );
-    }
-    if first.contains("not referenced in index")
-        && let Some(id) = word_after("pack ").or_else(|| word_after("hot pack "))
-    {
-        return format!(
-            "pack {id} is in no index: a backup running now, or one interrupted, leaves such packs; `lifeboat repo prune` removes them when none runs"
-        );
-    }
-    let first = first.split(" : ").next().unwrap_or(first);
-    first.replace(
-        " To repair: 'rustic repair index'.",
-        ": the index and the packs disagree, the repository is damaged",
-    )
-}
-
-/// rustic_core names packs by their first 8 hex digits in messages; find the full id.
-fn pack_in_message(message: &str, packs: &[(String, u64)]) -> Option<PackId> {
-    let after = message.split("pack ").nth(1)?;
-    let short: String = after.chars().take_while(char::is_ascii_hexdigit).collect();
-    if short.len() < 8 {
-        return None;
-    }
-    let mut hits = packs.iter().filter(|(name, _)| name.starts_with(&short));
-    let (name, _) = hits.next()?;
-    if hits.next().is_some() {
-        return None;
-    }
-    name.parse().ok()
 }

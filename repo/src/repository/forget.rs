@@ -15,7 +15,7 @@ impl Repository {
     pub async fn forget(&self, opts: &ForgetOptions, ctx: &Context) -> Result<ForgetStats> {
         if opts.ids.is_empty() && opts.keep.is_empty() {
             return Err(Error::InvalidOption(
-                "forget needs snapshot ids or a keep policy (--keep-last, --keep-daily, …)".into(),
+                "forget needs snapshot ids or a keep policy".into(),
             ));
         }
         if !opts.ids.is_empty() && !opts.keep.is_empty() {

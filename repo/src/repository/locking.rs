@@ -74,7 +74,7 @@ impl Repository {
         // goes stale and is ignored by restic and by us once it is; say so, as restic does.
         if let Err(e) = released {
             log::warn!(
-                "{}: the lock could not be removed ({}); it is ignored once stale (30 minutes), or remove it with `lifeboat repo unlock`",
+                "{}: the lock could not be removed ({}); it is ignored once stale (30 minutes)",
                 self.location(),
                 crate::error_chain(&e)
             );

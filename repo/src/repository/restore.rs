@@ -134,9 +134,11 @@ impl Repository {
                             snapshot: snap_id,
                             path: subpath.clone(),
                         },
+                        // The public error holds the detail as text: the walk's error and its
+                        // causes, each once.
                         e => Error::TreeUnreadable {
                             snapshot: snap_id,
-                            detail: e.to_string(),
+                            detail: crate::error_chain(&e),
                         },
                     };
                     let node = trees.find(&root, &subpath).map_err(walk_error)?;
