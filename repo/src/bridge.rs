@@ -22,6 +22,7 @@ use rustic_core::{
 use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 
+use crate::id::PackId;
 use crate::store::{FileKind, Store, StoreError};
 
 #[derive(Clone)]
@@ -283,4 +284,83 @@ impl WriteBackend for Bridge {
         let name = id.to_hex();
         self.run("removing", self.store.remove(kind(tpe), name.as_str()))
     }
+}
+
+// The format engine's words. rustic_core reports some failures and every check finding only
+// as text; reading that text is done here, and nowhere else, so one file changes when its
+// wording does.
+
+/// rustic_core's error text, without its banner.
+pub(crate) fn rustic_message(e: &RusticError) -> String {
+    let text = e.display_log();
+    let text = text.strip_prefix("Error: ").unwrap_or(&text);
+    text.split(" (kind: related to")
+        .next()
+        .unwrap_or(text)
+        .trim()
+        .to_string()
+}
+
+/// A finding of the format engine's structural check in our words: its findings carry its
+/// error reports (banners, backtrace notes, causes' debug names) and advise `rustic` commands,
+/// which our users do not have. Its finding type is not public, so the text is read: the
+/// first line, the object it names, our sentence.
+pub(crate) fn plain_finding(text: &str) -> String {
+    let first = text.lines().next().unwrap_or(text).trim();
+    let word_after = |prefix: &str| {
+        first.strip_prefix(prefix).map(|rest| {
+            rest.split([' ', ',', ':'])
+                .next()
+                .unwrap_or_default()
+                .to_string()
+        })
+    };
+    if let Some(id) =
+        word_after("error reading pack ").or_else(|| word_after("error checking pack "))
+    {
+        return format!(
+            "pack {id} cannot be read, or its header does not decrypt: the pack is damaged"
+        );
+    }
+    if first.starts_with("error checking trees") {
+        return "the snapshots' trees cannot all be read: a tree is missing or damaged (`lifeboat repo check --read-data` names the damaged pack)".into();
+    }
+    if let Some(rest) = first
+        .strip_prefix("Error reading file Type: ")
+        .or_else(|| first.strip_prefix("Error reading cached file Type: "))
+        && let Some((kind, rest)) = rest.split_once(", Id: ")
+    {
+        let id = rest.split(' ').next().unwrap_or_default();
+        return format!(
+            "{} file {id} cannot be read or does not decrypt: it is damaged",
+            kind.to_lowercase()
+        );
+    }
+    if first.contains("not referenced in index")
+        && let Some(id) = word_after("pack ").or_else(|| word_after("hot pack "))
+    {
+        return format!(
+            "pack {id} is in no index: a backup running now, or one interrupted, leaves such packs; `lifeboat repo prune` removes them when none runs"
+        );
+    }
+    let first = first.split(" : ").next().unwrap_or(first);
+    first.replace(
+        " To repair: 'rustic repair index'.",
+        ": the index and the packs disagree, the repository is damaged",
+    )
+}
+
+/// rustic_core names packs by their first 8 hex digits in messages; find the full id.
+pub(crate) fn pack_in_message(message: &str, packs: &[(String, u64)]) -> Option<PackId> {
+    let after = message.split("pack ").nth(1)?;
+    let short: String = after.chars().take_while(char::is_ascii_hexdigit).collect();
+    if short.len() < 8 {
+        return None;
+    }
+    let mut hits = packs.iter().filter(|(name, _)| name.starts_with(&short));
+    let (name, _) = hits.next()?;
+    if hits.next().is_some() {
+        return None;
+    }
+    name.parse().ok()
 }

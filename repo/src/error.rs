@@ -1,8 +1,9 @@
 //! The engine's one error type.
 //!
 //! Callers (the CLI, the agent) print an error's `Display` as the one sentence a user reads, so
-//! each message names the input or object at fault and says what to do. Causes go in
-//! `#[source]`, never into the message as well.
+//! each message names the input or object at fault. Messages describe the engine only: what
+//! to run or which flag to pass is the caller's to add (the engine has no flags), matching on
+//! the variant. Causes go in `#[source]`, never into the message as well.
 
 use crate::id::{PackId, SnapshotId};
 use crate::lock::LockInfo;
@@ -17,9 +18,7 @@ pub enum Error {
     InvalidLocation { input: String, reason: String },
 
     /// No password was given.
-    #[error(
-        "no repository password: pass --password-file or set LIFEBOAT_PASSWORD or RESTIC_PASSWORD"
-    )]
+    #[error("no repository password was given")]
     NoPassword,
 
     /// The password opens none of the repository's keys.
@@ -39,9 +38,7 @@ pub enum Error {
     ConfigDamaged { location: String },
 
     /// There is no repository (no `config` file) at the location.
-    #[error(
-        "there is no repository at {location} (no config file); create one with `lifeboat repo init`"
-    )]
+    #[error("there is no repository at {location} (no config file)")]
     NoRepository { location: String },
 
     /// The bucket or container itself does not exist.
@@ -57,9 +54,7 @@ pub enum Error {
     AlreadyInitialized { location: String },
 
     /// Another process holds a lock that conflicts with ours.
-    #[error(
-        "the repository at {location} is locked by {holder}; retry later, or run `lifeboat repo unlock` if that process is gone"
-    )]
+    #[error("the repository at {location} is locked by {holder}; retry later")]
     Locked {
         location: String,
         holder: Box<LockInfo>,
@@ -101,9 +96,7 @@ pub enum Error {
     },
 
     /// A directory of the snapshot cannot be read: its tree is missing or damaged.
-    #[error(
-        "snapshot {snapshot} cannot be restored: {detail} (`lifeboat repo check --read-data` lists all the damage)"
-    )]
+    #[error("snapshot {snapshot} cannot be restored: {detail}")]
     TreeUnreadable {
         snapshot: SnapshotId,
         detail: String,
@@ -143,7 +136,7 @@ pub enum Error {
 
     /// The operation cannot fit in the process's memory budget even with its smallest buffers.
     #[error(
-        "the memory budget of {budget_mib} MiB cannot hold this {operation}: {what} need {needed_mib} MiB, and {usable_mib} MiB is all operations may use beside the process; raise --memory-budget to at least {} MiB", needed_mib + (budget_mib - usable_mib)
+        "the memory budget of {budget_mib} MiB cannot hold this {operation}: {what} need {needed_mib} MiB, and {usable_mib} MiB is all operations may use beside the process; it would take a budget of at least {} MiB", needed_mib + (budget_mib - usable_mib)
     )]
     MemoryBudget {
         operation: &'static str,

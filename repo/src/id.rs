@@ -14,10 +14,29 @@ macro_rules! id_type {
         #[serde(into = "String", try_from = "String")]
         pub struct $name([u8; 32]);
 
+        // Not every kind of id is built in every way (a lock's is never hashed here).
+        #[allow(dead_code)]
         impl $name {
             /// The raw 32 bytes.
             pub fn as_bytes(&self) -> &[u8; 32] {
                 &self.0
+            }
+            /// The id whose raw bytes are `bytes` (a SHA-256 output, or 32 bytes of a file's
+            /// format).
+            pub(crate) const fn from_bytes(bytes: [u8; 32]) -> Self {
+                Self(bytes)
+            }
+            /// The id of `data`: its SHA-256.
+            pub(crate) fn of(data: &[u8]) -> Self {
+                Self(hash(data))
+            }
+            /// The format engine's id of the same object.
+            pub(crate) fn to_rustic(self) -> rustic_core::Id {
+                rustic_core::Id::new(self.0)
+            }
+            /// The id the format engine names `id`.
+            pub(crate) fn from_rustic(id: rustic_core::Id) -> Self {
+                Self(rustic_bytes(id))
             }
             /// The first 8 hex digits, as restic prints ids.
             pub fn short(&self) -> String {
@@ -74,16 +93,27 @@ id_type!(
     BlobId
 );
 id_type!(
+    /// A tree blob: the SHA-256 of a directory's JSON. A [`BlobId`] too ([`TreeId::blob`]);
+    /// its own type where only a tree may be meant (a snapshot's root, a directory's subtree).
+    TreeId
+);
+id_type!(
     /// A lock file in `locks/`.
     LockId
 );
+
+impl TreeId {
+    /// The blob this tree is stored as.
+    pub(crate) fn blob(self) -> BlobId {
+        BlobId(self.0)
+    }
+}
 
 /// A string that is not 64 hex digits.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("`{0}` is not a 64-digit hex id")]
 pub struct InvalidId(pub String);
 
-/// SHA-256 of `data`, the name of a stored file.
 /// The bytes of a format engine id (it shows them only as hex).
 pub(crate) fn rustic_bytes(id: rustic_core::Id) -> [u8; 32] {
     let mut out = [0u8; 32];
@@ -92,6 +122,7 @@ pub(crate) fn rustic_bytes(id: rustic_core::Id) -> [u8; 32] {
     out
 }
 
+/// SHA-256 of `data`: raw bytes, at the format's boundary (a file's name, an id's bytes).
 pub(crate) fn hash(data: &[u8]) -> [u8; 32] {
     use sha2::Digest;
     sha2::Sha256::digest(data).into()

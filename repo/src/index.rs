@@ -19,7 +19,42 @@ use serde::Deserialize;
 use tokio::runtime::Handle;
 
 use crate::crypto::{self, MasterKey};
+use crate::id::{BlobId, PackId, TreeId};
+use crate::pack::PackedBlob;
 use crate::store::{FileKind, Store, StoreError};
+
+/// Why a blob could not be read.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum BlobError {
+    #[error("blob {blob} is not in the index")]
+    NotIndexed { blob: BlobId },
+    #[error("cannot read pack {pack}")]
+    Read {
+        pack: PackId,
+        // Boxed: a store error is large, and this travels up through every read's result.
+        #[source]
+        source: Box<StoreError>,
+    },
+    /// A ranged read of several blobs came back short.
+    #[error(
+        "pack {pack} is shorter than the index says ({got} of {wanted} bytes from offset {start})"
+    )]
+    Short {
+        pack: PackId,
+        got: usize,
+        wanted: u64,
+        start: u64,
+    },
+    #[error("blob {blob} in pack {pack} does not decrypt: the pack is damaged")]
+    Decrypt { blob: BlobId, pack: PackId },
+    #[error("blob {blob} in pack {pack} does not decompress")]
+    Decompress {
+        blob: BlobId,
+        pack: PackId,
+        #[source]
+        source: std::io::Error,
+    },
+}
 
 /// Where a blob is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,7 +68,7 @@ pub(crate) struct Loc {
 }
 
 /// A pack and the blobs the index puts in it: (blob, where).
-pub(crate) type PackBlobs = ([u8; 32], Vec<([u8; 32], Loc)>);
+pub(crate) type PackBlobs = (PackId, Vec<(BlobId, Loc)>);
 
 /// The tree flag's bit in [`Entry::pack`].
 const TREE: u32 = 1 << 31;
@@ -41,7 +76,7 @@ const TREE: u32 = 1 << 31;
 /// One blob of the index, as stored: 48 bytes.
 #[derive(Debug, Clone, Copy)]
 struct Entry {
-    id: [u8; 32],
+    id: BlobId,
     /// The pack's number, with [`TREE`] set for a tree blob.
     pack: u32,
     offset: u32,
@@ -62,8 +97,8 @@ impl Entry {
 }
 
 /// The top `bits` bits of an id (ids sort as these do).
-fn bucket(id: &[u8; 32], bits: u32) -> u64 {
-    u64::from_be_bytes(id[..8].try_into().expect("8 bytes"))
+fn bucket(id: &BlobId, bits: u32) -> u64 {
+    u64::from_be_bytes(id.as_bytes()[..8].try_into().expect("8 bytes"))
         .checked_shr(64 - bits)
         .unwrap_or(0)
 }
@@ -71,7 +106,7 @@ fn bucket(id: &[u8; 32], bits: u32) -> u64 {
 /// Every blob of the repository's index files.
 #[derive(Debug, Default)]
 pub(crate) struct BlobIndex {
-    packs: Vec<[u8; 32]>,
+    packs: Vec<PackId>,
     /// Sorted by id; a blob stored in two packs has two entries.
     entries: Vec<Entry>,
     /// `starts[p]`: the first entry whose id's top `bits` bits are `p` or more.
@@ -113,8 +148,22 @@ enum Kind {
     Tree,
 }
 
-/// An id parsed from its hex text without allocating a string for it.
+/// An id parsed from its hex text without allocating a string for it (the ids' own
+/// deserialisation goes through a `String`): raw bytes at the JSON boundary, made a typed id
+/// by [`Hex32::blob`], [`Hex32::pack`] or [`Hex32::tree`].
 pub(crate) struct Hex32(pub [u8; 32]);
+
+impl Hex32 {
+    pub(crate) fn blob(&self) -> BlobId {
+        BlobId::from_bytes(self.0)
+    }
+    pub(crate) fn pack(&self) -> PackId {
+        PackId::from_bytes(self.0)
+    }
+    pub(crate) fn tree(&self) -> TreeId {
+        TreeId::from_bytes(self.0)
+    }
+}
 
 impl<'de> Deserialize<'de> for Hex32 {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -178,17 +227,17 @@ impl BlobIndex {
             }))
             .buffer_unordered(reads.max(1));
         let mut packs = Vec::new();
-        let mut pack_numbers: std::collections::HashMap<[u8; 32], u32> =
+        let mut pack_numbers: std::collections::HashMap<PackId, u32> =
             std::collections::HashMap::new();
         let mut entries = Vec::new();
         while let Some(file) = files.try_next().await? {
             for pack in file.packs {
-                let number = *pack_numbers.entry(pack.id.0).or_insert_with(|| {
-                    packs.push(pack.id.0);
+                let number = *pack_numbers.entry(pack.id.pack()).or_insert_with(|| {
+                    packs.push(pack.id.pack());
                     (packs.len() - 1) as u32
                 });
                 entries.extend(pack.blobs.into_iter().map(|b| Entry {
-                    id: b.id.0,
+                    id: b.id.blob(),
                     pack: number | if b.kind == Kind::Tree { TREE } else { 0 },
                     offset: b.offset,
                     length: b.length,
@@ -200,7 +249,7 @@ impl BlobIndex {
     }
 
     /// Sorts `entries` and tables where each id prefix starts.
-    fn build(packs: Vec<[u8; 32]>, mut entries: Vec<Entry>) -> Self {
+    fn build(packs: Vec<PackId>, mut entries: Vec<Entry>) -> Self {
         entries.sort_unstable_by_key(|e| e.id);
         entries.shrink_to_fit();
         // About 8 entries per prefix: a lookup is one table read and a short binary search.
@@ -223,7 +272,7 @@ impl BlobIndex {
     }
 
     /// The entries whose id is `blob`.
-    fn find(&self, blob: &[u8; 32]) -> &[Entry] {
+    fn find(&self, blob: &BlobId) -> &[Entry] {
         if self.entries.is_empty() {
             return &[];
         }
@@ -234,22 +283,22 @@ impl BlobIndex {
         &bucket[first..end]
     }
 
-    pub(crate) fn get(&self, blob: &[u8; 32]) -> Option<Loc> {
+    pub(crate) fn get(&self, blob: &BlobId) -> Option<Loc> {
         self.find(blob).first().map(Entry::loc)
     }
 
-    pub(crate) fn contains(&self, blob: &[u8; 32]) -> bool {
+    pub(crate) fn contains(&self, blob: &BlobId) -> bool {
         !self.find(blob).is_empty()
     }
 
     /// The id of pack number `pack` (a [`Loc`]'s).
-    pub(crate) fn pack_id(&self, pack: u32) -> [u8; 32] {
+    pub(crate) fn pack_id(&self, pack: u32) -> PackId {
         self.packs[pack as usize]
     }
 
     /// The blob the index places at `offset` of pack number `pack`: a scan of the whole index,
     /// for naming a damaged blob, not for lookups.
-    pub(crate) fn blob_at(&self, pack: u32, offset: u32) -> Option<[u8; 32]> {
+    pub(crate) fn blob_at(&self, pack: u32, offset: u32) -> Option<BlobId> {
         self.entries
             .iter()
             .find(|e| e.pack & !TREE == pack && e.offset == offset)
@@ -261,8 +310,8 @@ impl BlobIndex {
     /// ranged read brings at once. Trees are written together into packs of their own, so
     /// over a remote store one read brings a snapshot's directories instead of one round
     /// trip per level of them. Empty if `tree` is not in the index.
-    pub(crate) fn trees_near(&self, tree: &[u8; 32], span: u32) -> Vec<([u8; 32], Loc)> {
-        let Some(at) = self.find(tree).first().map(Entry::loc) else {
+    pub(crate) fn trees_near(&self, tree: &TreeId, span: u32) -> Vec<(TreeId, Loc)> {
+        let Some(at) = self.find(&tree.blob()).first().map(Entry::loc) else {
             return Vec::new();
         };
         let order = self.trees.get_or_init(|| {
@@ -303,7 +352,10 @@ impl BlobIndex {
         }
         order[lo..hi]
             .iter()
-            .map(|&i| (self.entries[i as usize].id, loc(i)))
+            .map(|&i| {
+                let id = TreeId::from_bytes(*self.entries[i as usize].id.as_bytes());
+                (id, loc(i))
+            })
             .collect()
     }
 
@@ -346,53 +398,59 @@ impl BlobIndex {
     /// Reads, decrypts and decompresses one blob.
     pub(crate) fn read_blob(
         &self,
-        blob: &[u8; 32],
+        blob: &BlobId,
         store: &Store,
         key: &MasterKey,
         rt: &Handle,
-    ) -> Result<Vec<u8>, String> {
+    ) -> Result<Vec<u8>, BlobError> {
         let raw = rt.block_on(self.fetch_blob(blob, store))?;
         self.open_blob(blob, &raw, key)
     }
 
     /// Blob `blob` as stored (encrypted, perhaps compressed): one ranged read of its pack.
-    pub(crate) async fn fetch_blob(&self, blob: &[u8; 32], store: &Store) -> Result<Bytes, String> {
+    pub(crate) async fn fetch_blob(
+        &self,
+        blob: &BlobId,
+        store: &Store,
+    ) -> Result<Bytes, BlobError> {
         let loc = self
             .get(blob)
-            .ok_or_else(|| format!("blob {} is not in the index", hex::encode(blob)))?;
-        let pack = hex::encode(self.packs[loc.pack as usize]);
+            .ok_or(BlobError::NotIndexed { blob: *blob })?;
+        let pack = self.packs[loc.pack as usize];
         store
-            .read_range(FileKind::Pack, &pack, loc.offset.into(), loc.length.into())
+            .read_range(
+                FileKind::Pack,
+                &pack.to_string(),
+                loc.offset.into(),
+                loc.length.into(),
+            )
             .await
-            .map_err(|e| format!("cannot read pack {pack}: {}", crate::error_chain(&e)))
+            .map_err(|e| BlobError::Read {
+                pack,
+                source: Box::new(e),
+            })
     }
 
     /// The plaintext of blob `blob` from `raw`, as [`Self::fetch_blob`] read it.
     pub(crate) fn open_blob(
         &self,
-        blob: &[u8; 32],
+        blob: &BlobId,
         raw: &[u8],
         key: &MasterKey,
-    ) -> Result<Vec<u8>, String> {
+    ) -> Result<Vec<u8>, BlobError> {
         let loc = self
             .get(blob)
-            .ok_or_else(|| format!("blob {} is not in the index", hex::encode(blob)))?;
-        let pack = hex::encode(self.packs[loc.pack as usize]);
-        let plain = key.decrypt(raw).map_err(|_| {
-            format!(
-                "blob {} in pack {pack} does not decrypt: the pack is damaged",
-                hex::encode(blob)
-            )
-        })?;
+            .ok_or(BlobError::NotIndexed { blob: *blob })?;
+        let pack = self.packs[loc.pack as usize];
+        let blob = *blob;
+        let plain = key
+            .decrypt(raw)
+            .map_err(|_| BlobError::Decrypt { blob, pack })?;
         if loc.uncompressed == 0 {
             return Ok(plain);
         }
-        crate::crypto::decompress(&plain, loc.uncompressed as usize).map_err(|e| {
-            format!(
-                "blob {} in pack {pack} does not decompress: {e}",
-                hex::encode(blob)
-            )
-        })
+        crate::crypto::decompress(&plain, loc.uncompressed as usize)
+            .map_err(|source| BlobError::Decompress { blob, pack, source })
     }
 }
 
@@ -426,7 +484,7 @@ impl ByPack<'_> {
 /// behind its own lock, grown by a quarter when full, so about 36 bytes per id by its layout
 /// (a hash set's is 50 to 66) and no thread waits on another's shard.
 pub(crate) struct IdSet {
-    shards: Box<[Mutex<Vec<[u8; 32]>>]>,
+    shards: Box<[Mutex<Vec<BlobId>>]>,
 }
 
 /// 65,536 shards: 2 MiB of locks, and at two million ids about 30 per shard, so an insert
@@ -445,7 +503,7 @@ impl Default for IdSet {
 
 impl IdSet {
     /// Adds `id`; false if it was there.
-    pub(crate) fn insert(&self, id: &[u8; 32]) -> bool {
+    pub(crate) fn insert(&self, id: &BlobId) -> bool {
         let shard = &self.shards[bucket(id, ID_SHARD_BITS) as usize];
         let mut ids = shard
             .lock()
@@ -464,22 +522,10 @@ impl IdSet {
     }
 }
 
-/// One blob of a pack, as its header and the index list it.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct PackedBlob {
-    pub id: [u8; 32],
-    pub tree: bool,
-    pub offset: u32,
-    /// Encrypted length.
-    pub length: u32,
-    /// 0: stored uncompressed.
-    pub uncompressed: u32,
-}
-
 /// Index entries of packs not yet in an index file.
 #[derive(Debug, Default)]
 pub(crate) struct IndexWriter {
-    packs: Vec<([u8; 32], Vec<PackedBlob>)>,
+    packs: Vec<(PackId, Vec<PackedBlob>)>,
     blobs: usize,
 }
 
@@ -487,7 +533,7 @@ pub(crate) struct IndexWriter {
 pub(crate) const BLOBS_PER_FILE: usize = 50_000;
 
 impl IndexWriter {
-    pub(crate) fn add(&mut self, pack: [u8; 32], blobs: Vec<PackedBlob>) {
+    pub(crate) fn add(&mut self, pack: PackId, blobs: Vec<PackedBlob>) {
         self.blobs += blobs.len();
         self.packs.push((pack, blobs));
     }
@@ -519,14 +565,14 @@ impl IndexWriter {
                 json.push(b',');
             }
             json.extend_from_slice(b"{\"id\":\"");
-            push_hex(&mut json, id);
+            push_hex(&mut json, id.as_bytes());
             json.extend_from_slice(b"\",\"blobs\":[");
             for (j, b) in blobs.iter().enumerate() {
                 if j > 0 {
                     json.push(b',');
                 }
                 json.extend_from_slice(b"{\"id\":\"");
-                push_hex(&mut json, &b.id);
+                push_hex(&mut json, b.id.as_bytes());
                 let kind = if b.tree { "tree" } else { "data" };
                 // Writing into a Vec cannot fail.
                 let _ = write!(
@@ -547,6 +593,7 @@ impl IndexWriter {
     }
 }
 
+/// Writes an id's 64 hex digits (the raw bytes: index JSON is written at the byte level).
 fn push_hex(out: &mut Vec<u8>, id: &[u8; 32]) {
     let at = out.len();
     out.resize(at + 64, 0);
@@ -557,8 +604,16 @@ fn push_hex(out: &mut Vec<u8>, id: &[u8; 32]) {
 mod tests {
     use super::*;
 
-    fn id(n: u64) -> [u8; 32] {
-        crate::id::hash(&n.to_le_bytes())
+    fn id(n: u64) -> BlobId {
+        BlobId::of(&n.to_le_bytes())
+    }
+
+    fn tree(n: u64) -> TreeId {
+        TreeId::of(&n.to_le_bytes())
+    }
+
+    fn pack(n: u8) -> PackId {
+        PackId::from_bytes([n; 32])
     }
 
     fn entry(n: u64, pack: u32, tree: bool) -> Entry {
@@ -578,10 +633,10 @@ mod tests {
         let entries = (0..13)
             .map(|i| entry(i, u32::from(i >= 10), i != 6))
             .collect();
-        let index = BlobIndex::build(vec![[1; 32], [2; 32]], entries);
+        let index = BlobIndex::build(vec![pack(1), pack(2)], entries);
         let near = |n: u64, span: u32| -> Vec<u32> {
             index
-                .trees_near(&id(n), span)
+                .trees_near(&tree(n), span)
                 .iter()
                 .map(|(_, loc)| loc.offset / 10)
                 .collect()
@@ -609,7 +664,7 @@ mod tests {
             "a data blob has no tree neighbours"
         );
         assert!(
-            index.trees_near(&id(99), 1000).is_empty(),
+            index.trees_near(&tree(99), 1000).is_empty(),
             "not in the index"
         );
     }
@@ -620,7 +675,7 @@ mod tests {
             let entries = (0..n)
                 .map(|i| entry(i, (i % 3) as u32, i % 5 == 0))
                 .collect();
-            let index = BlobIndex::build(vec![[1; 32], [2; 32], [3; 32]], entries);
+            let index = BlobIndex::build(vec![pack(1), pack(2), pack(3)], entries);
             for i in 0..n {
                 let loc = index.get(&id(i)).expect("indexed");
                 assert_eq!(
@@ -631,7 +686,10 @@ mod tests {
             for i in n..n + 200 {
                 assert!(!index.contains(&id(i)), "{n} blobs: {i} is not indexed");
             }
-            assert!(!index.contains(&[0; 32]) && !index.contains(&[0xff; 32]));
+            assert!(
+                !index.contains(&BlobId::from_bytes([0; 32]))
+                    && !index.contains(&BlobId::from_bytes([0xff; 32]))
+            );
             assert_eq!(index.len(), n as usize);
         }
     }
@@ -639,16 +697,16 @@ mod tests {
     #[test]
     fn a_blob_in_two_packs_is_found_and_listed_in_both() {
         let index = BlobIndex::build(
-            vec![[1; 32], [2; 32]],
+            vec![pack(1), pack(2)],
             vec![entry(1, 0, false), entry(2, 1, false), entry(1, 1, false)],
         );
         assert!(index.contains(&id(1)));
         let packs = index.by_pack();
         assert_eq!(packs.len(), 2);
         let (first, blobs) = packs.pack(0);
-        assert_eq!((first, blobs.len()), ([1; 32], 1));
+        assert_eq!((first, blobs.len()), (pack(1), 1));
         let (second, blobs) = packs.pack(1);
-        assert_eq!(second, [2; 32]);
+        assert_eq!(second, pack(2));
         // In pack order: blob 1 at offset 10, blob 2 at 20.
         assert_eq!(
             blobs.iter().map(|(b, _)| *b).collect::<Vec<_>>(),
@@ -659,7 +717,7 @@ mod tests {
     #[test]
     fn an_index_takes_about_48_bytes_per_blob() {
         let entries: Vec<_> = (0..100_000).map(|i| entry(i, 0, false)).collect();
-        let index = BlobIndex::build(vec![[1; 32]], entries);
+        let index = BlobIndex::build(vec![pack(1)], entries);
         let per_blob = index.memory() as f64 / 100_000.0;
         assert!(
             (48.0..49.0).contains(&per_blob),
@@ -678,8 +736,8 @@ mod tests {
             length: 100,
             uncompressed,
         };
-        w.add([7; 32], vec![blob(0, false, 0), blob(1, true, 250)]);
-        w.add([8; 32], vec![blob(2, false, 4000)]);
+        w.add(pack(7), vec![blob(0, false, 0), blob(1, true, 250)]);
+        w.add(pack(8), vec![blob(2, false, 4000)]);
         for version in [1, 2] {
             let mut w = IndexWriter {
                 packs: w.packs.clone(),
@@ -691,7 +749,7 @@ mod tests {
             let value: serde_json::Value = serde_json::from_slice(&json).unwrap();
             assert_eq!(value["packs"][0]["id"], hex::encode([7u8; 32]));
             let b1 = &value["packs"][0]["blobs"][1];
-            assert_eq!(b1["id"], hex::encode(id(1)));
+            assert_eq!(b1["id"], id(1).to_string());
             assert_eq!(b1["type"], "tree");
             assert_eq!(
                 (b1["offset"].as_u64(), b1["length"].as_u64()),

@@ -17,6 +17,7 @@ mod id;
 mod index;
 mod location;
 mod lock;
+mod pack;
 mod progress;
 mod repository;
 mod restorer;

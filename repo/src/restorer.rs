@@ -252,10 +252,10 @@ impl<'a> Restorer<'a> {
                 self.files.push(path.to_path_buf());
                 let mut offset = 0u64;
                 for id in node.content.iter().flatten() {
-                    let blob = crate::id::rustic_bytes(**id);
+                    let blob = crate::id::BlobId::from_rustic(**id);
                     let Some(loc) = self.index.get(&blob) else {
                         // Planned with what it has; the missing blob leaves the file out.
-                        self.left_out_later(index, hex::encode(blob));
+                        self.left_out_later(index, blob.to_string());
                         continue;
                     };
                     self.pieces.push(Piece {
@@ -398,11 +398,11 @@ impl<'a> Restorer<'a> {
         }
         for d in damage {
             reasons.entry(d.piece.file).or_insert_with(|| {
-                let pack = hex::encode(self.index.pack_id(d.piece.pack));
+                let pack = self.index.pack_id(d.piece.pack);
                 let blob = self
                     .index
                     .blob_at(d.piece.pack, d.piece.offset)
-                    .map_or_else(|| "a blob".to_string(), |b| format!("blob {}", hex::encode(b)));
+                    .map_or_else(|| "a blob".to_string(), |b| format!("blob {b}"));
                 format!(
                     "its data is damaged in the repository: {blob} at offset {} of pack {pack} {}; the file is left out",
                     d.piece.offset, d.what
@@ -543,7 +543,7 @@ fn ask(store: &Store, rt: &Handle, index: &BlobIndex, group: &[Piece]) -> Asked 
         .map(|p| u64::from(p.offset) + u64::from(p.length))
         .max()
         .unwrap_or(start);
-    let pack = hex::encode(index.pack_id(first.pack));
+    let pack = index.pack_id(first.pack).to_string();
     store.ask(rt, FileKind::Pack, pack, Some((start, end - start)))
 }
 
@@ -578,7 +578,7 @@ impl Reader {
                 .push(Damage { piece, what });
         };
         let store_failed = |e: StoreError| {
-            let pack = hex::encode(index.pack_id(group[0].pack));
+            let pack = index.pack_id(group[0].pack).to_string();
             RestoreError(format!(
                 "cannot read pack {pack}: {}",
                 crate::error_chain(&e)

@@ -30,18 +30,20 @@ use rustic_core::repofile::{Metadata, Node, NodeType, Tree};
 use tokio::runtime::Handle;
 
 use crate::crypto::MasterKey;
-use crate::index::BlobIndex;
+use crate::id::TreeId;
+use crate::index::{BlobError, BlobIndex};
 use crate::store::{FileKind, Store};
 
 /// Why a walk stopped.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum WalkError {
     /// A tree blob could not be read, decrypted or parsed.
-    #[error("the directory `{path}` (tree {tree}) cannot be read: {reason}")]
+    #[error("the directory `{path}` (tree {tree}) cannot be read")]
     Unreadable {
         path: String,
-        tree: String,
-        reason: String,
+        tree: TreeId,
+        #[source]
+        source: Box<TreeError>,
     },
     /// A directory node without a tree.
     #[error("the directory `{path}` has no tree")]
@@ -79,7 +81,7 @@ pub(crate) struct TreeCache {
 #[derive(Default)]
 struct Cached {
     /// Each tree as stored, and whether its names were checked.
-    trees: HashMap<[u8; 32], (Bytes, bool)>,
+    trees: HashMap<TreeId, (Bytes, bool)>,
     bytes: u64,
 }
 
@@ -96,14 +98,14 @@ impl TreeCache {
     }
 
     /// The cache holds tree `id` and its names were checked.
-    fn checked(&self, id: &[u8; 32]) -> bool {
+    fn checked(&self, id: &TreeId) -> bool {
         self.lock()
             .trees
             .get(id)
             .is_some_and(|(_, checked)| *checked)
     }
 
-    fn get(&self, id: &[u8; 32]) -> Option<Bytes> {
+    fn get(&self, id: &TreeId) -> Option<Bytes> {
         self.lock().trees.get(id).map(|(raw, _)| raw.clone())
     }
 
@@ -114,7 +116,7 @@ impl TreeCache {
 
     /// Keeps `raw` if it fits (an entry costs its bytes and about 64 more); `checked`: its
     /// names were checked.
-    fn keep(&self, id: [u8; 32], raw: Bytes, checked: bool) {
+    fn keep(&self, id: TreeId, raw: Bytes, checked: bool) {
         let mut cached = self.lock();
         if let Some(entry) = cached.trees.get_mut(&id) {
             entry.1 |= checked;
@@ -128,12 +130,23 @@ impl TreeCache {
     }
 }
 
+/// Why a tree blob is not a tree.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum TreeError {
+    #[error(transparent)]
+    Blob(#[from] BlobError),
+    // The parser's words in parentheses, as the sentence has always read (not a source: that
+    // would print them twice).
+    #[error("it is not a valid tree ({0})")]
+    NotATree(serde_json::Error),
+}
+
 /// Tree `id`, directory `path`, could not be read.
-fn unreadable(id: &[u8; 32], path: &Path, reason: String) -> WalkError {
+fn unreadable(id: &TreeId, path: &Path, source: impl Into<TreeError>) -> WalkError {
     WalkError::Unreadable {
         path: shown(path),
-        tree: hex::encode(id),
-        reason,
+        tree: *id,
+        source: Box::new(source.into()),
     }
 }
 
@@ -147,7 +160,7 @@ fn shown(path: &Path) -> String {
 
 impl Trees<'_> {
     /// The nodes of tree `id`, which is directory `path`.
-    pub(crate) fn load(&self, id: &[u8; 32], path: &Path) -> Result<Vec<Node>, WalkError> {
+    pub(crate) fn load(&self, id: &TreeId, path: &Path) -> Result<Vec<Node>, WalkError> {
         let raw = self
             .rt
             .block_on(self.fetch(id))
@@ -157,12 +170,12 @@ impl Trees<'_> {
 
     /// Tree `id` as stored: from the cache, or read from its pack with the trees beside it
     /// (within [`Self::span`] and the cache's room), which the cache keeps unchecked.
-    async fn fetch(&self, id: &[u8; 32]) -> Result<Bytes, String> {
+    async fn fetch(&self, id: &TreeId) -> Result<Bytes, BlobError> {
         if let Some(raw) = self.cache.get(id) {
             return Ok(raw);
         }
         let Ok(_spanning) = self.span_reads.try_acquire() else {
-            return self.index.fetch_blob(id, self.store).await;
+            return self.index.fetch_blob(&id.blob(), self.store).await;
         };
         let span = u64::from(self.span).min(self.cache.room());
         let near: Vec<_> = self
@@ -172,19 +185,22 @@ impl Trees<'_> {
             .filter(|(tree, _)| tree == id || self.cache.get(tree).is_none())
             .collect();
         let (Some((_, first)), Some((_, last))) = (near.first(), near.last()) else {
-            return self.index.fetch_blob(id, self.store).await;
+            return self.index.fetch_blob(&id.blob(), self.store).await;
         };
         if near.len() == 1 {
-            return self.index.fetch_blob(id, self.store).await;
+            return self.index.fetch_blob(&id.blob(), self.store).await;
         }
-        let pack = hex::encode(self.index.pack_id(first.pack));
+        let pack = self.index.pack_id(first.pack);
         let start = u64::from(first.offset);
         let end = u64::from(last.offset) + u64::from(last.length);
         let bytes = self
             .store
-            .read_range(FileKind::Pack, &pack, start, end - start)
+            .read_range(FileKind::Pack, &pack.to_string(), start, end - start)
             .await
-            .map_err(|e| format!("cannot read pack {pack}: {}", crate::error_chain(&e)))?;
+            .map_err(|e| BlobError::Read {
+                pack,
+                source: Box::new(e),
+            })?;
         let mut wanted = None;
         for (tree, loc) in &near {
             let from = (u64::from(loc.offset) - start) as usize;
@@ -199,24 +215,22 @@ impl Trees<'_> {
                 self.cache.keep(*tree, raw, false);
             }
         }
-        wanted.ok_or_else(|| {
-            format!(
-                "pack {pack} is shorter than the index says ({} of {} bytes from offset {start})",
-                bytes.len(),
-                end - start
-            )
+        wanted.ok_or(BlobError::Short {
+            pack,
+            got: bytes.len(),
+            wanted: end - start,
+            start,
         })
     }
 
     /// The nodes of tree `id` (directory `path`) from its blob as stored.
-    fn parse(&self, id: &[u8; 32], raw: &[u8], path: &Path) -> Result<Vec<Node>, WalkError> {
-        let unreadable = |reason| unreadable(id, path, reason);
+    fn parse(&self, id: &TreeId, raw: &[u8], path: &Path) -> Result<Vec<Node>, WalkError> {
         let json = self
             .index
-            .open_blob(id, raw, self.key)
-            .map_err(unreadable)?;
+            .open_blob(&id.blob(), raw, self.key)
+            .map_err(|e| unreadable(id, path, e))?;
         let tree: Tree = serde_json::from_slice(&json)
-            .map_err(|e| unreadable(format!("it is not a valid tree ({e})")))?;
+            .map_err(|e| unreadable(id, path, TreeError::NotATree(e)))?;
         Ok(tree.nodes)
     }
 
@@ -235,7 +249,7 @@ impl Trees<'_> {
         })?;
         // Directories to read, taken from the end: the crawl goes deep first, so what waits
         // is about the siblings along one path, not a whole level of the tree.
-        let mut waiting: Vec<(PathBuf, [u8; 32])> = vec![(PathBuf::new(), root)];
+        let mut waiting: Vec<(PathBuf, TreeId)> = vec![(PathBuf::new(), root)];
         let mut reads = FuturesUnordered::new();
         self.rt.block_on(async {
             loop {
@@ -273,9 +287,9 @@ impl Trees<'_> {
 
     /// The node at `subpath` (names separated by `/`; empty: the root) of the snapshot whose
     /// root tree is `root`. The root is a directory node without metadata.
-    pub(crate) fn find(&self, root: &[u8; 32], subpath: &str) -> Result<Node, WalkError> {
+    pub(crate) fn find(&self, root: &TreeId, subpath: &str) -> Result<Node, WalkError> {
         let mut node = Node::new_node(OsStr::new(""), NodeType::Dir, Metadata::default());
-        node.subtree = Some(rustic_core::TreeId::from(rustic_core::Id::new(*root)));
+        node.subtree = Some(rustic_core::TreeId::from(root.to_rustic()));
         let mut at = PathBuf::new();
         for name in subpath.split('/').filter(|n| !n.is_empty()) {
             let Some(tree) = subtree(&node) else {
@@ -307,11 +321,11 @@ impl Trees<'_> {
 }
 
 /// The id of a directory node's tree.
-fn subtree(node: &Node) -> Option<[u8; 32]> {
+fn subtree(node: &Node) -> Option<TreeId> {
     if !node.is_dir() {
         return None;
     }
-    node.subtree.map(|t| crate::id::rustic_bytes(*t))
+    node.subtree.map(|t| TreeId::from_rustic(*t))
 }
 
 /// See [`Trees::walk`].

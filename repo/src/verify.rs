@@ -8,17 +8,42 @@ use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use sha2::{Digest, Sha256};
 use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 
-use crate::crypto::{MasterKey, Opener};
+use crate::crypto::{MasterKey, OpenError, Opener};
+use crate::id::{BlobId, PackId};
 use crate::index::{BlobIndex, Loc};
+use crate::pack::{self, PackError};
 use crate::progress::Stage;
-use crate::store::{Asked, FileKind, Store};
+use crate::store::{Asked, FileKind, Store, StoreError};
 
-/// A damaged pack: its name and what is wrong with it.
-pub(crate) type Damage = (String, String);
+/// A damaged pack: its id and what is wrong with it.
+pub(crate) type Damage = (PackId, PackDamage);
+
+/// What is wrong with a pack. Each message completes "pack … is damaged: ".
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum PackDamage {
+    #[error("cannot be read")]
+    Unreadable {
+        #[source]
+        source: Box<StoreError>,
+    },
+    #[error("its contents hash to {hash}, not to its name")]
+    WrongHash { hash: PackId },
+    // Which part of the header is damaged is left out: it names a byte of ciphertext.
+    #[error("its header is damaged")]
+    Header(PackError),
+    #[error("its header does not hold blob {blob} where the index puts it")]
+    NotInHeader { blob: BlobId },
+    #[error("it is shorter than its index says")]
+    Short,
+    // The opener's words follow the blob's id ("blob … does not decrypt").
+    #[error("blob {blob} {what}")]
+    Blob { blob: BlobId, what: OpenError },
+    #[error("blob {blob} hashes to {hash}")]
+    BlobHash { blob: BlobId, hash: BlobId },
+}
 
 /// Reads and verifies every pack of `index` with `readers` threads that keep `reads` whole
 /// packs in flight between them (at least one each: a remote store's round trips overlap the
@@ -49,7 +74,7 @@ pub(crate) fn read_data(
                         if i >= packs.len() {
                             break;
                         }
-                        let name = hex::encode(packs.pack(i).0);
+                        let name = packs.pack(i).0.to_string();
                         asked.push_back((i, store.ask(rt, FileKind::Pack, name, None)));
                     }
                     let Some((i, read)) = asked.pop_front() else {
@@ -59,17 +84,18 @@ pub(crate) fn read_data(
                         break;
                     }
                     let (id, blobs) = packs.pack(i);
-                    let name = hex::encode(id);
                     let checked = read
                         .wait(rt)
                         .and_then(|arriving| arriving.collect(rt))
-                        .map_err(|e| format!("cannot be read: {}", crate::error_chain(&e)))
+                        .map_err(|e| PackDamage::Unreadable {
+                            source: Box::new(e),
+                        })
                         .and_then(|data| verify_pack(&data, key, &mut opener, &id, &blobs));
                     if let Err(what) = checked {
                         damage
                             .lock()
                             .unwrap_or_else(std::sync::PoisonError::into_inner)
-                            .push((name, what));
+                            .push((id, what));
                     }
                     stage.advance(1);
                 }
@@ -88,68 +114,37 @@ fn verify_pack(
     data: &[u8],
     key: &MasterKey,
     opener: &mut Opener,
-    id: &[u8; 32],
-    blobs: &[([u8; 32], Loc)],
-) -> Result<(), String> {
-    let hash: [u8; 32] = Sha256::digest(data).into();
+    id: &PackId,
+    blobs: &[(BlobId, Loc)],
+) -> Result<(), PackDamage> {
+    let hash = PackId::of(data);
     if &hash != id {
-        return Err(format!(
-            "its contents hash to {}, not to its name",
-            hex::encode(hash)
-        ));
+        return Err(PackDamage::WrongHash { hash });
     }
     // The index may name a blob stored twice at one place only: every blob it puts here must
     // be in the header, at that offset and length.
-    let header: std::collections::HashSet<([u8; 32], u32, u32)> =
-        header(key, data)?.into_iter().collect();
+    let header: std::collections::HashSet<(BlobId, u32, u32)> = pack::read_header(key, data)
+        .map_err(PackDamage::Header)?
+        .into_iter()
+        .map(|b| (b.id, b.offset, b.length))
+        .collect();
     if let Some((blob, _)) = blobs
         .iter()
         .find(|(b, l)| !header.contains(&(*b, l.offset, l.length)))
     {
-        return Err(format!(
-            "its header does not hold blob {} where the index puts it",
-            hex::encode(blob)
-        ));
+        return Err(PackDamage::NotInHeader { blob: *blob });
     }
     for (blob, loc) in blobs {
         let sealed = data
             .get(loc.offset as usize..(loc.offset + loc.length) as usize)
-            .ok_or("it is shorter than its index says")?;
+            .ok_or(PackDamage::Short)?;
         let plain = opener
             .open(key, sealed, loc.uncompressed)
-            .map_err(|e| format!("blob {} {e}", hex::encode(blob)))?;
-        let hash: [u8; 32] = Sha256::digest(plain).into();
+            .map_err(|what| PackDamage::Blob { blob: *blob, what })?;
+        let hash = BlobId::of(plain);
         if &hash != blob {
-            return Err(format!(
-                "blob {} hashes to {}",
-                hex::encode(blob),
-                hex::encode(hash)
-            ));
+            return Err(PackDamage::BlobHash { blob: *blob, hash });
         }
     }
     Ok(())
-}
-
-/// The blobs a pack's header lists: id, offset, encrypted length.
-fn header(key: &MasterKey, data: &[u8]) -> Result<Vec<([u8; 32], u32, u32)>, String> {
-    let bad = || "its header is damaged".to_string();
-    let n = data.len();
-    let tail = n.checked_sub(4).ok_or_else(bad)?;
-    let len = u32::from_le_bytes(data[tail..].try_into().map_err(|_| bad())?) as usize;
-    let start = tail.checked_sub(len).ok_or_else(bad)?;
-    let plain = key.decrypt(&data[start..tail]).map_err(|_| bad())?;
-    let mut out = Vec::new();
-    let mut offset = 0u32;
-    let mut rest = &plain[..];
-    while !rest.is_empty() {
-        let kind = rest[0];
-        let entry = if kind & 2 != 0 { 41 } else { 37 };
-        let e = rest.get(..entry).ok_or_else(bad)?;
-        let length = u32::from_le_bytes(e[1..5].try_into().map_err(|_| bad())?);
-        let id: [u8; 32] = e[entry - 32..].try_into().map_err(|_| bad())?;
-        out.push((id, offset, length));
-        offset += length;
-        rest = &rest[entry..];
-    }
-    Ok(out)
 }
