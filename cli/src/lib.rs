@@ -194,9 +194,35 @@ fn exit_code(err: &anyhow::Error) -> ExitCode {
     ExitCode::FAILURE
 }
 
-/// The error and its causes as one line; each layer's message describes only itself.
+/// The error and its causes as one line; each layer's message describes only itself. Where
+/// the engine's error has a remedy on this command line, the remedy follows (the engine's
+/// messages describe the repository, and are also shown to cluster users, who type no flags).
 fn sentence(err: &anyhow::Error) -> String {
-    lifeboat_repo::error_chain(err.as_ref())
+    let mut line = lifeboat_repo::error_chain(err.as_ref());
+    if let Some(hint) = err.chain().find_map(|cause| hint(cause.downcast_ref()?)) {
+        line.push_str("; ");
+        line.push_str(&hint);
+    }
+    line
+}
+
+/// What to type about an engine error, if there is something.
+fn hint(err: &lifeboat_repo::Error) -> Option<String> {
+    use lifeboat_repo::Error as RepoError;
+    Some(match err {
+        RepoError::NoPassword => {
+            "pass --password-file or set LIFEBOAT_PASSWORD or RESTIC_PASSWORD".into()
+        }
+        RepoError::NoRepository { .. } => "create one with `lifeboat repo init`".into(),
+        RepoError::Locked { .. } => {
+            "if that process is gone, remove its lock with `lifeboat repo unlock`".into()
+        }
+        RepoError::TreeUnreadable { .. } => {
+            "`lifeboat repo check --read-data` lists all the damage".into()
+        }
+        RepoError::MemoryBudget { .. } => "raise --memory-budget".into(),
+        _ => return None,
+    })
 }
 
 fn init_logging(daemon: bool) {
@@ -226,5 +252,20 @@ mod tests {
     #[test]
     fn every_command_line_is_well_formed() {
         <super::Cli as clap::CommandFactory>::command().debug_assert();
+    }
+
+    #[test]
+    fn an_engine_error_gets_the_command_line_remedy_after_its_own_words() {
+        let err = anyhow::Error::new(lifeboat_repo::Error::NoRepository {
+            location: "/srv/repo".into(),
+        })
+        .context("cannot back up /data");
+        assert_eq!(
+            super::sentence(&err),
+            "cannot back up /data: there is no repository at /srv/repo (no config file); \
+             create one with `lifeboat repo init`"
+        );
+        let plain = anyhow::anyhow!("nothing to add");
+        assert_eq!(super::sentence(&plain), "nothing to add");
     }
 }

@@ -288,13 +288,8 @@ fn scan_total(source: &Path, shared: &Shared<'_>) {
     shared.stage.set_total(total);
 }
 
-/// Gives the calling thread a nice value of 10 (on Linux a thread's own); failure is
-/// harmless (the thread runs at its normal priority).
-#[allow(unsafe_code)]
+/// Gives the calling thread a nice value of 10 (on Linux a thread's own: `setpriority` on a
+/// thread id); failure is harmless (the thread runs at its normal priority).
 fn lower_priority() {
-    // SAFETY: plain system calls on this thread's id; no memory is passed.
-    unsafe {
-        let tid = libc::gettid();
-        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 10);
-    }
+    let _ = rustix::process::setpriority_process(Some(rustix::thread::gettid()), 10);
 }
