@@ -123,14 +123,26 @@ pub fn parse_size(text: &str) -> Option<u64> {
     number.parse::<u64>().ok()?.checked_mul(scale)
 }
 
-/// A `--memory-budget` value: a size (see [`parse_size`]) of at least [`MIN_BUDGET_MIB`].
-pub fn parse_budget(text: &str) -> Result<MemoryBudget, String> {
-    let bytes = parse_size(text)
-        .ok_or_else(|| format!("`{text}` is not a size such as 256Mi, 1Gi or 300M"))?;
-    MemoryBudget::new(bytes).ok_or_else(|| {
-        format!(
-            "a memory budget of `{text}` is below the smallest that works, {MIN_BUDGET_MIB}Mi ({PROCESS_MIB} MiB for the process, the rest for one backup's smallest buffers and its index)"
-        )
+/// Why a text is not a memory budget.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BudgetError {
+    #[error("`{text}` is not a size such as 256Mi, 1Gi or 300M")]
+    NotASize { text: String },
+    #[error(
+        "a memory budget of `{text}` is below the smallest that works, {MIN_BUDGET_MIB}Mi ({PROCESS_MIB} MiB for the process, the rest for one backup's smallest buffers and its index)"
+    )]
+    TooSmall { text: String },
+}
+
+/// A memory budget as written (`--memory-budget`): a size (see [`parse_size`]) of at least
+/// [`MIN_BUDGET_MIB`].
+pub fn parse_budget(text: &str) -> Result<MemoryBudget, BudgetError> {
+    let bytes = parse_size(text).ok_or_else(|| BudgetError::NotASize {
+        text: text.to_owned(),
+    })?;
+    MemoryBudget::new(bytes).ok_or_else(|| BudgetError::TooSmall {
+        text: text.to_owned(),
     })
 }
 
@@ -357,10 +369,16 @@ mod tests {
             assert_eq!(parse_size(bad), None, "{bad}");
         }
         assert_eq!(parse_budget("256Mi").unwrap().mib(), 256);
-        assert!(parse_budget("64Mi").unwrap_err().contains("96Mi"));
+        assert!(
+            parse_budget("64Mi")
+                .unwrap_err()
+                .to_string()
+                .contains("96Mi")
+        );
         assert!(
             parse_budget("lots")
                 .unwrap_err()
+                .to_string()
                 .contains("`lots` is not a size")
         );
     }

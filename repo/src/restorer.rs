@@ -96,9 +96,27 @@ pub struct Unrestored {
     pub reason: String,
 }
 
-/// Why a restore stopped: one sentence naming the path or pack.
-#[derive(Debug)]
-pub(crate) struct RestoreError(pub String);
+/// Why a restore stopped, naming the path or pack.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum RestoreError {
+    #[error("cannot {what} {}", path.display())]
+    Io {
+        what: &'static str,
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot open the restore target")]
+    Target(#[source] std::io::Error),
+    #[error("the restore was cancelled")]
+    Cancelled,
+    #[error("cannot read pack {pack}")]
+    ReadPack {
+        pack: String,
+        #[source]
+        source: Box<StoreError>,
+    },
+}
 
 type Result<T> = std::result::Result<T, RestoreError>;
 
@@ -111,8 +129,12 @@ fn stops_everything(e: &std::io::Error) -> bool {
     )
 }
 
-fn io_stop(what: &str, path: &Path, e: &std::io::Error) -> RestoreError {
-    RestoreError(format!("cannot {what} {}: {e}", path.display()))
+fn io_stop(what: &'static str, path: &Path, e: std::io::Error) -> RestoreError {
+    RestoreError::Io {
+        what,
+        path: path.to_owned(),
+        source: e,
+    }
 }
 
 /// One blob of one file.
@@ -207,7 +229,7 @@ impl<'a> Restorer<'a> {
         }
         match self.make(path, node) {
             Ok(()) => Ok(()),
-            Err(e) if stops_everything(&e) => Err(io_stop("create", path, &e)),
+            Err(e) if stops_everything(&e) => Err(io_stop("create", path, e)),
             Err(e) => {
                 let what = match &node.node_type {
                     NodeType::Dir => {
@@ -325,11 +347,7 @@ impl<'a> Restorer<'a> {
         let stop = cancel.child_token();
         let mut handles = Vec::with_capacity(readers);
         for _ in 0..readers {
-            handles.push(
-                self.beneath
-                    .try_clone()
-                    .map_err(|e| RestoreError(format!("cannot open the restore target: {e}")))?,
-            );
+            handles.push(self.beneath.try_clone().map_err(RestoreError::Target)?);
         }
         // Each reader keeps `ahead` reads in flight: it asks for the next ones before it
         // decrypts and writes the one that arrived.
@@ -374,7 +392,7 @@ impl<'a> Restorer<'a> {
             return Err(e);
         }
         if cancel.is_cancelled() {
-            return Err(RestoreError("the restore was cancelled".into()));
+            return Err(RestoreError::Cancelled);
         }
         self.leave_out_damaged(damage.into_inner().unwrap_or_else(|p| p.into_inner()))?;
         self.written.bytes += self.batch_bytes;
@@ -423,7 +441,7 @@ impl<'a> Restorer<'a> {
                 match self.beneath.remove_file(&name) {
                     Ok(()) => {}
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(io_stop("remove the damaged file", &name, &e)),
+                    Err(e) => return Err(io_stop("remove the damaged file", &name, e)),
                 }
                 self.written.files = self.written.files.saturating_sub(1);
                 self.left_out.add(&name, reason.clone());
@@ -577,12 +595,9 @@ impl Reader {
                 .unwrap_or_else(|p| p.into_inner())
                 .push(Damage { piece, what });
         };
-        let store_failed = |e: StoreError| {
-            let pack = index.pack_id(group[0].pack).to_string();
-            RestoreError(format!(
-                "cannot read pack {pack}: {}",
-                crate::error_chain(&e)
-            ))
+        let store_failed = |source: StoreError| RestoreError::ReadPack {
+            pack: index.pack_id(group[0].pack).to_string(),
+            source: Box::new(source),
         };
         let mut span = match data {
             Ok(arriving) => Span {
@@ -631,12 +646,12 @@ impl Reader {
                     let file = self
                         .beneath
                         .open_file(path)
-                        .map_err(|e| io_stop("open", path, &e))?;
+                        .map_err(|e| io_stop("open", path, e))?;
                     self.file = Some((piece.file, file));
                 }
                 let (_, file) = self.file.as_ref().expect("opened above");
                 file.write_all_at(blob, piece.file_offset)
-                    .map_err(|e| io_stop("write", path, &e))?;
+                    .map_err(|e| io_stop("write", path, e))?;
             }
             written += blob.len() as u64;
         }
