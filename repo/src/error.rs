@@ -75,10 +75,15 @@ pub enum Error {
     #[error("snapshot id prefix `{query}` is ambiguous; give more digits")]
     SnapshotAmbiguous { query: String },
 
-    /// The restore could not write or read what it needed (the sentence names the path or
+    /// The restore could not write or read what it needed (its cause names the path or
     /// pack).
-    #[error("restore failed: {0}")]
-    Restore(String),
+    #[error("restore failed")]
+    Restore(#[source] RestoreFailure),
+
+    /// The backup pipeline failed (a pack that did not verify, a parent tree that cannot be
+    /// read, …): its message and causes say what.
+    #[error(transparent)]
+    Backup(BackupFailure),
 
     /// A path inside a snapshot does not exist.
     #[error("`{path}` does not exist in snapshot {snapshot}")]
@@ -210,4 +215,20 @@ pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
         cur = e.source();
     }
     parts.join(": ")
+}
+
+/// Why a restore stopped. Opaque: its message and source chain name the path or pack.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct RestoreFailure(#[from] pub(crate) crate::restorer::RestoreError);
+
+/// Why a backup's pipeline stopped. Opaque: its message and source chain say what happened.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct BackupFailure(Box<crate::archiver::Failure>);
+
+impl From<crate::archiver::Failure> for BackupFailure {
+    fn from(failure: crate::archiver::Failure) -> Self {
+        Self(Box::new(failure))
+    }
 }

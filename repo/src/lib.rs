@@ -31,7 +31,7 @@ pub use beneath::write_file_beneath;
 pub use budget::{
     BudgetError, MIN_BUDGET_MIB, MemoryBudget, PROCESS_MIB, parse_budget, parse_size,
 };
-pub use error::{Error, Result, error_chain};
+pub use error::{BackupFailure, Error, RestoreFailure, Result, error_chain};
 pub use id::{BlobId, InvalidId, LockId, PackId, SnapshotId};
 pub use location::Location;
 pub use lock::{LockInfo, LockOptions};

@@ -163,9 +163,7 @@ impl Repository {
                         archiver::archive(&env, &index, &plan).map_err(|f| match f {
                             Failure::Cancelled => Error::Cancelled,
                             Failure::Store(e) => store_error(&store, e),
-                            // The public error keeps the pipeline's other failures as
-                            // text: this one sentence, with each cause once.
-                            other => Error::engine(crate::error_chain(&other)),
+                            other => Error::Backup(other.into()),
                         })?;
                     let mut snap = SnapshotOptions::default().to_snapshot()?;
                     snap.hostname = host;

@@ -169,19 +169,19 @@ impl Repository {
                     let contents = |restorer: &mut Restorer<'_>| {
                         restorer
                             .write_contents(&store, &key, &rt, ropts, progress.as_ref(), &cancel)
-                            .map_err(|e| Error::Restore(crate::error_chain(&e)))
+                            .map_err(|e| Error::Restore(e.into()))
                     };
                     match &single {
                         Some(name) => restorer
                             .lay_out(name, &node)
-                            .map_err(|e| Error::Restore(crate::error_chain(&e)))?,
+                            .map_err(|e| Error::Restore(e.into()))?,
                         None => {
                             for item in trees.walk(&node) {
                                 let (dir, entry) = item.map_err(walk_error)?;
                                 let path = dir.join(entry.name());
                                 restorer
                                     .lay_out(&path, &entry)
-                                    .map_err(|e| Error::Restore(crate::error_chain(&e)))?;
+                                    .map_err(|e| Error::Restore(e.into()))?;
                                 if restorer.batch_full(ropts) {
                                     contents(&mut restorer)?;
                                 }
