@@ -201,15 +201,8 @@ impl Context {
             + serde::de::DeserializeOwned
             + std::fmt::Debug,
     {
-        let mut status = serde_json::to_value(status)
-            .expect("status types have string keys and no maps of other keys");
-        if let Some(fields) = status.as_object_mut() {
-            for field in clear {
-                fields.insert((*field).to_owned(), serde_json::Value::Null);
-            }
-        }
+        let patch = status_patch(status, clear);
         let api: Api<K> = Api::namespaced(self.client.clone(), &self.namespace);
-        let patch = operation::StatusPatch { status };
         api.patch_status(
             name,
             &kube::api::PatchParams::apply(MANAGER),
@@ -253,6 +246,22 @@ impl Context {
         }
         Err(missing())
     }
+}
+
+/// The merge patch that writes `status` (its absent fields left alone) and removes the status
+/// fields named in `clear`.
+fn status_patch(
+    status: impl serde::Serialize,
+    clear: &[&str],
+) -> operation::StatusPatch<serde_json::Value> {
+    let mut status = serde_json::to_value(status)
+        .expect("status types have string keys and no maps of other keys");
+    if let Some(fields) = status.as_object_mut() {
+        for field in clear {
+            fields.insert((*field).to_owned(), serde_json::Value::Null);
+        }
+    }
+    operation::StatusPatch { status }
 }
 
 /// Why a storage location cannot be opened.
@@ -403,4 +412,27 @@ pub(crate) fn retry_after(error: &Error) -> kube::runtime::controller::Action {
     } else {
         Duration::from_secs(60)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::api::{BackupStorageLocationStatus, LocationPhase};
+
+    #[test]
+    fn a_status_patch_writes_what_is_set_and_removes_what_is_cleared() {
+        let status = BackupStorageLocationStatus {
+            phase: Some(LocationPhase::Available),
+            ..BackupStorageLocationStatus::default()
+        };
+        let patch = serde_json::to_value(status_patch(&status, &["message"])).expect("json");
+        assert_eq!(
+            patch,
+            json!({"status": {"phase": "Available", "message": null}})
+        );
+        let patch = serde_json::to_value(status_patch(&status, &[])).expect("json");
+        assert_eq!(patch, json!({"status": {"phase": "Available"}}));
+    }
 }

@@ -276,3 +276,76 @@ impl Operation for Restore {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use jiff::Timestamp;
+    use serde_json::json;
+
+    use super::*;
+
+    fn at() -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Time {
+        kube_time(Timestamp::from_second(1_700_000_000).expect("a time"))
+    }
+
+    /// The merge patches the controllers wrote as JSON literals before the statuses were
+    /// typed: the same fields, and nothing else (an absent field is left alone).
+    #[test]
+    fn typed_statuses_patch_exactly_the_fields_they_set() {
+        let when = serde_json::to_value(at()).expect("json");
+        assert_eq!(
+            serde_json::to_value(Backup::failed("disk on fire", at())).expect("json"),
+            json!({"phase": "Failed", "failureReason": "disk on fire", "completionTimestamp": when})
+        );
+        assert_eq!(
+            serde_json::to_value(Restore::failed("disk on fire", at())).expect("json"),
+            json!({"phase": "Failed", "failureReason": "disk on fire", "completionTimestamp": when})
+        );
+        assert_eq!(
+            serde_json::to_value(Backup::invalid(vec!["bad ttl".into()])).expect("json"),
+            json!({"phase": "FailedValidation", "validationErrors": ["bad ttl"]})
+        );
+        assert_eq!(
+            serde_json::to_value(Restore::progress(7, 3)).expect("json"),
+            json!({"progress": {"totalItems": 7, "itemsRestored": 3}})
+        );
+        assert_eq!(
+            serde_json::to_value(Backup::progress(7, 3)).expect("json"),
+            json!({"progress": {"totalItems": 7, "itemsBackedUp": 3}})
+        );
+    }
+
+    #[test]
+    fn an_operation_s_stage_follows_its_phase() {
+        let with = |phase| Backup {
+            status: Some(BackupStatus {
+                phase,
+                ..BackupStatus::default()
+            }),
+            ..Backup::new("b", Default::default())
+        };
+        assert_eq!(with(None).stage(), Stage::New);
+        assert_eq!(with(Some(BackupPhase::New)).stage(), Stage::New);
+        assert_eq!(
+            with(Some(BackupPhase::InProgress)).stage(),
+            Stage::InProgress
+        );
+        for done in [
+            BackupPhase::Completed,
+            BackupPhase::PartiallyFailed,
+            BackupPhase::Failed,
+            BackupPhase::FailedValidation,
+            BackupPhase::Deleting,
+        ] {
+            assert_eq!(with(Some(done)).stage(), Stage::Finished, "{done:?}");
+        }
+        let mut synced = with(None);
+        synced
+            .metadata
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert(crate::api::labels::SYNCED_FROM.into(), "default".into());
+        assert!(synced.ran_elsewhere());
+        assert!(!with(None).ran_elsewhere());
+    }
+}
