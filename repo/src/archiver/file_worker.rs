@@ -215,21 +215,9 @@ fn open_listed(path: &Path, listed: Identity) -> Result<File, Opened> {
 
 #[cfg(test)]
 mod tests {
-    use super::{Identity, Opened, open_listed};
+    use super::open_listed;
+    use crate::archiver::walk::testing::{listed, replaced_by};
     use std::io::Read;
-    use std::path::Path;
-
-    fn listed(path: &Path) -> Identity {
-        Identity::of(&path.symlink_metadata().expect("lstat"))
-    }
-
-    fn replaced_by<T>(r: Result<T, Opened>) -> &'static str {
-        match r {
-            Err(Opened::Replaced(by)) => by,
-            Err(Opened::Failed(e)) => panic!("failed instead: {e}"),
-            Ok(_) => panic!("the replacement was opened"),
-        }
-    }
 
     /// The race of the issue, made deterministic: listed as a regular file, then replaced by a
     /// symlink to a root-only file, by a FIFO, by another file.

@@ -547,22 +547,31 @@ fn xattrs<T: serde::de::DeserializeOwned + Default>(path: &Path) -> T {
     serde_json::from_value(serde_json::Value::Array(list)).unwrap_or_default()
 }
 
+/// What the tests of the walk and of the file workers share: a file's identity as listed,
+/// and what replaced it.
 #[cfg(test)]
-mod tests {
-    use super::{Identity, Opened, go_mode, list_listed};
+pub(super) mod testing {
     use std::path::Path;
 
-    fn listed(path: &Path) -> Identity {
+    use super::{Identity, Opened};
+
+    pub(in crate::archiver) fn listed(path: &Path) -> Identity {
         Identity::of(&path.symlink_metadata().expect("lstat"))
     }
 
-    fn replaced_by<T>(r: Result<T, Opened>) -> &'static str {
+    pub(in crate::archiver) fn replaced_by<T>(r: Result<T, Opened>) -> &'static str {
         match r {
             Err(Opened::Replaced(by)) => by,
             Err(Opened::Failed(e)) => panic!("failed instead: {e}"),
             Ok(_) => panic!("the replacement was opened"),
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::{listed, replaced_by};
+    use super::{go_mode, list_listed};
 
     #[test]
     fn a_directory_replaced_after_its_listing_is_not_listed() {

@@ -94,26 +94,33 @@ impl PodVolumeProgress {
     }
 }
 
-impl PodVolumeBackupStatus {
-    /// Handed to its agent at `at`.
-    pub fn in_progress(at: Time) -> Self {
-        Self {
-            phase: Some(PodVolumePhase::InProgress),
-            start_timestamp: Some(at),
-            ..Self::default()
-        }
-    }
+/// The statuses a pod volume job starts and fails with, the same for backups and restores.
+macro_rules! pod_volume_status {
+    ($status:ty) => {
+        impl $status {
+            /// Handed to its agent at `at`.
+            pub fn in_progress(at: Time) -> Self {
+                Self {
+                    phase: Some(PodVolumePhase::InProgress),
+                    start_timestamp: Some(at),
+                    ..Self::default()
+                }
+            }
 
-    /// Ended at `at` without a snapshot, for `message`.
-    pub fn failed(message: impl Into<String>, at: Time) -> Self {
-        Self {
-            phase: Some(PodVolumePhase::Failed),
-            message: Some(message.into()),
-            completion_timestamp: Some(at),
-            ..Self::default()
+            /// Ended at `at` without its data, for `message`.
+            pub fn failed(message: impl Into<String>, at: Time) -> Self {
+                Self {
+                    phase: Some(PodVolumePhase::Failed),
+                    message: Some(message.into()),
+                    completion_timestamp: Some(at),
+                    ..Self::default()
+                }
+            }
         }
-    }
+    };
 }
+
+pod_volume_status!(PodVolumeBackupStatus);
 
 /// One pod volume to restore from a snapshot.
 #[serde_with::skip_serializing_none]
@@ -163,26 +170,7 @@ pub struct PodVolumeRestoreStatus {
     pub extra: Extra,
 }
 
-impl PodVolumeRestoreStatus {
-    /// Handed to its agent at `at`.
-    pub fn in_progress(at: Time) -> Self {
-        Self {
-            phase: Some(PodVolumePhase::InProgress),
-            start_timestamp: Some(at),
-            ..Self::default()
-        }
-    }
-
-    /// Ended at `at` without its data, for `message`.
-    pub fn failed(message: impl Into<String>, at: Time) -> Self {
-        Self {
-            phase: Some(PodVolumePhase::Failed),
-            message: Some(message.into()),
-            completion_timestamp: Some(at),
-            ..Self::default()
-        }
-    }
-}
+pod_volume_status!(PodVolumeRestoreStatus);
 
 /// One restic repository: a namespace's volumes on one storage location.
 #[serde_with::skip_serializing_none]

@@ -76,6 +76,24 @@ impl OperationLog {
         let _ = self.gz.write_all(line.as_bytes());
     }
 
+    /// Appends an operation's warnings, then its errors, one line each, stamped `time`; a
+    /// namespace's messages say which namespace.
+    pub fn results(&mut self, time: Timestamp, results: &crate::backup::BackupResults) {
+        for (level, messages) in [
+            (Level::Warning, &results.warnings),
+            (Level::Error, &results.errors),
+        ] {
+            for m in messages.velero.iter().chain(&messages.cluster) {
+                self.line(time, level, m);
+            }
+            for (ns, list) in &messages.namespaces {
+                for m in list {
+                    self.line(time, level, &format!("namespace {ns}: {m}"));
+                }
+            }
+        }
+    }
+
     /// The compressed log.
     pub fn finish(self) -> Vec<u8> {
         self.gz.finish().unwrap_or_default()

@@ -558,20 +558,7 @@ impl<'a> Run<'a> {
             ));
         }
         self.warn_unprotected_volumes(&stats.resource_list, &mut results);
-        for (level, messages) in [
-            (Level::Warning, &results.warnings),
-            (Level::Error, &results.errors),
-        ] {
-            for m in messages.velero.iter().chain(&messages.cluster) {
-                self.log.line(ctx.clock.now(), level, m);
-            }
-            for (ns, list) in &messages.namespaces {
-                for m in list {
-                    self.log
-                        .line(ctx.clock.now(), level, &format!("namespace {ns}: {m}"));
-                }
-            }
-        }
+        self.log.results(ctx.clock.now(), &results);
         let items = stats.items_backed_up;
         self.info(&format!(
             "Backed up a total of {items} items ({tarball_size} bytes compressed)"

@@ -163,6 +163,13 @@ pub(crate) async fn back_up_pod_volumes(
                 }
             }
 
+            let not_backed_up = |e: &super::Error| {
+                format!(
+                    "pod {name}: volume {} not backed up: {}",
+                    volume.name,
+                    chain(e)
+                )
+            };
             // The repository of the namespace, created on first use.
             let repository = match repositories.get(namespace) {
                 Some(location) => location.clone(),
@@ -182,14 +189,7 @@ pub(crate) async fn back_up_pod_volumes(
                             location
                         }
                         Err(e) => {
-                            results.errors.add(
-                                Some(namespace),
-                                format!(
-                                    "pod {name}: volume {} not backed up: {}",
-                                    volume.name,
-                                    chain(&e)
-                                ),
-                            );
+                            results.errors.add(Some(namespace), not_backed_up(&e));
                             continue;
                         }
                     }
@@ -203,14 +203,9 @@ pub(crate) async fn back_up_pod_volumes(
             ) {
                 Ok(message) => message,
                 Err(e) => {
-                    results.errors.add(
-                        Some(namespace),
-                        format!(
-                            "pod {name}: volume {} not backed up: {}",
-                            volume.name,
-                            chain(&e)
-                        ),
-                    );
+                    results
+                        .errors
+                        .add(Some(namespace), not_backed_up(&e.into()));
                     continue;
                 }
             };

@@ -485,20 +485,7 @@ impl<'a> Run<'a> {
     ) -> Result<RestorePhase, Stop<Failure>> {
         let ctx = self.ctx;
         let results = std::mem::take(&mut self.results);
-        for (level, messages) in [
-            (Level::Warning, &results.warnings),
-            (Level::Error, &results.errors),
-        ] {
-            for m in messages.velero.iter().chain(&messages.cluster) {
-                self.log.line(ctx.clock.now(), level, m);
-            }
-            for (ns, list) in &messages.namespaces {
-                for m in list {
-                    self.log
-                        .line(ctx.clock.now(), level, &format!("namespace {ns}: {m}"));
-                }
-            }
-        }
+        self.log.results(ctx.clock.now(), &results);
         let errors = results.errors.count();
         let warnings = results.warnings.count();
         let phase = if errors > 0 {
