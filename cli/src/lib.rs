@@ -117,6 +117,13 @@ enum ResticOutput {
 /// Parses the arguments, runs the command, and turns errors into one line and exit code 1.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    let daemon = matches!(
+        cli.command,
+        Command::Server(_) | Command::Agent(_) | Command::RestoreHelper(_)
+    );
+    if !daemon {
+        quiet_on_closed_pipe();
+    }
     init_logging(matches!(
         cli.command,
         Command::Server(_) | Command::Agent(_)
@@ -165,6 +172,20 @@ pub fn main() -> ExitCode {
             eprintln!("lifeboat: {}", sentence(&err));
             exit_code(&err)
         }
+    }
+}
+
+/// A client command whose reader goes away (`lifeboat completion bash | head -1`) ends there,
+/// silently, as any Unix tool does. Rust ignores SIGPIPE, so a write to the closed pipe would
+/// fail instead and `println!` panic. The long-running processes (server, agent, the init
+/// container) keep ignoring it: their output never decides when they stop. Sockets are not
+/// concerned either way (they are written with MSG_NOSIGNAL).
+#[allow(unsafe_code)]
+fn quiet_on_closed_pipe() {
+    // SAFETY: restores the default disposition of one signal before any other thread exists;
+    // no handler runs Rust code.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 

@@ -32,8 +32,56 @@ pub enum CronError {
         "invalid schedule: expected exactly 5 fields (minute hour day-of-month month day-of-week), found {fields}: {text:?}"
     )]
     Fields { fields: usize, text: String },
-    #[error("invalid schedule: {reason}: {text:?}")]
-    Pattern { text: String, reason: String },
+    #[error("invalid schedule: the {field} field holds {value}, outside {min}-{max}: {text:?}")]
+    OutOfRange {
+        field: &'static str,
+        value: u64,
+        min: u64,
+        max: u64,
+        text: String,
+    },
+    #[error(
+        "invalid schedule: {text:?} is not a cron expression (minute hour day-of-month month day-of-week, such as \"0 3 * * *\", or @daily, @hourly, @every 6h)"
+    )]
+    Pattern { text: String },
+}
+
+/// The five fields and the numbers each takes (day-of-week 7 is Sunday, as 0).
+const FIELDS: [(&str, u64, u64); 5] = [
+    ("minute", 0, 59),
+    ("hour", 0, 23),
+    ("day-of-month", 1, 31),
+    ("month", 1, 12),
+    ("day-of-week", 0, 7),
+];
+
+/// The first number of a field outside its range, so the error names it rather than the
+/// parser's words. Names (`JAN`, `MON`), `*`, `?` and `L`-style specials are left to the parser.
+fn out_of_range(text: &str) -> Option<CronError> {
+    for (field, (name, min, max)) in text.split_whitespace().zip(FIELDS) {
+        for part in field.split(',') {
+            let (range, step) = part.split_once('/').unwrap_or((part, ""));
+            let numbers = range.split('-').chain((!step.is_empty()).then_some(step));
+            for (i, number) in numbers.enumerate() {
+                let Ok(value) = number.parse::<u64>() else {
+                    continue;
+                };
+                // A step is a count, not a value of the field: only zero is out of range.
+                let is_step = !step.is_empty() && i == range.split('-').count();
+                let (lo, hi) = if is_step { (1, max.max(1)) } else { (min, max) };
+                if value < lo || value > hi {
+                    return Some(CronError::OutOfRange {
+                        field: name,
+                        value,
+                        min: lo,
+                        max: hi,
+                        text: text.to_owned(),
+                    });
+                }
+            }
+        }
+    }
+    None
 }
 
 impl FromStr for CronSchedule {
@@ -64,15 +112,17 @@ impl FromStr for CronSchedule {
                 text: text.to_owned(),
             });
         }
+        if !descriptor && let Some(e) = out_of_range(text) {
+            return Err(e);
+        }
         let parser = CronParser::builder()
             .seconds(Seconds::Disallowed)
             .year(Year::Disallowed)
             .build();
         let cron = parser
             .parse(&text.replace("@midnight", "@daily"))
-            .map_err(|e| CronError::Pattern {
+            .map_err(|_| CronError::Pattern {
                 text: text.to_owned(),
-                reason: e.to_string(),
             })?;
         Ok(CronSchedule::Cron(Box::new(cron)))
     }
@@ -182,12 +232,32 @@ mod tests {
             ("", "non-empty"),
             ("* * * *", "exactly 5 fields"),
             ("0 0 * * * *", "exactly 5 fields"),
-            ("61 * * * *", "invalid schedule"),
+            ("61 * * * *", "the minute field holds 61, outside 0-59"),
+            ("0 24 * * *", "the hour field holds 24, outside 0-23"),
+            ("0 0 0 * *", "the day-of-month field holds 0, outside 1-31"),
+            ("0 0 1 1-13 *", "the month field holds 13, outside 1-12"),
+            ("0 0 * * 8", "the day-of-week field holds 8, outside 0-7"),
+            ("*/0 * * * *", "the minute field holds 0, outside 1-59"),
             ("@every soon", "bad @every duration"),
-            ("@fortnightly", "invalid schedule"),
+            ("@fortnightly", "is not a cron expression"),
+            ("0 0 * * MONDAY-ish", "is not a cron expression"),
         ] {
-            let err = bad.parse::<CronSchedule>().unwrap_err();
-            assert!(err.to_string().contains(says), "{bad:?}: {err}");
+            let err = bad.parse::<CronSchedule>().unwrap_err().to_string();
+            assert!(err.contains(says), "{bad:?}: {err}");
+            // Our words only: nothing of the cron library's own messages.
+            for library in ["Component error", "Number out of bounds", "Invalid pattern"] {
+                assert!(!err.contains(library), "{bad:?}: {err}");
+            }
+        }
+        for good in [
+            "*/15 * * * *",
+            "0 3 * * 0",
+            "0 3 * * 7",
+            "0 0 1 JAN,JUL MON-FRI",
+            "5 4 1-31/2 * *",
+        ] {
+            good.parse::<CronSchedule>()
+                .unwrap_or_else(|e| panic!("{good:?}: {e}"));
         }
     }
 

@@ -1,4 +1,5 @@
-//! The client commands that need no cluster: `client config` and `completion`.
+//! The client commands, and the checks of what a user types, that need no cluster: `client
+//! config`, `completion`, a closed pipe, a provider that is not one.
 
 use std::process::Command;
 
@@ -69,4 +70,64 @@ fn completion_scripts_cover_the_commands() {
     }
     let err = lifeboat(&config, &["completion", "tcsh"]).stderr;
     assert!(err.contains("tcsh"), "{err}");
+}
+
+#[test]
+fn a_reader_that_goes_away_ends_a_client_command_quietly() {
+    use std::io::Read as _;
+    let mut child = Command::new(lifeboat_exe())
+        .args(["completion", "bash"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run lifeboat");
+    // `| head -c 0`: the reader is gone before the process has started writing (it is still
+    // starting: exec, parsing), so its first write meets a closed pipe.
+    drop(child.stdout.take().expect("stdout"));
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut stderr)
+        .expect("stderr");
+    child.wait().expect("wait");
+    assert!(stderr.is_empty(), "a closed pipe is not an error: {stderr}");
+}
+
+#[test]
+fn a_provider_velero_has_no_plugin_for_is_refused_before_anything_is_created() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("config.json");
+    let create = |provider: &str| {
+        lifeboat(
+            &config,
+            &[
+                "backup-location",
+                "create",
+                "default",
+                "--provider",
+                provider,
+                "--bucket",
+                "b",
+                // No cluster at all: the refusal must come first.
+                "--kubeconfig",
+                "/nonexistent/kubeconfig",
+            ],
+        )
+        .fails()
+        .stderr
+    };
+    let err = create("s3");
+    assert!(
+        err.contains("--provider s3 is not a provider: use --provider aws")
+            && err.contains("s3Url"),
+        "{err}"
+    );
+    assert!(create("gcs").contains("use --provider gcp"));
+    let err = create("dropbox");
+    assert!(err.contains("\"dropbox\" is not a provider"), "{err}");
+    // A real provider passes the check and only then needs the cluster.
+    let err = create("velero.io/aws");
+    assert!(err.contains("/nonexistent/kubeconfig"), "{err}");
 }

@@ -96,9 +96,30 @@ enum BackupLocationCommand {
     },
 }
 
+/// Refuses a provider Velero has no plugin for, naming the one meant: the server would take
+/// `s3` as AWS and, without an `s3Url`, send the requests to AWS.
+fn check_provider(provider: &str) -> Result<()> {
+    let name = provider.trim();
+    match name.strip_prefix("velero.io/").unwrap_or(name) {
+        "aws" | "gcp" | "azure" | "filesystem" => Ok(()),
+        "s3" | "minio" => bail!(
+            "--provider {name} is not a provider: use --provider aws for AWS and for any \
+             S3-compatible store, with --config s3Url=<endpoint> for one that is not AWS"
+        ),
+        "gcs" | "google" => bail!("--provider {name} is not a provider: use --provider gcp"),
+        other => bail!(
+            "--provider {other:?} is not a provider: use aws (AWS and S3-compatible stores), gcp, \
+             azure or filesystem"
+        ),
+    }
+}
+
 pub(crate) async fn run_backup_location(args: BackupLocationArgs) -> Result<()> {
-    let namespace = args.cluster.namespace()?;
     // Validate everything the user typed before contacting the cluster.
+    if let BackupLocationCommand::Create { provider, .. } = &args.command {
+        check_provider(provider)?;
+    }
+    let namespace = args.cluster.namespace()?;
     let command = args.command;
     let client = args.cluster.client().await?;
     let api: Api<BackupStorageLocation> = Api::namespaced(client, &namespace);
@@ -122,9 +143,7 @@ pub(crate) async fn run_backup_location(args: BackupLocationArgs) -> Result<()> 
             let credential = credential.as_deref().map(parse_credential).transpose()?;
             let ca_cert = cacert.as_ref().map(read_cacert).transpose()?;
             // Stored as text in the location's spec and read by the server's controller, so
-            // checked with the server's reading of it, not with the flags' parser
-            // ([`crate::duration`]): a value the client let through must be one the server
-            // takes (it takes no fractions such as `1.5h`).
+            // checked as the server reads a field (surrounding blanks allowed).
             for (flag, value) in [
                 ("backup-sync-period", &backup_sync_period),
                 ("validation-frequency", &validation_frequency),
