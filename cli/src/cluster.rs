@@ -75,8 +75,38 @@ impl ClusterArgs {
                 .await
                 .context("cannot find a cluster: set KUBECONFIG or pass --kubeconfig")?,
         };
+        // Remembered for the one sentence an unreachable server gets (see [`unreachable`]).
+        let _ = API_SERVER.set(config.cluster_url.to_string());
         kube::Client::try_from(config).context("cannot build a client for the cluster")
     }
+}
+
+/// The API server address this command's client was built for.
+static API_SERVER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// The sentence for a command whose API server could not be reached (refused, unresolvable,
+/// timed out: kube reports these as a failed service call), naming the address and the
+/// operating system's reason, and what to check; `None` for any other error.
+pub(crate) fn unreachable(err: &anyhow::Error) -> Option<String> {
+    let service = err
+        .chain()
+        .find_map(|cause| match cause.downcast_ref::<kube::Error>()? {
+            e @ (kube::Error::Service(_) | kube::Error::HyperError(_)) => Some(e),
+            _ => None,
+        })?;
+    // The innermost cause is the operating system's or the TLS library's own words.
+    let mut reason: &dyn std::error::Error = service;
+    while let Some(inner) = reason.source() {
+        reason = inner;
+    }
+    let address = API_SERVER.get().map_or_else(
+        || "the API server".to_owned(),
+        |a| format!("the API server {a}"),
+    );
+    Some(format!(
+        "cannot reach the Kubernetes cluster: {address} did not answer ({reason}); check that \
+         the cluster is running and that the kubeconfig (--kubeconfig, KUBECONFIG) points at it"
+    ))
 }
 
 /// The object `name`, or an error saying that the `what` (`Backup`, `Schedule`, …) does not exist.

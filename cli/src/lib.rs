@@ -219,6 +219,9 @@ fn exit_code(err: &anyhow::Error) -> ExitCode {
 /// the engine's error has a remedy on this command line, the remedy follows (the engine's
 /// messages describe the repository, and are also shown to cluster users, who type no flags).
 fn sentence(err: &anyhow::Error) -> String {
+    if let Some(line) = cluster::unreachable(err) {
+        return line;
+    }
     let mut line = lifeboat_repo::error_chain(err.as_ref());
     if let Some(hint) = err.chain().find_map(|cause| hint(cause.downcast_ref()?)) {
         line.push_str("; ");
@@ -252,10 +255,12 @@ fn init_logging(daemon: bool) {
     // are reported in the command's result instead. The server and agent log what they do.
     // The format engine's own log lines are reports for its developers (backtraces, its
     // error banners): what it finds reaches users through our results and errors.
+    // kube's client logs a failed request itself before returning it: the command says it once,
+    // in its own words.
     let default = if daemon {
         "info,rustic_core=off"
     } else {
-        "error,rustic_core=off"
+        "error,rustic_core=off,kube_client=off"
     };
     let filter =
         EnvFilter::try_from_env("LIFEBOAT_LOG").unwrap_or_else(|_| EnvFilter::new(default));

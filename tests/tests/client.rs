@@ -1,5 +1,5 @@
 //! The client commands, and the checks of what a user types, that need no cluster: `client
-//! config`, `completion`, a closed pipe, a provider that is not one.
+//! config`, `completion`, a closed pipe, a provider that is not one, a cluster that is not there.
 
 use std::process::Command;
 
@@ -130,4 +130,45 @@ fn a_provider_velero_has_no_plugin_for_is_refused_before_anything_is_created() {
     // A real provider passes the check and only then needs the cluster.
     let err = create("velero.io/aws");
     assert!(err.contains("/nonexistent/kubeconfig"), "{err}");
+}
+
+#[test]
+fn an_unreachable_api_server_is_one_sentence_naming_its_address() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A port nothing listens on: bound, then released.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("address")
+        .port();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: https://127.0.0.1:{port}\n\
+             contexts:\n- name: x\n  context: {{cluster: c, user: u}}\ncurrent-context: x\n\
+             users:\n- name: u\n  user: {{token: t}}\n"
+        ),
+    )
+    .expect("kubeconfig");
+    let run = lifeboat(
+        &dir.path().join("config.json"),
+        &[
+            "backup",
+            "get",
+            "--kubeconfig",
+            kubeconfig.to_str().expect("utf-8"),
+        ],
+    )
+    .fails();
+    let lines: Vec<&str> = run.stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "one line, no library log: {}", run.stderr);
+    assert!(
+        lines[0].starts_with(&format!(
+            "lifeboat: cannot reach the Kubernetes cluster: the API server https://127.0.0.1:{port}"
+        )) && lines[0].contains("Connection refused")
+            && lines[0].contains("kubeconfig"),
+        "{}",
+        run.stderr
+    );
 }
