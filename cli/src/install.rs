@@ -29,8 +29,6 @@ pub(crate) struct InstallArgs {
 
 #[derive(Debug, Args)]
 struct InstallFlags {
-    #[command(flatten)]
-    cluster: ClusterArgs,
     /// The storage provider: aws (and S3-compatible stores), gcp, azure.
     #[arg(long)]
     provider: Option<String>,
@@ -146,8 +144,6 @@ struct InstallFlags {
 
 #[derive(Debug, Args)]
 pub(crate) struct UninstallArgs {
-    #[command(flatten)]
-    cluster: ClusterArgs,
     /// Uninstall without asking (required without a terminal).
     #[arg(long)]
     force: bool,
@@ -308,20 +304,20 @@ fn say(progress: &Progress) {
     println!("{progress}");
 }
 
-pub(crate) async fn install(args: InstallArgs) -> Result<()> {
+pub(crate) async fn install(args: InstallArgs, cluster: &ClusterArgs) -> Result<()> {
     let args = args.flags;
     if args.plugins.is_some() {
         eprintln!("lifeboat: --plugins ignored: lifeboat's storage providers are built in");
     }
-    let namespace = args.cluster.namespace()?;
+    let namespace = cluster.namespace()?;
     if args.dry_run {
-        return dry_run(&args, &namespace).await;
+        return dry_run(&args, cluster, &namespace).await;
     }
 
     // Check the flags before reaching for the cluster, so a typo fails at once.
     let placeholder = pki::Bundle::generate(&namespace).context("cannot make the certificates")?;
     let mut options = options(&args, &namespace, placeholder)?;
-    let client = args.cluster.client().await?;
+    let client = cluster.client().await?;
     if !args.crds_only {
         // An earlier install's CA keeps issuing, so running agents keep trusting the server.
         if let Some(authority) = install::existing_authority(&client, &namespace).await? {
@@ -351,12 +347,12 @@ pub(crate) async fn install(args: InstallArgs) -> Result<()> {
 /// left out with a note, so applying the output (`kubectl apply`, a GitOps pipeline) never
 /// replaces a password or a CA. Without a cluster the Secrets are new, as for a first
 /// install, and stderr says what applying them over an existing install would do.
-async fn dry_run(args: &InstallFlags, namespace: &str) -> Result<()> {
+async fn dry_run(args: &InstallFlags, cluster: &ClusterArgs, namespace: &str) -> Result<()> {
     let format = args.output.unwrap_or(Format::Yaml);
     // The flags are checked before reaching for the cluster, so a typo fails at once.
     let fresh = pki::Bundle::generate(namespace).context("cannot make the certificates")?;
     let mut options = options(args, namespace, fresh)?;
-    let client = args.cluster.client().await.ok();
+    let client = cluster.client().await.ok();
     let reach = |client: kube::Client| async move {
         let authority = install::existing_authority(&client, namespace).await?;
         Ok::<_, install::Error>((client, authority))
@@ -412,8 +408,8 @@ async fn dry_run(args: &InstallFlags, namespace: &str) -> Result<()> {
 /// How long a dry run tries to reach the cluster before rendering as for a new one.
 const DRY_RUN_REACH: std::time::Duration = std::time::Duration::from_secs(10);
 
-pub(crate) async fn uninstall(args: UninstallArgs) -> Result<()> {
-    let namespace = args.cluster.namespace()?;
+pub(crate) async fn uninstall(args: UninstallArgs, cluster: &ClusterArgs) -> Result<()> {
+    let namespace = cluster.namespace()?;
     if !args.force {
         let question = format!(
             "You are about to uninstall lifeboat from namespace {namespace}. Are you sure you want to continue"
@@ -429,7 +425,7 @@ pub(crate) async fn uninstall(args: UninstallArgs) -> Result<()> {
             Some(true) => {}
         }
     }
-    let client = args.cluster.client().await?;
+    let client = cluster.client().await?;
     let mut namespace_deleted = false;
     install::uninstall(&client, &namespace, |progress| {
         if let Progress::Object { kind, outcome, .. } = progress {

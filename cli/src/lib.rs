@@ -35,6 +35,9 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "lifeboat", version, about, propagate_version = true)]
 struct Cli {
+    /// How to reach the cluster: accepted before the subcommand or anywhere after it.
+    #[command(flatten)]
+    cluster: cluster::ClusterArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -142,24 +145,33 @@ pub fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         let done = match cli.command {
-            Command::Install(args) => install::install(args).await,
-            Command::Uninstall(args) => install::uninstall(args).await,
-            Command::Backup(args) => backup::run(args).await,
-            Command::Restore(args) => restore::run(args).await,
+            Command::Install(args) => install::install(args, &cli.cluster).await,
+            Command::Uninstall(args) => install::uninstall(args, &cli.cluster).await,
+            Command::Backup(args) => backup::run(args, &cli.cluster).await,
+            Command::Restore(args) => restore::run(args, &cli.cluster).await,
             // Its own exit codes and lines: an init container's, read in `kubectl logs`.
             Command::RestoreHelper(args) => return Ok(restore_helper::run(args).await),
-            Command::Schedule(args) => schedule::run(args).await,
-            Command::BackupLocation(args) => location::run_backup_location(args).await,
-            Command::SnapshotLocation(args) => location::run_snapshot_location(args).await,
+            Command::Schedule(args) => schedule::run(args, &cli.cluster).await,
+            Command::BackupLocation(args) => {
+                location::run_backup_location(args, &cli.cluster).await
+            }
+            Command::SnapshotLocation(args) => {
+                location::run_snapshot_location(args, &cli.cluster).await
+            }
             Command::Client(args) => config::run(args),
             Command::Completion(args) => completion::run::<Cli>(args),
-            Command::Server(args) => serve::server(args).await,
-            Command::Agent(args) => serve::agent(args).await,
-            Command::Repo(args) => repo::run(args).await,
+            Command::Server(args) => serve::server(args, &cli.cluster).await,
+            Command::Agent(args) => serve::agent(args, &cli.cluster).await,
+            Command::Repo(args) => repo::run(args, &cli.cluster).await,
             Command::Restic(args) => match args.command {
                 ResticCommand::Repo(repo) => match repo.command {
                     ResticRepoCommand::Get(get) => {
-                        repo::repositories(&get.args, get.output == ResticOutput::Json).await
+                        repo::repositories(
+                            &get.args,
+                            &cli.cluster,
+                            get.output == ResticOutput::Json,
+                        )
+                        .await
                     }
                 },
             },

@@ -21,8 +21,6 @@ use crate::selector;
 
 #[derive(Debug, Args)]
 pub(crate) struct ScheduleArgs {
-    #[command(flatten)]
-    cluster: ClusterArgs,
     #[command(subcommand)]
     command: ScheduleCommand,
 }
@@ -65,8 +63,8 @@ struct CreateArgs {
     output: Option<Format>,
 }
 
-pub(crate) async fn run(args: ScheduleArgs) -> Result<()> {
-    let namespace = args.cluster.namespace()?;
+pub(crate) async fn run(args: ScheduleArgs, cluster: &ClusterArgs) -> Result<()> {
+    let namespace = cluster.namespace()?;
     match args.command {
         ScheduleCommand::Create(create) => {
             if let Err(e) = create.schedule.parse::<CronSchedule>() {
@@ -95,7 +93,7 @@ pub(crate) async fn run(args: ScheduleArgs) -> Result<()> {
             if let Some(format) = create.output {
                 return print_objects(true, &[schedule], format);
             }
-            let client = args.cluster.client().await?;
+            let client = cluster.client().await?;
             create.template.check_locations(&client, &namespace).await?;
             let api: Api<Schedule> = Api::namespaced(client, &namespace);
             api.create(&PostParams::default(), &schedule)
@@ -108,7 +106,7 @@ pub(crate) async fn run(args: ScheduleArgs) -> Result<()> {
         }
         ScheduleCommand::Get(get) => {
             let objects = get.show.objects()?;
-            let api: Api<Schedule> = Api::namespaced(args.cluster.client().await?, &namespace);
+            let api: Api<Schedule> = Api::namespaced(cluster.client().await?, &namespace);
             let (schedules, missing) = objects.fetch(&api).await?;
             if !schedules.is_empty() || missing.is_empty() {
                 match get.output.objects() {
@@ -120,7 +118,7 @@ pub(crate) async fn run(args: ScheduleArgs) -> Result<()> {
         }
         ScheduleCommand::Describe(show) => {
             let objects = show.objects()?;
-            let api: Api<Schedule> = Api::namespaced(args.cluster.client().await?, &namespace);
+            let api: Api<Schedule> = Api::namespaced(cluster.client().await?, &namespace);
             let (schedules, missing) = objects.fetch(&api).await?;
             let texts: Vec<String> = schedules.iter().map(describe_schedule).collect();
             crate::format::write_stdout(texts.join("\n\n").as_bytes())?;
@@ -128,7 +126,7 @@ pub(crate) async fn run(args: ScheduleArgs) -> Result<()> {
         }
         ScheduleCommand::Delete(delete) => {
             let objects = delete.selection.objects("schedules")?;
-            let api: Api<Schedule> = Api::namespaced(args.cluster.client().await?, &namespace);
+            let api: Api<Schedule> = Api::namespaced(cluster.client().await?, &namespace);
             let (schedules, missing) = objects.fetch(&api).await?;
             if schedules.is_empty() && missing.is_empty() {
                 println!("No schedules found");
@@ -152,10 +150,10 @@ pub(crate) async fn run(args: ScheduleArgs) -> Result<()> {
             none_missing("Schedule", &missing)
         }
         ScheduleCommand::Pause(selection) => {
-            set_paused(&args.cluster, &namespace, &selection, true).await
+            set_paused(cluster, &namespace, &selection, true).await
         }
         ScheduleCommand::Unpause(selection) => {
-            set_paused(&args.cluster, &namespace, &selection, false).await
+            set_paused(cluster, &namespace, &selection, false).await
         }
     }
 }

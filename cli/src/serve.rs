@@ -12,15 +12,12 @@ use lifeboat_agent::{AgentOptions, DEFAULT_TLS_DIR, TlsMaterial};
 use lifeboat_server::{ServerOptions, Settings};
 use tokio_util::sync::CancellationToken;
 
-use crate::cluster::DEFAULT_NAMESPACE;
+use crate::cluster::ClusterArgs;
 use crate::config::split_features;
 use lifeboat_server::duration;
 
 #[derive(Debug, Args)]
 pub(crate) struct ServerArgs {
-    /// The namespace of the install (set from the pod's namespace by the Deployment).
-    #[arg(long, env = "VELERO_NAMESPACE", default_value = DEFAULT_NAMESPACE)]
-    namespace: String,
     /// Address of /healthz, /readyz, /metrics and /agents.
     #[arg(long, default_value = "0.0.0.0:8085")]
     metrics_address: SocketAddr,
@@ -96,9 +93,6 @@ pub(crate) struct ServerArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct AgentArgs {
-    /// The namespace of the install (set from the pod's namespace by the DaemonSet).
-    #[arg(long, env = "VELERO_NAMESPACE", default_value = DEFAULT_NAMESPACE)]
-    namespace: String,
     /// This node's name (NODE_NAME from the downward API).
     #[arg(long, env = "NODE_NAME")]
     node: Option<String>,
@@ -173,7 +167,9 @@ fn shutdown_token() -> CancellationToken {
     token
 }
 
-pub(crate) async fn server(args: ServerArgs) -> Result<()> {
+pub(crate) async fn server(args: ServerArgs, cluster: &ClusterArgs) -> Result<()> {
+    // The pods set VELERO_NAMESPACE to their own namespace; resolved as every command does.
+    let namespace = cluster.namespace()?;
     let tls = TlsMaterial::load(&args.tls_dir)?;
     let mut snapshot_locations = std::collections::BTreeMap::new();
     for pair in args
@@ -191,11 +187,10 @@ pub(crate) async fn server(args: ServerArgs) -> Result<()> {
             }
         }
     }
-    let client = kube::Client::try_default()
-        .await
-        .context("cannot reach the API server (in-cluster config or KUBECONFIG)")?;
+    // In a pod: the in-cluster config; elsewhere --kubeconfig, KUBECONFIG, ~/.kube/config.
+    let client = cluster.client().await?;
     let opts = ServerOptions {
-        namespace: args.namespace,
+        namespace: namespace.clone(),
         metrics_address: args.metrics_address,
         grpc_address: args.grpc_address,
         tls,
@@ -231,7 +226,9 @@ pub(crate) async fn server(args: ServerArgs) -> Result<()> {
     Ok(())
 }
 
-pub(crate) async fn agent(args: AgentArgs) -> Result<()> {
+pub(crate) async fn agent(args: AgentArgs, cluster: &ClusterArgs) -> Result<()> {
+    // The pods set VELERO_NAMESPACE to their own namespace; resolved as every command does.
+    let namespace = cluster.namespace()?;
     let Some(node) = args.node.filter(|n| !n.trim().is_empty()) else {
         bail!(
             "the agent needs its node's name: set NODE_NAME (the DaemonSet sets it from spec.nodeName) or pass --node"
@@ -246,10 +243,10 @@ pub(crate) async fn agent(args: AgentArgs) -> Result<()> {
     }
     let server = args
         .server
-        .unwrap_or_else(|| format!("https://lifeboat.{}.svc:8443", args.namespace));
+        .unwrap_or_else(|| format!("https://lifeboat.{namespace}.svc:8443"));
     let server_name = args
         .server_name
-        .unwrap_or_else(|| format!("lifeboat.{}.svc", args.namespace));
+        .unwrap_or_else(|| format!("lifeboat.{namespace}.svc"));
     // One volume per CPU keeps every core busy with chunking and compression; more would
     // only add memory.
     let concurrency = args.concurrency.unwrap_or_else(|| {

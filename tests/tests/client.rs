@@ -151,24 +151,30 @@ fn an_unreachable_api_server_is_one_sentence_naming_its_address() {
         ),
     )
     .expect("kubeconfig");
-    let run = lifeboat(
-        &dir.path().join("config.json"),
-        &[
-            "backup",
-            "get",
-            "--kubeconfig",
-            kubeconfig.to_str().expect("utf-8"),
-        ],
-    )
-    .fails();
-    let lines: Vec<&str> = run.stderr.lines().collect();
-    assert_eq!(lines.len(), 1, "one line, no library log: {}", run.stderr);
-    assert!(
-        lines[0].starts_with(&format!(
-            "lifeboat: cannot reach the Kubernetes cluster: the API server https://127.0.0.1:{port}"
-        )) && lines[0].contains("Connection refused")
-            && lines[0].contains("kubeconfig"),
-        "{}",
-        run.stderr
-    );
+    let kubeconfig = kubeconfig.to_str().expect("utf-8");
+    // The cluster flags go anywhere: after the command, or before it as kubectl users type them
+    // (each of these reaches the closed port, so each took the flag).
+    for args in [
+        vec!["backup", "get", "--kubeconfig", kubeconfig],
+        vec!["--kubeconfig", kubeconfig, "backup", "get"],
+        vec!["-n", "other", "--kubeconfig", kubeconfig, "schedule", "get"],
+        vec!["backup", "--kubeconfig", kubeconfig, "describe", "b"],
+    ] {
+        let run = lifeboat(&dir.path().join("config.json"), &args).fails();
+        let lines: Vec<&str> = run.stderr.lines().collect();
+        assert_eq!(
+            lines.len(),
+            1,
+            "{args:?}: one line, no library log: {}",
+            run.stderr
+        );
+        assert!(
+            lines[0].starts_with(&format!(
+                "lifeboat: cannot reach the Kubernetes cluster: the API server https://127.0.0.1:{port}"
+            )) && lines[0].contains("Connection refused")
+                && lines[0].contains("kubeconfig"),
+            "{args:?}: {}",
+            run.stderr
+        );
+    }
 }

@@ -48,8 +48,6 @@ pub(crate) use lifeboat_server::api::labels::{
 
 #[derive(Debug, Args)]
 pub(crate) struct BackupArgs {
-    #[command(flatten)]
-    cluster: ClusterArgs,
     #[command(subcommand)]
     command: BackupCommand,
 }
@@ -72,9 +70,8 @@ enum BackupCommand {
     Delete(args::DeleteArgs),
 }
 
-pub(crate) async fn run(args: BackupArgs) -> Result<()> {
-    let namespace = args.cluster.namespace()?;
-    let cluster = &args.cluster;
+pub(crate) async fn run(args: BackupArgs, cluster: &ClusterArgs) -> Result<()> {
+    let namespace = cluster.namespace()?;
     match args.command {
         BackupCommand::Create(create) => create::run(cluster, &namespace, *create).await,
         BackupCommand::Get(get) => get::run(cluster, &namespace, get).await,

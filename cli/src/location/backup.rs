@@ -17,8 +17,6 @@ use crate::format::{Format, Output, ask, parse_pairs, print_objects, print_table
 
 #[derive(Debug, Args)]
 pub(crate) struct BackupLocationArgs {
-    #[command(flatten)]
-    cluster: ClusterArgs,
     #[command(subcommand)]
     command: BackupLocationCommand,
 }
@@ -114,14 +112,17 @@ fn check_provider(provider: &str) -> Result<()> {
     }
 }
 
-pub(crate) async fn run_backup_location(args: BackupLocationArgs) -> Result<()> {
+pub(crate) async fn run_backup_location(
+    args: BackupLocationArgs,
+    cluster: &ClusterArgs,
+) -> Result<()> {
     // Validate everything the user typed before contacting the cluster.
     if let BackupLocationCommand::Create { provider, .. } = &args.command {
         check_provider(provider)?;
     }
-    let namespace = args.cluster.namespace()?;
+    let namespace = cluster.namespace()?;
     let command = args.command;
-    let client = args.cluster.client().await?;
+    let client = cluster.client().await?;
     let api: Api<BackupStorageLocation> = Api::namespaced(client, &namespace);
     match command {
         BackupLocationCommand::Create {

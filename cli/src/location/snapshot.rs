@@ -13,8 +13,6 @@ use crate::format::{Format, Output, parse_pairs, print_objects, print_table};
 
 #[derive(Debug, Args)]
 pub(crate) struct SnapshotLocationArgs {
-    #[command(flatten)]
-    cluster: ClusterArgs,
     #[command(subcommand)]
     command: SnapshotLocationCommand,
 }
@@ -51,10 +49,13 @@ enum SnapshotLocationCommand {
     },
 }
 
-pub(crate) async fn run_snapshot_location(args: SnapshotLocationArgs) -> Result<()> {
-    let namespace = args.cluster.namespace()?;
+pub(crate) async fn run_snapshot_location(
+    args: SnapshotLocationArgs,
+    cluster: &ClusterArgs,
+) -> Result<()> {
+    let namespace = cluster.namespace()?;
     let command = args.command;
-    let client = args.cluster.client().await?;
+    let client = cluster.client().await?;
     let api: Api<VolumeSnapshotLocation> = Api::namespaced(client, &namespace);
     match command {
         SnapshotLocationCommand::Create {

@@ -16,16 +16,18 @@ pub(crate) struct RepositoryGetArgs {
     /// Only repositories with these labels.
     #[arg(long, short = 'l')]
     selector: Option<String>,
-    #[command(flatten)]
-    cluster: ClusterArgs,
 }
 
 /// Lists the ResticRepositories: Velero's columns, or the objects as JSON.
-pub(crate) async fn repositories(args: &RepositoryGetArgs, json: bool) -> Result<()> {
+pub(crate) async fn repositories(
+    args: &RepositoryGetArgs,
+    cluster: &ClusterArgs,
+    json: bool,
+) -> Result<()> {
     use kube::ResourceExt as _;
     use lifeboat_server::api::ResticRepository;
-    let namespace = args.cluster.namespace()?;
-    let client = args.cluster.client().await?;
+    let namespace = cluster.namespace()?;
+    let client = cluster.client().await?;
     let api: kube::Api<ResticRepository> = kube::Api::namespaced(client, &namespace);
     let mut params = kube::api::ListParams::default();
     if let Some(selector) = &args.selector {

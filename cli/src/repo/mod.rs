@@ -140,11 +140,11 @@ fn context(json: bool) -> Context {
     ctx
 }
 
-pub(crate) async fn run(args: RepoArgs) -> Result<()> {
+pub(crate) async fn run(args: RepoArgs, cluster: &crate::cluster::ClusterArgs) -> Result<()> {
     let g = &args.global;
     let json = g.output == Output::Json;
     match args.command {
-        RepoCommand::Get(get) => repositories(&get, json).await,
+        RepoCommand::Get(get) => repositories(&get, cluster, json).await,
         RepoCommand::Init => init(g, json).await,
         RepoCommand::Backup(backup) => {
             let repo = open(g).await?;

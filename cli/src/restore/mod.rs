@@ -39,8 +39,6 @@ use crate::cluster::ClusterArgs;
 
 #[derive(Debug, Args)]
 pub(crate) struct RestoreArgs {
-    #[command(flatten)]
-    cluster: ClusterArgs,
     #[command(subcommand)]
     command: RestoreCommand,
 }
@@ -62,9 +60,8 @@ enum RestoreCommand {
     Delete(delete::DeleteRestoresArgs),
 }
 
-pub(crate) async fn run(args: RestoreArgs) -> Result<()> {
-    let namespace = args.cluster.namespace()?;
-    let cluster = &args.cluster;
+pub(crate) async fn run(args: RestoreArgs, cluster: &ClusterArgs) -> Result<()> {
+    let namespace = cluster.namespace()?;
     match args.command {
         RestoreCommand::Create(create) => create::run(cluster, &namespace, *create).await,
         RestoreCommand::Get(get) => get::run(cluster, &namespace, get).await,
