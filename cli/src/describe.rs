@@ -70,6 +70,22 @@ impl Describer {
         }
     }
 
+    /// One kind of an operation's results (`Errors`, `Warnings`) in Velero's layout: the
+    /// server's own, the cluster-scoped objects', then each namespace's.
+    pub(crate) fn messages(&mut self, title: &str, messages: &lifeboat_server::backup::Messages) {
+        self.line(format!("{title}:"));
+        self.list("\tVelero", &messages.velero);
+        self.list("\tCluster", &messages.cluster);
+        if messages.namespaces.is_empty() {
+            self.line("\tNamespaces:\t<none>");
+        } else {
+            self.line("\tNamespaces:");
+            for (namespace, list) in &messages.namespaces {
+                self.list(&format!("\t\t{namespace}"), list);
+            }
+        }
+    }
+
     /// The aligned text.
     pub(crate) fn finish(self) -> String {
         let mut writer = tabwriter::TabWriter::new(Vec::new()).minwidth(0).padding(2);

@@ -569,15 +569,38 @@ fn describe_shows_velero_s_layout_and_with_details_the_bucket_s_resource_list() 
         &gzip(br#"{"v1/ConfigMap": ["app/settings", "app/flags"], "apps/v1/Deployment": ["app/web"]}"#),
     );
 
+    s.put_file(
+        "backups/web/web-results.gz",
+        &gzip(
+            br#"{"errors":{"namespaces":{"app":["pod volume backup web-b of pod web-0 volume cache failed: no agent on node-1"]}},"warnings":{"velero":["API group metrics.k8s.io did not answer discovery; its resources are not backed up"],"cluster":["persistent volume pv-1 is not protected"]}}"#,
+        ),
+    );
+
     let text = s.run(&["backup", "describe", "web"]).ok().stdout;
     assert_eq!(text, DESCRIBED);
 
-    // --details adds the resource list from the bucket and each volume, where the counts were.
+    // --details adds what the errors and warnings are (from the bucket's results file), the
+    // resource list from the bucket and each volume, where the counts were.
     let details = s
         .run(&["backup", "describe", "web", "--details"])
         .ok()
         .stdout;
-    let (before, after) = DESCRIBED
+    let results = "Warnings:  2\n\n\
+                   Errors:\n  \
+                     Velero:   <none>\n  \
+                     Cluster:  <none>\n  \
+                     Namespaces:\n    \
+                       app:  pod volume backup web-b of pod web-0 volume cache failed: no agent on node-1\n\n\
+                   Warnings:\n  \
+                     Velero:      API group metrics.k8s.io did not answer discovery; its resources are not backed up\n  \
+                     Cluster:     persistent volume pv-1 is not protected\n  \
+                     Namespaces:  <none>\n";
+    let with_results = DESCRIBED.replacen("Warnings:  2\n", results, 1);
+    assert_ne!(
+        with_results, DESCRIBED,
+        "the counts are where the messages go"
+    );
+    let (before, after) = with_results
         .split_once("Velero-Native Snapshots")
         .expect("the layout has snapshots");
     let volumes = "Restic Backups:\n  \

@@ -13,6 +13,7 @@ use lifeboat_server::api::{
     Backup, BackupPhase, BackupSpec, DeleteBackupRequest, DeleteBackupRequestPhase,
     PodVolumeBackup, PodVolumePhase,
 };
+use lifeboat_server::backup::BackupResults;
 use lifeboat_server::backup::layout::BackupKeys;
 
 use super::{BACKUP_NAME_LABEL, BACKUP_UID_LABEL, label_value, open_location, sort_backups};
@@ -44,12 +45,21 @@ pub(super) async fn run(cluster: &ClusterArgs, namespace: &str, args: DescribeAr
     sort_backups(&mut backups);
     for (i, backup) in backups.iter().enumerate() {
         let related = Related::fetch(&client, namespace, backup).await;
-        let resources = if args.details {
-            Some(resource_list(&client, namespace, backup, &args.access).await)
+        let (resources, results) = if args.details {
+            (
+                Some(resource_list(&client, namespace, backup, &args.access).await),
+                results(&client, namespace, backup, &args.access).await,
+            )
         } else {
-            None
+            (None, None)
         };
-        let text = describe_backup(backup, &related, resources.as_ref(), args.details);
+        let text = describe_backup(
+            backup,
+            &related,
+            resources.as_ref(),
+            results.as_ref(),
+            args.details,
+        );
         write_stdout(format!("{}{text}", if i > 0 { "\n\n" } else { "" }).as_bytes())?;
     }
     none_missing("Backup", &missing)
@@ -137,11 +147,36 @@ async fn resource_list(
         .map_err(ResourceListError::Read)
 }
 
+/// The errors and warnings of a backup from its results file, None when it has neither (the
+/// bucket is not read then), or why they cannot be read.
+async fn results(
+    client: &kube::Client,
+    namespace: &str,
+    backup: &Backup,
+    access: &StoreAccessArgs,
+) -> Option<Result<BackupResults>> {
+    let status = backup.status.clone().unwrap_or_default();
+    if status.warnings.unwrap_or(0) == 0 && status.errors.unwrap_or(0) == 0 {
+        return None;
+    }
+    let read = async {
+        let files = open_location(client, namespace, backup, access).await?;
+        let key = BackupKeys::new(&backup.name_any()).results();
+        let Some(gz) = files.read(&key).await? else {
+            anyhow::bail!("{key} is not in backup storage location {:?}", files.name);
+        };
+        let json = gunzip(&gz, &key)?;
+        serde_json::from_slice(&json).with_context(|| format!("{key} is not a results file"))
+    };
+    Some(read.await)
+}
+
 /// Velero's `backup describe` layout.
 fn describe_backup(
     backup: &Backup,
     related: &Related,
     resources: Option<&ResourceList>,
+    results: Option<&Result<BackupResults>>,
     details: bool,
 ) -> String {
     let name = backup.name_any();
@@ -166,6 +201,27 @@ fn describe_backup(
     d.blank();
     d.line(format!("Errors:\t{}", status.errors.unwrap_or(0)));
     d.line(format!("Warnings:\t{}", status.warnings.unwrap_or(0)));
+    // With --details, what they are, from the bucket's results file.
+    match results {
+        None => {}
+        Some(Err(why)) => {
+            d.blank();
+            d.line(format!(
+                "Errors and warnings:\t<cannot read them: {}>",
+                crate::sentence(why)
+            ));
+        }
+        Some(Ok(results)) => {
+            if status.errors.unwrap_or(0) > 0 {
+                d.blank();
+                d.messages("Errors", &results.errors);
+            }
+            if status.warnings.unwrap_or(0) > 0 {
+                d.blank();
+                d.messages("Warnings", &results.warnings);
+            }
+        }
+    }
     d.blank();
     describe_spec(&mut d, &backup.spec);
     d.blank();

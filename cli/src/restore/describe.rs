@@ -9,8 +9,8 @@ use kube::ResourceExt;
 use kube::api::{Api, ListParams};
 use lifeboat_server::api::labels::{RESTORE_NAME, value as label_value};
 use lifeboat_server::api::{PodVolumePhase, PodVolumeRestore, Restore, RestorePhase};
+use lifeboat_server::backup::BackupResults;
 use lifeboat_server::backup::layout::RestoreKeys;
-use lifeboat_server::backup::{BackupResults, Messages};
 
 use super::{open_location, phase};
 use crate::args::ShowArgs;
@@ -144,11 +144,11 @@ fn describe_restore(
         Some(Ok(results)) => {
             if status.warnings.unwrap_or(0) > 0 {
                 d.blank();
-                describe_messages(&mut d, "Warnings", &results.warnings);
+                d.messages("Warnings", &results.warnings);
             }
             if status.errors.unwrap_or(0) > 0 {
                 d.blank();
-                describe_messages(&mut d, "Errors", &results.errors);
+                d.messages("Errors", &results.errors);
             }
         }
     }
@@ -221,21 +221,6 @@ fn describe_restore(
         describe_pod_volume_restores(&mut d, volumes, details);
     }
     d.finish()
-}
-
-/// One kind of results (`Warnings`, `Errors`) in Velero's layout.
-fn describe_messages(d: &mut Describer, title: &str, messages: &Messages) {
-    d.line(format!("{title}:"));
-    d.list("\tVelero", &messages.velero);
-    d.list("\tCluster", &messages.cluster);
-    if messages.namespaces.is_empty() {
-        d.line("\tNamespaces:\t<none>");
-    } else {
-        d.line("\tNamespaces:");
-        for (namespace, list) in &messages.namespaces {
-            d.list(&format!("\t\t{namespace}"), list);
-        }
-    }
 }
 
 /// The volume restores by phase (Velero's order, New and unset together): counts only, or with
