@@ -151,6 +151,19 @@ impl LocationFiles {
         }
     }
 
+    /// The results file at `key` (a backup's or a restore's errors and warnings, gzip JSON);
+    /// an error when it is missing or is not one.
+    pub(crate) async fn read_results(
+        &self,
+        key: &str,
+    ) -> Result<lifeboat_server::backup::BackupResults> {
+        let Some(gz) = self.read(key).await? else {
+            bail!("{key} is not in backup storage location {:?}", self.name);
+        };
+        serde_json::from_slice(&gunzip(&gz, key)?)
+            .with_context(|| format!("{key} is not a results file"))
+    }
+
     /// Removes every object under `dir` (relative to the prefix); returns how many there were.
     pub(crate) async fn remove_dir(&self, dir: &str) -> Result<usize> {
         let location = self.store.bucket.location().to_string();

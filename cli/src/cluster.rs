@@ -85,7 +85,7 @@ impl ClusterArgs {
 static API_SERVER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
 /// The sentence for a command whose API server could not be reached (refused, unresolvable,
-/// timed out: kube reports these as a failed service call), naming the address and the
+/// timed out, a TLS handshake that failed: kube reports these as a failed service call), naming the address and the
 /// operating system's reason, and what to check; `None` for any other error.
 pub(crate) fn unreachable(err: &anyhow::Error) -> Option<String> {
     let service = err
@@ -104,8 +104,8 @@ pub(crate) fn unreachable(err: &anyhow::Error) -> Option<String> {
         |a| format!("the API server {a}"),
     );
     Some(format!(
-        "cannot reach the Kubernetes cluster: {address} did not answer ({reason}); check that \
-         the cluster is running and that the kubeconfig (--kubeconfig, KUBECONFIG) points at it"
+        "cannot reach the Kubernetes cluster: {address} could not be reached ({reason}); check \
+         that the cluster is running and that the kubeconfig (--kubeconfig, KUBECONFIG) points at it"
     ))
 }
 

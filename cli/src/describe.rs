@@ -8,6 +8,32 @@ use std::io::Write as _;
 
 use kube::api::ObjectMeta;
 
+/// The two kinds of messages an operation's results hold.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Outcome {
+    Errors,
+    Warnings,
+}
+
+impl Outcome {
+    fn title(self) -> &'static str {
+        match self {
+            Outcome::Errors => "Errors",
+            Outcome::Warnings => "Warnings",
+        }
+    }
+
+    fn of(
+        self,
+        results: &lifeboat_server::backup::BackupResults,
+    ) -> &lifeboat_server::backup::Messages {
+        match self {
+            Outcome::Errors => &results.errors,
+            Outcome::Warnings => &results.warnings,
+        }
+    }
+}
+
 /// Collects the lines of one description.
 #[derive(Debug, Default)]
 pub(crate) struct Describer {
@@ -70,9 +96,42 @@ impl Describer {
         }
     }
 
+    /// An operation's errors and warnings (`describe --details`), the kinds in `order` with the
+    /// counts its status gives, each kind with a message shown; or why they cannot be read.
+    /// Nothing when `results` is None (the operation recorded none, so none were read).
+    pub(crate) fn results(
+        &mut self,
+        results: Option<&anyhow::Result<lifeboat_server::backup::BackupResults>>,
+        order: [(Outcome, i64); 2],
+    ) {
+        match results {
+            None => {}
+            Some(Err(why)) => {
+                let [(a, na), (b, nb)] = order;
+                self.blank();
+                self.line(format!(
+                    "{} and {}:\t<{na} {} and {nb} {}; cannot read them: {}>",
+                    a.title(),
+                    b.title().to_lowercase(),
+                    a.title().to_lowercase(),
+                    b.title().to_lowercase(),
+                    crate::sentence(why)
+                ));
+            }
+            Some(Ok(results)) => {
+                for (kind, count) in order {
+                    if count > 0 {
+                        self.blank();
+                        self.messages(kind.title(), kind.of(results));
+                    }
+                }
+            }
+        }
+    }
+
     /// One kind of an operation's results (`Errors`, `Warnings`) in Velero's layout: the
     /// server's own, the cluster-scoped objects', then each namespace's.
-    pub(crate) fn messages(&mut self, title: &str, messages: &lifeboat_server::backup::Messages) {
+    fn messages(&mut self, title: &str, messages: &lifeboat_server::backup::Messages) {
         self.line(format!("{title}:"));
         self.list("\tVelero", &messages.velero);
         self.list("\tCluster", &messages.cluster);

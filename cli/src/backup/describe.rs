@@ -20,7 +20,7 @@ use super::{BACKUP_NAME_LABEL, BACKUP_UID_LABEL, label_value, open_location, sor
 use crate::args::ShowArgs;
 use crate::bucket::{StoreAccessArgs, gunzip};
 use crate::cluster::{ClusterArgs, none_missing};
-use crate::describe::Describer;
+use crate::describe::{Describer, Outcome};
 use crate::format::{go_duration, human_bytes, local_time, write_stdout};
 use crate::selector;
 
@@ -161,12 +161,9 @@ async fn results(
     }
     let read = async {
         let files = open_location(client, namespace, backup, access).await?;
-        let key = BackupKeys::new(&backup.name_any()).results();
-        let Some(gz) = files.read(&key).await? else {
-            anyhow::bail!("{key} is not in backup storage location {:?}", files.name);
-        };
-        let json = gunzip(&gz, &key)?;
-        serde_json::from_slice(&json).with_context(|| format!("{key} is not a results file"))
+        files
+            .read_results(&BackupKeys::new(&backup.name_any()).results())
+            .await
     };
     Some(read.await)
 }
@@ -202,26 +199,13 @@ fn describe_backup(
     d.line(format!("Errors:\t{}", status.errors.unwrap_or(0)));
     d.line(format!("Warnings:\t{}", status.warnings.unwrap_or(0)));
     // With --details, what they are, from the bucket's results file.
-    match results {
-        None => {}
-        Some(Err(why)) => {
-            d.blank();
-            d.line(format!(
-                "Errors and warnings:\t<cannot read them: {}>",
-                crate::sentence(why)
-            ));
-        }
-        Some(Ok(results)) => {
-            if status.errors.unwrap_or(0) > 0 {
-                d.blank();
-                d.messages("Errors", &results.errors);
-            }
-            if status.warnings.unwrap_or(0) > 0 {
-                d.blank();
-                d.messages("Warnings", &results.warnings);
-            }
-        }
-    }
+    d.results(
+        results,
+        [
+            (Outcome::Errors, status.errors.unwrap_or(0)),
+            (Outcome::Warnings, status.warnings.unwrap_or(0)),
+        ],
+    );
     d.blank();
     describe_spec(&mut d, &backup.spec);
     d.blank();

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::Result;
 use clap::Args;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams};
@@ -14,9 +14,9 @@ use lifeboat_server::backup::layout::RestoreKeys;
 
 use super::{open_location, phase};
 use crate::args::ShowArgs;
-use crate::bucket::{StoreAccessArgs, gunzip};
+use crate::bucket::StoreAccessArgs;
 use crate::cluster::{ClusterArgs, none_missing};
-use crate::describe::Describer;
+use crate::describe::{Describer, Outcome};
 use crate::format::{local_time, write_stdout};
 use crate::selector;
 
@@ -61,12 +61,9 @@ async fn results(
     }
     let read = async {
         let files = open_location(client, namespace, restore, access, false).await?;
-        let key = RestoreKeys::new(&restore.name_any()).results();
-        let Some(gz) = files.read(&key).await? else {
-            bail!("{key} is not in backup storage location {:?}", files.name);
-        };
-        let json = gunzip(&gz, &key)?;
-        serde_json::from_slice(&json).with_context(|| format!("{key} is not a results file"))
+        files
+            .read_results(&RestoreKeys::new(&restore.name_any()).results())
+            .await
     };
     Some(read.await)
 }
@@ -130,28 +127,13 @@ fn describe_restore(
         d.blank();
         d.list("Validation errors", &status.validation_errors);
     }
-    match results {
-        None => {}
-        Some(Err(why)) => {
-            d.blank();
-            d.line(format!(
-                "Warnings and errors:\t<{} warnings and {} errors; cannot read them: {}>",
-                status.warnings.unwrap_or(0),
-                status.errors.unwrap_or(0),
-                crate::sentence(why)
-            ));
-        }
-        Some(Ok(results)) => {
-            if status.warnings.unwrap_or(0) > 0 {
-                d.blank();
-                d.messages("Warnings", &results.warnings);
-            }
-            if status.errors.unwrap_or(0) > 0 {
-                d.blank();
-                d.messages("Errors", &results.errors);
-            }
-        }
-    }
+    d.results(
+        results,
+        [
+            (Outcome::Warnings, status.warnings.unwrap_or(0)),
+            (Outcome::Errors, status.errors.unwrap_or(0)),
+        ],
+    );
     d.blank();
     d.line(format!("Backup:\t{}", spec.backup_name));
     if let Some(schedule) = &spec.schedule_name {
